@@ -1,0 +1,151 @@
+"""The audit log: every security decision, who/what/outcome/why, in a hash chain.
+
+Each entry's hash covers the previous entry's hash, so that removing or changing an entry is
+found by ``cityid audit verify``. The personal parts (actor, subject) enter the hash only through
+a salted commitment, so that erasing a citizen (GDPR Art. 17) can pseudonymise them without
+breaking the chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from db import Base, utcnow
+
+GENESIS = "0" * 64
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(32))
+    party_commitment: Mapped[str] = mapped_column(String(64))
+    pseudonymised: Mapped[bool] = mapped_column(default=False)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """One row; locked for the write so that the chain has one order on every backend."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int | None] = mapped_column(ForeignKey("audit_event.seq"), nullable=True)
+    last_hash: Mapped[str] = mapped_column(String(64))
+
+
+def _commitment(salt: str, actor: str, subject: str) -> str:
+    return hashlib.sha256(f"{salt}\x00{actor}\x00{subject}".encode()).hexdigest()
+
+
+def _entry_hash(prev: str, ev: AuditEvent) -> str:
+    body = json.dumps(
+        [prev, ev.at.isoformat(), ev.action, ev.outcome, ev.reason, ev.details,
+         ev.party_commitment],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def record(
+    session: Session,
+    *,
+    action: str,
+    outcome: str,
+    actor: str = "system",
+    subject: str = "",
+    reason: str = "",
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Append an audit entry in the caller's transaction (it commits or rolls back with it)."""
+    if outcome not in ("success", "failure", "denied", "info"):
+        raise ValueError(f"unknown audit outcome {outcome!r}")
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar()
+    if head is None:
+        head = AuditHead(id=1, last_hash=GENESIS, last_seq=None)
+        session.add(head)
+        session.flush()
+    salt = secrets.token_hex(16)
+    ev = AuditEvent(
+        at=utcnow(),
+        actor=actor[:200],
+        action=action,
+        outcome=outcome,
+        subject=subject[:200],
+        reason=reason,
+        details=json.dumps(dict(details or {}), sort_keys=True, default=str),
+        salt=salt,
+        party_commitment=_commitment(salt, actor[:200], subject[:200]),
+        prev_hash=head.last_hash,
+        hash="",
+    )
+    ev.hash = _entry_hash(head.last_hash, ev)
+    session.add(ev)
+    session.flush()
+    head.last_hash = ev.hash
+    head.last_seq = ev.seq
+    return ev
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    entries: int
+    first_bad_seq: int | None
+    problem: str
+
+
+def verify(session: Session) -> VerifyResult:
+    """Walk the chain and recompute every hash."""
+    prev = GENESIS
+    count = 0
+    for ev in session.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars():
+        count += 1
+        if not hmac.compare_digest(ev.prev_hash, prev):
+            return VerifyResult(False, count, ev.seq, "entry does not follow its predecessor")
+        if not ev.pseudonymised and not hmac.compare_digest(
+            ev.party_commitment, _commitment(ev.salt, ev.actor, ev.subject)
+        ):
+            return VerifyResult(False, count, ev.seq, "actor or subject changed")
+        if not hmac.compare_digest(ev.hash, _entry_hash(prev, ev)):
+            return VerifyResult(False, count, ev.seq, "entry content changed")
+        prev = ev.hash
+    head = session.get(AuditHead, 1)
+    if head is not None and not hmac.compare_digest(head.last_hash, prev):
+        return VerifyResult(False, count, None, "entries missing at the end of the chain")
+    return VerifyResult(True, count, None, "")
+
+
+def pseudonymise(session: Session, party: str, pseudonym: str) -> int:
+    """Replace a party's identifier in the log by a pseudonym; the chain stays verifiable."""
+    n = 0
+    for ev in session.execute(
+        select(AuditEvent).where((AuditEvent.actor == party) | (AuditEvent.subject == party))
+    ).scalars():
+        if ev.actor == party:
+            ev.actor = pseudonym
+        if ev.subject == party:
+            ev.subject = pseudonym
+        ev.pseudonymised = True
+        n += 1
+    return n

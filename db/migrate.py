@@ -1,0 +1,63 @@
+"""Alembic, driven from code: ``cityid init`` upgrades, ``cityid serve`` checks.
+
+Each package keeps its own branch in the one history (``branch_labels`` = package name), so
+``heads`` — not ``head`` — is the schema the code expects.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class SchemaMismatch(RuntimeError):
+    """The database schema is not the one this code was written for."""
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine) -> None:
+    cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "heads")
+
+
+def code_heads() -> set[str]:
+    return set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def db_heads(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse to run on an unmigrated database or one migrated by newer code."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    current = db_heads(engine)
+    expected = set(script.get_heads())
+    if current == expected:
+        return
+    if not current:
+        raise SchemaMismatch("the database is not initialised: run `cityid init` first")
+    known = {rev.revision for rev in script.walk_revisions()}
+    unknown = current - known
+    if unknown:
+        raise SchemaMismatch(
+            f"the database schema ({', '.join(sorted(unknown))}) is newer than this cityid; "
+            "upgrade cityid before serving"
+        )
+    raise SchemaMismatch("the database schema is behind this cityid: run `cityid init` to migrate")

@@ -1,0 +1,102 @@
+"""Shared fixtures: a fresh, migrated database per test on SQLite and (in CI) PostgreSQL.
+
+Set ``CITYID_TEST_POSTGRES_URL`` (``.ci/run`` does) to run every database test on PostgreSQL
+too. Each backend is migrated once per test session into a template; each test gets a copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import make_engine, make_session_factory
+from db.migrate import upgrade
+
+PG_URL = os.environ.get("CITYID_TEST_POSTGRES_URL", "")
+REQUIRE_PG = os.environ.get("CITYID_TEST_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_PG and not PG_URL:
+        raise pytest.UsageError("CITYID_TEST_REQUIRE_POSTGRES=1 but no CITYID_TEST_POSTGRES_URL")
+
+
+def _pg_admin() -> Engine:
+    return make_engine(PG_URL, pool=False).execution_options(isolation_level="AUTOCOMMIT")
+
+
+def _pg_url_for(name: str) -> str:
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tpl") / "template.sqlite3"
+    engine = make_engine(f"sqlite:///{path}", pool=False)
+    upgrade(engine)
+    engine.dispose()  # the last connection to close checkpoints the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def _pg_template() -> Iterator[str]:
+    name = f"cityid_tpl_{secrets.token_hex(6)}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine = make_engine(_pg_url_for(name), pool=False)
+    upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a fresh, fully migrated database of each backend."""
+    if request.param == "sqlite":
+        tpl: Path = request.getfixturevalue("_sqlite_template")
+        path = tmp_path / "cityid.sqlite3"
+        shutil.copyfile(tpl, path)
+        yield f"sqlite:///{path}"
+        return
+    tpl_name: str = request.getfixturevalue("_pg_template")
+    name = f"cityid_t_{secrets.token_hex(6)}"
+    admin = _pg_admin()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{tpl_name}"'))
+    try:
+        yield _pg_url_for(name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_engine(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db_sessions(db_engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(db_engine)
+
+
+@pytest.fixture
+def db_session(db_sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with db_sessions() as session:
+        yield session

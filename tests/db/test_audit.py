@@ -1,0 +1,93 @@
+"""The audit log is a hash chain: changes, removals and truncation are detected."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import audit, make_engine, transaction
+from db.migrate import SchemaMismatch, check_schema
+
+
+def _fill(db_sessions: sessionmaker[Session], n: int = 5) -> None:
+    for i in range(n):
+        with transaction(db_sessions) as s:
+            audit.record(s, action="test.event", outcome="success", actor=f"user{i}",
+                         subject="acct-1", reason="because", details={"i": i})
+
+
+def test_intact_chain_verifies(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with db_sessions() as s:
+        res = audit.verify(s)
+    assert res.ok and res.entries == 5
+
+
+def test_changed_entry_is_detected(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        seq = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq)).scalars().all()[2]
+        s.execute(update(audit.AuditEvent).where(audit.AuditEvent.seq == seq).values(outcome="failure"))
+    with db_sessions() as s:
+        res = audit.verify(s)
+    assert not res.ok and res.first_bad_seq == seq
+
+
+def test_changed_actor_is_detected(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        s.execute(update(audit.AuditEvent).where(audit.AuditEvent.actor == "user1").values(actor="x"))
+    with db_sessions() as s:
+        assert audit.verify(s).problem == "actor or subject changed"
+
+
+def test_removed_entry_is_detected(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        s.execute(delete(audit.AuditEvent).where(audit.AuditEvent.actor == "user2"))
+    with db_sessions() as s:
+        assert not audit.verify(s).ok
+
+
+def test_truncated_tail_is_detected(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        s.execute(update(audit.AuditHead).values(last_seq=None))
+        last = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq.desc())).scalar()
+        s.execute(delete(audit.AuditEvent).where(audit.AuditEvent.seq == last))
+    with db_sessions() as s:
+        assert audit.verify(s).problem == "entries missing at the end of the chain"
+
+
+def test_pseudonymisation_keeps_chain_verifiable_gdpr_art17(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        assert audit.pseudonymise(s, "acct-1", "erased-7f3a") == 5
+    with db_sessions() as s:
+        assert audit.verify(s).ok
+        assert not s.execute(select(audit.AuditEvent).where(audit.AuditEvent.subject == "acct-1")).first()
+
+
+def test_unmigrated_database_is_refused(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.sqlite3'}")
+    try:
+        check_schema(engine)
+    except SchemaMismatch as exc:
+        assert "cityid init" in str(exc)
+    else:
+        raise AssertionError("an empty database passed the schema check")
+
+
+def test_newer_schema_is_refused(db_engine) -> None:
+    with db_engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num='9999_future'")
+    try:
+        check_schema(db_engine)
+    except SchemaMismatch as exc:
+        assert "newer" in str(exc)
+    else:
+        raise AssertionError("a newer schema passed the schema check")
+
+
+def test_migrated_database_passes(db_engine) -> None:
+    check_schema(db_engine)
