@@ -59,8 +59,15 @@ def _commitment(salt: str, actor: str, subject: str) -> str:
 
 def _entry_hash(prev: str, ev: AuditEvent) -> str:
     body = json.dumps(
-        [prev, ev.at.isoformat(), ev.action, ev.outcome, ev.reason, ev.details,
-         ev.party_commitment],
+        [
+            prev,
+            ev.at.isoformat(),
+            ev.action,
+            ev.outcome,
+            ev.reason,
+            ev.details,
+            ev.party_commitment,
+        ],
         separators=(",", ":"),
         ensure_ascii=False,
     )

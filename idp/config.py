@@ -110,9 +110,7 @@ def _build(cls: Any, data: dict[str, Any], env_prefix: str) -> Any:
         if env_key in os.environ:
             raw = os.environ[env_key]
             if typ == dict[str, str]:
-                kwargs[f.name] = dict(
-                    item.split("=", 1) for item in raw.split(",") if "=" in item
-                )
+                kwargs[f.name] = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
             else:
                 kwargs[f.name] = _coerce(raw, typ)
         elif f.name in data:

@@ -31,8 +31,16 @@ with tempfile.TemporaryDirectory() as tmp:
     engine.dispose()
     cfg = alembic_config(url)
     if a.branch:
-        command.revision(cfg, message=a.message, rev_id=a.rev_id, autogenerate=True,
-                         head="0001_base", branch_label=a.branch, splice=True)
+        command.revision(
+            cfg,
+            message=a.message,
+            rev_id=a.rev_id,
+            autogenerate=True,
+            head="0001_base",
+            branch_label=a.branch,
+            splice=True,
+        )
     else:
-        command.revision(cfg, message=a.message, rev_id=a.rev_id, autogenerate=True,
-                         head=f"{a.head}@head")
+        command.revision(
+            cfg, message=a.message, rev_id=a.rev_id, autogenerate=True, head=f"{a.head}@head"
+        )

@@ -7,8 +7,8 @@ too. Each backend is migrated once per test session into a template; each test g
 from __future__ import annotations
 
 import os
-import shutil
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -12,8 +12,15 @@ from db.migrate import SchemaMismatch, check_schema
 def _fill(db_sessions: sessionmaker[Session], n: int = 5) -> None:
     for i in range(n):
         with transaction(db_sessions) as s:
-            audit.record(s, action="test.event", outcome="success", actor=f"user{i}",
-                         subject="acct-1", reason="because", details={"i": i})
+            audit.record(
+                s,
+                action="test.event",
+                outcome="success",
+                actor=f"user{i}",
+                subject="acct-1",
+                reason="because",
+                details={"i": i},
+            )
 
 
 def test_intact_chain_verifies(db_sessions: sessionmaker[Session]) -> None:
@@ -26,8 +33,14 @@ def test_intact_chain_verifies(db_sessions: sessionmaker[Session]) -> None:
 def test_changed_entry_is_detected(db_sessions: sessionmaker[Session]) -> None:
     _fill(db_sessions)
     with transaction(db_sessions) as s:
-        seq = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq)).scalars().all()[2]
-        s.execute(update(audit.AuditEvent).where(audit.AuditEvent.seq == seq).values(outcome="failure"))
+        seq = (
+            s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq))
+            .scalars()
+            .all()[2]
+        )
+        s.execute(
+            update(audit.AuditEvent).where(audit.AuditEvent.seq == seq).values(outcome="failure")
+        )
     with db_sessions() as s:
         res = audit.verify(s)
     assert not res.ok and res.first_bad_seq == seq
@@ -36,7 +49,9 @@ def test_changed_entry_is_detected(db_sessions: sessionmaker[Session]) -> None:
 def test_changed_actor_is_detected(db_sessions: sessionmaker[Session]) -> None:
     _fill(db_sessions)
     with transaction(db_sessions) as s:
-        s.execute(update(audit.AuditEvent).where(audit.AuditEvent.actor == "user1").values(actor="x"))
+        s.execute(
+            update(audit.AuditEvent).where(audit.AuditEvent.actor == "user1").values(actor="x")
+        )
     with db_sessions() as s:
         assert audit.verify(s).problem == "actor or subject changed"
 
@@ -53,19 +68,25 @@ def test_truncated_tail_is_detected(db_sessions: sessionmaker[Session]) -> None:
     _fill(db_sessions)
     with transaction(db_sessions) as s:
         s.execute(update(audit.AuditHead).values(last_seq=None))
-        last = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq.desc())).scalar()
+        last = s.execute(
+            select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq.desc())
+        ).scalar()
         s.execute(delete(audit.AuditEvent).where(audit.AuditEvent.seq == last))
     with db_sessions() as s:
         assert audit.verify(s).problem == "entries missing at the end of the chain"
 
 
-def test_pseudonymisation_keeps_chain_verifiable_gdpr_art17(db_sessions: sessionmaker[Session]) -> None:
+def test_pseudonymisation_keeps_chain_verifiable_gdpr_art17(
+    db_sessions: sessionmaker[Session],
+) -> None:
     _fill(db_sessions)
     with transaction(db_sessions) as s:
         assert audit.pseudonymise(s, "acct-1", "erased-7f3a") == 5
     with db_sessions() as s:
         assert audit.verify(s).ok
-        assert not s.execute(select(audit.AuditEvent).where(audit.AuditEvent.subject == "acct-1")).first()
+        assert not s.execute(
+            select(audit.AuditEvent).where(audit.AuditEvent.subject == "acct-1")
+        ).first()
 
 
 def test_unmigrated_database_is_refused(tmp_path) -> None:
