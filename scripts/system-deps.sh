@@ -6,6 +6,7 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v xmlsec1 >/dev/null || need+=(xmlsec1)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2
