@@ -1,0 +1,1 @@
+"""Trust anchors shipped as package data; see SOURCES.md for where each came from."""
