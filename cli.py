@@ -5,9 +5,66 @@ Command groups of one area live in ``cli_<area>.py`` beside this file and are ad
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import click
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import make_engine, make_session_factory, transaction
+from db.migrate import SchemaMismatch, check_schema
+from idp.config import Config, load_config
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="CITYID_DATA_DIR",
+    default=Path(".cityid-data"),
+    show_default=True,
+    help="instance data directory",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def fail(message: str, as_json: bool = False, code: int = 1) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": message}))
+    else:
+        click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def out(data: Any, as_json: bool, human: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else human)
+
+
+@contextmanager
+def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config, Session]]:
+    """Open the instance's database in one transaction, refusing a wrong schema."""
+    cfg = load_config(data_dir)
+    engine = make_engine(cfg.db_url)
+    try:
+        check_schema(engine)
+    except SchemaMismatch as exc:
+        fail(str(exc), as_json, code=3)
+    try:
+        with transaction(make_session_factory(engine)) as s:
+            yield cfg, s
+    finally:
+        engine.dispose()
+
+
+def instance_keys(cfg: Config) -> Any:
+    from idp.instance import InstanceKeys
+
+    return InstanceKeys.from_config(cfg)
 
 
 @click.group()
@@ -15,7 +72,334 @@ def main() -> None:
     """cityid — the city's identity provider."""
 
 
-for _name in ("cli_pki",):
+# ----------------------------------------------------------------------------- instance
+
+
+@main.command()
+@data_dir_option
+@click.option("--issuer", help="public base URL, e.g. https://login.musterstadt.de")
+@json_option
+def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
+    """Create or migrate the instance (idempotent)."""
+    from idp.setup import init_instance
+
+    try:
+        cfg = init_instance(data_dir, issuer=issuer)
+    except SchemaMismatch as exc:
+        fail(str(exc), as_json, code=3)
+    out(
+        {"data_dir": str(data_dir), "issuer": cfg.issuer, "database": cfg.db_url.split("@")[-1]},
+        as_json,
+        f"cityid initialised in {data_dir} (issuer {cfg.issuer})",
+    )
+
+
+@main.command()
+@data_dir_option
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=2, show_default=True, type=int)
+def serve(data_dir: Path, bind: str, workers: int) -> None:
+    """Serve cityid with gunicorn (production WSGI server)."""
+    from idp.serve import run
+
+    cfg = load_config(data_dir)
+    try:
+        check_schema(make_engine(cfg.db_url, pool=False))
+    except SchemaMismatch as exc:
+        fail(str(exc))
+    run(cfg, bind=bind, workers=workers)
+
+
+@main.command()
+@data_dir_option
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+def demo(data_dir: Path, bind: str) -> None:
+    """Initialise a demo instance with a demo service and citizen, and serve it."""
+    from idp.demo import prepare_demo
+    from idp.serve import run
+
+    host, _, port = bind.rpartition(":")
+    cfg, info = prepare_demo(data_dir, issuer=f"http://{host}:{port}")
+    click.echo(info)
+    run(cfg, bind=bind, workers=1, demo=True)
+
+
+# ----------------------------------------------------------------------------- clients
+
+
+@main.group()
+def client() -> None:
+    """Relying services (OAuth/OIDC clients)."""
+
+
+@client.command("add")
+@data_dir_option
+@click.option("--name", required=True)
+@click.option("--redirect-uri", "redirect_uris", multiple=True)
+@click.option(
+    "--grant-type",
+    "grant_types",
+    multiple=True,
+    type=click.Choice(["authorization_code", "refresh_token", "client_credentials"]),
+)
+@click.option(
+    "--auth-method",
+    default="client_secret_basic",
+    show_default=True,
+    type=click.Choice(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]),
+)
+@click.option("--scope", default="openid profile email", show_default=True)
+@click.option("--post-logout-uri", "post_logout_uris", multiple=True)
+@click.option("--backchannel-logout-uri")
+@click.option("--min-level", type=click.Choice(["low", "substantial", "high"]))
+@click.option(
+    "--scope-level",
+    "scope_levels",
+    multiple=True,
+    metavar="SCOPE=LEVEL",
+    help="a scope that needs a level, e.g. payment=substantial",
+)
+@click.option("--public-subject", is_flag=True, help="same `sub` for all services (default: pairwise)")
+@click.option("--id-token-alg", default="ES256", type=click.Choice(["ES256", "RS256"]))
+@click.option(
+    "--jwks-file",
+    type=click.Path(exists=True, path_type=Path),
+    help="client's public JWKS (private_key_jwt)",
+)
+@click.option("--client-id", help="choose the client_id (default: random)")
+@json_option
+def client_add(
+    data_dir: Path,
+    name: str,
+    redirect_uris: tuple[str, ...],
+    grant_types: tuple[str, ...],
+    auth_method: str,
+    scope: str,
+    post_logout_uris: tuple[str, ...],
+    backchannel_logout_uri: str | None,
+    min_level: str | None,
+    scope_levels: tuple[str, ...],
+    public_subject: bool,
+    id_token_alg: str,
+    jwks_file: Path | None,
+    client_id: str | None,
+    as_json: bool,
+) -> None:
+    """Register a relying service. Its secret is shown once."""
+    from idp.clients import ClientError, ClientSpec, add_client, client_as_dict
+    from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
+
+    levels = {"low": LEVEL_LOW, "substantial": LEVEL_SUBSTANTIAL, "high": LEVEL_HIGH}
+    parsed_levels = {}
+    for item in scope_levels:
+        sc, _, lv = item.partition("=")
+        if lv not in levels:
+            fail(f"--scope-level {item}: level must be low, substantial or high", as_json, 2)
+        parsed_levels[sc] = levels[lv]
+    spec = ClientSpec(
+        name=name,
+        redirect_uris=list(redirect_uris),
+        grant_types=list(grant_types) or ["authorization_code", "refresh_token"],
+        auth_method=auth_method,
+        scope=scope,
+        post_logout_redirect_uris=list(post_logout_uris),
+        backchannel_logout_uri=backchannel_logout_uri,
+        min_level=levels[min_level] if min_level else None,
+        subject_type="public" if public_subject else "pairwise",
+        id_token_alg=id_token_alg,
+        jwks=json.loads(jwks_file.read_text()) if jwks_file else None,
+        scope_levels=parsed_levels,
+        client_id=client_id,
+    )
+    try:
+        with session_for(data_dir, as_json) as (cfg, s):
+            row, secret = add_client(s, instance_keys(cfg), spec)
+            data = client_as_dict(row) | {"client_secret": secret}
+    except ClientError as exc:
+        fail(str(exc), as_json, 2)
+    human = f"client_id:     {data['client_id']}"
+    if secret:
+        human += f"\nclient_secret: {secret}\n(store the secret now: it is not shown again)"
+    out(data, as_json, human)
+
+
+@client.command("list")
+@data_dir_option
+@json_option
+def client_list(data_dir: Path, as_json: bool) -> None:
+    from idp.clients import client_as_dict, list_clients
+
+    with session_for(data_dir, as_json) as (_cfg, s):
+        rows = [client_as_dict(c) for c in list_clients(s)]
+    out(rows, as_json, "\n".join(f"{r['client_id']}  {r['name']}" for r in rows) or "no clients")
+
+
+@client.command("show")
+@data_dir_option
+@click.argument("client_id")
+@json_option
+def client_show(data_dir: Path, client_id: str, as_json: bool) -> None:
+    from idp.clients import client_as_dict
+    from idp.models import Client
+
+    with session_for(data_dir, as_json) as (_cfg, s):
+        row = s.get(Client, client_id)
+        if row is None:
+            fail(f"no client {client_id}", as_json, 4)
+        data = client_as_dict(row)
+    out(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+@client.command("remove")
+@data_dir_option
+@click.argument("client_id")
+@json_option
+def client_remove(data_dir: Path, client_id: str, as_json: bool) -> None:
+    from idp.clients import ClientError, remove_client
+
+    try:
+        with session_for(data_dir, as_json) as (_cfg, s):
+            remove_client(s, client_id)
+    except ClientError as exc:
+        fail(str(exc), as_json, 4)
+    out({"removed": client_id}, as_json, f"removed {client_id}")
+
+
+# ----------------------------------------------------------------------------- users
+
+
+@main.group()
+def user() -> None:
+    """Citizen accounts."""
+
+
+@user.command("add")
+@data_dir_option
+@click.option("--email", required=True)
+@click.password_option(envvar="CITYID_NEW_USER_PASSWORD")
+@click.option("--verified", is_flag=True, help="mark the e-mail address as verified")
+@json_option
+def user_add(data_dir: Path, email: str, password: str, verified: bool, as_json: bool) -> None:
+    from idp.accounts import AccountError, create_account
+
+    try:
+        with session_for(data_dir, as_json) as (cfg, s):
+            acct = create_account(s, instance_keys(cfg), email, password, verified=verified, actor="admin")
+            data = {"id": acct.id, "email_verified": verified}
+    except AccountError as exc:
+        fail(str(exc), as_json, 2)
+    out(data, as_json, f"account {data['id']} created")
+
+
+@user.command("list")
+@data_dir_option
+@json_option
+def user_list(data_dir: Path, as_json: bool) -> None:
+    from idp.accounts import email_of
+    from idp.models import Account
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        keys = instance_keys(cfg)
+        rows = [
+            {
+                "id": a.id,
+                "email": email_of(keys, a),
+                "email_verified": a.email_verified_at is not None,
+                "disabled": a.disabled,
+                "created_at": a.created_at.isoformat(),
+            }
+            for a in s.execute(select(Account).order_by(Account.created_at)).scalars()
+        ]
+    out(
+        rows,
+        as_json,
+        "\n".join(f"{r['id']}  {r['email']}{'  (disabled)' if r['disabled'] else ''}" for r in rows)
+        or "no accounts",
+    )
+
+
+@user.command("disable")
+@data_dir_option
+@click.argument("email_or_id")
+@json_option
+def user_disable(data_dir: Path, email_or_id: str, as_json: bool) -> None:
+    """Disable an account: it cannot log in, its sessions and tokens end."""
+    from idp.admin import disable_account
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        acct_id = disable_account(s, instance_keys(cfg), email_or_id)
+        if acct_id is None:
+            fail(f"no account {email_or_id}", as_json, 4)
+    out({"disabled": acct_id}, as_json, f"account {acct_id} disabled")
+
+
+# ----------------------------------------------------------------------------- keys, audit
+
+
+@main.group()
+def keys() -> None:
+    """Token-signing keys."""
+
+
+@keys.command("rotate")
+@data_dir_option
+@click.option("--alg", default="ES256", type=click.Choice(["ES256", "RS256"]))
+@click.option(
+    "--publish-ahead",
+    default=3600,
+    show_default=True,
+    type=int,
+    help="seconds the new key is published before it signs",
+)
+@json_option
+def keys_rotate(data_dir: Path, alg: str, publish_ahead: int, as_json: bool) -> None:
+    from idp.keys import rotate
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        lifetime = max(cfg.access_token_lifetime_seconds, cfg.id_token_lifetime_seconds)
+        new = rotate(
+            s,
+            cfg.key_passphrase or cfg.secret_key,
+            alg=alg,
+            publish_ahead=dt.timedelta(seconds=publish_ahead),
+            max_token_lifetime=dt.timedelta(seconds=lifetime + 300),
+        )
+        data = {"kid": new.kid, "alg": alg, "active_from": new.active_from.isoformat()}
+    out(data, as_json, f"new {alg} key {data['kid']} signs from {data['active_from']}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@data_dir_option
+@json_option
+def audit_verify(data_dir: Path, as_json: bool) -> None:
+    """Check the audit log's hash chain."""
+    from db import audit as audit_log
+
+    with session_for(data_dir, as_json) as (_cfg, s):
+        res = audit_log.verify(s)
+    data = {
+        "ok": res.ok,
+        "entries": res.entries,
+        "first_bad_seq": res.first_bad_seq,
+        "problem": res.problem,
+    }
+    out(
+        data,
+        as_json,
+        f"audit log intact ({res.entries} entries)"
+        if res.ok
+        else f"audit log BROKEN at {res.first_bad_seq}: {res.problem}",
+    )
+    if not res.ok:
+        sys.exit(5)
+
+
+for _name in ("cli_pki", "cli_device"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

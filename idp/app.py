@@ -3,26 +3,88 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
+from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, Response, render_template, request
+from flask_babel import Babel
+from flask_babel import gettext as _
+from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
+from idp import browser, uow
 from idp.config import Config
+from idp.instance import InstanceKeys
+from idp.keys import KeyCache
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
-VIEW_MODULES = ["idp.views.pki"]
+VIEW_MODULES = ["idp.views.oidc", "idp.views.auth", "idp.views.account", "idp.views.pki"]
+LOCALES = ("de", "en")
 
 
-def create_app(config: Config, *, check_schema: bool = True) -> Flask:
+def select_locale() -> str:
+    # ui_locales (OIDC Core §3.1.2.1) first, then the remembered switch, then Accept-Language.
+    for tag in request.values.get("ui_locales", "").split():
+        if tag[:2] in LOCALES:
+            return tag[:2]
+    lang = request.cookies.get("lang")
+    if lang in LOCALES:
+        return lang
+    return request.accept_languages.best_match(LOCALES) or "de"
+
+
+def _security_headers(issuer: str) -> Any:
+    https = urlsplit(issuer).scheme == "https"
+
+    def add(response: Response) -> Response:
+        h = response.headers
+        h.setdefault(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+            "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; "
+            "connect-src 'self'",
+        )
+        h.setdefault("X-Content-Type-Options", "nosniff")
+        h.setdefault("Referrer-Policy", "no-referrer")
+        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        h.setdefault("X-Frame-Options", "DENY")
+        if https:
+            h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        if response.mimetype == "text/html":
+            h.setdefault("Cache-Control", "no-store")
+        return response
+
+    return add
+
+
+def create_app(config: Config, *, check_schema: bool = True, demo: bool = False) -> Flask:
     app = Flask(__name__)
     engine = make_engine(config.db_url)
     if check_schema:
         from db.migrate import check_schema as _check
 
         _check(engine)
-    app.extensions["cityid"] = Runtime(config, engine, make_session_factory(engine))
+    app.extensions["cityid"] = Runtime(
+        config=config,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        keys=InstanceKeys.from_config(config),
+        key_cache=KeyCache(config.key_passphrase or config.secret_key),
+    )
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["BABEL_DEFAULT_LOCALE"] = "de"
+    Babel(app, locale_selector=select_locale)
+    uow.init_app(app)
+    browser.init_app(app)
+    app.after_request(_security_headers(config.issuer))
+
+    from idp.oauth.server import create_server
+
+    srv, protector = create_server(app)
+    app.extensions["cityid_oauth"] = srv
+    app.extensions["cityid_protector"] = protector
     for name in VIEW_MODULES:
         try:
             module = importlib.import_module(name)
@@ -31,4 +93,45 @@ def create_app(config: Config, *, check_schema: bool = True) -> Flask:
                 raise
             continue
         app.register_blueprint(module.bp)
+        if hasattr(module, "init_app"):
+            module.init_app(app, srv)
+
+    if demo:
+        from idp.views.demo import init_demo
+
+        init_demo(app)
+
+    @app.context_processor
+    def _branding() -> dict[str, Any]:
+        from flask_babel import get_locale
+
+        return {"branding": config.branding, "lang": str(get_locale() or "de")}
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        if request.path.startswith(("/api/", "/token", "/introspect", "/revoke", "/userinfo")):
+            return {"error": "invalid_request", "error_description": exc.description}, exc.code
+        if exc.description == "csrf":
+            title = _("This form has expired")
+            message = _(
+                "For your security, forms can only be sent once and from this site. "
+                "Please go back, reload the page and try again."
+            )
+        elif exc.code == 404:
+            title, message = _("Page not found"), _("This page does not exist.")
+        elif exc.code == 413:
+            title, message = _("Too much data"), _("The request was too large.")
+        else:
+            title, message = _("Something went wrong"), _("The request could not be processed.")
+        return render_template("message.html", title=title, message=message, status="error"), exc.code
+
+    @app.errorhandler(UnicodeDecodeError)
+    def _bad_encoding(exc: Exception) -> Any:
+        return render_template(
+            "message.html",
+            title=_("Something went wrong"),
+            message=_("The request contained invalid characters."),
+            status="error",
+        ), 400
+
     return app

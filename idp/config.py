@@ -48,7 +48,7 @@ class CaConfig:
     ocsp_validity_minutes: int = 60
     key_store: str = "file"  # file | pkcs11
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
-    pkcs11_token_label: str = "cityid"  # noqa: S105 (a label, not a secret)
+    pkcs11_token_label: str = "cityid"
     pkcs11_pin: str = ""
 
 

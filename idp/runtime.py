@@ -1,4 +1,4 @@
-"""What a running cityid process holds: config, engine, session factory. No global state."""
+"""What a running cityid process holds: config, engine, sessions, keys. No global state."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from idp.config import Config
+from idp.instance import InstanceKeys
+from idp.keys import KeyCache
 
 
 @dataclass
@@ -16,6 +18,8 @@ class Runtime:
     config: Config
     engine: Engine
     sessions: sessionmaker[Session]
+    keys: InstanceKeys
+    key_cache: KeyCache
 
 
 def runtime() -> Runtime:

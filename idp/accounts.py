@@ -1,0 +1,158 @@
+"""Citizen accounts: register, verify e-mail, password login and reset. No Flask."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db import audit, utcnow
+from idp.crypto import hash_password, random_token, verify_password
+from idp.instance import InstanceKeys, normalise_email
+from idp.models import Account, EmailToken
+
+# Deliberately simple: one @, no spaces, a dot in the domain; the verification link proves it.
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+MIN_PASSWORD = 10
+MAX_PASSWORD = 1024
+
+
+class AccountError(Exception):
+    code = "account_error"
+
+
+class InvalidEmail(AccountError):
+    code = "invalid_email"
+
+
+class WeakPassword(AccountError):
+    code = "weak_password"
+
+
+class EmailTaken(AccountError):
+    code = "email_taken"
+
+
+class InvalidLink(AccountError):
+    code = "invalid_link"
+
+
+@dataclass(frozen=True)
+class LoginOutcome:
+    account: Account | None
+    reason: str  # "ok", "bad_credentials", "unverified", "disabled"
+
+
+def email_of(keys: InstanceKeys, account: Account) -> str:
+    return keys.personal_data.open(account.email_enc, f"email:{account.id}").decode()
+
+
+def check_password_policy(password: str) -> None:
+    # NIST SP 800-63B §5.1.1.2: at least 8 (we ask 10), allow long passphrases, no composition.
+    if len(password) < MIN_PASSWORD or len(password) > MAX_PASSWORD:
+        raise WeakPassword(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
+
+
+def create_account(
+    session: Session,
+    keys: InstanceKeys,
+    email: str,
+    password: str,
+    *,
+    locale: str = "de",
+    verified: bool = False,
+    actor: str = "self",
+) -> Account:
+    email = normalise_email(email)
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise InvalidEmail("not a valid e-mail address")
+    check_password_policy(password)
+    index = keys.email_lookup(email)
+    if session.execute(select(Account.id).where(Account.email_index == index)).first():
+        raise EmailTaken("an account with this e-mail exists")
+    acct = Account(
+        email_index=index,
+        email_enc=b"",
+        password_hash=hash_password(password),
+        locale=locale,
+        email_verified_at=utcnow() if verified else None,
+    )
+    session.add(acct)
+    session.flush()
+    acct.email_enc = keys.personal_data.seal(email.encode(), f"email:{acct.id}")
+    audit.record(
+        session,
+        action="account.create",
+        outcome="success",
+        actor=actor,
+        subject=acct.id,
+        reason="registered" if actor == "self" else "added by admin",
+    )
+    return acct
+
+
+def find_by_email(session: Session, keys: InstanceKeys, email: str) -> Account | None:
+    return session.execute(select(Account).where(Account.email_index == keys.email_lookup(email))).scalar()
+
+
+def check_login(session: Session, keys: InstanceKeys, email: str, password: str) -> LoginOutcome:
+    """Verify e-mail + password. Always hashes once, so timing does not reveal accounts."""
+    acct = find_by_email(session, keys, email) if len(email) <= 254 else None
+    ok = verify_password(acct.password_hash if acct else None, password[:MAX_PASSWORD])
+    if not ok or acct is None:
+        return LoginOutcome(None, "bad_credentials")
+    if acct.disabled:
+        return LoginOutcome(None, "disabled")
+    if acct.email_verified_at is None:
+        return LoginOutcome(acct, "unverified")
+    return LoginOutcome(acct, "ok")
+
+
+def issue_email_token(
+    session: Session, keys: InstanceKeys, account: Account, purpose: str, lifetime: dt.timedelta
+) -> str:
+    token = random_token(32)
+    session.add(
+        EmailToken(
+            token_digest=keys.token_digest(token),
+            account_id=account.id,
+            purpose=purpose,
+            expires_at=utcnow() + lifetime,
+        )
+    )
+    return token
+
+
+def consume_email_token(session: Session, keys: InstanceKeys, token: str, purpose: str) -> Account:
+    """Single use: the UPDATE that marks it used is the check, so two clicks cannot both win."""
+    if not token or len(token) > 200:
+        raise InvalidLink("malformed link")
+    digest = keys.token_digest(token)
+    now = utcnow()
+    row = session.get(EmailToken, digest)
+    if row is None or row.purpose != purpose:
+        raise InvalidLink("unknown link")
+    if row.used_at is not None:
+        raise InvalidLink("link already used")
+    if row.expires_at <= now:
+        raise InvalidLink("link expired")
+    res = session.execute(
+        update(EmailToken)
+        .where(EmailToken.token_digest == digest, EmailToken.used_at.is_(None))
+        .values(used_at=now)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidLink("link already used")
+    acct = session.get(Account, row.account_id)
+    if acct is None:
+        raise InvalidLink("account gone")
+    return acct
+
+
+def set_password(session: Session, account: Account, password: str) -> None:
+    check_password_policy(password)
+    account.password_hash = hash_password(password)
+    account.password_changed_at = utcnow()

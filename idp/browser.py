@@ -1,0 +1,173 @@
+"""Browser sessions at the IdP: server-side rows, a random cookie, CSRF tokens.
+
+The cookie carries a 256-bit random token; the database keeps only its keyed digest. The
+session id is rotated at every login (session fixation). Cookies are HttpOnly, SameSite=Lax and
+Secure except on plain-http loopback (development).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import time
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, g, request
+from sqlalchemy import delete
+
+from db import utcnow
+from idp import uow
+from idp.crypto import keyed_digest, random_token
+from idp.models import Account, LoginSession
+from idp.runtime import runtime
+
+ANON_LIFETIME = dt.timedelta(hours=1)
+
+
+def cookie_name() -> str:
+    return "__Host-cityid" if _secure() else "cityid"
+
+
+def _secure() -> bool:
+    parts = urlsplit(runtime().config.issuer)
+    return not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
+
+def _keys():  # type: ignore[no-untyped-def]
+    return runtime().keys
+
+
+def current() -> LoginSession | None:
+    """The browser's session, if its cookie names a live one."""
+    if "_login_session" in g:
+        s: LoginSession | None = g._login_session
+        return s
+    token = request.cookies.get(cookie_name(), "")
+    row = None
+    if token and len(token) <= 100:
+        row = uow.db().get(LoginSession, _keys().token_digest(token))
+        if row is not None and row.expires_at <= utcnow():
+            row = None
+    g._login_session = row
+    return row
+
+
+def ensure() -> LoginSession:
+    """The browser's session, created (anonymous, short-lived) if it has none."""
+    row = current()
+    if row is None:
+        row = _new(account_id=None, lifetime=ANON_LIFETIME)
+    return row
+
+
+def _new(*, account_id: str | None, lifetime: dt.timedelta) -> LoginSession:
+    token = random_token(32)
+    row = LoginSession(
+        id_digest=_keys().token_digest(token),
+        account_id=account_id,
+        expires_at=utcnow() + lifetime,
+        csrf_secret=random_token(32),
+        factors="{}",
+    )
+    uow.db().add(row)
+    g._login_session = row
+    g._set_cookie = (token, lifetime)
+    return row
+
+
+def current_account() -> Account | None:
+    s = current()
+    if s is None or s.account_id is None:
+        return None
+    acct = uow.db().get(Account, s.account_id)
+    if acct is None or acct.disabled:
+        return None
+    return acct
+
+
+def factors(s: LoginSession | None) -> dict[str, int]:
+    if s is None or s.account_id is None:
+        return {}
+    f: dict[str, int] = json.loads(s.factors)
+    return f
+
+
+def log_in(account: Account, factor: str) -> LoginSession:
+    """Start an authenticated session (new id), carrying over a pending authorization."""
+    old = current()
+    pending = old.pending if old is not None else None
+    locale = old.locale if old is not None else None
+    keep: dict[str, int] = {}
+    if old is not None and old.account_id == account.id:
+        keep = factors(old)  # stepping up: the earlier factors stay, with their own times
+    if old is not None:
+        uow.db().delete(old)
+    lifetime = dt.timedelta(minutes=runtime().config.session_lifetime_minutes)
+    row = _new(account_id=account.id, lifetime=lifetime)
+    keep[factor] = int(time.time())
+    row.factors = json.dumps(keep)
+    row.pending = pending
+    row.locale = locale
+    return row
+
+
+def add_factor(s: LoginSession, factor: str) -> None:
+    f = factors(s)
+    f[factor] = int(time.time())
+    s.factors = json.dumps(f)
+
+
+def log_out() -> LoginSession | None:
+    s = current()
+    if s is not None:
+        uow.db().delete(s)
+    g._login_session = None
+    g._clear_cookie = True
+    return s
+
+
+def csrf_token() -> str:
+    s = ensure()
+    return keyed_digest(_keys().csrf, s.csrf_secret)
+
+
+def check_csrf() -> None:
+    """Synchroniser token (OWASP CSRF cheat sheet), bound to this browser session."""
+    s = current()
+    sent = request.form.get("csrf_token", "")
+    if s is None or not sent or not hmac.compare_digest(sent, keyed_digest(_keys().csrf, s.csrf_secret)):
+        uow.record(
+            action="csrf.reject",
+            outcome="denied",
+            actor="anonymous",
+            subject=request.path,
+            reason="missing or invalid CSRF token",
+        )
+        abort(400, description="csrf")
+
+
+def purge_expired() -> int:
+    res = uow.db().execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))
+    return int(res.rowcount or 0)
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _cookie(response: Response) -> Response:
+        secure = _secure()
+        if g.pop("_clear_cookie", False) and "_set_cookie" not in g:
+            response.delete_cookie(cookie_name(), path="/", secure=secure, httponly=True, samesite="Lax")
+        set_cookie = g.pop("_set_cookie", None)
+        if set_cookie is not None and response.status_code < 400:
+            token, lifetime = set_cookie
+            response.set_cookie(
+                cookie_name(),
+                token,
+                max_age=int(lifetime.total_seconds()),
+                path="/",
+                secure=secure,
+                httponly=True,
+                samesite="Lax",
+            )
+        return response

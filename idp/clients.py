@@ -1,0 +1,164 @@
+"""Relying services (OAuth clients): registration and lookup. No Flask."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db import audit
+from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
+from idp.crypto import random_token
+from idp.instance import InstanceKeys
+from idp.models import Client
+
+AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+LEVELS = (LEVEL_LOW, LEVEL_SUBSTANTIAL, LEVEL_HIGH)
+
+
+class ClientError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    redirect_uris: list[str] = field(default_factory=list)
+    grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    auth_method: str = "client_secret_basic"
+    scope: str = "openid profile email"
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    backchannel_logout_uri: str | None = None
+    min_level: str | None = None
+    subject_type: str = "pairwise"
+    id_token_alg: str = "ES256"
+    jwks: dict[str, object] | None = None
+    logo_uri: str | None = None
+    scope_levels: dict[str, str] = field(default_factory=dict)
+    client_id: str | None = None
+
+
+def _check_uri(uri: str, *, what: str) -> None:
+    parts = urlsplit(uri)
+    if parts.fragment:  # RFC 6749 §3.1.2: no fragment
+        raise ClientError(f"{what} must not have a fragment: {uri}")
+    if parts.scheme == "https" and parts.netloc:
+        return
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return  # RFC 8252 §7.3 loopback, and local development
+    if parts.scheme and parts.scheme not in ("http", "https", "javascript", "data") and "." in parts.scheme:
+        return  # RFC 8252 §7.1 private-use scheme of a native app (reverse domain name)
+    raise ClientError(f"{what} must be https (or http on loopback): {uri}")
+
+
+def validate_spec(spec: ClientSpec) -> None:
+    if not spec.name.strip():
+        raise ClientError("a client needs a name")
+    if spec.auth_method not in AUTH_METHODS:
+        raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
+    for gt in spec.grant_types:
+        if gt not in GRANT_TYPES:
+            raise ClientError(f"unknown grant type {gt}")
+    if "authorization_code" in spec.grant_types and not spec.redirect_uris:
+        raise ClientError("authorization_code needs at least one redirect URI")
+    if spec.auth_method == "none" and "client_credentials" in spec.grant_types:
+        raise ClientError("a public client cannot use client_credentials")
+    if spec.auth_method == "private_key_jwt" and not spec.jwks:
+        raise ClientError("private_key_jwt needs the client's public JWKS")
+    for uri in spec.redirect_uris:
+        _check_uri(uri, what="redirect URI")
+    for uri in spec.post_logout_redirect_uris:
+        _check_uri(uri, what="post-logout redirect URI")
+    if spec.backchannel_logout_uri:
+        _check_uri(spec.backchannel_logout_uri, what="back-channel logout URI")
+    if spec.min_level and spec.min_level not in LEVELS:
+        raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
+    for scope, level in spec.scope_levels.items():
+        if level not in LEVELS:
+            raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
+    if spec.subject_type not in ("pairwise", "public"):
+        raise ClientError("subject type must be pairwise or public")
+    if spec.id_token_alg not in ("ES256", "RS256"):
+        raise ClientError("ID token algorithm must be ES256 or RS256")
+
+
+def add_client(
+    session: Session, keys: InstanceKeys, spec: ClientSpec, *, actor: str = "admin"
+) -> tuple[Client, str | None]:
+    """Register a client. Returns it and, for secret-based methods, its secret (shown once)."""
+    validate_spec(spec)
+    client_id = spec.client_id or random_token(16)
+    if session.get(Client, client_id) is not None:
+        raise ClientError(f"client {client_id} exists")
+    secret = None
+    if spec.auth_method in ("client_secret_basic", "client_secret_post"):
+        secret = random_token(32)  # 256 bits
+    row = Client(
+        client_id=client_id,
+        secret_digest=keys.secret_digest(secret) if secret else None,
+        name=spec.name.strip(),
+        redirect_uris=json.dumps(spec.redirect_uris),
+        post_logout_redirect_uris=json.dumps(spec.post_logout_redirect_uris),
+        grant_types=json.dumps(spec.grant_types),
+        scope=spec.scope,
+        token_endpoint_auth_method=spec.auth_method,
+        jwks=json.dumps(spec.jwks) if spec.jwks else None,
+        backchannel_logout_uri=spec.backchannel_logout_uri,
+        min_level=spec.min_level,
+        subject_type=spec.subject_type,
+        id_token_alg=spec.id_token_alg,
+        logo_uri=spec.logo_uri,
+        scope_levels=json.dumps(spec.scope_levels),
+    )
+    session.add(row)
+    audit.record(
+        session,
+        action="client.add",
+        outcome="success",
+        actor=actor,
+        subject=client_id,
+        reason=spec.name,
+        details={"auth_method": spec.auth_method},
+    )
+    return row, secret
+
+
+def list_clients(session: Session) -> list[Client]:
+    return list(session.execute(select(Client).order_by(Client.created_at)).scalars())
+
+
+def remove_client(session: Session, client_id: str, *, actor: str = "admin") -> None:
+    row = session.get(Client, client_id)
+    if row is None:
+        raise ClientError(f"no client {client_id}")
+    session.delete(row)
+    audit.record(
+        session,
+        action="client.remove",
+        outcome="success",
+        actor=actor,
+        subject=client_id,
+        reason="removed",
+    )
+
+
+def client_as_dict(c: Client) -> dict[str, object]:
+    return {
+        "client_id": c.client_id,
+        "name": c.name,
+        "redirect_uris": json.loads(c.redirect_uris),
+        "post_logout_redirect_uris": json.loads(c.post_logout_redirect_uris),
+        "grant_types": json.loads(c.grant_types),
+        "scope": c.scope,
+        "token_endpoint_auth_method": c.token_endpoint_auth_method,
+        "backchannel_logout_uri": c.backchannel_logout_uri,
+        "min_level": c.min_level,
+        "scope_levels": json.loads(c.scope_levels),
+        "subject_type": c.subject_type,
+        "id_token_signed_response_alg": c.id_token_alg,
+        "created_at": c.created_at.isoformat(),
+    }

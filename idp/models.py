@@ -1,0 +1,187 @@
+"""Tables of the OpenID Connect provider. Secrets are stored as keyed digests only."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db import Base, new_id, utcnow
+
+
+class Account(Base):
+    __tablename__ = "idp_account"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_id)
+    # Personal data is encrypted at rest; found through a keyed blind index (ARCHITECTURE).
+    email_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    email_index: Mapped[str] = mapped_column(String(64), unique=True)
+    email_verified_at: Mapped[dt.datetime | None]
+    password_hash: Mapped[str | None] = mapped_column(String(200))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    locale: Mapped[str] = mapped_column(String(8), default="de")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    password_changed_at: Mapped[dt.datetime | None]
+
+
+class Client(Base):
+    __tablename__ = "idp_client"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_digest: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    redirect_uris: Mapped[str] = mapped_column(Text, default="[]")  # JSON list
+    post_logout_redirect_uris: Mapped[str] = mapped_column(Text, default="[]")
+    grant_types: Mapped[str] = mapped_column(Text, default='["authorization_code"]')
+    scope: Mapped[str] = mapped_column(Text, default="openid profile email")
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
+    jwks: Mapped[str | None] = mapped_column(Text)  # for private_key_jwt
+    backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
+    min_level: Mapped[str | None] = mapped_column(String(80))
+    subject_type: Mapped[str] = mapped_column(String(10), default="pairwise")
+    id_token_alg: Mapped[str] = mapped_column(String(10), default="ES256")
+    logo_uri: Mapped[str | None] = mapped_column(Text)
+    scope_levels: Mapped[str] = mapped_column(Text, default="{}")  # JSON {scope: acr}
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    disabled: Mapped[bool] = mapped_column(default=False)
+
+
+class LoginSession(Base):
+    """A browser session at the IdP. The cookie holds a random token; we store its digest."""
+
+    __tablename__ = "idp_session"
+
+    id_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sid: Mapped[str] = mapped_column(String(40), unique=True, default=new_id)  # OIDC `sid`
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    factors: Mapped[str] = mapped_column(Text, default="{}")  # JSON {amr factor: unix time}
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    locale: Mapped[str | None] = mapped_column(String(8))
+    pending: Mapped[str | None] = mapped_column(Text)  # JSON: the authorization request waiting
+
+
+class Grant(Base):
+    """One authorization (a token family): codes, refresh and access tokens issued from it."""
+
+    __tablename__ = "idp_grant"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(ForeignKey("idp_client.client_id", ondelete="CASCADE"))
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("idp_account.id", ondelete="CASCADE"), index=True
+    )
+    sid: Mapped[str | None] = mapped_column(String(40), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    auth_time: Mapped[int | None]
+    acr: Mapped[str | None] = mapped_column(String(80))
+    amr: Mapped[str] = mapped_column(Text, default="[]")
+    cnf_jkt: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(100))
+
+
+class AuthorizationCode(Base):
+    __tablename__ = "idp_code"
+
+    code_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("idp_grant.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(64))
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    scope: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[str | None] = mapped_column(Text)
+    code_challenge: Mapped[str | None] = mapped_column(String(128))
+    code_challenge_method: Mapped[str | None] = mapped_column(String(10))
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class RefreshToken(Base):
+    __tablename__ = "idp_refresh_token"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(ForeignKey("idp_grant.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]  # rotated: a second use is a replay
+
+
+class RevokedAccessToken(Base):
+    """JWT access tokens are stateless; a revoked one is remembered until it expires."""
+
+    __tablename__ = "idp_revoked_jti"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class Consent(Base):
+    __tablename__ = "idp_consent"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("idp_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("idp_client.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    scope: Mapped[str] = mapped_column(Text)
+    granted_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class EmailToken(Base):
+    """Single-use, expiring links: e-mail verification and password reset."""
+
+    __tablename__ = "idp_email_token"
+
+    token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"))
+    purpose: Mapped[str] = mapped_column(String(20))
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+class SigningKey(Base):
+    """Token-signing keys, private part encrypted at rest."""
+
+    __tablename__ = "idp_signing_key"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(10))
+    public_jwk: Mapped[str] = mapped_column(Text)
+    private_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    active_from: Mapped[dt.datetime]  # published before it signs
+    retired_at: Mapped[dt.datetime | None]  # stops signing
+    expires_at: Mapped[dt.datetime | None]  # leaves the JWKS when its tokens have expired
+
+
+class LogoutOutbox(Base):
+    """Back-channel logout tokens waiting for delivery; survives process death."""
+
+    __tablename__ = "idp_logout_outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    logout_token: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    delivered_at: Mapped[dt.datetime | None]
+    failed_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_idp_logout_outbox_due", "delivered_at", "next_attempt_at"),)
+
+
+class SeenJti(Base):
+    """Replay cache for client assertions (RFC 7523 §3 item 7) and similar one-time JWTs."""
+
+    __tablename__ = "idp_seen_jti"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)

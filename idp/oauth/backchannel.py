@@ -1,0 +1,175 @@
+"""OpenID Connect Back-Channel Logout 1.0, delivered from a database outbox with retries.
+
+Rows are claimed with a short lease in one transaction and delivered outside it, so that no
+database lock is held during HTTP and a process that dies mid-delivery leaves the row to be
+retried when its lease expires.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+
+import requests
+from joserfc import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import audit, transaction, utcnow
+from idp.crypto import random_token
+from idp.keys import KeyCache
+from idp.models import Client, Grant, LogoutOutbox
+
+EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LEASE = dt.timedelta(seconds=60)
+MAX_ATTEMPTS = 10
+TIMEOUT = 5.0
+
+
+def logout_token(
+    session: Session,
+    keys: KeyCache,
+    *,
+    issuer: str,
+    client: Client,
+    sub: str | None,
+    sid: str | None,
+) -> str:
+    """OIDC Back-Channel Logout §2.4: iss, aud, iat, exp, jti, events, sub and/or sid; no nonce."""
+    key = keys.get(session).signing[client.id_token_alg]
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "iss": issuer,
+        "aud": client.client_id,
+        "iat": now,
+        "exp": now + 120,
+        "jti": random_token(16),
+        "events": {EVENT: {}},
+    }
+    if sub:
+        claims["sub"] = sub
+    if sid:
+        claims["sid"] = sid
+    # §2.4: typ "logout+jwt" (explicit typing, RFC 8725 §3.11)
+    return jwt.encode({"alg": client.id_token_alg, "kid": key.kid, "typ": "logout+jwt"}, claims, key)
+
+
+def enqueue_for_session(
+    session: Session, keys: KeyCache, *, issuer: str, sid: str, subject_key: bytes
+) -> int:
+    """Queue a logout token for every client that holds a grant in this browser session."""
+    from idp.oauth.subjects import subject_for
+
+    n = 0
+    grants = session.execute(select(Grant).where(Grant.sid == sid)).scalars().all()
+    seen: set[str] = set()
+    for g in grants:
+        if g.client_id in seen:
+            continue
+        seen.add(g.client_id)
+        client = session.get(Client, g.client_id)
+        if client is None or not client.backchannel_logout_uri or g.account_id is None:
+            continue
+        token = logout_token(
+            session,
+            keys,
+            issuer=issuer,
+            client=client,
+            sub=subject_for(subject_key, client, g.account_id),
+            sid=sid,
+        )
+        session.add(
+            LogoutOutbox(
+                client_id=client.client_id,
+                url=client.backchannel_logout_uri,
+                logout_token=token,
+                next_attempt_at=utcnow(),
+            )
+        )
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: str
+    url: str
+    token: str
+    attempts: int
+
+
+def _claim(sessions: sessionmaker[Session], limit: int) -> list[Delivery]:
+    now = utcnow()
+    with transaction(sessions) as s:
+        q = (
+            select(LogoutOutbox)
+            .where(
+                LogoutOutbox.delivered_at.is_(None),
+                LogoutOutbox.failed_at.is_(None),
+                LogoutOutbox.next_attempt_at <= now,
+            )
+            .order_by(LogoutOutbox.next_attempt_at)
+            .limit(limit)
+        )
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        rows = s.execute(q).scalars().all()
+        out = []
+        for r in rows:
+            r.attempts += 1
+            r.next_attempt_at = now + LEASE
+            out.append(Delivery(r.id, r.url, r.logout_token, r.attempts))
+        return out
+
+
+def deliver_due(sessions: sessionmaker[Session], *, limit: int = 50) -> int:
+    """Deliver what is due. Returns how many were delivered."""
+    delivered = 0
+    for d in _claim(sessions, limit):
+        error = None
+        try:
+            # §2.5: POST, form-encoded `logout_token`; 200 (or 204) means done.
+            r = requests.post(d.url, data={"logout_token": d.token}, timeout=TIMEOUT, allow_redirects=False)
+            if r.status_code not in (200, 204):
+                error = f"HTTP {r.status_code}"
+        except requests.RequestException as exc:
+            error = type(exc).__name__
+        with transaction(sessions) as s:
+            row = s.get(LogoutOutbox, d.id)
+            if row is None:
+                continue
+            if error is None:
+                row.delivered_at = utcnow()
+                delivered += 1
+                audit.record(
+                    s,
+                    action="logout.backchannel",
+                    outcome="success",
+                    subject=row.client_id,
+                    reason="delivered",
+                )
+            else:
+                row.last_error = error
+                if d.attempts >= MAX_ATTEMPTS:
+                    row.failed_at = utcnow()
+                    audit.record(
+                        s,
+                        action="logout.backchannel",
+                        outcome="failure",
+                        subject=row.client_id,
+                        reason=f"gave up: {error}",
+                    )
+                else:
+                    backoff = min(3600, 5 * 2**d.attempts)
+                    row.next_attempt_at = utcnow() + dt.timedelta(seconds=backoff)
+    return delivered
+
+
+def pending_json(sessions: sessionmaker[Session]) -> str:
+    with sessions() as s:
+        rows = s.execute(select(LogoutOutbox).where(LogoutOutbox.delivered_at.is_(None))).scalars()
+        return json.dumps(
+            [{"id": r.id, "client": r.client_id, "attempts": r.attempts, "error": r.last_error} for r in rows]
+        )

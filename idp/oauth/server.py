@@ -1,0 +1,667 @@
+"""The authorization server: Authlib grants and endpoints wired to cityid's storage.
+
+Authlib decides the protocol; this module implements its storage hooks (query_client,
+save_token, codes, refresh tokens) and the OpenID Connect claims.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator, JWTBearerTokenValidator
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, UserInfo
+from flask import Flask
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from db import utcnow
+from idp import uow
+from idp.crypto import random_token
+from idp.keys import KeyCache
+from idp.models import (
+    Account,
+    AuthorizationCode,
+    Client,
+    Grant,
+    RefreshToken,
+    RevokedAccessToken,
+    SeenJti,
+)
+from idp.oauth.subjects import subject_for
+from idp.runtime import runtime
+
+MAX_PARAM = 2048  # longest single parameter value we accept
+
+
+# --------------------------------------------------------------------------- models
+
+
+class OAuthClient(ClientMixin):  # type: ignore[misc]
+    def __init__(self, row: Client) -> None:
+        self.row = row
+        self.client_id = row.client_id
+        self.redirect_uris: list[str] = json.loads(row.redirect_uris)
+        self.post_logout_redirect_uris: list[str] = json.loads(row.post_logout_redirect_uris)
+        self.grant_types: list[str] = json.loads(row.grant_types)
+        self.id_token_signed_response_alg = row.id_token_alg
+        self.jwks = json.loads(row.jwks) if row.jwks else None
+
+    @property
+    def client_metadata(self) -> dict[str, Any]:
+        return {"post_logout_redirect_uris": self.post_logout_redirect_uris}
+
+    @property
+    def is_public(self) -> bool:
+        return self.row.token_endpoint_auth_method == "none"
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str | None:
+        # RFC 6749 §3.1.2.3: only when exactly one is registered.
+        return self.redirect_uris[0] if len(self.redirect_uris) == 1 else None
+
+    def get_allowed_scope(self, scope: str) -> str:
+        if not scope:
+            return ""
+        allowed = set(self.row.scope.split())
+        return " ".join(s for s in scope.split() if s in allowed)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        # RFC 9700 §4.1.3: exact string matching, no patterns.
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        if not self.row.secret_digest or not isinstance(client_secret, str):
+            return False
+        digest = runtime_keys().secret_digest(client_secret)
+        return hmac.compare_digest(digest, self.row.secret_digest)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return bool(method == self.row.token_endpoint_auth_method)
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code" and "authorization_code" in self.grant_types
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.grant_types
+
+
+@dataclass
+class Principal:
+    """The "user" Authlib passes around: an account within one grant."""
+
+    account: Account
+    grant: Grant
+    sub: str
+
+    def get_user_id(self) -> str:
+        return self.sub
+
+
+@dataclass
+class CodeRecord:
+    row: AuthorizationCode
+    grant: Grant
+
+    @property
+    def code_challenge(self) -> str | None:
+        return self.row.code_challenge
+
+    @property
+    def code_challenge_method(self) -> str | None:
+        return self.row.code_challenge_method
+
+    def get_redirect_uri(self) -> str:
+        return self.row.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_nonce(self) -> str | None:
+        return self.row.nonce
+
+    def get_auth_time(self) -> int | None:
+        return self.grant.auth_time
+
+    def get_acr(self) -> str | None:
+        return self.grant.acr
+
+    def get_amr(self) -> list[str]:
+        amr: list[str] = json.loads(self.grant.amr)
+        return amr
+
+
+@dataclass
+class RefreshRecord:
+    row: RefreshToken
+    grant: Grant
+
+    def check_client(self, client: OAuthClient) -> bool:
+        return self.grant.client_id == client.get_client_id()
+
+    def get_scope(self) -> str:
+        return self.row.scope
+
+    def get_expires_in(self) -> int:
+        return int((self.row.expires_at - utcnow()).total_seconds())
+
+    def is_expired(self) -> bool:
+        return self.row.expires_at <= utcnow()
+
+    def is_revoked(self) -> bool:
+        return self.row.used_at is not None or self.grant.revoked_at is not None
+
+
+def runtime_keys() -> Any:
+    return runtime().keys
+
+
+def key_cache() -> KeyCache:
+    kc: KeyCache = runtime().key_cache
+    return kc
+
+
+def principal_for(session: Session, grant: Grant) -> Principal | None:
+    if grant.account_id is None:
+        return None
+    account = session.get(Account, grant.account_id)
+    client = session.get(Client, grant.client_id)
+    if account is None or account.disabled or client is None:
+        return None
+    return Principal(account, grant, subject_for(runtime_keys().subject, client, account.id))
+
+
+def revoke_grant(session: Session, grant_id: str, reason: str) -> None:
+    """Revoke a token family: its refresh tokens stop working, its access tokens too."""
+    session.execute(
+        update(Grant)
+        .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
+        .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+
+
+def _deferred_revoke(grant_id: str, reason: str, client_id: str) -> None:
+    def run(s: Session) -> None:
+        revoke_grant(s, grant_id, reason)
+
+    uow.on_failure(run)
+    uow.record(
+        action="token.family_revoked",
+        outcome="denied",
+        actor=client_id,
+        subject=grant_id,
+        reason=reason,
+    )
+
+
+# --------------------------------------------------------------------------- grants
+
+ALL_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+CONFIDENTIAL_AUTH = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class PkceS256(CodeChallenge):  # type: ignore[misc]
+    # RFC 7636 §4.2 / RFC 9700 §2.1.1: `plain` is refused; the default method (plain) too.
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "plain"
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        from authlib.oauth2.rfc6749.errors import InvalidRequestError
+
+        request = grant.request
+        challenge = request.payload.data.get("code_challenge")
+        method = request.payload.data.get("code_challenge_method")
+        # RFC 9700 §2.1.1: public clients MUST use PKCE.
+        if grant.client.is_public and not challenge:
+            raise InvalidRequestError("PKCE (code_challenge, S256) is required for this client")
+        if challenge and not method:
+            raise InvalidRequestError("code_challenge_method must be S256 ('plain' is refused)")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
+
+    def save_authorization_code(self, code: str, request: Any) -> None:
+        principal: Principal = request.user
+        s = uow.db()
+        data = request.payload.data
+        s.add(
+            AuthorizationCode(
+                code_digest=runtime_keys().token_digest(code),
+                grant_id=principal.grant.id,
+                client_id=request.client.get_client_id(),
+                redirect_uri=request.payload.redirect_uri or "",
+                scope=request.payload.scope or "",
+                nonce=data.get("nonce"),
+                code_challenge=data.get("code_challenge"),
+                code_challenge_method=data.get("code_challenge_method"),
+                expires_at=utcnow() + dt.timedelta(seconds=runtime().config.code_lifetime_seconds),
+            )
+        )
+
+    def query_authorization_code(self, code: str, client: OAuthClient) -> CodeRecord | None:
+        if not isinstance(code, str) or len(code) > 200:
+            return None
+        s = uow.db()
+        row = s.get(AuthorizationCode, runtime_keys().token_digest(code))
+        if row is None or row.client_id != client.get_client_id():
+            return None
+        grant = s.get(Grant, row.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            return None
+        if row.used_at is not None:
+            # RFC 6749 §4.1.2: a reused code SHOULD revoke the tokens issued from it.
+            _deferred_revoke(grant.id, "authorization code reused", client.client_id)
+            return None
+        if row.expires_at <= utcnow():  # RFC 6749 §4.1.2: short-lived codes
+            return None
+        return CodeRecord(row, grant)
+
+    def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
+        # Single use even under concurrency: only one UPDATE can flip used_at.
+        res = uow.db().execute(
+            update(AuthorizationCode)
+            .where(
+                AuthorizationCode.code_digest == authorization_code.row.code_digest,
+                AuthorizationCode.used_at.is_(None),
+            )
+            .values(used_at=utcnow())
+        )
+        if res.rowcount != 1:
+            raise InvalidGrantError("Invalid 'code' in request.")
+
+    def authenticate_user(self, authorization_code: CodeRecord) -> Principal | None:
+        return principal_for(uow.db(), authorization_code.grant)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation (RFC 9700 §4.14.2)
+
+    def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+        if not isinstance(refresh_token, str) or len(refresh_token) > 200:
+            return None
+        s = uow.db()
+        row = s.get(RefreshToken, runtime_keys().token_digest(refresh_token))
+        if row is None:
+            return None
+        grant = s.get(Grant, row.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            return None
+        if row.used_at is not None:
+            # RFC 9700 §4.14.2: a rotated refresh token used again means it leaked;
+            # revoke the whole family.
+            _deferred_revoke(grant.id, "refresh token replayed", grant.client_id)
+            return None
+        if row.expires_at <= utcnow():
+            return None
+        self.request.grant_row = grant
+        return RefreshRecord(row, grant)
+
+    def authenticate_user(self, refresh_token: RefreshRecord) -> Principal | None:
+        return principal_for(uow.db(), refresh_token.grant)
+
+    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
+        res = uow.db().execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.token_digest == refresh_token.row.token_digest,
+                RefreshToken.used_at.is_(None),
+            )
+            .values(used_at=utcnow())
+        )
+        if res.rowcount != 1:  # lost a race with a concurrent use of the same token
+            _deferred_revoke(refresh_token.grant.id, "refresh token replayed", refresh_token.grant.client_id)
+            raise InvalidGrantError("Invalid refresh token")
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH
+
+
+class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
+    def exists_nonce(self, nonce: str, request: Any) -> bool:
+        return False  # the code is single-use; the RP checks the nonce it sent
+
+    def resolve_client_private_key(self, client: OAuthClient) -> Any:
+        return key_cache().get(uow.db()).signing[client.id_token_signed_response_alg]
+
+    def get_client_algorithm(self, client: OAuthClient) -> str:
+        return client.id_token_signed_response_alg
+
+    def get_encode_header(self, client: OAuthClient) -> dict[str, str]:
+        key = self.resolve_client_private_key(client)
+        return {"alg": client.id_token_signed_response_alg, "kid": key.kid, "typ": "JWT"}
+
+    def get_client_claims(self, client: OAuthClient) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "iss": runtime().config.issuer,
+            "aud": [client.get_client_id()],
+            "iat": now,
+            "exp": now + runtime().config.id_token_lifetime_seconds,
+        }
+
+    def get_authorization_code_claims(self, authorization_code: CodeRecord) -> dict[str, Any]:
+        claims: dict[str, Any] = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.grant.sid:
+            claims["sid"] = authorization_code.grant.sid  # OIDC Back-Channel Logout §2.1
+        return claims
+
+    def generate_user_info(self, user: Principal, scope: str) -> UserInfo:
+        return userinfo_claims(user, scope)
+
+
+def userinfo_claims(user: Principal, scope: str) -> UserInfo:
+    from idp.accounts import email_of
+
+    info = UserInfo(sub=user.sub)
+    scopes = set(scope.split())
+    if "email" in scopes:
+        info["email"] = email_of(runtime_keys(), user.account)
+        info["email_verified"] = user.account.email_verified_at is not None
+    if "profile" in scopes:
+        info["locale"] = user.account.locale
+    return info
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, issuer: str) -> None:
+        super().__init__(leeway=30)
+        self.issuer = issuer
+
+    def get_audiences(self) -> list[str]:
+        # RFC 7523 §3 (3): the token endpoint URL; OIDC Core §9 also allows the issuer.
+        return [f"{self.issuer}/token", self.issuer]
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        # RFC 7523 §3 (7): a client assertion's jti is used once.
+        s = uow.db()
+        key = f"client-assertion:{claims['sub']}:{jti}"[:200]
+        if s.get(SeenJti, key) is not None:
+            return False
+        exp = claims.get("exp")
+        expires = dt.datetime.fromtimestamp(int(exp), dt.UTC) if exp else utcnow()
+        s.add(SeenJti(key=key, expires_at=expires + dt.timedelta(minutes=5)))
+        return True
+
+    def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
+        if not client.jwks:
+            raise InvalidClientError(description="client has no registered keys")
+        return KeySet.import_key_set(client.jwks)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
+    """RFC 9068 JWT access tokens, ES256, with the grant id so revocation can reach them."""
+
+    def get_jwks(self) -> KeySet:
+        return KeySet([key_cache().get(uow.db()).signing["ES256"]])
+
+    def get_extra_claims(self, client: OAuthClient, grant_type: str, user: Any, scope: str) -> dict[str, Any]:
+        if isinstance(user, Principal):
+            return {"gid": user.grant.id}
+        return {}
+
+    def get_audiences(self, client: OAuthClient, user: Any, scope: str) -> list[str]:
+        return [client.get_client_id()]
+
+    def get_auth_time(self, user: Any) -> int | None:
+        return user.grant.auth_time if isinstance(user, Principal) else None
+
+    def get_acr(self, user: Any) -> str | None:
+        return user.grant.acr if isinstance(user, Principal) else None
+
+    def get_amr(self, user: Any) -> list[str] | None:
+        return json.loads(user.grant.amr) if isinstance(user, Principal) else None
+
+    def get_jti(self, client: OAuthClient, grant_type: str, user: Any, scope: str) -> str:
+        return random_token(16)
+
+
+def _refresh_token_generator(client: Any, grant_type: str, user: Any, scope: str) -> str:
+    return random_token(32)
+
+
+def save_token(token: dict[str, Any], request: Any) -> None:
+    s = uow.db()
+    user = request.user
+    client_id = request.client.get_client_id()
+    if isinstance(user, Principal) and token.get("refresh_token"):
+        days = runtime().config.refresh_token_lifetime_days
+        s.add(
+            RefreshToken(
+                token_digest=runtime_keys().token_digest(token["refresh_token"]),
+                grant_id=user.grant.id,
+                scope=token.get("scope", ""),
+                expires_at=utcnow() + dt.timedelta(days=days),
+            )
+        )
+    uow.record(
+        action="token.issue",
+        outcome="success",
+        actor=client_id,
+        subject=user.account.id if isinstance(user, Principal) else client_id,
+        reason=request.payload.grant_type or "",
+        details={"scope": token.get("scope", "")},
+    )
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass(frozen=True)
+class ValidToken:
+    claims: dict[str, Any]
+
+
+def decode_access_token(session: Session, token: str) -> ValidToken | None:
+    """Verify one of our JWT access tokens (RFC 9068 §4) and that it was not revoked."""
+    if not token or len(token) > 4096:
+        return None
+    try:
+        decoded = jwt.decode(token, key_cache().get(session).verify_set, algorithms=["ES256", "RS256"])
+    except (JoseError, ValueError):
+        return None
+    # RFC 9068 §4: typ must be at+jwt
+    if decoded.header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+        return None
+    claims = dict(decoded.claims)
+    try:
+        jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": runtime().config.issuer},
+            exp={"essential": True},
+            jti={"essential": True},
+        ).validate(claims)
+    except JoseError:
+        return None
+    if session.get(RevokedAccessToken, claims["jti"]) is not None:
+        return None
+    gid = claims.get("gid")
+    if gid:
+        grant = session.get(Grant, gid)
+        if grant is None or grant.revoked_at is not None:
+            return None
+    return ValidToken(claims)
+
+
+class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH
+
+    def query_token(self, token: str, token_type_hint: str | None) -> Any:
+        s = uow.db()
+        if token_type_hint != "refresh_token":
+            valid = decode_access_token(s, token)
+            if valid is not None:
+                return ("access_token", valid.claims)
+        row = s.get(RefreshToken, runtime_keys().token_digest(token)) if len(token) <= 200 else None
+        if row is not None:
+            grant = s.get(Grant, row.grant_id)
+            if grant is not None:
+                return ("refresh_token", RefreshRecord(row, grant))
+        return None
+
+    def check_permission(self, token: Any, client: OAuthClient, request: Any) -> bool:
+        # RFC 7662 §4: only the client the token was issued to may introspect it.
+        kind, value = token
+        if kind == "access_token":
+            return bool(value.get("client_id") == client.get_client_id())
+        return bool(value.grant.client_id == client.get_client_id())
+
+    def create_introspection_payload(self, token: Any) -> dict[str, Any]:
+        if not token:
+            return {"active": False}  # RFC 7662 §2.2
+        return self.introspect_token(token)
+
+    def introspect_token(self, token: Any) -> dict[str, Any]:
+        kind, value = token
+        if kind == "access_token":
+            out = {
+                k: value[k]
+                for k in (
+                    "scope",
+                    "client_id",
+                    "sub",
+                    "exp",
+                    "iat",
+                    "iss",
+                    "aud",
+                    "jti",
+                    "acr",
+                    "auth_time",
+                    "cnf",
+                )
+                if k in value
+            }
+            out.update({"active": True, "token_type": "Bearer"})
+            return out
+        rec: RefreshRecord = value
+        if rec.is_revoked() or rec.is_expired():
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "scope": rec.row.scope,
+            "client_id": rec.grant.client_id,
+            "exp": int(rec.row.expires_at.timestamp()),
+            "iss": runtime().config.issuer,
+        }
+
+
+class Revocation(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ALL_AUTH
+
+    def query_token(self, token: str, token_type_hint: str | None) -> Any:
+        return Introspection.query_token(self, token, token_type_hint)  # type: ignore[arg-type]
+
+    def check_permission(self, token: Any, client: OAuthClient, request: Any) -> bool:
+        return Introspection.check_permission(self, token, client, request)  # type: ignore[arg-type]
+
+    def authenticate_token(self, request: Any, client: OAuthClient) -> Any:
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        if token and not self.check_permission(token, client, request):
+            return None  # RFC 7009 §2.1: the token was not issued to this client: ignore
+        return token
+
+    def revoke_token(self, token: Any, request: Any) -> None:
+        s = uow.db()
+        kind, value = token
+        if kind == "access_token":
+            exp = dt.datetime.fromtimestamp(int(value["exp"]), dt.UTC)
+            if s.get(RevokedAccessToken, value["jti"]) is None:
+                s.add(RevokedAccessToken(jti=value["jti"], expires_at=exp))
+            subject = value["jti"]
+        else:
+            # RFC 7009 §2.1: revoking a refresh token SHOULD revoke the grant's access tokens.
+            revoke_grant(s, value.grant.id, "revoked by client (RFC 7009)")
+            subject = value.grant.id
+        uow.record(
+            action="token.revoke",
+            outcome="success",
+            actor=request.client.get_client_id(),
+            subject=subject,
+            reason=kind,
+        )
+
+
+class AccessTokenValidator(JWTBearerTokenValidator):  # type: ignore[misc]
+    """Bearer validation for our own resources (userinfo): signature, claims, revocation."""
+
+    def __init__(self) -> None:
+        super().__init__(issuer="", resource_server=None)
+
+    def authenticate_token(self, token_string: str) -> Any:
+        valid = decode_access_token(uow.db(), token_string)
+        return valid.claims if valid else None
+
+    def validate_token(self, token: Any, scopes: Any, request: Any, **kwargs: Any) -> None:
+        from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
+
+        if token is None:
+            raise InvalidTokenError()
+        if scopes and not set(scopes[0].split()) <= set(str(token.get("scope", "")).split()):
+            raise InsufficientScopeError()
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+class Rfc9207Issuer(IssuerParameter):  # type: ignore[misc]
+    def __init__(self, issuer: str) -> None:
+        self.issuer = issuer
+
+    def get_issuer(self) -> str:
+        return self.issuer  # RFC 9207 §2: `iss` in every authorization response
+
+
+def query_client(client_id: str) -> OAuthClient | None:
+    if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
+        return None
+    row = uow.db().get(Client, client_id)
+    if row is None or row.disabled:
+        return None
+    return OAuthClient(row)
+
+
+def create_server(app: Flask) -> tuple[AuthorizationServer, ResourceProtector]:
+    cfg = app.extensions["cityid"].config
+    server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server.scopes_supported = None
+    generator = AccessTokenGenerator(
+        issuer=cfg.issuer, alg="ES256", refresh_token_generator=_refresh_token_generator
+    )
+    generator.expires_generator = lambda client, grant_type: cfg.access_token_lifetime_seconds
+    server.register_token_generator("default", generator)
+    server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(issuer=cfg.issuer))
+    server.register_grant(AuthorizationCodeGrant, [PkceS256(required=True), OpenIDConnect()])
+    server.register_grant(RefreshTokenGrant)
+    server.register_grant(ClientCredentialsGrant)
+    server.register_extension(Rfc9207Issuer(cfg.issuer))
+    server.register_endpoint(Introspection)
+    server.register_endpoint(Revocation)
+    protector = ResourceProtector()
+    protector.register_token_validator(AccessTokenValidator())
+    return server, protector

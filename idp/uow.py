@@ -1,0 +1,79 @@
+"""One unit of work per request.
+
+State changes commit only when the response succeeds (status < 400): bad input changes no
+state. Audit records are always written: with the state on success, on their own after a
+rollback otherwise. A few deliberate side effects of a refused request (revoking a token family
+after a replayed code or refresh token) are registered with :func:`on_failure` and run in their
+own transaction after the rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, g
+from sqlalchemy.orm import Session
+
+from db import audit, transaction
+from idp.runtime import runtime
+
+
+def db() -> Session:
+    if "_db" not in g:
+        g._db = runtime().sessions()
+    s: Session = g._db
+    return s
+
+
+def record(**kwargs: Any) -> None:
+    """Queue an audit record; written whatever the outcome of the request."""
+    g.setdefault("_audit", []).append(kwargs)
+
+
+def on_failure(fn: Callable[[Session], None]) -> None:
+    g.setdefault("_on_failure", []).append(fn)
+
+
+def _write_audit(session: Session) -> None:
+    for kw in g.pop("_audit", []):
+        audit.record(session, **kw)
+
+
+def _finish(ok: bool) -> None:
+    session: Session | None = g.pop("_db", None)
+    try:
+        if session is not None:
+            if ok:
+                _write_audit(session)
+                session.commit()
+            else:
+                session.rollback()
+        if not ok or session is None:
+            pending = g.get("_audit") or g.get("_on_failure")
+            if pending:
+                with transaction(runtime().sessions) as s:
+                    if not ok:
+                        for fn in g.pop("_on_failure", []):
+                            fn(s)
+                    _write_audit(s)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def init_app(app: Flask) -> None:
+    @app.after_request
+    def _commit(response: Response) -> Response:
+        ok = response.status_code < 400
+        try:
+            _finish(ok)
+        except Exception:
+            g.pop("_db", None)
+            raise
+        return response
+
+    @app.teardown_request
+    def _teardown(exc: BaseException | None) -> None:
+        if "_db" in g or "_audit" in g:
+            _finish(False)

@@ -1,0 +1,355 @@
+"""Citizen pages: register, verify e-mail, log in, forgot/reset password, language."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+
+from idp import accounts, browser, uow
+from idp.mail import MailError, send
+from idp.models import Client
+from idp.runtime import runtime
+
+bp = Blueprint("auth", __name__)
+
+MAX_FIELD = 1024
+
+
+def _field(name: str) -> str:
+    value = request.form.get(name, "")
+    return value[: MAX_FIELD + 1]
+
+
+def _too_long(*names: str) -> bool:
+    return any(len(request.form.get(n, "")) > MAX_FIELD for n in names)
+
+
+def _keys() -> Any:
+    return runtime().keys
+
+
+def _pending_client() -> Client | None:
+    s = browser.current()
+    cid = request.args.get("client_id", "")[:64]
+    if s is not None and s.pending and cid:
+        return uow.db().get(Client, cid)
+    return None
+
+
+def _continue_url() -> str:
+    s = browser.current()
+    if s is not None and s.pending:
+        url = str(json.loads(s.pending).get("url", "/account"))
+        # only ever a local path: never an open redirect
+        parts = urlsplit(url)
+        if not parts.scheme and not parts.netloc and url.startswith("/"):
+            return url
+    return "/account"
+
+
+def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -> None:
+    token = accounts.issue_email_token(uow.db(), _keys(), account, purpose, lifetime)
+    cfg = runtime().config
+    city = cfg.branding.city_name
+    if purpose == "verify":
+        link = f"{cfg.issuer}/verify?token={token}"
+        subject = _("Confirm your e-mail address for %(city)s", city=city)
+        body = _(
+            "Please confirm your e-mail address by opening this link:\n\n%(link)s\n\n"
+            "The link is valid for %(hours)s hours and can be used once. If you did not "
+            "register, ignore this message.",
+            link=link,
+            hours=cfg.email_verification_hours,
+        )
+    else:
+        link = f"{cfg.issuer}/reset?token={token}"
+        subject = _("Reset your password for %(city)s", city=city)
+        body = _(
+            "Someone asked to reset the password of your account. To choose a new "
+            "password, open this link:\n\n%(link)s\n\nThe link is valid for %(minutes)s "
+            "minutes and can be used once. If it was not you, ignore this message.",
+            link=link,
+            minutes=cfg.password_reset_minutes,
+        )
+    send(cfg, email, subject, body)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register() -> Any:
+    if request.method == "GET":
+        return render_template("register.html", csrf_token=browser.csrf_token())
+    browser.check_csrf()
+    if _too_long("email", "password", "password2"):
+        return render_template(
+            "register.html", csrf_token=browser.csrf_token(), error=_("An entry is too long.")
+        ), 400
+    email, password = _field("email"), _field("password")
+    if password != _field("password2"):
+        return render_template(
+            "register.html",
+            csrf_token=browser.csrf_token(),
+            email=email,
+            error=_("The two passwords do not match."),
+        ), 400
+    try:
+        acct = accounts.create_account(
+            uow.db(), _keys(), email, password, locale=request.cookies.get("lang", "de")[:2]
+        )
+        _send_link(acct, email, "verify", dt.timedelta(hours=runtime().config.email_verification_hours))
+    except accounts.InvalidEmail:
+        error = _("Please enter a valid e-mail address.")
+    except accounts.WeakPassword:
+        error = _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+    except accounts.EmailTaken:
+        # No account enumeration: the owner of the address gets a note, the page says the same.
+        existing = accounts.find_by_email(uow.db(), _keys(), email)
+        if existing is not None and existing.email_verified_at is None:
+            _send_link(
+                existing,
+                email,
+                "verify",
+                dt.timedelta(hours=runtime().config.email_verification_hours),
+            )
+        uow.record(
+            action="account.register_existing",
+            outcome="info",
+            actor="anonymous",
+            subject=existing.id if existing else "",
+            reason="address already registered",
+        )
+        return render_template(
+            "message.html",
+            title=_("Check your inbox"),
+            status="ok",
+            message=_("We have sent you an e-mail. Open the link in it to confirm your address."),
+        )
+    except MailError:
+        return render_template(
+            "message.html",
+            title=_("E-mail could not be sent"),
+            status="error",
+            message=_("Please try again in a few minutes."),
+        ), 503
+    else:
+        return render_template(
+            "message.html",
+            title=_("Check your inbox"),
+            status="ok",
+            message=_("We have sent you an e-mail. Open the link in it to confirm your address."),
+        )
+    return render_template("register.html", csrf_token=browser.csrf_token(), email=email, error=error), 400
+
+
+@bp.get("/verify")
+def verify() -> Any:
+    token = request.args.get("token", "")
+    try:
+        acct = accounts.consume_email_token(uow.db(), _keys(), token, "verify")
+    except accounts.InvalidLink as exc:
+        uow.record(action="email.verify", outcome="denied", actor="anonymous", subject="", reason=str(exc))
+        return render_template(
+            "message.html",
+            title=_("This link is not valid"),
+            status="error",
+            message=_("The link is unknown, expired or was already used. You can log in or register again."),
+        ), 400
+    if acct.email_verified_at is None:
+        from db import utcnow
+
+        acct.email_verified_at = utcnow()
+    uow.record(
+        action="email.verify",
+        outcome="success",
+        actor=acct.id,
+        subject=acct.id,
+        reason="link followed",
+    )
+    return render_template(
+        "message.html",
+        title=_("E-mail address confirmed"),
+        status="ok",
+        message=_("Thank you. You can now log in."),
+        link="/login",
+        link_text=_("Log in"),
+    )
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    client = _pending_client()
+    if request.method == "GET":
+        return render_template("login.html", csrf_token=browser.csrf_token(), client=client)
+    browser.check_csrf()
+    email, password = _field("email"), _field("password")
+    if _too_long("email", "password"):
+        return render_template(
+            "login.html",
+            csrf_token=browser.csrf_token(),
+            client=client,
+            error=_("An entry is too long."),
+        ), 400
+    outcome = accounts.check_login(uow.db(), _keys(), email, password)
+    if outcome.reason != "ok":
+        uow.record(
+            action="login.password",
+            outcome="denied",
+            actor=outcome.account.id if outcome.account else "anonymous",
+            subject=outcome.account.id if outcome.account else "",
+            reason=outcome.reason,
+        )
+        message = {
+            "unverified": _("Please confirm your e-mail address first: open the link we sent you."),
+        }.get(outcome.reason, _("E-mail address or password is wrong."))
+        return render_template(
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=message
+        ), 401
+    assert outcome.account is not None
+    target = _continue_url()
+    browser.log_in(outcome.account, "pwd")
+    uow.record(
+        action="login.password",
+        outcome="success",
+        actor=outcome.account.id,
+        subject=outcome.account.id,
+        reason="password verified",
+    )
+    return redirect(target)
+
+
+@bp.route("/forgot", methods=["GET", "POST"])
+def forgot() -> Any:
+    if request.method == "GET":
+        return render_template("forgot.html", csrf_token=browser.csrf_token())
+    browser.check_csrf()
+    email = _field("email")
+    acct = accounts.find_by_email(uow.db(), _keys(), email) if len(email) <= 254 else None
+    if acct is not None and not acct.disabled:
+        try:
+            _send_link(acct, email, "reset", dt.timedelta(minutes=runtime().config.password_reset_minutes))
+        except MailError:
+            return render_template(
+                "message.html",
+                title=_("E-mail could not be sent"),
+                status="error",
+                message=_("Please try again in a few minutes."),
+            ), 503
+    uow.record(
+        action="password.reset_request",
+        outcome="info",
+        actor="anonymous",
+        subject=acct.id if acct else "",
+        reason="sent" if acct else "unknown address",
+    )
+    # Same answer for known and unknown addresses: no account enumeration.
+    return render_template(
+        "message.html",
+        title=_("Check your inbox"),
+        status="ok",
+        message=_(
+            "If an account exists for this address, we have sent an "
+            "e-mail with a link to choose a new password."
+        ),
+    )
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+def reset() -> Any:
+    token = request.values.get("token", "")[:200]
+    if request.method == "GET":
+        return render_template("reset.html", csrf_token=browser.csrf_token(), token=token)
+    browser.check_csrf()
+    password = _field("password")
+    if password != _field("password2"):
+        return render_template(
+            "reset.html",
+            csrf_token=browser.csrf_token(),
+            token=token,
+            error=_("The two passwords do not match."),
+        ), 400
+    try:
+        accounts.check_password_policy(password)
+        acct = accounts.consume_email_token(uow.db(), _keys(), token, "reset")
+        accounts.set_password(uow.db(), acct, password)
+    except accounts.WeakPassword:
+        return render_template(
+            "reset.html",
+            csrf_token=browser.csrf_token(),
+            token=token,
+            error=_("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD),
+        ), 400
+    except accounts.InvalidLink as exc:
+        uow.record(
+            action="password.reset",
+            outcome="denied",
+            actor="anonymous",
+            subject="",
+            reason=str(exc),
+        )
+        return render_template(
+            "message.html",
+            title=_("This link is not valid"),
+            status="error",
+            message=_("The link is unknown, expired or was already used. You can ask for a new one."),
+            link="/forgot",
+            link_text=_("Forgot password"),
+        ), 400
+    if acct.email_verified_at is None:  # the link proved control of the address
+        from db import utcnow
+
+        acct.email_verified_at = utcnow()
+    uow.record(
+        action="password.reset",
+        outcome="success",
+        actor=acct.id,
+        subject=acct.id,
+        reason="new password set",
+    )
+    return render_template(
+        "message.html",
+        title=_("Password changed"),
+        status="ok",
+        message=_("You can now log in with your new password."),
+        link="/login",
+        link_text=_("Log in"),
+    )
+
+
+@bp.get("/lang/<lang>")
+def switch_language(lang: str) -> Any:
+    """Remember the language choice (a preference cookie, no account state)."""
+    if lang not in ("de", "en"):
+        lang = "de"
+    back = request.args.get("next", "/")
+    parts = urlsplit(back)
+    if parts.scheme or parts.netloc or not back.startswith("/") or back.startswith("//"):
+        back = "/"
+    resp = redirect(back)
+    resp.set_cookie("lang", lang, max_age=365 * 86400, path="/", samesite="Lax", httponly=True)
+    return resp
+
+
+@bp.get("/")
+def index() -> Any:
+    if browser.current_account() is not None:
+        return redirect(url_for("account.home"))
+    return render_template("index.html")
+
+
+@bp.get("/branding.css")
+def branding_css() -> Any:
+    """City colours from config, as a stylesheet (CSP forbids inline styles)."""
+    import re
+
+    colour = runtime().config.branding.primary_colour
+    if not re.fullmatch(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?", colour):
+        colour = "#004b87"
+    return (
+        f":root {{ --primary: {colour}; }}\n",
+        200,
+        {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=300"},
+    )

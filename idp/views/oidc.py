@@ -1,0 +1,443 @@
+"""OpenID Connect endpoints. Views call the Authlib server and render; nothing more."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask_babel import gettext as _
+from sqlalchemy import select
+
+from idp import browser, uow
+from idp.config import LEVEL_LOW
+from idp.models import Consent, Grant
+from idp.oauth import backchannel
+from idp.oauth.server import MAX_PARAM, OAuthClient, key_cache, principal_for
+from idp.runtime import runtime
+
+bp = Blueprint("oidc", __name__)
+
+SCOPES = ["openid", "profile", "email", "offline_access"]
+
+
+def server() -> Any:
+    return current_app.extensions["cityid_oauth"]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    iss = runtime().config.issuer
+    scope_levels = runtime().config.scope_levels
+    meta = {
+        # OIDC Discovery §3 / RFC 8414 §2
+        "issuer": iss,
+        "authorization_endpoint": f"{iss}/authorize",
+        "token_endpoint": f"{iss}/token",
+        "userinfo_endpoint": f"{iss}/userinfo",
+        "jwks_uri": f"{iss}/jwks.json",
+        "introspection_endpoint": f"{iss}/introspect",
+        "revocation_endpoint": f"{iss}/revoke",
+        "end_session_endpoint": f"{iss}/logout",
+        "scopes_supported": sorted(set(SCOPES) | set(scope_levels)),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["pairwise", "public"],
+        "id_token_signing_alg_values_supported": ["ES256", "RS256"],
+        "userinfo_signing_alg_values_supported": [],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+        ],
+        "revocation_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "acr",
+            "amr",
+            "sid",
+            "email",
+            "email_verified",
+            "locale",
+        ],
+        "acr_values_supported": [LEVEL_LOW],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+        "ui_locales_supported": ["de", "en"],
+        "prompt_values_supported": ["none", "login", "consent"],
+    }
+    resp = jsonify(meta)
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+@bp.get("/jwks.json")
+def jwks() -> Response:
+    resp = jsonify(key_cache().get(uow.db()).jwks)
+    resp.headers["Cache-Control"] = "public, max-age=60"
+    return resp
+
+
+# --------------------------------------------------------------------------- authorize
+
+
+def _oversized() -> bool:
+    if len(request.query_string) > 8192:
+        return True
+    return any(len(v) > MAX_PARAM for v in request.values.values())
+
+
+def _error_redirect(err: OAuth2Error) -> Response:
+    """Redirect an error to the client only if the redirect URI was validated (RFC 6749 §4.1.2.1)."""
+    if getattr(err, "redirect_uri", None):
+        params = [("error", err.error)]
+        if err.description:
+            params.append(("error_description", err.description))
+        state = request.values.get("state")
+        if state:
+            params.append(("state", state))
+        params.append(("iss", runtime().config.issuer))  # RFC 9207 §2: also on errors
+        sep = "&" if "?" in err.redirect_uri else "?"
+        uow.record(
+            action="authorize.error",
+            outcome="denied",
+            actor=request.values.get("client_id", "")[:64],
+            subject="",
+            reason=f"{err.error}: {err.description or ''}"[:300],
+        )
+        return redirect(err.redirect_uri + sep + urlencode(params))
+    uow.record(
+        action="authorize.error",
+        outcome="denied",
+        actor=request.values.get("client_id", "")[:64],
+        subject="",
+        reason=f"{err.error}: {err.description or ''}"[:300],
+    )
+    return render_template(
+        "message.html",
+        title=_("This sign-in link is not valid"),
+        message=_(
+            "The service sent you here with a request we cannot accept. "
+            "Please go back to the service and start again."
+        ),
+        detail=f"{err.error}: {err.description or ''}",
+        status="error",
+    ), 400  # type: ignore[return-value]
+
+
+def _query_digest() -> str:
+    return hashlib.sha256(request.query_string).hexdigest()
+
+
+def _pending_started(s: Any) -> int | None:
+    if s is None or not s.pending:
+        return None
+    p = json.loads(s.pending)
+    return int(p["started"]) if p.get("q") == _query_digest() else None
+
+
+def _set_pending() -> None:
+    s = browser.ensure()
+    s.pending = json.dumps(
+        {
+            "q": _query_digest(),
+            "started": int(time.time()),
+            "url": request.full_path if request.query_string else request.path,
+        }
+    )
+
+
+def _needs_consent(account_id: str, client: OAuthClient, scope: str) -> bool:
+    row = uow.db().get(Consent, (account_id, client.client_id))
+    if row is None:
+        return True
+    return not set(scope.split()) <= set(row.scope.split())
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Any:
+    if _oversized():
+        err = InvalidRequestError("a parameter is too long")
+        return _error_redirect(err)
+    srv = server()
+    account = browser.current_account()
+    session = browser.current()
+    try:
+        grant = srv.get_consent_grant(end_user=account)
+    except OAuth2Error as err:
+        return _error_redirect(err)
+    client: OAuthClient = grant.client
+    redirect_uri = grant.redirect_uri
+    data = request.values
+    prompts = set(data.get("prompt", "").split())
+    now = int(time.time())
+    started = _pending_started(session)
+    pwd_at = browser.factors(session).get("pwd", 0)
+
+    # OIDC Core §3.1.2.1 prompt=login and max_age: a fresh password is needed.
+    needs_login = account is None
+    if "login" in prompts and (started is None or pwd_at < started):
+        needs_login = True
+    max_age = data.get("max_age")
+    if max_age is not None:
+        if not max_age.isdigit():
+            return _error_redirect(
+                InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri)
+            )
+        if now - pwd_at > int(max_age):
+            needs_login = True
+    if needs_login:
+        if "none" in prompts:  # OIDC Core §3.1.2.6
+            return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
+        _set_pending()
+        return redirect(f"/login?{urlencode({'client_id': client.client_id})}")
+    assert account is not None and session is not None
+
+    # Level of assurance: this release reaches `low` (password on a verified e-mail).
+    required = client.row.min_level or LEVEL_LOW
+    if required != LEVEL_LOW:
+        err = OAuth2Error(
+            description="this service needs a higher level of assurance", redirect_uri=redirect_uri
+        )
+        err.error = "unmet_authentication_requirements"  # OIDC Core errata / RFC 9470
+        return _error_redirect(err)
+
+    scope = client.get_allowed_scope(data.get("scope", ""))
+    if request.method == "POST":
+        browser.check_csrf()
+        if request.form.get("decision") != "allow":
+            uow.record(
+                action="consent.deny",
+                outcome="denied",
+                actor=account.id,
+                subject=client.client_id,
+                reason="citizen declined",
+            )
+            return _error_redirect(AccessDeniedError(redirect_uri=redirect_uri))
+        row = uow.db().get(Consent, (account.id, client.client_id))
+        if row is None:
+            uow.db().add(Consent(account_id=account.id, client_id=client.client_id, scope=scope))
+        else:
+            row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
+        uow.record(
+            action="consent.grant",
+            outcome="success",
+            actor=account.id,
+            subject=client.client_id,
+            reason=scope,
+        )
+    elif "consent" in prompts or _needs_consent(account.id, client, scope):
+        if "none" in prompts:
+            return _error_redirect(ConsentRequiredError(redirect_uri=redirect_uri))
+        return render_template(
+            "consent.html",
+            client=client.row,
+            scopes=scope.split(),
+            level=required,
+            csrf_token=browser.csrf_token(),
+        )
+
+    g_row = Grant(
+        client_id=client.client_id,
+        account_id=account.id,
+        sid=session.sid,
+        scope=scope,
+        auth_time=pwd_at,
+        acr=LEVEL_LOW,
+        amr=json.dumps(["pwd"]),
+    )
+    uow.db().add(g_row)
+    uow.db().flush()
+    principal = principal_for(uow.db(), g_row)
+    session.pending = None
+    uow.record(
+        action="authorize.code",
+        outcome="success",
+        actor=account.id,
+        subject=client.client_id,
+        reason=f"acr={LEVEL_LOW}",
+    )
+    return srv.create_authorization_response(grant_user=principal, grant=grant)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@bp.post("/token")
+def token() -> Any:
+    if _oversized():
+        return jsonify(error="invalid_request", error_description="a parameter is too long"), 400
+    resp = server().create_token_response()
+    if resp.status_code >= 400:
+        body = resp.get_json(silent=True) or {}
+        uow.record(
+            action="token.refuse",
+            outcome="denied",
+            actor=request.values.get("client_id", "")[:64] or "unknown",
+            subject="",
+            reason=f"{body.get('error')}: {body.get('error_description', '')}"[:300],
+        )
+    return resp
+
+
+@bp.post("/introspect")
+def introspect() -> Any:
+    return server().create_endpoint_response("introspection")
+
+
+@bp.post("/revoke")
+def revoke() -> Any:
+    return server().create_endpoint_response("revocation")
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+def userinfo() -> Any:
+    from authlib.integrations.flask_oauth2 import current_token
+
+    protector = current_app.extensions["cityid_protector"]
+
+    @protector("openid")
+    def inner() -> Any:
+        claims = current_token
+        gid = claims.get("gid")
+        grant = uow.db().get(Grant, gid) if gid else None
+        principal = principal_for(uow.db(), grant) if grant else None
+        if principal is None:
+            return jsonify(error="invalid_token"), 401
+        from idp.oauth.server import userinfo_claims
+
+        resp = jsonify(dict(userinfo_claims(principal, claims.get("scope", ""))))
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    return inner()
+
+
+# --------------------------------------------------------------------------- logout
+
+
+class EndSession(EndSessionEndpoint):  # type: ignore[misc]
+    def get_server_jwks(self) -> Any:
+        return key_cache().get(uow.db()).verify_set
+
+    def get_algorithms(self) -> list[str]:
+        return ["ES256", "RS256"]
+
+    def resolve_client_from_id_token_claims(self, claims: dict[str, Any]) -> Any:
+        aud = claims.get("aud")
+        cid = aud if isinstance(aud, str) else (aud[0] if aud else None)
+        return self.server.query_client(cid) if cid else None
+
+    def end_session(self, req: Any) -> None:
+        end_browser_session(reason="rp-initiated logout")
+
+
+def end_browser_session(*, reason: str) -> None:
+    """Log the browser out, revoke its grants and notify services by back-channel logout."""
+    s = browser.current()
+    if s is None:
+        return
+    rt = runtime()
+    db = uow.db()
+    backchannel.enqueue_for_session(
+        db, key_cache(), issuer=rt.config.issuer, sid=s.sid, subject_key=rt.keys.subject
+    )  # type: ignore[attr-defined]
+    from idp.oauth.server import revoke_grant
+
+    for gid in db.execute(select(Grant.id).where(Grant.sid == s.sid)).scalars():
+        revoke_grant(db, gid, reason)
+    uow.record(
+        action="logout",
+        outcome="success",
+        actor=s.account_id or "anonymous",
+        subject=s.sid,
+        reason=reason,
+    )
+    browser.log_out()
+
+
+@bp.route("/logout", methods=["GET", "POST"])
+def logout() -> Any:
+    if _oversized():
+        return render_template(
+            "message.html",
+            title=_("Logout failed"),
+            message=_("The request was too long."),
+            status="error",
+        ), 400
+    srv = server()
+    try:
+        req = srv.validate_endpoint_request("end_session")
+    except OAuth2Error as err:
+        uow.record(
+            action="logout.refuse",
+            outcome="denied",
+            actor="anonymous",
+            subject="",
+            reason=f"{err.error}: {err.description or ''}"[:300],
+        )
+        return render_template(
+            "message.html",
+            title=_("Logout failed"),
+            message=_("The service sent an invalid logout request."),
+            detail=err.description,
+            status="error",
+        ), 400
+    # RP-Initiated Logout §2 / §6: without a valid id_token_hint, ask the citizen first
+    # (a third party must not log people out), and POST with a CSRF token.
+    if request.method == "POST":
+        browser.check_csrf()
+    elif req.needs_confirmation and browser.current_account() is not None:
+        return render_template(
+            "logout_confirm.html",
+            client=req.client and req.client.row,
+            csrf_token=browser.csrf_token(),
+        )
+    resp = srv.create_endpoint_response("end_session", req)
+    if resp is not None:
+        return resp
+    return render_template(
+        "message.html",
+        title=_("You are logged out"),
+        message=_("You have been logged out of cityid."),
+        status="ok",
+    )
+
+
+def init_app(app: Any, srv: Any) -> None:
+    srv.register_endpoint(EndSession)

@@ -1,0 +1,238 @@
+"""Real parts for the provider's tests: an HTTP server, an SMTP server, an RP's receiver."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import re
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from werkzeug.serving import make_server
+
+from db import make_engine, make_session_factory, transaction
+from idp.accounts import create_account
+from idp.app import create_app
+from idp.clients import ClientSpec, add_client
+from idp.config import Config
+from idp.instance import InstanceKeys
+from idp.keys import ensure_keys
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------- SMTP
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.cond = threading.Condition()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import email
+        from email import policy
+
+        msg = email.message_from_bytes(envelope.content, policy=policy.default)
+        with self.cond:
+            self.messages.append(msg)
+            self.cond.notify_all()
+        return "250 OK"
+
+    def wait_for(self, to: str, timeout: float = 10.0) -> Any:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(to in m["To"] for m in self.messages), timeout)
+            assert ok, f"no mail to {to} arrived"
+            return [m for m in self.messages if to in m["To"]][-1]
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[_Inbox, int]]:
+    inbox = _Inbox()
+    port = free_port()
+    ctl = Controller(inbox, hostname="127.0.0.1", port=port)
+    ctl.start()
+    yield inbox, port
+    ctl.stop()
+
+
+# ----------------------------------------------------------------------------- RP receiver
+
+
+@dataclass
+class Receiver:
+    url: str
+    posts: list[dict[str, list[str]]] = field(default_factory=list)
+    event: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def logout_receiver() -> Iterator[Receiver]:
+    port = free_port()
+    rec = Receiver(url=f"http://127.0.0.1:{port}/backchannel")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            rec.posts.append(parse_qs(body))
+            rec.event.set()
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    yield rec
+    httpd.shutdown()
+
+
+# ----------------------------------------------------------------------------- the IdP
+
+
+@dataclass
+class Idp:
+    url: str
+    config: Config
+    app: Any
+    keys: InstanceKeys
+
+    def sessions(self) -> Any:
+        return self.app.extensions["cityid"].sessions
+
+    def add_client(self, **kw: Any) -> tuple[str, str | None]:
+        with transaction(self.sessions()) as s:
+            row, secret = add_client(s, self.keys, ClientSpec(**kw))
+            return row.client_id, secret
+
+    def add_user(
+        self, email: str, password: str = "correct horse battery staple", verified: bool = True
+    ) -> str:
+        with transaction(self.sessions()) as s:
+            return create_account(s, self.keys, email, password, verified=verified).id
+
+
+def make_config(data_dir: Path, db_url: str, issuer: str, **over: Any) -> Config:
+    cfg = Config(
+        data_dir=data_dir,
+        database_url=db_url,
+        issuer=issuer,
+        secret_key=secrets.token_urlsafe(32),
+        key_passphrase=secrets.token_urlsafe(32),
+    )
+    return dataclasses.replace(cfg, **over)
+
+
+@pytest.fixture
+def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
+    servers: list[Any] = []
+
+    def start(**over: Any) -> Idp:
+        port = free_port()
+        cfg = make_config(tmp_path / f"data{port}", db_url, f"http://127.0.0.1:{port}", **over)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(cfg.db_url)
+        with transaction(make_session_factory(engine)) as s:
+            ensure_keys(s, cfg.key_passphrase)
+        engine.dispose()
+        app = create_app(cfg)
+        srv = make_server("127.0.0.1", port, app, threaded=True)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append((srv, app))
+        return Idp(url=cfg.issuer, config=cfg, app=app, keys=InstanceKeys.from_config(cfg))
+
+    yield start
+    for srv, app in servers:
+        srv.shutdown()
+        app.extensions["cityid"].engine.dispose()
+
+
+@pytest.fixture
+def idp(idp_factory: Any) -> Idp:
+    return idp_factory()
+
+
+# ----------------------------------------------------------------------------- a citizen's browser
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf(html: str) -> str:
+    m = CSRF_RE.search(html)
+    assert m, "page has no CSRF token"
+    return m.group(1)
+
+
+class Browser:
+    """A citizen's browser without JavaScript: follows redirects inside the IdP only."""
+
+    def __init__(self, idp: Idp) -> None:
+        self.idp = idp
+        self.http = requests.Session()
+
+    def get(self, url: str, **kw: Any) -> requests.Response:
+        return self.http.get(url, allow_redirects=False, timeout=10, **kw)
+
+    def post(self, url: str, data: dict[str, str], **kw: Any) -> requests.Response:
+        return self.http.post(url, data=data, allow_redirects=False, timeout=10, **kw)
+
+    def follow(self, resp: requests.Response) -> requests.Response:
+        """Follow redirects while they stay on the IdP."""
+        while resp.status_code in (301, 302, 303) and resp.headers["Location"]:
+            loc = resp.headers["Location"]
+            if loc.startswith("/"):
+                loc = self.idp.url + loc
+            if not loc.startswith(self.idp.url):
+                return resp
+            resp = self.get(loc)
+        return resp
+
+    def login(self, email: str, password: str, page: requests.Response) -> requests.Response:
+        """Fill the login form on `page` and follow where it leads."""
+        assert page.status_code == 200 and "password" in page.text
+        action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        assert action
+        target = self.idp.url + action.group(1).replace("&amp;", "&")
+        return self.follow(
+            self.post(target, {"csrf_token": csrf(page.text), "email": email, "password": password})
+        )
+
+    def consent(self, page: requests.Response, decision: str = "allow") -> requests.Response:
+        assert page.status_code == 200, page.text
+        action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        assert action
+        target = self.idp.url + action.group(1).replace("&amp;", "&")
+        return self.follow(self.post(target, {"csrf_token": csrf(page.text), "decision": decision}))
+
+
+def pkce_pair() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    return verifier, challenge.decode()
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def jdump(x: Any) -> str:
+    return json.dumps(x, indent=2)
