@@ -1,0 +1,115 @@
+"""A loaded issuing CA: its certificate, its root, where its key lives, and its URLs."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pki.errors import CaNotInitialised
+from pki.keystore import KeyStore, Signer
+from pki.models import CaAuthority
+from pki.settings import CaSettings
+from pki.urls import CaUrls
+
+ROOT = "root"
+ISSUING = "issuing"
+OCSP_SIGNER = "ocsp-signer"
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    id: str
+    certificate: x509.Certificate
+    root_id: str
+    root_certificate: x509.Certificate
+    key_ref: str
+    key_store: KeyStore
+    urls: CaUrls
+    settings: CaSettings
+
+    def signer(self) -> Signer:
+        return self.key_store.signer(self.key_ref)
+
+    def chain_pem(self) -> bytes:
+        """Issuing CA then root, PEM (RFC 7468), for ``/pki/chain.pem``."""
+        return self.certificate.public_bytes(
+            serialization.Encoding.PEM
+        ) + self.root_certificate.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def crl_shards(self) -> int:
+        return max(1, self.settings.crl_shards)
+
+    @functools.cached_property
+    def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
+        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+
+    @functools.cached_property
+    def issuer_access(self) -> x509.AccessDescription:
+        return x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(self.urls.issuing_cert),
+        )
+
+    @functools.cached_property
+    def ocsp_access(self) -> x509.AccessDescription:
+        return x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.urls.ocsp)
+        )
+
+    @functools.cached_property
+    def ocsp_issuer_hashes(self) -> dict[str, tuple[bytes, bytes]]:
+        """RFC 6960 §4.1.1 CertID: hash of the issuer's DER name and of its public key bits."""
+        name = self.certificate.subject.public_bytes()
+        key = self.certificate.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+        out = {}
+        for algorithm in (hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()):
+            name_hash, key_hash = hashes.Hash(algorithm), hashes.Hash(algorithm)
+            name_hash.update(name)
+            key_hash.update(key)
+            out[algorithm.name] = (name_hash.finalize(), key_hash.finalize())
+        return out
+
+    def shard_distribution_point(self, shard: int) -> x509.DistributionPoint:
+        return x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(self.urls.shard_crl(shard))],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+
+
+def load_ca(
+    session: Session, settings: CaSettings, key_store: KeyStore, base_url: str
+) -> CertificateAuthority:
+    """The active issuing CA; :class:`CaNotInitialised` before ``cityid ca init``."""
+    row = session.execute(
+        select(CaAuthority)
+        .where(CaAuthority.kind == ISSUING, CaAuthority.active.is_(True))
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
+    if row is None or row.parent_id is None:
+        raise CaNotInitialised()
+    root = session.get(CaAuthority, row.parent_id)
+    if root is None:
+        raise CaNotInitialised("issuing CA without root")
+    return CertificateAuthority(
+        id=row.id,
+        certificate=x509.load_der_x509_certificate(row.der),
+        root_id=root.id,
+        root_certificate=x509.load_der_x509_certificate(root.der),
+        key_ref=row.key_ref,
+        key_store=key_store,
+        urls=CaUrls(base_url),
+        settings=settings,
+    )

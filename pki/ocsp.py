@@ -1,0 +1,241 @@
+"""OCSP responder logic (RFC 6960), over the database; no HTTP here.
+
+Answers are signed by the delegated OCSP signer (RFC 6960 §4.2.2.2). Answers without a nonce
+are cached in ``ca_ocsp_cache`` and re-signed at half their validity; revocation deletes the
+cached answer in its own transaction, so the next request already sees it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db import utcnow
+from pki.ca import CertificateAuthority
+from pki.models import OCSP_CACHE, PENDING, REVOKED, CaCertificate
+from pki.serials import serial_hex
+from pki.setup import current_ocsp_signer
+
+NOT_ISSUED_TIME = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # RFC 6960 §2.2
+_FLAGS = {
+    1: x509.ReasonFlags.key_compromise,
+    2: x509.ReasonFlags.ca_compromise,
+    3: x509.ReasonFlags.affiliation_changed,
+    4: x509.ReasonFlags.superseded,
+    5: x509.ReasonFlags.cessation_of_operation,
+    6: x509.ReasonFlags.certificate_hold,
+    9: x509.ReasonFlags.privilege_withdrawn,
+    10: x509.ReasonFlags.aa_compromise,
+}
+_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(),  # noqa: S303 (RFC 5019 §2.1.1: CertID with SHA-1 is what clients send)
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+
+
+@dataclass(frozen=True)
+class OcspAnswer:
+    der: bytes
+    response_status: str  # RFC 6960 §4.2.1 OCSPResponseStatus name
+    cert_status: str | None = None  # good | revoked | unknown, for successful answers
+    cached: bool = False
+    max_age: int = 0  # seconds a cache in front of us may keep it (RFC 5019 §6.2)
+
+
+def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspAnswer:
+    der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
+        serialization.Encoding.DER
+    )
+    name = {
+        ocsp.OCSPResponseStatus.MALFORMED_REQUEST: "malformedRequest",
+        ocsp.OCSPResponseStatus.UNAUTHORIZED: "unauthorized",
+        ocsp.OCSPResponseStatus.INTERNAL_ERROR: "internalError",
+    }.get(status, status.name)
+    return OcspAnswer(der, name)
+
+
+def malformed() -> OcspAnswer:
+    return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+
+
+def decode_get_path(encoded: str) -> bytes | None:
+    """RFC 6960 Appendix A.1: the URL-decoded path element is base64(DER request)."""
+    text = encoded.strip().strip("/")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class _Question:
+    serial: int
+    algorithm: str
+    nonce: bytes | None
+
+
+def _parse(ca: CertificateAuthority, der: bytes) -> _Question | OcspAnswer:
+    try:
+        request = ocsp.load_der_ocsp_request(der)
+        algorithm = request.hash_algorithm.name
+        name_hash, key_hash, serial = (
+            request.issuer_name_hash,
+            request.issuer_key_hash,
+            request.serial_number,
+        )
+        extensions = request.extensions
+    except (ValueError, UnsupportedAlgorithm, NotImplementedError):
+        # RFC 6960 §4.2.1: not a single well-formed OCSPRequest we can read
+        return malformed()
+    if algorithm not in _HASHES:
+        return malformed()
+    if ca.ocsp_issuer_hashes.get(algorithm) != (name_hash, key_hash):
+        # RFC 6960 §2.3: we are not authoritative for this issuer
+        return _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
+    nonce: bytes | None = None
+    for ext in extensions:
+        if isinstance(ext.value, x509.OCSPNonce):
+            nonce = ext.value.nonce
+            # RFC 8954 §2.1: nonces of 1 to 32 octets; others are malformedRequest
+            if not 1 <= len(nonce) <= 32:
+                return malformed()
+    return _Question(serial, algorithm, nonce)
+
+
+def respond(
+    session: Session, ca: CertificateAuthority, request_der: bytes, *, now: dt.datetime | None = None
+) -> OcspAnswer:
+    """Answer one DER OCSPRequest. Never raises for bad input: it answers malformedRequest."""
+    question = _parse(ca, request_der)
+    if isinstance(question, OcspAnswer):
+        return question
+    now = now or utcnow()
+    serial = serial_hex(question.serial) if 0 < question.serial < 2**160 else None
+    if question.nonce is None and serial is not None:
+        hit = session.execute(
+            select(OCSP_CACHE.c.der, OCSP_CACHE.c.refresh_after).where(
+                OCSP_CACHE.c.issuer_id == ca.id,
+                OCSP_CACHE.c.serial == serial,
+                OCSP_CACHE.c.hash_alg == question.algorithm,
+            )
+        ).first()
+        if hit is not None and now < hit.refresh_after:
+            return OcspAnswer(
+                hit.der,
+                "successful",
+                cached=True,
+                max_age=int((hit.refresh_after - now).total_seconds()),
+            )
+    return _sign_answer(session, ca, question, serial, now)
+
+
+def _sign_answer(
+    session: Session,
+    ca: CertificateAuthority,
+    question: _Question,
+    serial: str | None,
+    now: dt.datetime,
+) -> OcspAnswer:
+    # lock the row: a revocation in flight cannot slip between our read and our cache write
+    lock = question.nonce is None
+    row = session.get(CaCertificate, serial, with_for_update=lock) if serial is not None else None
+    if row is not None and row.issuer_id != ca.id:
+        row = None
+    revocation_time: dt.datetime | None = None
+    reason: x509.ReasonFlags | None = None
+    if row is None:
+        status, status_name = ocsp.OCSPCertStatus.UNKNOWN, "unknown"  # RFC 6960 §2.2
+    elif row.status == PENDING:
+        # RFC 6960 §2.2: a serial that was never (completely) issued is "revoked" on hold, 1970
+        status, status_name = ocsp.OCSPCertStatus.REVOKED, "revoked"
+        revocation_time, reason = NOT_ISSUED_TIME, x509.ReasonFlags.certificate_hold
+    elif row.status == REVOKED:
+        status, status_name = ocsp.OCSPCertStatus.REVOKED, "revoked"
+        revocation_time = row.revoked_at
+        reason = _FLAGS.get(row.revocation_reason or 0)
+    else:
+        status, status_name = ocsp.OCSPCertStatus.GOOD, "good"
+    signer = current_ocsp_signer(session, ca, now=now)
+    this_update = now.replace(microsecond=0)
+    validity = dt.timedelta(minutes=ca.settings.ocsp_validity_minutes)
+    name_hash, key_hash = ca.ocsp_issuer_hashes[question.algorithm]
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response_by_hash(
+            name_hash,
+            key_hash,
+            question.serial,
+            _HASHES[question.algorithm],
+            status,
+            this_update,
+            this_update + validity,  # RFC 5019 §2.2.4: nextUpdate present
+            revocation_time,
+            reason,
+        )
+        # RFC 6960 §4.2.2.3: responder identified by the SHA-1 of its key (RFC 5019 §2.2.3)
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, signer.certificate)
+        # RFC 6960 §4.2.2.2: the delegated signer's certificate travels with the answer
+        .certificates([signer.certificate])
+    )
+    if question.nonce is not None:
+        # RFC 8954 §2.1 / RFC 6960 §4.4.1: echo the nonce
+        builder = builder.add_extension(x509.OCSPNonce(question.nonce), critical=False)
+    der = builder.sign(ca.key_store.signer(signer.key_ref), hashes.SHA256()).public_bytes(
+        serialization.Encoding.DER
+    )
+    refresh_after = this_update + validity / 2
+    if question.nonce is None and row is not None:
+        _cache(session, ca, row.serial, question.algorithm, this_update, refresh_after, der)
+    return OcspAnswer(
+        der,
+        "successful",
+        status_name,
+        cached=False,
+        max_age=int((refresh_after - now).total_seconds()) if question.nonce is None else 0,
+    )
+
+
+def _cache(
+    session: Session,
+    ca: CertificateAuthority,
+    serial: str,
+    algorithm: str,
+    this_update: dt.datetime,
+    refresh_after: dt.datetime,
+    der: bytes,
+) -> None:
+    c = OCSP_CACHE.c
+    try:
+        session.execute(
+            delete(OCSP_CACHE).where(
+                c.issuer_id == ca.id, c.serial == serial, c.hash_alg == algorithm
+            )
+        )
+        session.execute(
+            insert(OCSP_CACHE).values(
+                issuer_id=ca.id,
+                serial=serial,
+                hash_alg=algorithm,
+                this_update=this_update,
+                refresh_after=refresh_after,
+                der=der,
+            )
+        )
+        session.commit()
+    except IntegrityError:  # another worker cached the same answer at the same moment
+        session.rollback()

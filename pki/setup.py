@@ -1,0 +1,342 @@
+"""Setting up the CA: root and issuing CA (``cityid ca init``), and the OCSP signer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db import audit, new_id, utcnow
+from pki import crl
+from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
+from pki.errors import BadRequest, CaNotInitialised
+from pki.issue import BACKDATE, IssueRequest, issue_batch
+from pki.keystore import KeyStore, Signer
+from pki.models import CaAuthority, CaCrlState
+from pki.profiles import POLICY_CA
+from pki.serials import new_serial, serial_hex
+from pki.settings import CaSettings
+from pki.urls import CaUrls
+
+OCSP_SIGNER_RENEW_BEFORE = dt.timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class CaInitResult:
+    created: bool
+    root_serial: str
+    root_fingerprint_sha256: str
+    root_key_ref: str
+    issuing_serial: str
+    ocsp_signer_serial: str
+
+
+@dataclass(frozen=True)
+class OcspSigner:
+    serial: str
+    key_ref: str
+    certificate: x509.Certificate
+    not_after: dt.datetime
+
+
+def _name(text: str, what: str) -> x509.Name:
+    try:
+        name = x509.Name.from_rfc4514_string(text)
+    except ValueError as exc:
+        raise BadRequest(f"{what} is not an RFC 4514 name: {text!r}") from exc
+    if not name.get_attributes_for_oid(NameOID.COMMON_NAME):
+        raise BadRequest(f"{what} needs a CN")
+    return name
+
+
+def _ext(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    # RFC 5280 §4.2.1.3: keyCertSign and cRLSign for a CA; critical
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _store_authority(
+    session: Session,
+    *,
+    kind: str,
+    parent_id: str | None,
+    key_ref: str,
+    cert: x509.Certificate,
+    now: dt.datetime,
+) -> CaAuthority:
+    row = CaAuthority(
+        id=new_id(),
+        kind=kind,
+        parent_id=parent_id,
+        key_ref=key_ref,
+        serial=serial_hex(cert.serial_number),
+        subject=cert.subject.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        active=True,
+        der=cert.public_bytes(serialization.Encoding.DER),
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _make_root(
+    session: Session, settings: CaSettings, key_store: KeyStore, now: dt.datetime
+) -> CaAuthority:
+    subject = _name(settings.root_subject, "ca.root_subject")
+    key_ref = key_store.generate(f"root-{secrets.token_hex(8)}")
+    key = key_store.signer(key_ref)
+    not_before = now.replace(microsecond=0) - BACKDATE
+    cert = x509.CertificateBuilder(
+        issuer_name=subject,
+        subject_name=subject,
+        public_key=key.public_key(),
+        serial_number=new_serial(),
+        not_valid_before=not_before,
+        not_valid_after=not_before + dt.timedelta(days=settings.root_validity_days),
+        extensions=[
+            # RFC 5280 §4.2.1.9: cA TRUE, critical in CA certificates
+            _ext(x509.BasicConstraints(ca=True, path_length=None), True),
+            _ext(_ca_key_usage(), True),
+            # RFC 5280 §4.2.1.2: MUST appear in CA certificates
+            _ext(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        ],
+    ).sign(key, hashes.SHA256())
+    return _store_authority(session, kind=ROOT, parent_id=None, key_ref=key_ref, cert=cert, now=now)
+
+
+def _make_issuing(
+    session: Session,
+    settings: CaSettings,
+    key_store: KeyStore,
+    root: CaAuthority,
+    urls: CaUrls,
+    now: dt.datetime,
+) -> CaAuthority:
+    subject = _name(settings.issuing_subject, "ca.issuing_subject")
+    root_cert = x509.load_der_x509_certificate(root.der)
+    root_key = key_store.signer(root.key_ref)
+    key_ref = key_store.generate(f"issuing-{secrets.token_hex(8)}")
+    public = key_store.signer(key_ref).public_key()
+    root_ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    not_before = now.replace(microsecond=0) - BACKDATE
+    not_after = min(
+        not_before + dt.timedelta(days=settings.issuing_validity_days),
+        root_cert.not_valid_after_utc,
+    )
+    cert = x509.CertificateBuilder(
+        issuer_name=root_cert.subject,
+        subject_name=subject,
+        public_key=public,
+        serial_number=new_serial(),
+        not_valid_before=not_before,
+        not_valid_after=not_after,
+        extensions=[
+            # RFC 5280 §4.2.1.9: it certifies end entities only
+            _ext(x509.BasicConstraints(ca=True, path_length=0), True),
+            _ext(_ca_key_usage(), True),
+            _ext(x509.SubjectKeyIdentifier.from_public_key(public), False),
+            _ext(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), False),
+            _ext(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            AuthorityInformationAccessOID.CA_ISSUERS,
+                            x509.UniformResourceIdentifier(urls.root_cert),
+                        )
+                    ]
+                ),
+                False,
+            ),
+            _ext(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            [x509.UniformResourceIdentifier(urls.root_crl)], None, None, None
+                        )
+                    ]
+                ),
+                False,
+            ),
+            _ext(x509.CertificatePolicies([x509.PolicyInformation(POLICY_CA, None)]), False),
+        ],
+    ).sign(root_key, hashes.SHA256())
+    row = _store_authority(
+        session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now
+    )
+    _sign_root_crl(session, root, root_key, now)
+    return row
+
+
+def _sign_root_crl(session: Session, root: CaAuthority, root_key: Signer, now: dt.datetime) -> None:
+    """The root's CRL (an ARL: it lists revoked CA certificates; none so far)."""
+    state = session.get(CaCrlState, (root.id, crl.ROOT))
+    number = (state.crl_number if state else 0) + 1
+    der = crl.build_crl(
+        issuer=x509.load_der_x509_certificate(root.der),
+        signer=root_key,
+        number=number,
+        this_update=now,
+        next_update=now + crl.ROOT_CRL_VALIDITY,
+        entries=[],
+        distribution_point=None,
+    )
+    if state is None:
+        state = CaCrlState(issuer_id=root.id, scope=crl.ROOT, crl_number=number, stale=False)
+        session.add(state)
+    state.crl_number = number
+    state.this_update = now.replace(microsecond=0)
+    state.next_update = (now + crl.ROOT_CRL_VALIDITY).replace(microsecond=0)
+    state.stale = False
+    state.der = der
+
+
+def init_ca(
+    session: Session,
+    settings: CaSettings,
+    key_store: KeyStore,
+    base_url: str,
+    *,
+    actor: str = "system",
+    now: dt.datetime | None = None,
+) -> CaInitResult:
+    """Create the root and issuing CA, the OCSP signer and first CRLs; idempotent. Commits."""
+    now = now or utcnow()
+    urls = CaUrls(base_url)
+    created = False
+    try:
+        ca = load_ca(session, settings, key_store, base_url)
+    except CaNotInitialised:
+        root = session.execute(
+            select(CaAuthority).where(CaAuthority.kind == ROOT, CaAuthority.active.is_(True))
+        ).scalar()
+        if root is None:
+            root = _make_root(session, settings, key_store, now)
+        _make_issuing(session, settings, key_store, root, urls, now)
+        session.commit()
+        ca = load_ca(session, settings, key_store, base_url)
+        created = True
+    signer = current_ocsp_signer(session, ca, now=now, actor=actor)
+    for scope in crl.scopes(ca):
+        crl.current(session, ca, scope, now=now)
+    root_row = session.get(CaAuthority, ca.root_id)
+    assert root_row is not None
+    result = CaInitResult(
+        created=created,
+        root_serial=root_row.serial,
+        root_fingerprint_sha256=hashlib.sha256(root_row.der).hexdigest(),
+        root_key_ref=root_row.key_ref,
+        issuing_serial=serial_hex(ca.certificate.serial_number),
+        ocsp_signer_serial=signer.serial,
+    )
+    audit.record(
+        session,
+        action="pki.ca.init",
+        outcome="success" if created else "info",
+        actor=actor,
+        subject=ca.certificate.subject.rfc4514_string(),
+        reason="created" if created else "already initialised",
+        details={
+            "root_serial": result.root_serial,
+            "issuing_serial": result.issuing_serial,
+            "root_fingerprint_sha256": result.root_fingerprint_sha256,
+        },
+    )
+    session.commit()
+    return result
+
+
+def _signer_subject(ca: CertificateAuthority) -> x509.Name:
+    cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    attrs: list[x509.NameAttribute[str | bytes]] = [
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{cn!s} OCSP"[:64])
+    ]
+    for oid in (NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME):
+        attrs.extend(ca.certificate.subject.get_attributes_for_oid(oid))
+    return x509.Name(attrs)
+
+
+def rotate_ocsp_signer(
+    session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
+) -> OcspSigner:
+    """A new key and delegated OCSP signing certificate (RFC 6960 §4.2.2.2). Commits."""
+    now = now or utcnow()
+    key_ref = ca.key_store.generate(f"ocsp-{secrets.token_hex(8)}")
+    key = ca.key_store.signer(key_ref)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_signer_subject(ca))
+        .sign(key, hashes.SHA256())
+    )
+    issued = issue_batch(
+        session,
+        ca,
+        [
+            IssueRequest(
+                csr=csr.public_bytes(serialization.Encoding.DER),
+                profile="ocsp-signer",
+                requested_by=actor,
+            )
+        ],
+        now=now,
+        _internal=True,
+    )[0]
+    session.execute(
+        update(CaAuthority)
+        .where(CaAuthority.kind == OCSP_SIGNER, CaAuthority.parent_id == ca.id)
+        .values(active=False)
+    )
+    cert = issued.certificate
+    _store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
+    audit.record(
+        session,
+        action="pki.ocsp_signer.rotate",
+        outcome="success",
+        actor=actor,
+        subject=cert.subject.rfc4514_string(),
+        details={"serial": issued.serial, "not_after": issued.not_after},
+    )
+    session.commit()
+    return OcspSigner(issued.serial, key_ref, cert, issued.not_after)
+
+
+def current_ocsp_signer(
+    session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
+) -> OcspSigner:
+    """The active OCSP signer, rotated first if missing or about to expire."""
+    now = now or utcnow()
+    row = session.execute(
+        select(CaAuthority)
+        .where(
+            CaAuthority.kind == OCSP_SIGNER,
+            CaAuthority.parent_id == ca.id,
+            CaAuthority.active.is_(True),
+        )
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
+    if row is None or row.not_after - now < OCSP_SIGNER_RENEW_BEFORE:
+        return rotate_ocsp_signer(session, ca, actor=actor, now=now)
+    return OcspSigner(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
