@@ -32,9 +32,7 @@ def packaged_roots(*names: str) -> tuple[x509.Certificate, ...]:
     """Load root certificates shipped in ``attestation/roots`` (see ``roots/SOURCES.md``)."""
     folder = resources.files("attestation.roots")
     return tuple(
-        cert
-        for name in names
-        for cert in x509.load_pem_x509_certificates(folder.joinpath(name).read_bytes())
+        cert for name in names for cert in x509.load_pem_x509_certificates(folder.joinpath(name).read_bytes())
     )
 
 
