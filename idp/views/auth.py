@@ -88,7 +88,7 @@ def register() -> Any:
         return render_template(
             "register.html", csrf_token=browser.csrf_token(), error=_("An entry is too long.")
         ), 400
-    email, password = _field("email"), _field("password")
+    email, password = accounts.normalise_email(_field("email")), _field("password")
     if password != _field("password2"):
         return render_template(
             "register.html",

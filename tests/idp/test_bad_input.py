@@ -1,0 +1,362 @@
+"""Hostile input: each answered by the right RFC 6749 / OIDC error, with no state change."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from idp.models import AuthorizationCode, Consent, Grant, LoginSession, RefreshToken
+from tests.idp.conftest import Browser, Idp, csrf, pkce_pair, query
+
+PASSWORD = "correct horse battery staple"
+REDIRECT = "http://127.0.0.1:9/cb"
+
+
+def counts(idp: Idp) -> dict[str, int]:
+    with idp.sessions()() as s:
+        return {
+            m.__tablename__: s.execute(select(func.count()).select_from(m)).scalar_one()
+            for m in (Grant, AuthorizationCode, RefreshToken, Consent)
+        }
+
+
+@pytest.fixture
+def setup(idp: Idp) -> tuple[Idp, str, str, Browser]:
+    cid, secret = idp.add_client(
+        name="Svc", redirect_uris=[REDIRECT], post_logout_redirect_uris=["http://127.0.0.1:9/bye"]
+    )
+    idp.add_user("eve@example.org")
+    return idp, cid, secret or "", Browser(idp)
+
+
+def authorize_params(cid: str, challenge: str, **over: str) -> dict[str, str]:
+    p = {
+        "response_type": "code",
+        "client_id": cid,
+        "redirect_uri": REDIRECT,
+        "scope": "openid email",
+        "state": "st",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    p.update(over)
+    return {k: v for k, v in p.items() if v != ""}
+
+
+def get_code(idp: Idp, cid: str, browser: Browser, challenge: str) -> str:
+    r = browser.follow(browser.get(f"{idp.url}/authorize", params=authorize_params(cid, challenge)))
+    if 'name="password"' in r.text:
+        r = browser.login("eve@example.org", PASSWORD, r)
+    if r.status_code == 200 and "decision" in r.text:
+        r = browser.consent(r)
+    assert r.status_code == 302, r.text
+    return query(r.headers["Location"])["code"]
+
+
+def token(idp: Idp, cid: str, secret: str, **data: str) -> requests.Response:
+    return requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "authorization_code", "redirect_uri": REDIRECT, **data},
+    )
+
+
+@pytest.mark.parametrize(
+    "override, why",
+    [
+        ({"client_id": "no-such-client"}, "unknown client"),
+        ({"redirect_uri": "http://127.0.0.1:9/cb/"}, "redirect URI with a trailing slash"),
+        ({"redirect_uri": "http://127.0.0.1:9/cb?x=1"}, "redirect URI with extra query"),
+        ({"redirect_uri": "https://evil.example/cb"}, "foreign redirect URI"),
+    ],
+)
+def test_unverifiable_client_or_redirect_gets_a_page_not_a_redirect_rfc6749_4_1_2_1(
+    setup: Any, override: dict[str, str], why: str
+) -> None:
+    idp, cid, _secret, browser = setup
+    before = counts(idp)
+    _v, ch = pkce_pair()
+    r = browser.get(f"{idp.url}/authorize", params=authorize_params(cid, ch, **override))
+    assert r.status_code == 400, why
+    assert "Location" not in r.headers
+    assert counts(idp) == before
+
+
+@pytest.mark.parametrize(
+    "override, error",
+    [
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge_method": ""}, "invalid_request"),  # defaults to plain: refused
+        ({"code_challenge": "short"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"scope": "openid", "prompt": "none login"}, "invalid_request"),
+        ({"max_age": "-5"}, "invalid_request"),
+    ],
+)
+def test_bad_authorization_parameters_are_redirected_as_errors_with_iss(
+    setup: Any, override: dict[str, str], error: str
+) -> None:
+    idp, cid, _secret, browser = setup
+    _v, ch = pkce_pair()
+    # log in first so that parameter errors are not masked by the login page
+    get_code(idp, cid, browser, ch)
+    before = counts(idp)
+    r = browser.get(f"{idp.url}/authorize", params=authorize_params(cid, ch, **override))
+    assert r.status_code == 302, r.text
+    q = query(r.headers["Location"])
+    assert q["error"] == error and q["state"] == "st"
+    assert counts(idp) == before
+
+
+def test_public_client_without_pkce_is_refused_rfc9700_2_1_1(idp: Idp) -> None:
+    cid, _ = idp.add_client(name="App", redirect_uris=[REDIRECT], auth_method="none")
+    browser = Browser(idp)
+    r = browser.get(f"{idp.url}/authorize", params=authorize_params(cid, "", code_challenge_method=""))
+    assert r.status_code == 302 and query(r.headers["Location"])["error"] == "invalid_request"
+
+
+def test_wrong_code_verifier_is_invalid_grant_rfc7636_4_6(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    before = counts(idp)
+    r = token(idp, cid, secret, code=code, code_verifier=pkce_pair()[0])
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    r = token(idp, cid, secret, code=code)  # missing verifier
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    assert counts(idp) == before
+    assert token(idp, cid, secret, code=code, code_verifier=verifier).status_code == 200
+
+
+def test_reused_code_is_refused_and_revokes_its_tokens_rfc6749_4_1_2(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    first = token(idp, cid, secret, code=code, code_verifier=verifier)
+    assert first.status_code == 200
+    second = token(idp, cid, secret, code=code, code_verifier=verifier)
+    assert second.status_code == 400 and second.json()["error"] == "invalid_grant"
+    intro = requests.post(
+        f"{idp.url}/introspect", auth=(cid, secret), timeout=10, data={"token": first.json()["access_token"]}
+    ).json()
+    assert intro == {"active": False}
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": first.json()["refresh_token"]},
+    )
+    assert r.json()["error"] == "invalid_grant"
+
+
+def test_expired_code_is_invalid_grant(idp_factory: Any) -> None:
+    idp = idp_factory(code_lifetime_seconds=1)
+    cid, secret = idp.add_client(name="Svc", redirect_uris=[REDIRECT])
+    idp.add_user("eve@example.org")
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, Browser(idp), ch)
+    time.sleep(1.5)
+    r = token(idp, cid, secret or "", code=code, code_verifier=verifier)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+
+
+def test_code_of_another_client_or_redirect_is_refused(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    r = token(idp, other, other_secret or "", code=code, code_verifier=verifier)
+    assert r.json()["error"] == "invalid_grant"
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "code_verifier": verifier,
+            "redirect_uri": "http://127.0.0.1:9/other",
+        },
+    )
+    assert r.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("auth", [("wrong", "secret"), None])
+def test_wrong_client_secret_is_invalid_client_rfc6749_5_2(setup: Any, auth: Any) -> None:
+    idp, cid, secret, _browser = setup
+    creds = (cid, "not-the-secret") if auth else None
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=creds,
+        timeout=10,
+        data={"grant_type": "authorization_code", "code": "x", "client_id": cid},
+    )
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+
+
+def _b64(d: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+
+def test_tampered_and_alg_none_tokens_are_refused_rfc8725_3_1(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    at = token(idp, cid, secret, code=code, code_verifier=verifier).json()["access_token"]
+    header, payload, sig = at.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    claims["scope"] = "openid email payment"
+    tampered = f"{header}.{_b64(claims)}.{sig}"
+    none_alg = f"{_b64({'alg': 'none', 'typ': 'at+jwt'})}.{_b64(claims)}."
+    for bad in (tampered, none_alg, at[:-4] + "AAAA", "garbage", "a.b.c"):
+        r = requests.get(f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {bad}"}, timeout=10)
+        assert r.status_code == 401, bad
+        intro = requests.post(
+            f"{idp.url}/introspect", auth=(cid, secret), timeout=10, data={"token": bad}
+        ).json()
+        assert intro == {"active": False}
+    # the genuine token still works
+    assert (
+        requests.get(f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {at}"}, timeout=10).status_code
+        == 200
+    )
+
+
+def test_oversized_parameters_are_invalid_request(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    _v, ch = pkce_pair()
+    r = browser.get(f"{idp.url}/authorize", params=authorize_params(cid, ch, state="s" * 5000))
+    assert r.status_code in (302, 400)
+    if r.status_code == 302:
+        assert query(r.headers["Location"])["error"] == "invalid_request"
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "authorization_code", "code": "c" * 10000},
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": "r" * 3 * 1024 * 1024},
+    )
+    assert r.status_code == 413
+
+
+def test_login_without_csrf_token_changes_nothing(setup: Any) -> None:
+    idp, _cid, _secret, browser = setup
+    page = browser.get(f"{idp.url}/login")
+    with idp.sessions()() as s:
+        before = s.execute(select(func.count()).select_from(LoginSession)).scalar_one()
+    for data in (
+        {"email": "eve@example.org", "password": PASSWORD},
+        {"email": "eve@example.org", "password": PASSWORD, "csrf_token": "forged"},
+    ):
+        r = browser.post(f"{idp.url}/login", data)
+        assert r.status_code == 400 and "Set-Cookie" not in r.headers
+    with idp.sessions()() as s:
+        assert s.execute(select(func.count()).select_from(LoginSession)).scalar_one() == before
+    # a token from another browser's session is refused too
+    other = Browser(idp)
+    other_token = csrf(other.get(f"{idp.url}/login").text)
+    r = browser.post(
+        f"{idp.url}/login", {"email": "eve@example.org", "password": PASSWORD, "csrf_token": other_token}
+    )
+    assert r.status_code == 400
+    assert csrf(page.text)
+
+
+def test_logout_never_redirects_to_unregistered_uri_rp_initiated_3(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    id_token = token(idp, cid, secret, code=code, code_verifier=verifier).json()["id_token"]
+    # without id_token_hint: a confirmation page, never a redirect
+    r = browser.get(
+        f"{idp.url}/logout", params={"client_id": cid, "post_logout_redirect_uri": "http://127.0.0.1:9/bye"}
+    )
+    assert r.status_code == 200 and "csrf_token" in r.text
+    # with a hint but an unregistered URI: logged out, but no redirect
+    r = browser.get(
+        f"{idp.url}/logout",
+        params={"id_token_hint": id_token, "post_logout_redirect_uri": "https://evil.example/"},
+    )
+    assert r.status_code == 200 and "Location" not in r.headers
+    # a forged id_token_hint is refused
+    r = Browser(idp).get(
+        f"{idp.url}/logout",
+        params={
+            "id_token_hint": id_token[:-5] + "AAAAA",
+            "post_logout_redirect_uri": "http://127.0.0.1:9/bye",
+        },
+    )
+    assert r.status_code == 400 and "Location" not in r.headers
+
+
+def test_private_key_jwt_client_authentication_and_replay_rfc7523(idp: Idp) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True, parameters={"kid": "k1"})
+    cid, _ = idp.add_client(
+        name="Registry",
+        grant_types=["client_credentials"],
+        scope="x",
+        auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
+    )
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "ES256", "kid": "k1"},
+        {"iss": cid, "sub": cid, "aud": f"{idp.url}/token", "iat": now, "exp": now + 60, "jti": "once-only"},
+        key,
+    )
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    assert requests.post(f"{idp.url}/token", data=data, timeout=10).status_code == 200
+    r = requests.post(f"{idp.url}/token", data=data, timeout=10)  # replayed jti
+    # RFC 6749 §5.2: 401 is required only with HTTP authentication; else 400 is right.
+    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client"
+    other = ECKey.generate_key("P-256", private=True)
+    forged = jwt.encode(
+        {"alg": "ES256", "kid": "k1"},
+        {"iss": cid, "sub": cid, "aud": f"{idp.url}/token", "iat": now, "exp": now + 60, "jti": "another"},
+        other,
+    )
+    r = requests.post(f"{idp.url}/token", data=data | {"client_assertion": forged}, timeout=10)
+    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client"
+
+
+def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
+    idp, cid, secret, browser = setup
+    other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, browser, ch)
+    rt = token(idp, cid, secret, code=code, code_verifier=verifier).json()["refresh_token"]
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(other, other_secret),
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": rt},
+    )
+    assert r.json()["error"] == "invalid_grant"
+    # and the owner can still use it: the failed attempt changed nothing
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "refresh_token", "refresh_token": rt},
+    )
+    assert r.status_code == 200

@@ -1,0 +1,65 @@
+"""Signing keys: published before use, retired keys stay published until their tokens expire."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import requests
+
+from db import transaction
+from idp.keys import rotate
+from tests.idp.conftest import Idp
+
+
+def _kids(idp: Idp) -> set[str]:
+    return {k["kid"] for k in requests.get(f"{idp.url}/jwks.json", timeout=10).json()["keys"]}
+
+
+def test_rotated_key_is_published_before_it_signs_and_old_key_stays(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="B", grant_types=["client_credentials"], scope="x")
+    before = _kids(idp)
+    with transaction(idp.sessions()) as s:
+        new = rotate(
+            s,
+            idp.config.key_passphrase,
+            alg="ES256",
+            publish_ahead=dt.timedelta(hours=1),
+            max_token_lifetime=dt.timedelta(hours=1),
+        )
+    idp.app.extensions["cityid"].key_cache.invalidate()
+    assert new.kid in _kids(idp) and before <= _kids(idp)
+    tok = requests.post(
+        f"{idp.url}/token", auth=(cid, secret), timeout=10, data={"grant_type": "client_credentials"}
+    ).json()["access_token"]
+    from joserfc import jws
+
+    assert jws.extract_compact(tok.encode()).headers()["kid"] != new.kid  # not yet active
+
+
+def test_rotated_key_signs_once_active(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="B", grant_types=["client_credentials"], scope="x")
+    with transaction(idp.sessions()) as s:
+        new = rotate(
+            s,
+            idp.config.key_passphrase,
+            alg="ES256",
+            publish_ahead=dt.timedelta(0),
+            max_token_lifetime=dt.timedelta(hours=1),
+        )
+    idp.app.extensions["cityid"].key_cache.invalidate()
+    tok = requests.post(
+        f"{idp.url}/token", auth=(cid, secret), timeout=10, data={"grant_type": "client_credentials"}
+    ).json()["access_token"]
+    from joserfc import jws
+
+    assert jws.extract_compact(tok.encode()).headers()["kid"] == new.kid
+
+
+def test_private_keys_are_encrypted_at_rest(idp: Idp) -> None:
+    from sqlalchemy import select
+
+    from idp.models import SigningKey
+
+    with idp.sessions()() as s:
+        for row in s.execute(select(SigningKey)).scalars():
+            assert b'"d"' not in row.private_enc and b'"d":' not in row.private_enc

@@ -1,0 +1,190 @@
+"""Two `cityid serve` processes on one database behave as one; the CLI's contracts."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+
+from tests.idp.conftest import csrf, free_port, query
+
+CITYID = [sys.executable, "-m", "cli"]
+PASSWORD = "correct horse battery staple"
+
+
+def cityid(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        [*CITYID, *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    if check and res.returncode != 0:
+        raise AssertionError(f"cityid {args} failed: {res.stdout}\n{res.stderr}")
+    return res
+
+
+def write_config(data_dir: Path, db_url: str, issuer: str) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "cityid.toml").write_text(
+        f'issuer = "{issuer}"\nsecret_key = "{secrets.token_urlsafe(32)}"\n'
+        f'key_passphrase = "{secrets.token_urlsafe(32)}"\ndatabase_url = "{db_url}"\n'
+    )
+
+
+@pytest.fixture
+def two_servers(db_url: str, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
+    data = tmp_path / "data"
+    pa, pb = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{pa}"
+    write_config(data, db_url, issuer)
+    cityid(data, "init")
+    procs = [
+        subprocess.Popen(
+            [*CITYID, "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{p}", "--workers", "1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        for p in (pa, pb)
+    ]
+    try:
+        for p in (pa, pb):
+            for _ in range(100):
+                try:
+                    if requests.get(f"http://127.0.0.1:{p}/jwks.json", timeout=1).ok:
+                        break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            else:
+                raise AssertionError("server did not start")
+        yield data, issuer, f"http://127.0.0.1:{pb}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_authorize_on_one_process_tokens_on_another(two_servers: Any) -> None:
+    data, a, b = two_servers
+    redirect = "http://127.0.0.1:9/cb"
+    client = json.loads(
+        cityid(data, "client", "add", "--name", "Svc", "--redirect-uri", redirect, "--json").stdout
+    )
+    cityid(
+        data,
+        "user",
+        "add",
+        "--email",
+        "hans@example.org",
+        "--verified",
+        env={"CITYID_NEW_USER_PASSWORD": PASSWORD},
+    )
+    http = requests.Session()
+    rp = OAuth2Session(
+        client["client_id"],
+        client["client_secret"],
+        scope="openid email",
+        redirect_uri=redirect,
+        code_challenge_method="S256",
+    )
+    verifier = secrets.token_urlsafe(48)
+    url, _ = rp.create_authorization_url(f"{a}/authorize", code_verifier=verifier)
+    r = http.get(url, allow_redirects=False)
+    page = http.get(a + r.headers["Location"])
+    r = http.post(
+        f"{a}/login",
+        data={"csrf_token": csrf(page.text), "email": "hans@example.org", "password": PASSWORD},
+        allow_redirects=False,
+    )
+    consent = http.get(a + r.headers["Location"])
+    r = http.post(
+        a + r.headers["Location"],
+        allow_redirects=False,
+        data={"csrf_token": csrf(consent.text), "decision": "allow"},
+    )
+    code = query(r.headers["Location"])["code"]
+    # step 2 on the other process
+    tok = rp.fetch_token(f"{b}/token", code=code, code_verifier=verifier)
+    assert tok["id_token"]
+    info = requests.get(
+        f"{b}/userinfo", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10
+    ).json()
+    assert info["email"] == "hans@example.org"
+    new = rp.refresh_token(f"{b}/token", refresh_token=tok["refresh_token"])
+    replay = requests.post(
+        f"{a}/token",
+        auth=(client["client_id"], client["client_secret"]),
+        data={"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]},
+        timeout=10,
+    )
+    assert replay.json()["error"] == "invalid_grant"
+    intro = requests.post(
+        f"{a}/introspect",
+        auth=(client["client_id"], client["client_secret"]),
+        data={"token": new["access_token"]},
+        timeout=10,
+    ).json()
+    assert intro == {"active": False}  # family revoked, seen by the other process
+    verify = json.loads(cityid(data, "audit", "verify", "--json").stdout)
+    assert verify["ok"] and verify["entries"] > 5
+
+
+def test_cli_refuses_unmigrated_database_with_clear_message(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    write_config(data, f"sqlite:///{tmp_path / 'empty.sqlite3'}", "http://127.0.0.1:1")
+    res = cityid(data, "client", "list", "--json", check=False)
+    assert res.returncode == 3 and "cityid init" in json.loads(res.stdout)["error"]
+    res = cityid(data, "serve", check=False)
+    assert res.returncode != 0 and "cityid init" in res.stderr
+
+
+def test_init_is_idempotent_and_client_commands_round_trip(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    cityid(data, "init")
+    cityid(data, "init")
+    added = json.loads(
+        cityid(
+            data,
+            "client",
+            "add",
+            "--name",
+            "Portal",
+            "--redirect-uri",
+            "https://portal.example/cb",
+            "--min-level",
+            "low",
+            "--json",
+        ).stdout
+    )
+    listed = json.loads(cityid(data, "client", "list", "--json").stdout)
+    assert [c["client_id"] for c in listed] == [added["client_id"]]
+    assert "client_secret" not in listed[0]
+    bad = cityid(
+        data,
+        "client",
+        "add",
+        "--name",
+        "X",
+        "--redirect-uri",
+        "http://evil.example/cb",
+        "--json",
+        check=False,
+    )
+    assert bad.returncode == 2 and "https" in json.loads(bad.stdout)["error"]
+    cityid(data, "client", "remove", added["client_id"])
+    assert cityid(data, "client", "show", added["client_id"], check=False).returncode == 4
