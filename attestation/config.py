@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from importlib import resources
 from types import MappingProxyType
 
@@ -121,6 +121,7 @@ class WebAuthnTrust:
     key_protection_by_aaguid: Mapping[bytes, tuple[str, ...]] = field(default_factory=dict)
     compromised_aaguids: frozenset[bytes] = frozenset()
     compromised_certificates: frozenset[bytes] = frozenset()  # DER of compromised attestation certs
+    mds_next_update: date | None = None
 
     @classmethod
     def with_apple_root(cls, **kwargs: object) -> WebAuthnTrust:
@@ -134,6 +135,7 @@ class WebAuthnTrust:
             key_protection_by_aaguid=trust.key_protection_by_aaguid,
             compromised_aaguids=trust.compromised_aaguids,
             compromised_certificates=trust.compromised_certificates,
+            mds_next_update=trust.mds_next_update,
         )
 
 
