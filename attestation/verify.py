@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from .android_key import verify_android_key
 from .app_attest import verify_app_attest
@@ -40,9 +41,10 @@ class WebAuthnEvidence:
 
 
 Evidence = AndroidKeyEvidence | AppAttestEvidence | WebAuthnEvidence
+T = TypeVar("T", AndroidApp, AppleApp, RelyingParty)
 
 
-def _pick[T](apps: Iterable[AppIdentity], kind: type[T]) -> T:
+def _pick(apps: Iterable[AppIdentity], kind: type[T]) -> T:
     for app in apps:
         if isinstance(app, kind):
             return app
