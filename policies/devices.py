@@ -49,9 +49,7 @@ def assess_device(facts: DeviceAttestationFacts) -> DeviceAssessment:
     if facts.security_level not in HARDWARE_SECURITY_LEVELS:
         return DeviceAssessment(
             None,
-            Reason(
-                "unknown_security_level", f"unknown key security level {facts.security_level!r}"
-            ),
+            Reason("unknown_security_level", f"unknown key security level {facts.security_level!r}"),
         )
     if not facts.verified_boot:
         return DeviceAssessment(

@@ -92,9 +92,7 @@ class LevelDecision:
         return max(allowed).acr if allowed else achieved.acr
 
 
-def _refuse(
-    request: AuthnRequestFacts, client: ClientPolicy, error: str, reason: Reason
-) -> LevelDecision:
+def _refuse(request: AuthnRequestFacts, client: ClientPolicy, error: str, reason: Reason) -> LevelDecision:
     return LevelDecision(
         target=client.minimum_level,
         minimum=client.minimum_level,
@@ -148,9 +146,7 @@ def required_level(
     max_age = _max_age(request, client)
     if max_age is not None and max_age < 0:
         # OIDC Core §3.1.2.1: max_age is a number of seconds, so never negative.
-        return _refuse(
-            request, client, INVALID_REQUEST, Reason("max_age_negative", "max_age is negative")
-        )
+        return _refuse(request, client, INVALID_REQUEST, Reason("max_age_negative", "max_age is negative"))
 
     minimum, reason = _scope_floor(request.scopes, client, scope_levels)
     reportable: frozenset[Level] | None = None
@@ -180,9 +176,7 @@ def required_level(
                 request,
                 client,
                 UNMET_AUTHENTICATION_REQUIREMENTS,
-                Reason(
-                    "step_up_acr_unknown", "none of the resource server's acr values is supported"
-                ),
+                Reason("step_up_acr_unknown", "none of the resource server's acr values is supported"),
             )
         reportable = frozenset(wanted) if reportable is None else reportable & frozenset(wanted)
         if not reportable:
@@ -190,9 +184,7 @@ def required_level(
                 request,
                 client,
                 UNMET_AUTHENTICATION_REQUIREMENTS,
-                Reason(
-                    "acr_conflict", "the essential acr and the step-up acr have no level in common"
-                ),
+                Reason("acr_conflict", "the essential acr and the step-up acr have no level in common"),
             )
         if min(reportable) > minimum:
             minimum = min(reportable)

@@ -18,13 +18,13 @@ from policies.request import LevelDecision
 
 
 class FactorKind(StrEnum):
-    PASSWORD = "pwd"  # noqa: S105 (an amr name, not a secret)
+    PASSWORD = "pwd"
     DEVICE_KEY = "hwk"  # PKI-2FA signature or WebAuthn assertion by a device key
     EID = "eid"  # German eID card through an eID connector
 
 
 class Step(StrEnum):
-    PASSWORD = "password"  # noqa: S105 (a step name, not a secret)
+    PASSWORD = "password"
     DEVICE = "device"  # PKI-2FA with an enrolled virtual smartcard
     WEBAUTHN = "webauthn"  # attested WebAuthn authenticator
     EID = "eid"
@@ -204,9 +204,7 @@ def next_step(
         return decision.refusal
     if not account.email_verified:
         # ARCHITECTURE.md: even low needs a password on a verified e-mail address.
-        return Refused(
-            ACCESS_DENIED, Reason("email_unverified", "the account's e-mail is not verified yet")
-        )
+        return Refused(ACCESS_DENIED, Reason("email_unverified", "the account's e-mail is not verified yet"))
 
     counted = _counted(decision, session, now)
     achieved = _level_of(counted)
@@ -239,9 +237,7 @@ def next_step(
         )
     if decision.prompt_none:
         # OIDC Core §3.1.2.6: no UI may be shown, and authentication is needed.
-        return Refused(
-            LOGIN_REQUIRED, Reason("interaction_needed", f"{goal.label} needs a login step")
-        )
+        return Refused(LOGIN_REQUIRED, Reason("interaction_needed", f"{goal.label} needs a login step"))
 
     steps: list[Step] = []
     for route in _routes(goal, account):

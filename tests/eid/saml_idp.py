@@ -85,6 +85,7 @@ class Issue:
     encrypt: bool = True
     strong_encryption: bool = True
     tamper: Callable[[str], str] | None = None  # applied after signing, before encrypting
+    encrypt_for: str = "sp"  # whose certificate the assertion is encrypted to
 
 
 class _Server(Server):
@@ -202,8 +203,17 @@ class TestIdp:
             sign_assertion=issue.sign_assertion,
             sign_response=False,
             encrypt_assertion=issue.encrypt,
-            encrypt_cert_assertion=open(self.sp_cert).read() if issue.encrypt else None,
+            encrypt_cert_assertion=(
+                (self.dir / f"{issue.encrypt_for}.crt").read_text() if issue.encrypt else None
+            ),
             sign_alg=SIG_RSA_SHA256,
             digest_alg=DIGEST_SHA256,
+        )
+        return base64.b64encode(str(response).encode("utf-8")).decode("ascii")
+
+    def refuse(self, request, status: str) -> str:  # type: ignore[no-untyped-def]
+        """An error Response, as when the citizen cancels (SAML Core §3.2.2.2)."""
+        response = self.server.create_error_response(
+            request.id, ACS_URL, info=(status, "cancelled by the user")
         )
         return base64.b64encode(str(response).encode("utf-8")).decode("ascii")

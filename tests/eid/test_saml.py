@@ -124,6 +124,9 @@ REFUSALS = [
         id="fail/no-pseudonym",
     ),
     pytest.param(Issue(sign_assertion=False), errors.AssertionNotSigned, id="fail/unsigned-assertion"),
+    pytest.param(
+        Issue(encrypt_for="other-sp"), errors.DecryptionFailed, id="fail/encrypted-for-someone-else"
+    ),
     pytest.param(Issue(encrypt=False), errors.AssertionNotEncrypted, id="fail/plain-assertion"),
     pytest.param(Issue(strong_encryption=False), errors.WeakEncryption, id="fail/3des-xmlenc11-5.4"),
     pytest.param(
@@ -181,3 +184,13 @@ def test_broken_posts(saml_idp, connector, change, error):
     response = run(saml_idp, connector)
     with pytest.raises(error):
         connector.finish(EidResponse({**response.params, **change}, response.pending))
+
+
+def test_error_status_is_refused_saml_core_3_2_2_2(saml_idp, connector):
+    start = connector.start(EidRequest(Level.HIGH))
+    request = saml_idp.receive(dict(start.form)["SAMLRequest"])
+    response = saml_idp.refuse(request, "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed")
+    with pytest.raises(errors.UpstreamRefused, match="AuthnFailed"):
+        connector.finish(
+            EidResponse({"SAMLResponse": response, "RelayState": start.pending.relay_state}, start.pending)
+        )

@@ -16,15 +16,9 @@ def facts(security_level="strongbox", verified_boot=True, device_locked=True, wa
         pytest.param(facts("secure-enclave"), Level.SUBSTANTIAL, "hardware_key", id="ok/enclave"),
         pytest.param(facts("tpm"), Level.SUBSTANTIAL, "hardware_key", id="ok/tpm"),
         pytest.param(facts("security-key"), Level.SUBSTANTIAL, "hardware_key", id="ok/fido-key"),
-        pytest.param(
-            facts("quantum"), None, "unknown_security_level", id="fail/unknown-level-no-enrol"
-        ),
-        pytest.param(
-            facts(verified_boot=False), Level.LOW, "boot_not_verified", id="fail/unverified-boot"
-        ),
-        pytest.param(
-            facts(device_locked=False), Level.LOW, "bootloader_unlocked", id="fail/unlocked"
-        ),
+        pytest.param(facts("quantum"), None, "unknown_security_level", id="fail/unknown-level-no-enrol"),
+        pytest.param(facts(verified_boot=False), Level.LOW, "boot_not_verified", id="fail/unverified-boot"),
+        pytest.param(facts(device_locked=False), Level.LOW, "bootloader_unlocked", id="fail/unlocked"),
         pytest.param(
             facts(warnings=("patch level old",)),
             Level.LOW,
@@ -33,9 +27,7 @@ def facts(security_level="strongbox", verified_boot=True, device_locked=True, wa
         ),
     ],
 )
-def test_device_max_level_hardware_and_good_state_reach_substantial_never_high(
-    attested, level, code
-):
+def test_device_max_level_hardware_and_good_state_reach_substantial_never_high(attested, level, code):
     assessment = assess_device(attested)
     assert assessment.max_level is level
     assert assessment.reason.code == code

@@ -89,9 +89,7 @@ def summary(result):
 
 STEP_TABLE = [
     # --- low
-    pytest.param(
-        decide(), (), PLAIN, ask(Step.PASSWORD, (), LOW, "client_minimum"), id="low/ask-password"
-    ),
+    pytest.param(decide(), (), PLAIN, ask(Step.PASSWORD, (), LOW, "client_minimum"), id="low/ask-password"),
     pytest.param(
         decide(),
         (pwd(),),
@@ -321,9 +319,7 @@ def test_next_step_table(decision, factors, account, expected):
     ("now", "factors"),
     [
         pytest.param(datetime(2026, 11, 24, 12, 0), (), id="naive-now"),
-        pytest.param(
-            NOW, (Factor(FactorKind.PASSWORD, datetime(2026, 11, 24, 11, 0)),), id="naive"
-        ),
+        pytest.param(NOW, (Factor(FactorKind.PASSWORD, datetime(2026, 11, 24, 11, 0)),), id="naive"),
     ],
 )
 def test_naive_datetimes_are_rejected(now, factors):

@@ -194,9 +194,7 @@ def test_required_level_table(request_facts, minimum, default_max_age, expected)
             "prompt_none_combined",
             id="fail/prompt-none-with-login-oidc-3.1.2.1",
         ),
-        pytest.param(
-            req(max_age=-1), INVALID_REQUEST, "max_age_negative", id="fail/negative-max-age"
-        ),
+        pytest.param(req(max_age=-1), INVALID_REQUEST, "max_age_negative", id="fail/negative-max-age"),
     ],
 )
 def test_required_level_refusals(request_facts, error, code):
@@ -221,9 +219,7 @@ def test_required_level_refusals(request_facts, error, code):
             False,
             id="rfc9470-challenge-max-age",
         ),
-        pytest.param(
-            req(max_age=0), None, 0, True, False, id="max-age-zero-is-prompt-login-oidc-errata"
-        ),
+        pytest.param(req(max_age=0), None, 0, True, False, id="max-age-zero-is-prompt-login-oidc-errata"),
         pytest.param(req(prompt=frozenset({"login"})), None, None, True, False, id="prompt-login"),
         pytest.param(req(prompt=frozenset({"none"})), None, None, False, True, id="prompt-none"),
     ],
@@ -231,9 +227,7 @@ def test_required_level_refusals(request_facts, error, code):
 def test_freshness_from_max_age_and_prompt(
     request_facts, default_max_age, max_age, force_reauth, prompt_none
 ):
-    decision = required_level(
-        request_facts, ClientPolicy("rp", default_max_age=default_max_age), SCOPES
-    )
+    decision = required_level(request_facts, ClientPolicy("rp", default_max_age=default_max_age), SCOPES)
     assert (decision.max_age, decision.force_reauth, decision.prompt_none) == (
         max_age,
         force_reauth,
@@ -247,9 +241,7 @@ def test_freshness_from_max_age_and_prompt(
     [
         pytest.param((), HIGH, ACR_HIGH, id="voluntary-reports-achieved"),
         pytest.param((ACR_SUBSTANTIAL,), HIGH, ACR_SUBSTANTIAL, id="essential-match-oidc-5.5.1.1"),
-        pytest.param(
-            (ACR_LOW, ACR_SUBSTANTIAL), HIGH, ACR_SUBSTANTIAL, id="essential-highest-satisfied"
-        ),
+        pytest.param((ACR_LOW, ACR_SUBSTANTIAL), HIGH, ACR_SUBSTANTIAL, id="essential-highest-satisfied"),
     ],
 )
 def test_reported_acr_matches_an_essential_value(reportable, achieved, acr):
