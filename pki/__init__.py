@@ -5,11 +5,11 @@ Takes a SQLAlchemy session and returns frozen dataclasses; never imports Flask. 
 
 from pki.ca import CertificateAuthority, load_ca
 from pki.errors import PkiError
-from pki.issue import IssueHooks, IssueRequest, IssueResult, issue, issue_batch, load_csr
+from pki.issuance import IssueHooks, IssueRequest, IssueResult, issue, issue_batch, load_csr
 from pki.keystore import FileKeyStore, KeyStore, Signer, open_key_store
 from pki.ocsp import OcspAnswer, decode_get_path, respond
 from pki.profiles import DEVICE_URN_PREFIX, PROFILES
-from pki.revoke import (
+from pki.revocation import (
     REASON_CODES,
     CertificateStatus,
     list_certificates,

@@ -38,31 +38,59 @@ class CertificateAuthority:
 
     def chain_pem(self) -> bytes:
         """Issuing CA then root, PEM (RFC 7468), for ``/pki/chain.pem``."""
-        return self.certificate.public_bytes(
+        return self.certificate.public_bytes(serialization.Encoding.PEM) + self.root_certificate.public_bytes(
             serialization.Encoding.PEM
-        ) + self.root_certificate.public_bytes(serialization.Encoding.PEM)
+        )
 
     @property
     def crl_shards(self) -> int:
         return max(1, self.settings.crl_shards)
 
     @functools.cached_property
-    def authority_key_identifier(self) -> x509.AuthorityKeyIdentifier:
-        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
+    def _extensions(self) -> dict[object, x509.Extension[x509.ExtensionType]]:
+        return {}  # extensions every certificate of this CA shares, built once
 
-    @functools.cached_property
-    def issuer_access(self) -> x509.AccessDescription:
-        return x509.AccessDescription(
+    def _cached(self, key: object, value: x509.ExtensionType) -> x509.Extension[x509.ExtensionType]:
+        ext = self._extensions.get(key)
+        if ext is None:
+            ext = self._extensions[key] = x509.Extension(value.oid, False, value)
+        return ext
+
+    def authority_key_identifier(self) -> x509.Extension[x509.ExtensionType]:
+        """RFC 5280 §4.2.1.1: keyIdentifier = the issuing CA's subjectKeyIdentifier."""
+        ext = self._extensions.get("aki")
+        if ext is not None:
+            return ext
+        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return self._cached("aki", x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value))
+
+    def authority_info_access(self, *, ocsp: bool) -> x509.Extension[x509.ExtensionType]:
+        """RFC 5280 §4.2.2.1: the OCSP responder (if asked) and caIssuers (DER over HTTP)."""
+        ext = self._extensions.get(("aia", ocsp))
+        if ext is not None:
+            return ext
+        issuers = x509.AccessDescription(
             AuthorityInformationAccessOID.CA_ISSUERS,
             x509.UniformResourceIdentifier(self.urls.issuing_cert),
         )
-
-    @functools.cached_property
-    def ocsp_access(self) -> x509.AccessDescription:
-        return x509.AccessDescription(
+        responder = x509.AccessDescription(
             AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(self.urls.ocsp)
         )
+        access = [responder, issuers] if ocsp else [issuers]
+        return self._cached(("aia", ocsp), x509.AuthorityInformationAccess(access))
+
+    def crl_distribution_point(self, shard: int) -> x509.Extension[x509.ExtensionType]:
+        """RFC 5280 §4.2.1.13: the shard CRL that will list the certificate; non-critical."""
+        ext = self._extensions.get(("crldp", shard))
+        if ext is not None:
+            return ext
+        point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(self.urls.shard_crl(shard))],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        return self._cached(("crldp", shard), x509.CRLDistributionPoints([point]))
 
     @functools.cached_property
     def ocsp_issuer_hashes(self) -> dict[str, tuple[bytes, bytes]]:
@@ -78,14 +106,6 @@ class CertificateAuthority:
             key_hash.update(key)
             out[algorithm.name] = (name_hash.finalize(), key_hash.finalize())
         return out
-
-    def shard_distribution_point(self, shard: int) -> x509.DistributionPoint:
-        return x509.DistributionPoint(
-            full_name=[x509.UniformResourceIdentifier(self.urls.shard_crl(shard))],
-            relative_name=None,
-            reasons=None,
-            crl_issuer=None,
-        )
 
 
 def load_ca(

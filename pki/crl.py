@@ -118,9 +118,7 @@ _CODE_TO_FLAG = {
 }
 
 
-def _library_entry(
-    serial: int, when: dt.datetime, reason: int | None
-) -> x509.RevokedCertificate:
+def _library_entry(serial: int, when: dt.datetime, reason: int | None) -> x509.RevokedCertificate:
     # RFC 5280 §5.3.1: omit reasonCode rather than use unspecified (0)
     exts = [_REASONS[_CODE_TO_FLAG[reason]]] if reason else []
     return x509.RevokedCertificateBuilder(serial, when.replace(microsecond=0), exts).build()
@@ -128,9 +126,7 @@ def _library_entry(
 
 def _state(session: Session, ca: CertificateAuthority, scope: str) -> CaCrlState:
     row = session.execute(
-        select(CaCrlState)
-        .where(CaCrlState.issuer_id == ca.id, CaCrlState.scope == scope)
-        .with_for_update()
+        select(CaCrlState).where(CaCrlState.issuer_id == ca.id, CaCrlState.scope == scope).with_for_update()
     ).scalar()
     if row is None:
         row = CaCrlState(issuer_id=ca.id, scope=scope, crl_number=0, stale=True)

@@ -91,9 +91,7 @@ def _read_length(der: bytes, pos: int) -> tuple[int, int]:
     return pos + 1 + n, int.from_bytes(der[pos + 1 : pos + 1 + n], "big")
 
 
-def splice_and_sign(
-    template: x509.CertificateRevocationList, revoked: bytes, signer: Signer
-) -> bytes:
+def splice_and_sign(template: x509.CertificateRevocationList, revoked: bytes, signer: Signer) -> bytes:
     """``template`` (a CRL without entries) with ``revoked`` inserted, signed anew."""
     if len(template) != 0:
         raise ValueError("the template must have no entries")
@@ -113,4 +111,3 @@ def splice_and_sign(
     signature = signer.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
     bit_string = _tlv(0x03, b"\x00" + signature)
     return _tlv(0x30, new_tbs + algorithm_id + bit_string)
-

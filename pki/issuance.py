@@ -4,7 +4,7 @@ Crash safety (see README): every certificate is recorded as ``pending`` (serial,
 subject, validity, shard) and committed *before* it is signed; its DER is stored and the row
 marked ``issued`` in a second commit before it is returned. A process that dies in between
 leaves a ``pending`` row, which OCSP answers as revoked (RFC 6960 §2.2, "not issued") and
-:func:`pki.revoke.revoke_abandoned` revokes for good.
+:func:`pki.revocation.revoke_abandoned` revokes for good.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.orm import Session
 
@@ -25,7 +24,6 @@ from db import audit, utcnow
 from pki.ca import CertificateAuthority
 from pki.errors import (
     BadCsrSignature,
-    BadRequest,
     MalformedCsr,
     PkiError,
     UnknownProfile,
@@ -33,7 +31,7 @@ from pki.errors import (
     WeakCsrSignatureAlgorithm,
 )
 from pki.models import CERTIFICATES, ISSUED, PENDING
-from pki.profiles import PROFILES, Draft, Profile
+from pki.profiles import PROFILES, Csr, Draft, Profile
 from pki.serials import new_serial, serial_hex
 
 BACKDATE = dt.timedelta(minutes=1)  # tolerate relying parties whose clocks run a little slow
@@ -117,23 +115,15 @@ def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
         raise BadCsrSignature()
 
 
-def _spki_sha256(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey) -> str:
-    spki = key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return hashlib.sha256(spki).hexdigest()
-
-
-def _plan(
-    ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, *, internal: bool
-) -> _Plan:
+def _plan(ca: CertificateAuthority, request: IssueRequest, now: dt.datetime, *, internal: bool) -> _Plan:
     profile = PROFILES.get(request.profile)
     if profile is None:
         raise UnknownProfile(f"no profile {request.profile!r}")
     if profile.internal and not internal:
         raise UnknownProfile(f"profile {request.profile!r} is issued by the CA itself only")
-    csr = load_csr(request.csr)
-    check_proof_of_possession(csr)
+    raw_csr = load_csr(request.csr)
+    check_proof_of_possession(raw_csr)
+    csr = Csr.of(raw_csr)
     for validate in profile.validators:
         validate(csr)
     subject = profile.subject(csr, request.device_id)
@@ -146,9 +136,7 @@ def _plan(
     serial = new_serial()
     shard = serial % ca.crl_shards
     draft = Draft(ca=ca, csr=csr, subject=subject, shard=shard)
-    public_key = csr.public_key()
-    if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
-        raise BadRequest("unsupported key")  # the profile's key validator refuses these first
+    public_key = csr.public_key
     builder = x509.CertificateBuilder(
         issuer_name=ca.certificate.subject,
         subject_name=subject.name,
@@ -164,7 +152,7 @@ def _plan(
         builder=builder,
         serial=serial,
         subject=subject.label,
-        spki_sha256=_spki_sha256(public_key),
+        spki_sha256=csr.spki_sha256,
         shard=shard,
         not_before=not_before,
         not_after=not_after,
@@ -240,9 +228,9 @@ def issue_batch(
 
     # 2. Sign (the key never leaves the key store; for PKCS#11 the token signs).
     signer = ca.signer()
-    chain_pem = ca.certificate.public_bytes(
+    chain_pem = ca.certificate.public_bytes(serialization.Encoding.PEM) + ca.root_certificate.public_bytes(
         serialization.Encoding.PEM
-    ) + ca.root_certificate.public_bytes(serialization.Encoding.PEM)
+    )
     results: list[IssueResult] = []
     after_sign = hooks.after_sign if hooks else None
     for p in plans:
@@ -267,10 +255,7 @@ def issue_batch(
         update(_TABLE)
         .where(_TABLE.c.serial == bindparam("b_serial"), _TABLE.c.status == PENDING)
         .values(status=ISSUED, der=bindparam("b_der"), fingerprint_sha256=bindparam("b_fp")),
-        [
-            {"b_serial": r.serial, "b_der": r.certificate_der, "b_fp": r.fingerprint_sha256}
-            for r in results
-        ],
+        [{"b_serial": r.serial, "b_der": r.certificate_der, "b_fp": r.fingerprint_sha256} for r in results],
     )
     actor = plans[0].request.requested_by
     if len(results) == 1:

@@ -127,7 +127,5 @@ def open_key_store(settings: KeyStoreSettings, data_dir: Path, passphrase: str) 
     if settings.key_store == "pkcs11":
         from pki.pkcs11_store import Pkcs11KeyStore
 
-        return Pkcs11KeyStore(
-            settings.pkcs11_module, settings.pkcs11_token_label, settings.pkcs11_pin
-        )
+        return Pkcs11KeyStore(settings.pkcs11_module, settings.pkcs11_token_label, settings.pkcs11_pin)
     raise KeyStoreError(f"unknown key store {settings.key_store!r}")

@@ -55,9 +55,7 @@ class OcspAnswer:
 
 
 def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspAnswer:
-    der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(
-        serialization.Encoding.DER
-    )
+    der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(serialization.Encoding.DER)
     name = {
         ocsp.OCSPResponseStatus.MALFORMED_REQUEST: "malformedRequest",
         ocsp.OCSPResponseStatus.UNAUTHORIZED: "unauthorized",
@@ -222,9 +220,7 @@ def _cache(
     c = OCSP_CACHE.c
     try:
         session.execute(
-            delete(OCSP_CACHE).where(
-                c.issuer_id == ca.id, c.serial == serial, c.hash_alg == algorithm
-            )
+            delete(OCSP_CACHE).where(c.issuer_id == ca.id, c.serial == serial, c.hash_alg == algorithm)
         )
         session.execute(
             insert(OCSP_CACHE).values(

@@ -91,11 +91,13 @@ class Pkcs11KeyStore:
         try:
             lib = pkcs11.lib(module)
             token = lib.get_token(token_label=token_label)
-            self._session = token.open(user_pin=pin, rw=True)
+            try:
+                self._session = token.open(user_pin=pin, rw=True)
+            except pkcs11.UserAlreadyLoggedIn:
+                # PKCS#11 §5.6: login is per application; a second session shares it
+                self._session = token.open(rw=True)
         except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:
-            raise KeyStoreError(
-                f"cannot open PKCS#11 token {token_label!r}: {type(exc).__name__}"
-            ) from exc
+            raise KeyStoreError(f"cannot open PKCS#11 token {token_label!r}: {type(exc).__name__}") from exc
         self._lock = threading.Lock()
         self._signers: dict[str, Signer] = {}
 

@@ -7,12 +7,14 @@ thing with a typed error) and a list of *extension modifiers* (each contributes 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from pki.ca import CertificateAuthority
@@ -25,8 +27,11 @@ from pki.errors import (
     SubjectNotAllowed,
 )
 
-# The cityid certificate policy arc: a UUID OID (ITU-T X.667 / RFC 4122 §A), needing no registry.
-POLICY_ARC = "2.25.261406225656604706487328359192194959134"
+# The cityid certificate policy arc. PLACEHOLDER under IANA PEN 32473, reserved for
+# documentation (RFC 5612): a city replaces it with an arc under its own Private Enterprise
+# Number before production. (A UUID OID, 2.25.<uuid>, needs no registry, but its 128-bit arc
+# and the 2.999 example arc both break common decoders, pkilint's included.)
+POLICY_ARC = "1.3.6.1.4.1.32473.1"
 POLICY_DEVICE_AUTH = ObjectIdentifier(f"{POLICY_ARC}.1.1")
 POLICY_TLS_SERVER = ObjectIdentifier(f"{POLICY_ARC}.1.2")
 POLICY_DOCUMENT_SEAL = ObjectIdentifier(f"{POLICY_ARC}.1.3")
@@ -35,8 +40,57 @@ POLICY_CA = ObjectIdentifier(f"{POLICY_ARC}.1")
 
 ID_KP_DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")  # RFC 9336
 
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 DEVICE_URN_PREFIX = "urn:cityid:device:"
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+@dataclass(frozen=True)
+class Csr:
+    """A parsed CSR with the parts validators read, each decoded once."""
+
+    request: x509.CertificateSigningRequest
+    public_key: PublicKey
+    subject: x509.Name
+    extensions: x509.Extensions
+    spki_sha256: str  # hex, for finding certificates by key
+    key_id: bytes  # RFC 5280 §4.2.1.2 (1): SHA-1 of the subjectPublicKey bits
+
+    @classmethod
+    def of(cls, request: x509.CertificateSigningRequest) -> Csr:
+        public_key = request.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise KeyTypeNotAllowed(f"{type(public_key).__name__} not allowed")
+        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return cls(
+            request,
+            public_key,
+            request.subject,
+            request.extensions,
+            hashlib.sha256(spki).hexdigest(),
+            hashlib.sha1(_subject_public_key_bits(spki)).digest(),  # noqa: S324 (RFC 5280)
+        )
+
+
+def _subject_public_key_bits(spki: bytes) -> bytes:
+    """The BIT STRING contents of a DER SubjectPublicKeyInfo, without the unused-bits octet."""
+    pos = _skip_header(spki, 0)  # SEQUENCE
+    pos = _skip_header(spki, pos, whole=True)  # AlgorithmIdentifier
+    if spki[pos] != 0x03:
+        raise KeyTypeNotAllowed("malformed public key")
+    start = _skip_header(spki, pos)
+    return spki[start + 1 :]
+
+
+def _skip_header(der: bytes, pos: int, *, whole: bool = False) -> int:
+    """Offset of the contents of the TLV at ``pos`` (or of what follows it, if ``whole``)."""
+    first = der[pos + 1]
+    if first < 0x80:
+        body, length = pos + 2, first
+    else:
+        n = first & 0x7F
+        body, length = pos + 2 + n, int.from_bytes(der[pos + 2 : pos + 2 + n], "big")
+    return body + length if whole else body
 
 
 @dataclass(frozen=True)
@@ -53,13 +107,13 @@ class Draft:
     """Everything a modifier may look at while the certificate is being composed."""
 
     ca: CertificateAuthority
-    csr: x509.CertificateSigningRequest
+    csr: Csr
     subject: Subject
     shard: int
 
 
-Validator = Callable[[x509.CertificateSigningRequest], None]
-SubjectRule = Callable[[x509.CertificateSigningRequest, "str | None"], Subject]
+Validator = Callable[[Csr], None]
+SubjectRule = Callable[[Csr, "str | None"], Subject]
 Modifier = Callable[[Draft], x509.Extension[x509.ExtensionType]]
 
 
@@ -79,8 +133,8 @@ class Profile:
 
 
 def keys(*, curves: tuple[type[ec.EllipticCurve], ...], rsa_bits: tuple[int, ...] = ()) -> Validator:
-    def check(csr: x509.CertificateSigningRequest) -> None:
-        key = csr.public_key()
+    def check(csr: Csr) -> None:
+        key = csr.public_key
         if isinstance(key, ec.EllipticCurvePublicKey):
             if not isinstance(key.curve, curves):
                 raise KeySizeNotAllowed(f"curve {key.curve.name} not allowed")
@@ -99,7 +153,7 @@ def keys(*, curves: tuple[type[ec.EllipticCurve], ...], rsa_bits: tuple[int, ...
 def csr_extensions_only(*allowed: ObjectIdentifier) -> Validator:
     """RFC 2986 §4.1 extensionRequest: the CSR may ask only for these extensions."""
 
-    def check(csr: x509.CertificateSigningRequest) -> None:
+    def check(csr: Csr) -> None:
         for ext in csr.extensions:
             if ext.oid not in allowed:
                 raise ExtensionNotAllowed(f"extension {ext.oid.dotted_string} not allowed")
@@ -110,7 +164,7 @@ def csr_extensions_only(*allowed: ObjectIdentifier) -> Validator:
 def key_usage_within(**granted: bool) -> Validator:
     """A requested keyUsage (RFC 5280 §4.2.1.3) must not exceed what the profile grants."""
 
-    def check(csr: x509.CertificateSigningRequest) -> None:
+    def check(csr: Csr) -> None:
         try:
             ku = csr.extensions.get_extension_for_class(x509.KeyUsage).value
         except x509.ExtensionNotFound:
@@ -133,7 +187,7 @@ def key_usage_within(**granted: bool) -> Validator:
 def extended_key_usage_within(*granted: ObjectIdentifier) -> Validator:
     """A requested extKeyUsage (RFC 5280 §4.2.1.12) must be a subset of the profile's."""
 
-    def check(csr: x509.CertificateSigningRequest) -> None:
+    def check(csr: Csr) -> None:
         try:
             eku = csr.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
@@ -145,7 +199,7 @@ def extended_key_usage_within(*granted: ObjectIdentifier) -> Validator:
     return check
 
 
-def _csr_san(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
+def _csr_san(csr: Csr) -> list[x509.GeneralName]:
     try:
         return list(csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
@@ -155,7 +209,7 @@ def _csr_san(csr: x509.CertificateSigningRequest) -> list[x509.GeneralName]:
 # -- subjects ------------------------------------------------------------------------------
 
 
-def device_subject(csr: x509.CertificateSigningRequest, device_id: str | None) -> Subject:
+def device_subject(csr: Csr, device_id: str | None) -> Subject:
     """No personal data: an empty subject and the device URN as the only SAN (RFC 5280 §4.1.2.6)."""
     if device_id is None or not _DEVICE_ID.match(device_id):
         raise BadRequest("device-auth needs a device id of 8-64 characters [A-Za-z0-9_-]")
@@ -163,15 +217,18 @@ def device_subject(csr: x509.CertificateSigningRequest, device_id: str | None) -
         raise SubjectNotAllowed("a device CSR must have an empty subject")
     urn = DEVICE_URN_PREFIX + device_id
     for name in _csr_san(csr):
-        if name != x509.UniformResourceIdentifier(urn):
+        if not isinstance(name, x509.UniformResourceIdentifier) or name.value != urn:
             raise SanNotAllowed(f"only {urn} may be asked for")
-    return Subject(x509.Name([]), urn, (x509.UniformResourceIdentifier(urn),))
+    return Subject(_EMPTY_NAME, urn, (x509.UniformResourceIdentifier(urn),))
+
+
+_EMPTY_NAME = x509.Name([])
 
 
 def named_subject(
     *, allowed: frozenset[ObjectIdentifier], required: frozenset[ObjectIdentifier]
 ) -> SubjectRule:
-    def rule(csr: x509.CertificateSigningRequest, device_id: str | None) -> Subject:
+    def rule(csr: Csr, device_id: str | None) -> Subject:
         if device_id is not None:
             raise BadRequest("only device-auth takes a device id")
         for attr in csr.subject:
@@ -189,7 +246,7 @@ def named_subject(
     return rule
 
 
-def dns_subject(csr: x509.CertificateSigningRequest, device_id: str | None) -> Subject:
+def dns_subject(csr: Csr, device_id: str | None) -> Subject:
     """TLS server: dNSName SANs only (RFC 6125 §6.4.4), the CN (if any) one of them."""
     if device_id is not None:
         raise BadRequest("only device-auth takes a device id")
@@ -209,9 +266,7 @@ def dns_subject(csr: x509.CertificateSigningRequest, device_id: str | None) -> S
     for cn in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
         if cn.value not in dns:  # CA/B BR §7.1.4.3: a CN repeats a SAN
             raise SubjectNotAllowed("the common name must be one of the dNSNames")
-    return Subject(
-        csr.subject, ",".join(dns), tuple(x509.DNSName(d) for d in dict.fromkeys(dns))
-    )
+    return Subject(csr.subject, ",".join(dns), tuple(x509.DNSName(d) for d in dict.fromkeys(dns)))
 
 
 _HOST_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -269,40 +324,33 @@ def extended_key_usage(*oids: ObjectIdentifier) -> Modifier:
 
 def policies(*oids: ObjectIdentifier) -> Modifier:
     # RFC 5280 §4.2.1.4; plain OIDs, no qualifiers (§4.2.1.4 RECOMMENDS none)
-    return constant(
-        x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), critical=False
-    )
+    return constant(x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), critical=False)
 
 
 def subject_key_identifier(draft: Draft) -> x509.Extension[x509.ExtensionType]:
-    # RFC 5280 §4.2.1.2: SHOULD be included in end-entity certificates (method 1)
-    return _ext(x509.SubjectKeyIdentifier.from_public_key(draft.csr.public_key()), False)
+    # RFC 5280 §4.2.1.2: SHOULD be included in end-entity certificates; method (1), SHA-1 of
+    # the subjectPublicKey BIT STRING
+    return _ext(x509.SubjectKeyIdentifier(draft.csr.key_id), False)
 
 
 def authority_key_identifier(draft: Draft) -> x509.Extension[x509.ExtensionType]:
     # RFC 5280 §4.2.1.1: MUST be included, MUST NOT be critical
-    return _ext(draft.ca.authority_key_identifier, False)
+    return draft.ca.authority_key_identifier()
 
 
 def authority_info_access(*, ocsp: bool) -> Modifier:
     # RFC 5280 §4.2.2.1: caIssuers (DER certificate over HTTP) and the OCSP responder
-    def modify(draft: Draft) -> x509.Extension[x509.ExtensionType]:
-        access = [draft.ca.ocsp_access, draft.ca.issuer_access] if ocsp else [draft.ca.issuer_access]
-        return _ext(x509.AuthorityInformationAccess(access), False)
-
-    return modify
+    return lambda draft: draft.ca.authority_info_access(ocsp=ocsp)
 
 
 def crl_distribution_point(draft: Draft) -> x509.Extension[x509.ExtensionType]:
     # RFC 5280 §4.2.1.13: the shard CRL that will list this certificate (SHOULD be non-critical)
-    return _ext(x509.CRLDistributionPoints([draft.ca.shard_distribution_point(draft.shard)]), False)
+    return draft.ca.crl_distribution_point(draft.shard)
 
 
 def subject_alt_name(draft: Draft) -> x509.Extension[x509.ExtensionType]:
     # RFC 5280 §4.2.1.6: critical when the subject is empty
-    return _ext(
-        x509.SubjectAlternativeName(list(draft.subject.san)), len(draft.subject.name) == 0
-    )
+    return _ext(x509.SubjectAlternativeName(list(draft.subject.san)), len(draft.subject.name) == 0)
 
 
 def ocsp_no_check(_draft: Draft) -> x509.Extension[x509.ExtensionType]:
@@ -424,6 +472,4 @@ DOCUMENT_SEAL = Profile(
     ),
 )
 
-PROFILES: Mapping[str, Profile] = {
-    p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL)
-}
+PROFILES: Mapping[str, Profile] = {p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL)}

@@ -90,9 +90,7 @@ def status(session: Session, serial: str) -> CertificateStatus:
 
 def status_by_fingerprint(session: Session, fingerprint_sha256: str) -> CertificateStatus:
     fp = fingerprint_sha256.lower().replace(":", "")
-    row = session.execute(
-        select(CaCertificate).where(CaCertificate.fingerprint_sha256 == fp)
-    ).scalar()
+    row = session.execute(select(CaCertificate).where(CaCertificate.fingerprint_sha256 == fp)).scalar()
     if row is None:
         raise UnknownCertificate("no certificate with this fingerprint")
     return CertificateStatus.of(row)
@@ -270,4 +268,3 @@ def revoke_abandoned(
     for serial in serials:
         revoke(session, ca, serial, "cessationOfOperation", actor=actor, now=now)
     return serials
-

@@ -17,7 +17,7 @@ from db import audit, new_id, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
 from pki.errors import BadRequest, CaNotInitialised
-from pki.issue import BACKDATE, IssueRequest, issue_batch
+from pki.issuance import BACKDATE, IssueRequest, issue_batch
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
 from pki.profiles import POLICY_CA
@@ -102,9 +102,7 @@ def _store_authority(
     return row
 
 
-def _make_root(
-    session: Session, settings: CaSettings, key_store: KeyStore, now: dt.datetime
-) -> CaAuthority:
+def _make_root(session: Session, settings: CaSettings, key_store: KeyStore, now: dt.datetime) -> CaAuthority:
     subject = _name(settings.root_subject, "ca.root_subject")
     key_ref = key_store.generate(f"root-{secrets.token_hex(8)}")
     key = key_store.signer(key_ref)
@@ -183,9 +181,7 @@ def _make_issuing(
             _ext(x509.CertificatePolicies([x509.PolicyInformation(POLICY_CA, None)]), False),
         ],
     ).sign(root_key, hashes.SHA256())
-    row = _store_authority(
-        session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now
-    )
+    row = _store_authority(session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now)
     _sign_root_crl(session, root, root_key, now)
     return row
 
@@ -285,11 +281,7 @@ def rotate_ocsp_signer(
     now = now or utcnow()
     key_ref = ca.key_store.generate(f"ocsp-{secrets.token_hex(8)}")
     key = ca.key_store.signer(key_ref)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(_signer_subject(ca))
-        .sign(key, hashes.SHA256())
-    )
+    csr = x509.CertificateSigningRequestBuilder().subject_name(_signer_subject(ca)).sign(key, hashes.SHA256())
     issued = issue_batch(
         session,
         ca,

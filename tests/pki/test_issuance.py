@@ -1,0 +1,213 @@
+"""Issuance: what the CA puts in certificates, checked by openssl and pkilint."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import pki
+from pki import crl
+from pki.models import CaCertificate
+from pki.profiles import ID_KP_DOCUMENT_SIGNING
+from tests.pki.conftest import BASE_URL
+from tests.pki.helpers import (
+    DEVICE_ID,
+    lint_certificate,
+    lint_crl_der,
+    make_csr,
+    name,
+    openssl_verify,
+    pem,
+)
+
+
+def _requests() -> dict[str, pki.IssueRequest]:
+    return {
+        "device-auth": pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID),
+        "tls-server": pki.IssueRequest(
+            make_csr(
+                subject=name(CN="termine.musterstadt.de"),
+                extensions=[
+                    (
+                        x509.SubjectAlternativeName(
+                            [
+                                x509.DNSName("termine.musterstadt.de"),
+                                x509.DNSName("www.termine.musterstadt.de"),
+                            ]
+                        ),
+                        False,
+                    )
+                ],
+            ),
+            "tls-server",
+        ),
+        "tls-server-rsa": pki.IssueRequest(
+            make_csr(
+                rsa.generate_private_key(65537, 2048),
+                extensions=[
+                    (x509.SubjectAlternativeName([x509.DNSName("rsa.musterstadt.de")]), False)
+                ],
+            ),
+            "tls-server",
+        ),
+        "document-seal": pki.IssueRequest(
+            make_csr(
+                ec.generate_private_key(ec.SECP384R1()),
+                subject=name(C="DE", O="Stadt Musterstadt", CN="Bürgeramt Siegel"),
+            ),
+            "document-seal",
+        ),
+    }
+
+
+@pytest.mark.parametrize("which", list(_requests()))
+def test_every_profile_passes_openssl_x509_strict_with_crl_check_and_pkilint(
+    which: str, db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    result = pki.issue(db_session, ca, _requests()[which])
+    cert = result.certificate
+    shard = crl.current(db_session, ca, str(pki.status(db_session, result.serial).shard))
+    full = crl.current(db_session, ca, crl.FULL)
+    for crl_der in (shard, full):
+        done = openssl_verify(
+            tmp_path,
+            pem(ca.root_certificate),
+            pem(ca.certificate),
+            pem(cert),
+            [pem(x509.load_der_x509_crl(crl_der))],
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert lint_certificate(result.certificate_der, tmp_path) == ""
+    assert lint_crl_der(shard, tmp_path) == ""
+
+
+def test_ca_certificates_and_ocsp_signer_pass_pkilint(
+    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    assert lint_certificate(ca.root_certificate.public_bytes(serialization.Encoding.DER), tmp_path) == ""
+    assert lint_certificate(ca.certificate.public_bytes(serialization.Encoding.DER), tmp_path) == ""
+    signer = pki.list_certificates(db_session, profile="ocsp-signer")[0]
+    assert signer.certificate_der is not None
+    assert lint_certificate(signer.certificate_der, tmp_path) == ""
+    assert lint_crl_der(crl.current(db_session, ca, crl.ROOT), tmp_path, kind="ARL") == ""
+
+
+def test_serial_is_positive_and_at_most_20_octets_rfc5280_4_1_2_2(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    results = pki.issue_batch(
+        db_session, ca, [pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)] * 50
+    )
+    serials = [r.certificate.serial_number for r in results]
+    assert len(set(serials)) == 50
+    for s in serials:
+        assert 0 < s < 2**159  # positive; 20 octets in DER with the sign bit clear
+        assert len(s.to_bytes((s.bit_length() + 8) // 8, "big")) <= 20
+    # >= 128 random bits: over 50 serials, at least one has one of the top bits set
+    assert max(serials).bit_length() > 150
+
+
+def test_device_certificate_carries_no_personal_data_only_the_device_urn(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    cert = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
+    ).certificate
+    assert len(cert.subject) == 0
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert san.critical  # RFC 5280 §4.2.1.6: empty subject → SAN critical
+    assert list(san.value) == [x509.UniformResourceIdentifier(f"urn:cityid:device:{DEVICE_ID}")]
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(days=90, minutes=1)
+
+
+def test_aia_and_crl_dp_name_the_urls_the_ca_serves_rfc5280_4_2_2_1_and_4_2_1_13(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    result = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
+    )
+    cert = result.certificate
+    aia = {
+        (d.access_method, d.access_location.value)
+        for d in cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    }
+    assert aia == {
+        (AuthorityInformationAccessOID.OCSP, f"{BASE_URL}/pki/ocsp"),
+        (AuthorityInformationAccessOID.CA_ISSUERS, f"{BASE_URL}/pki/issuing.crt"),
+    }
+    shard = pki.status(db_session, result.serial).shard
+    dps = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [n.value for n in dps[0].full_name or []] == [f"{BASE_URL}/pki/crl/{shard}.crl"]
+    assert shard == cert.serial_number % ca.crl_shards
+
+
+def test_every_certificate_is_recorded_before_it_is_returned(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def after_sign(serial: str) -> None:  # runs after the signature, before the DER is stored
+        with Session(db_session.get_bind()) as other:
+            row = other.get(CaCertificate, serial)
+            seen.append((serial, row.status if row else "missing"))
+
+    result = pki.issue(
+        db_session,
+        ca,
+        pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID),
+        hooks=pki.IssueHooks(after_sign=after_sign),
+    )
+    assert seen == [(result.serial, "pending")]
+    st = pki.status(db_session, result.serial)
+    assert st.status == "issued" and st.certificate_der == result.certificate_der
+    assert pki.status_by_fingerprint(db_session, result.fingerprint_sha256).serial == result.serial
+    assert pki.status_of_certificate(db_session, result.certificate_der).is_good()
+
+
+def test_batch_issuance_records_every_certificate(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    before = db_session.scalar(select(func.count()).select_from(CaCertificate))
+    reqs = [pki.IssueRequest(make_csr(), "device-auth", device_id=f"device{i:04d}") for i in range(40)]
+    results = pki.issue_batch(db_session, ca, reqs)
+    after = db_session.scalar(select(func.count()).select_from(CaCertificate))
+    assert after == before + 40
+    assert {r.subject for r in results} == {f"urn:cityid:device:device{i:04d}" for i in range(40)}
+    assert all(pki.status(db_session, r.serial).status == "issued" for r in results)
+
+
+def test_document_seal_has_content_commitment_and_rfc9336_document_signing(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    cert = pki.issue(db_session, ca, _requests()["document-seal"]).certificate
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.content_commitment
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ID_KP_DOCUMENT_SIGNING]
+
+
+def test_ca_init_is_idempotent(
+    db_session: Session, ca: pki.CertificateAuthority, key_store: pki.KeyStore
+) -> None:
+    again = pki.init_ca(db_session, ca.settings, key_store, BASE_URL)
+    assert not again.created
+    assert again.issuing_serial == format(ca.certificate.serial_number, "040x")
+
+
+def test_ocsp_signer_profile_is_not_open_to_requests(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    with pytest.raises(pki.errors.UnknownProfile):
+        pki.issue(db_session, ca, pki.IssueRequest(make_csr(subject=name(CN="x")), "ocsp-signer"))
