@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -121,6 +122,8 @@ def cbor_encode(value: CborValue) -> bytes:
 @dataclass(frozen=True)
 class TestCa:
     """A test CA: its key and certificate (the root, or an intermediate below it)."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
 
     key: ec.EllipticCurvePrivateKey
     certificate: x509.Certificate
