@@ -98,7 +98,8 @@ def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
 @data_dir_option
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=int)
-def serve(data_dir: Path, bind: str, workers: int) -> None:
+@click.option("--threads", default=4, show_default=True, type=int, help="threads per worker (1: sync worker)")
+def serve(data_dir: Path, bind: str, workers: int, threads: int) -> None:
     """Serve cityid with gunicorn (production WSGI server)."""
     from idp.serve import run
 
@@ -107,7 +108,7 @@ def serve(data_dir: Path, bind: str, workers: int) -> None:
         check_schema(make_engine(cfg.db_url, pool=False))
     except SchemaMismatch as exc:
         fail(str(exc))
-    run(cfg, bind=bind, workers=workers)
+    run(cfg, bind=bind, workers=workers, threads=threads)
 
 
 @main.command()

@@ -1,0 +1,110 @@
+"""Client-credentials tokens/s with p50/p99 at concurrency 32, server pinned to one core.
+
+Prints JSON. Uses wrk (Debian package `wrk`) on the other core as the load generator.
+Usage: .venv/bin/python bench/token.py [--seconds 10] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file's name shadows the stdlib `token` module: drop bench/ from the import path first.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path.insert(0, os.path.dirname(_here))
+
+import argparse
+import base64
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench._server import cli, served  # noqa: E402
+
+LUA = """
+wrk.method = "POST"
+wrk.body = "grant_type=client_credentials&scope=permits:read"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic %s"
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"p50_ms\\": %%.2f, \\"p99_ms\\": %%.2f, \\"duration_s\\": %%.3f}\\n",
+    summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
+end
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--postgres", help="PostgreSQL URL (default: SQLite in the data dir)")
+    ap.add_argument("--concurrency", type=int, default=32)
+    a = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench/token.py needs wrk: apt-get install wrk")
+    with served(a.postgres) as (data, url):
+        c = json.loads(
+            cli(
+                data,
+                "client",
+                "add",
+                "--name",
+                "bench",
+                "--grant-type",
+                "client_credentials",
+                "--scope",
+                "permits:read",
+                "--json",
+            )
+        )
+        basic = base64.b64encode(f"{c['client_id']}:{c['client_secret']}".encode()).decode()
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(LUA % basic)
+        res = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                "1",
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(a.concurrency),
+                "-d",
+                f"{a.seconds}s",
+                "--latency",
+                "-s",
+                f.name,
+                f"{url}/token",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        Path(f.name).unlink()
+    m = re.search(r"^JSON (.*)$", res.stdout, re.M)
+    assert m, res.stdout
+    r = json.loads(m.group(1))
+    print(
+        json.dumps(
+            {
+                "bench": "client_credentials_token",
+                "database": "postgresql" if a.postgres else "sqlite",
+                "server_cores": 1,
+                "concurrency": a.concurrency,
+                "tokens_per_s": round(r["requests"] / r["duration_s"], 1),
+                "p50_ms": r["p50_ms"],
+                "p99_ms": r["p99_ms"],
+                "errors": r["errors"],
+                "target": {"tokens_per_s": 2000, "p99_ms": 30},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
