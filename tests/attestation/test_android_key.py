@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -109,8 +110,9 @@ def test_android_strongbox_required_refuses_tee(real_android_chain, real_trust):
 
 def test_android_revoked_intermediate_is_refused(real_android_chain):
     status = RevocationList.from_json(
-        '{"entries": {"%s": {"status": "REVOKED", "reason": "KEY_COMPROMISE"}}}'
-        % TEE_INTERMEDIATE_SERIAL.upper(),
+        json.dumps(
+            {"entries": {TEE_INTERMEDIATE_SERIAL.upper(): {"status": "REVOKED", "reason": "KEY_COMPROMISE"}}}
+        ),
         fetched_at=VECTOR_NOW,
     )
     with pytest.raises(CertificateRevoked):
@@ -119,7 +121,7 @@ def test_android_revoked_intermediate_is_refused(real_android_chain):
 
 def test_android_suspended_certificate_is_refused(real_android_chain):
     status = RevocationList.from_json(
-        '{"entries": {"%s": {"status": "SUSPENDED"}}}' % TEE_INTERMEDIATE_SERIAL,
+        json.dumps({"entries": {TEE_INTERMEDIATE_SERIAL: {"status": "SUSPENDED"}}}),
         fetched_at=VECTOR_NOW,
     )
     with pytest.raises(CertificateRevoked):
