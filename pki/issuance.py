@@ -104,9 +104,9 @@ def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
         algorithm = csr.signature_hash_algorithm
     except UnsupportedAlgorithm as exc:
         raise WeakCsrSignatureAlgorithm(str(exc)[:200]) from exc
-    if not isinstance(algorithm, _ALLOWED_CSR_HASHES):
-        name = algorithm.name if algorithm else "none"
-        raise WeakCsrSignatureAlgorithm(f"CSR signed with {name}")
+    # None: EdDSA (RFC 8410), hashing built in; the profiles' key rules decide on such keys
+    if algorithm is not None and not isinstance(algorithm, _ALLOWED_CSR_HASHES):
+        raise WeakCsrSignatureAlgorithm(f"CSR signed with {algorithm.name}")
     try:
         valid = csr.is_signature_valid
     except (InvalidSignature, ValueError, UnsupportedAlgorithm) as exc:

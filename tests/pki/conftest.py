@@ -17,7 +17,7 @@ from idp.config import CaConfig
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 BASE_URL = "http://ca.test.invalid"
-PASSPHRASE = "test-passphrase-" + "x" * 16  # noqa: S105
+PASSPHRASE = "test-passphrase-" + "x" * 16
 
 
 @pytest.fixture(scope="session")
