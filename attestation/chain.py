@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtensionOID
 
@@ -56,9 +56,18 @@ def load_der_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
         if not isinstance(der, bytes | bytearray):
             raise MalformedEvidence(f"certificate {i} is not a byte string")
         try:
-            certs.append(x509.load_der_x509_certificate(bytes(der)))
-        except ValueError as e:
-            raise MalformedEvidence(f"certificate {i} is not DER X.509: {e}") from None
+            cert = x509.load_der_x509_certificate(bytes(der))
+            # cryptography parses lazily: touch every field the checks read, so that a
+            # malformed one fails here, as MalformedEvidence, and not later as ValueError
+            cert.subject.public_bytes()
+            cert.issuer.public_bytes()
+            cert.public_key()
+            cert.extensions  # noqa: B018
+            cert.not_valid_before_utc  # noqa: B018
+            cert.not_valid_after_utc  # noqa: B018
+        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+            raise MalformedEvidence(f"certificate {i} is not valid X.509: {e}") from None
+        certs.append(cert)
     return certs
 
 
@@ -115,7 +124,7 @@ def _verify_signature(child: x509.Certificate, issuer: x509.Certificate) -> None
     except InvalidSignature:
         name = child.subject.rfc4514_string()
         raise SignatureInvalid(f"signature of {name!r} does not verify") from None
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         name = child.subject.rfc4514_string()
         raise ChainInvalid(f"{name!r} not issued by the next certificate: {e}") from None
 
