@@ -1,0 +1,211 @@
+"""OCSP responder logic (RFC 6960) over the database, without HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import pki
+from pki.models import CaOcspCache
+from tests.pki.helpers import DEVICE_ID, lint_ocsp, make_csr, name
+
+
+def _device(session: Session, ca: pki.CertificateAuthority) -> pki.IssueResult:
+    return pki.issue(session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID))
+
+
+def _request(
+    cert: x509.Certificate,
+    issuer: x509.Certificate,
+    *,
+    nonce: bytes | None = None,
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> bytes:
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or hashes.SHA1())  # noqa: S303
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def _answer(session: Session, ca: pki.CertificateAuthority, der: bytes) -> ocsp.OCSPResponse:
+    return ocsp.load_der_ocsp_response(pki.respond(session, ca, der).der)
+
+
+def _verify_delegated_signature(resp: ocsp.OCSPResponse, ca: pki.CertificateAuthority) -> None:
+    # RFC 6960 §4.2.2.2: signed by a certificate the CA issued with id-kp-OCSPSigning
+    (signer,) = resp.certificates
+    assert signer.issuer == ca.certificate.subject
+    signer.verify_directly_issued_by(ca.certificate)
+    assert ExtendedKeyUsageOID.OCSP_SIGNING in signer.extensions.get_extension_for_class(
+        x509.ExtendedKeyUsage
+    ).value
+    signer.extensions.get_extension_for_class(x509.OCSPNoCheck)  # RFC 6960 §4.2.2.2.1
+    key = signer.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert resp.signature_hash_algorithm is not None
+    key.verify(resp.signature, resp.tbs_response_bytes, ec.ECDSA(resp.signature_hash_algorithm))
+
+
+def test_good_then_revoked_at_once_rfc6960_2_2(
+    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    issued = _device(db_session, ca)
+    req = _request(issued.certificate, ca.certificate)
+    good = _answer(db_session, ca, req)
+    assert good.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert good.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert good.next_update_utc is not None and good.next_update_utc > good.this_update_utc
+    _verify_delegated_signature(good, ca)
+    assert lint_ocsp(pki.respond(db_session, ca, req).der, tmp_path) == ""
+
+    assert pki.respond(db_session, ca, req).cached  # the second answer comes from the cache
+    pki.revoke(db_session, ca, issued.serial, "keyCompromise")
+    revoked = _answer(db_session, ca, req)
+    assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert revoked.revocation_reason == x509.ReasonFlags.key_compromise
+    assert lint_ocsp(pki.respond(db_session, ca, req).der, tmp_path) == ""
+
+
+def test_a_serial_the_ca_never_issued_is_unknown_rfc6960_2_2(
+    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    foreign = _device(db_session, ca).certificate
+    req = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(
+            *_issuer_hashes(ca.certificate, hashes.SHA1()), foreign.serial_number + 1, hashes.SHA1()  # noqa: S303
+        )
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    answer = pki.respond(db_session, ca, req)
+    assert answer.cert_status == "unknown"
+    assert _answer(db_session, ca, req).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    assert lint_ocsp(answer.der, tmp_path) == ""
+    assert db_session.scalar(select(func.count()).select_from(CaOcspCache)) == 0  # not cached
+
+
+def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    n, k = hashes.Hash(algorithm), hashes.Hash(algorithm)
+    n.update(issuer.subject.public_bytes())
+    k.update(issuer.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+    return n.finalize(), k.finalize()
+
+
+def test_nonce_is_echoed_and_such_answers_are_not_cached_rfc8954_2_1(
+    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    issued = _device(db_session, ca)
+    nonce = b"\x42" * 16
+    answer = pki.respond(db_session, ca, _request(issued.certificate, ca.certificate, nonce=nonce))
+    resp = ocsp.load_der_ocsp_response(answer.der)
+    assert resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+    assert not answer.cached and answer.max_age == 0
+    assert lint_ocsp(answer.der, tmp_path) == ""
+
+
+@pytest.mark.parametrize("length", [0, 33])
+def test_nonce_outside_1_to_32_octets_is_a_malformed_request_rfc8954_2_1(
+    length: int, db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    issued = _device(db_session, ca)
+    answer = pki.respond(
+        db_session, ca, _request(issued.certificate, ca.certificate, nonce=b"\x01" * length)
+    )
+    assert answer.response_status == "malformedRequest"
+
+
+@pytest.mark.parametrize("algorithm", [hashes.SHA256(), hashes.SHA384(), hashes.SHA512()])
+def test_cert_ids_with_sha2_are_answered_in_kind_rfc6960_4_1_1(
+    algorithm: hashes.HashAlgorithm, db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    issued = _device(db_session, ca)
+    resp = _answer(db_session, ca, _request(issued.certificate, ca.certificate, algorithm=algorithm))
+    assert resp.certificate_status == ocsp.OCSPCertStatus.GOOD
+    assert resp.hash_algorithm.name == algorithm.name
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00", b"\x30\x80", b"GET / HTTP/1.1", b"\x30\x03\x02\x01\x01", b"\xff" * 1000],
+    ids=["empty", "zero", "indefinite", "text", "wrong-structure", "junk"],
+)
+def test_malformed_requests_get_malformed_request_never_an_exception_rfc6960_2_3(
+    garbage: bytes, db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    answer = pki.respond(db_session, ca, garbage)
+    assert answer.response_status == "malformedRequest"
+    resp = ocsp.load_der_ocsp_response(answer.der)
+    assert resp.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_a_request_for_another_issuer_is_unauthorized_rfc6960_2_3(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    other = (
+        x509.CertificateBuilder()
+        .subject_name(name(CN="Other CA"))
+        .issuer_name(name(CN="Other CA"))
+        .public_key(other_key.public_key())
+        .serial_number(7)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(other_key, hashes.SHA256())
+    )
+    issued = _device(db_session, ca)
+    answer = pki.respond(db_session, ca, _request(issued.certificate, other))
+    assert answer.response_status == "unauthorized"
+
+
+def test_a_pending_serial_is_revoked_on_hold_since_1970_rfc6960_2_2(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    captured: dict[str, bytes] = {}
+
+    def stop(serial: str) -> None:
+        captured["serial"] = serial.encode()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pki.issue(
+            db_session,
+            ca,
+            pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID),
+            hooks=pki.IssueHooks(after_sign=stop),
+        )
+    db_session.rollback()
+    serial = int(captured["serial"], 16)
+    req = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(*_issuer_hashes(ca.certificate, hashes.SHA1()), serial, hashes.SHA1())  # noqa: S303
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    resp = _answer(db_session, ca, req)
+    assert resp.certificate_status == ocsp.OCSPCertStatus.REVOKED
+    assert resp.revocation_time_utc == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    assert resp.revocation_reason == x509.ReasonFlags.certificate_hold
+
+
+def test_cached_answers_are_re_signed_before_next_update(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    issued = _device(db_session, ca)
+    req = _request(issued.certificate, ca.certificate)
+    first = pki.respond(db_session, ca, req)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=ca.settings.ocsp_validity_minutes * 0.6)
+    second = pki.respond(db_session, ca, req, now=later)
+    assert not second.cached and second.der != first.der
+    resp = ocsp.load_der_ocsp_response(second.der)
+    assert resp.next_update_utc is not None and resp.next_update_utc > later
