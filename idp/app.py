@@ -19,7 +19,18 @@ from idp.keys import KeyCache
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
-VIEW_MODULES = ["idp.views.oidc", "idp.views.auth", "idp.views.account", "idp.views.pki"]
+VIEW_MODULES = [
+    "idp.views.oidc",
+    "idp.views.auth",
+    "idp.views.account",
+    "idp.views.pki",
+    "idp.views.privacy",  # data export, account deletion
+    "idp.views.smartcard",  # device JSON API, PKI-2FA step
+    "idp.views.devices",  # "My devices"
+    "idp.views.webauthn",  # WebAuthn step
+    "idp.views.eid",  # eID step
+    "idp.views.resource",  # demo resource endpoint (DPoP)
+]
 LOCALES = ("de", "en")
 
 

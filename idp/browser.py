@@ -86,35 +86,37 @@ def current_account() -> Account | None:
     return acct
 
 
-def factors(s: LoginSession | None) -> dict[str, int]:
+def factors(s: LoginSession | None) -> dict[str, list[int | None]]:
+    """The session's factors: kind (RFC 8176 amr) -> [unix time, level or None]."""
     if s is None or s.account_id is None:
         return {}
-    f: dict[str, int] = json.loads(s.factors)
+    f: dict[str, list[int | None]] = json.loads(s.factors)
     return f
 
 
-def log_in(account: Account, factor: str) -> LoginSession:
+def log_in(account: Account, factor: str, level: int | None = None) -> LoginSession:
     """Start an authenticated session (new id), carrying over a pending authorization."""
     old = current()
     pending = old.pending if old is not None else None
     locale = old.locale if old is not None else None
-    keep: dict[str, int] = {}
+    keep: dict[str, list[int | None]] = {}
     if old is not None and old.account_id == account.id:
         keep = factors(old)  # stepping up: the earlier factors stay, with their own times
     if old is not None:
         uow.db().delete(old)
     lifetime = dt.timedelta(minutes=runtime().config.session_lifetime_minutes)
     row = _new(account_id=account.id, lifetime=lifetime)
-    keep[factor] = int(time.time())
+    keep[factor] = [int(time.time()), level]
     row.factors = json.dumps(keep)
     row.pending = pending
     row.locale = locale
     return row
 
 
-def add_factor(s: LoginSession, factor: str) -> None:
+def add_factor(s: LoginSession, factor: str, level: int | None = None) -> None:
+    """Record a further factor (step-up) in the same session."""
     f = factors(s)
-    f[factor] = int(time.time())
+    f[factor] = [int(time.time()), level]
     s.factors = json.dumps(f)
 
 

@@ -10,6 +10,7 @@ import datetime as dt
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -370,10 +371,17 @@ class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
         return userinfo_claims(user, scope)
 
 
+# Further claims (e.g. eID verified_claims): callables (session, principal, scopes) -> dict.
+CLAIM_HOOKS: list[Callable[[Session, Principal, set[str]], dict[str, Any]]] = []
+
+
 def userinfo_claims(user: Principal, scope: str) -> UserInfo:
+    """Claims released for these scopes (ID token and userinfo; OIDC Core §5.4)."""
     from idp.accounts import email_of
 
     info = UserInfo(sub=user.sub)
+    for hook in CLAIM_HOOKS:
+        info.update(hook(uow.db(), user, set(scope.split())))
     scopes = set(scope.split())
     if "email" in scopes:
         info["email"] = email_of(runtime_keys(), user.account)

@@ -41,6 +41,32 @@ def _pending_client() -> Client | None:
     return None
 
 
+def continue_url() -> str:
+    """Where to go after a completed login step: the pending authorization, else the account."""
+    return _continue_url()
+
+
+def complete_step(factor: str, level: int | None, *, method: str) -> Any:
+    """Record a completed step-up factor (``hwk``, ``eid``) and continue the authorization.
+
+    The session id is rotated (OWASP session management: renew on privilege change).
+    """
+    account = browser.current_account()
+    if account is None:
+        return redirect("/login")
+    target = _continue_url()
+    s = browser.log_in(account, factor, level)
+    uow.record(
+        action=f"login.{method}",
+        outcome="success",
+        actor=account.id,
+        subject=account.id,
+        reason=f"factor {factor} level {level}",
+    )
+    del s
+    return redirect(target)
+
+
 def _continue_url() -> str:
     s = browser.current()
     if s is not None and s.pending:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import time
@@ -16,12 +17,14 @@ from flask import Blueprint, Response, current_app, jsonify, redirect, render_te
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from idp import browser, uow
-from idp.config import LEVEL_LOW
+from db import utcnow
+from idp import browser, levels, uow
+from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.models import Consent, Grant
 from idp.oauth import backchannel
 from idp.oauth.server import MAX_PARAM, OAuthClient, key_cache, principal_for
 from idp.runtime import runtime
+from policies import AskStep, Refused, Satisfied, Step, next_step, required_level
 
 bp = Blueprint("oidc", __name__)
 
@@ -90,8 +93,8 @@ def discovery() -> Response:
             "email_verified",
             "locale",
         ],
-        "acr_values_supported": [LEVEL_LOW],
-        "claims_parameter_supported": False,
+        "acr_values_supported": [LEVEL_LOW, LEVEL_SUBSTANTIAL, LEVEL_HIGH],
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
@@ -171,12 +174,12 @@ def _pending_started(s: Any) -> int | None:
     return int(p["started"]) if p.get("q") == _query_digest() else None
 
 
-def _set_pending() -> None:
+def _set_pending(started: int | None = None) -> None:
     s = browser.ensure()
     s.pending = json.dumps(
         {
             "q": _query_digest(),
-            "started": int(time.time()),
+            "started": started or int(time.time()),
             "url": request.full_path if request.query_string else request.path,
         }
     )
@@ -187,6 +190,14 @@ def _needs_consent(account_id: str, client: OAuthClient, scope: str) -> bool:
     if row is None:
         return True
     return not set(scope.split()) <= set(row.scope.split())
+
+
+STEP_URLS = {
+    "password": "/login",
+    "device": "/login/device",
+    "webauthn": "/login/webauthn",
+    "eid": "/login/eid",
+}
 
 
 @bp.route("/authorize", methods=["GET", "POST"])
@@ -205,39 +216,53 @@ def authorize() -> Any:
     redirect_uri = grant.redirect_uri
     data = request.values
     prompts = set(data.get("prompt", "").split())
-    now = int(time.time())
-    started = _pending_started(session)
-    pwd_at = browser.factors(session).get("pwd", 0)
-
-    # OIDC Core §3.1.2.1 prompt=login and max_age: a fresh password is needed.
-    needs_login = account is None
-    if "login" in prompts and (started is None or pwd_at < started):
-        needs_login = True
     max_age = data.get("max_age")
-    if max_age is not None:
-        if not max_age.isdigit():
-            return _error_redirect(
-                InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri)
-            )
-        if now - pwd_at > int(max_age):
-            needs_login = True
-    if needs_login:
+    if max_age is not None and not max_age.isdigit():
+        return _error_redirect(
+            InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri)
+        )
+    scope = client.get_allowed_scope(data.get("scope", ""))
+    started = _pending_started(session)
+    requested_at = dt.datetime.fromtimestamp(started, dt.UTC) if started else utcnow()
+    rt = runtime()
+    try:
+        facts = levels.request_facts(data, requested_at, scope)
+    except levels.BadClaimsParameter as exc:
+        return _error_redirect(InvalidRequestError(str(exc), redirect_uri=redirect_uri))
+    decision = required_level(
+        facts, levels.client_policy(client.row), levels.scope_levels(rt.config.scope_levels, client.row)
+    )
+    if decision.refusal is not None:
+        return _refuse(decision.refusal, redirect_uri, client)
+
+    # Which factor is missing? (ARCHITECTURE: step up, never restart.)
+    if account is None:
+        outcome: Any = AskStep(
+            step=Step.PASSWORD, alternatives=(), goal=decision.target, reason=decision.reason
+        )
         if "none" in prompts:  # OIDC Core §3.1.2.6
             return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
-        _set_pending()
-        return redirect(f"/login?{urlencode({'client_id': client.client_id})}")
-    assert account is not None and session is not None
-
-    # Level of assurance: this release reaches `low` (password on a verified e-mail).
-    required = client.row.min_level or LEVEL_LOW
-    if required != LEVEL_LOW:
-        err = OAuth2Error(
-            description="this service needs a higher level of assurance", redirect_uri=redirect_uri
+    else:
+        outcome = next_step(
+            decision, levels.session_facts(session), levels.account_facts(uow.db(), account), utcnow()
         )
-        err.error = "unmet_authentication_requirements"  # OIDC Core errata / RFC 9470
-        return _error_redirect(err)
+    if isinstance(outcome, Refused):
+        return _refuse(outcome, redirect_uri, client)
+    if isinstance(outcome, AskStep):
+        if "none" in prompts:
+            return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
+        _set_pending(started)
+        uow.record(
+            action="authorize.step",
+            outcome="info",
+            actor=account.id if account else "anonymous",
+            subject=client.client_id,
+            reason=f"{outcome.step}: {outcome.reason.code}",
+        )
+        target = STEP_URLS[str(outcome.step)]
+        return redirect(f"{target}?{urlencode({'client_id': client.client_id})}")
+    assert account is not None and session is not None and isinstance(outcome, Satisfied)
 
-    scope = client.get_allowed_scope(data.get("scope", ""))
     if request.method == "POST":
         browser.check_csrf()
         if request.form.get("decision") != "allow":
@@ -268,7 +293,7 @@ def authorize() -> Any:
             "consent.html",
             client=client.row,
             scopes=scope.split(),
-            level=required,
+            level=outcome.acr,
             csrf_token=browser.csrf_token(),
         )
 
@@ -277,9 +302,9 @@ def authorize() -> Any:
         account_id=account.id,
         sid=session.sid,
         scope=scope,
-        auth_time=pwd_at,
-        acr=LEVEL_LOW,
-        amr=json.dumps(["pwd"]),
+        auth_time=int(outcome.auth_time.timestamp()),
+        acr=outcome.acr,
+        amr=json.dumps(list(outcome.amr)),
     )
     uow.db().add(g_row)
     uow.db().flush()
@@ -290,9 +315,16 @@ def authorize() -> Any:
         outcome="success",
         actor=account.id,
         subject=client.client_id,
-        reason=f"acr={LEVEL_LOW}",
+        reason=f"acr={outcome.acr} ({outcome.reason.code})",
+        details={"amr": list(outcome.amr)},
     )
     return srv.create_authorization_response(grant_user=principal, grant=grant)
+
+
+def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Response:
+    err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
+    err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
+    return _error_redirect(err)
 
 
 # --------------------------------------------------------------------------- tokens
