@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from bench._server import cli, served  # noqa: E402
+from bench._server import cli, served
 
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1:9/cb"

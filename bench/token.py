@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench._server import cli, served  # noqa: E402
+from bench._server import cli, served
 
 LUA = """
 wrk.method = "POST"

@@ -190,7 +190,7 @@ def test_code_of_another_client_or_redirect_is_refused(setup: Any) -> None:
 
 @pytest.mark.parametrize("auth", [("wrong", "secret"), None])
 def test_wrong_client_secret_is_invalid_client_rfc6749_5_2(setup: Any, auth: Any) -> None:
-    idp, cid, secret, _browser = setup
+    idp, cid, _secret, _browser = setup
     creds = (cid, "not-the-secret") if auth else None
     r = requests.post(
         f"{idp.url}/token",
