@@ -17,10 +17,9 @@ from typing import Any
 
 from asn1crypto import core, parser
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from .asn1 import AttestationApplicationIdSchema, KeyDescriptionSchema, RootOfTrustSchema
-from .chain import load_der_chain, spki, validate_path
+from .chain import validate_path
 from .config import AndroidApp, RevocationList, TrustStore
 from .errors import (
     AppIdMismatch,
@@ -183,30 +182,20 @@ def verify_android_key(
     now: datetime,
 ) -> AttestationResult:
     """Verify an Android Key Attestation certificate chain (leaf first) for ``app``."""
-    certs = load_der_chain(chain_der)
-    leaf = certs[0]
+    # RFC 5280 §6.1 + Android attestation "Verify the chain": to a Google root, at now
+    valid = validate_path(chain_der, trust.google_roots, now)
+    leaf = valid.leaf.cert
 
     # Android KeyDescription: the attestation extension is in the leaf, and only there
     # (chains signed by an app-held ATTEST_KEY carry a second record and are not accepted)
-    try:
-        ext = leaf.extensions.get_extension_for_oid(KEY_DESCRIPTION_OID)
-    except x509.ExtensionNotFound:
-        raise MalformedEvidence("leaf has no KeyDescription extension") from None
-    except ValueError as e:
-        raise MalformedEvidence(f"leaf extensions are invalid: {e}") from None
-    for cert in certs[1:]:
-        try:
-            cert.extensions.get_extension_for_oid(KEY_DESCRIPTION_OID)
-        except x509.ExtensionNotFound:
-            continue
-        except ValueError as e:
-            raise MalformedEvidence(f"intermediate extensions are invalid: {e}") from None
+    if KEY_DESCRIPTION_OID.dotted_string not in valid.leaf.extension_oids:
+        raise MalformedEvidence("leaf has no KeyDescription extension")
+    if any(KEY_DESCRIPTION_OID.dotted_string in c.extension_oids for c in valid.chain[1:]):
         raise MalformedEvidence("KeyDescription in a non-leaf certificate (attest-key chain)")
-
-    # RFC 5280 §6.1 + Android attestation "Verify the chain": to a Google root, at now
-    path = validate_path(certs, trust.google_roots, now)
+    ext = leaf.extensions.get_extension_for_oid(KEY_DESCRIPTION_OID)
 
     # Android attestation status list: no certificate of the path is revoked or suspended
+    path = [p.cert for p in valid.path]
     warnings = _revocation_warnings(path, trust.android_revocations, trust, now)
 
     assert isinstance(ext.value, x509.UnrecognizedExtension)
@@ -259,7 +248,7 @@ def verify_android_key(
     model = _load(core.OctetString, model_raw, "attestationIdModel") if model_raw else None
     return AttestationResult(
         format=FORMAT,
-        public_key=spki(leaf),
+        public_key=valid.leaf.key,
         security_level=level,
         device=DeviceFacts(
             verified_boot_state=_BOOT_STATES[boot_state],
@@ -271,6 +260,6 @@ def verify_android_key(
             model=bytes(model).decode(errors="replace") if isinstance(model, bytes) else None,
         ),
         app=AttestedApp(package=packages[0], signing_cert_digests=digests),
-        trust_path=tuple(c.public_bytes(Encoding.DER) for c in path),
+        trust_path=valid.path_der,
         warnings=warnings,
     )

@@ -23,12 +23,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 from fido2 import cbor
-from fido2.webauthn import AuthenticatorData
 
 from .asn1 import AppleNonceSchema
-from .chain import load_der_chain, spki, validate_path
+from .chain import validate_path
 from .config import AppleApp, TrustStore
-from .cose import cose_to_spki
 from .errors import (
     AaguidMismatch,
     ChallengeMismatch,
@@ -59,13 +57,45 @@ def _decode_cbor_map(data: bytes, what: str) -> dict[Any, Any]:
     return value
 
 
-def _auth_data(raw: object) -> AuthenticatorData:
-    if not isinstance(raw, bytes):
-        raise MalformedEvidence("authenticator data is not a byte string")
+@dataclass(frozen=True, slots=True)
+class _AttestedAuthData:
+    """WebAuthn §6.1 authenticator data with attested credential data (§6.5.1)."""
+
+    rp_id_hash: bytes
+    counter: int
+    aaguid: bytes
+    credential_id: bytes
+    cose_key: dict[Any, Any]
+
+
+def _auth_data(raw: object) -> _AttestedAuthData:
+    # Read by hand (fixed offsets + one CBOR map): fido2's AuthenticatorData builds a CoseKey
+    # object per call, which costs more than the rest of these checks together.
+    if not isinstance(raw, bytes) or len(raw) < 55:
+        raise MalformedEvidence("authenticator data is too short for attested credential data")
+    if not raw[32] & 0x40:
+        raise MalformedEvidence("authenticator data has no attested credential data (AT flag)")
+    id_len = int.from_bytes(raw[53:55], "big")
+    key_start = 55 + id_len
+    if len(raw) <= key_start:
+        raise MalformedEvidence("authenticator data is truncated")
     try:
-        return AuthenticatorData(raw)
-    except Exception as e:  # noqa: BLE001 - fido2 raises many types on hostile input
-        raise MalformedEvidence(f"authenticator data is invalid: {type(e).__name__}") from None
+        cose_key, rest = cbor.decode_from(raw[key_start:])
+    except Exception as e:  # noqa: BLE001 - fido2.cbor raises many types on hostile input
+        raise MalformedEvidence(f"credential public key is not CBOR: {type(e).__name__}") from None
+    if rest or not isinstance(cose_key, dict):
+        raise MalformedEvidence("credential public key is not one CBOR map")
+    return _AttestedAuthData(
+        rp_id_hash=raw[:32],
+        counter=int.from_bytes(raw[33:37], "big"),
+        aaguid=raw[37:53],
+        credential_id=raw[55:key_start],
+        cose_key=cose_key,
+    )
+
+
+def _as_bytes(value: object) -> bytes:
+    return value if isinstance(value, bytes) else b""
 
 
 def _cert_nonce(cred_cert: x509.Certificate) -> bytes:
@@ -119,9 +149,8 @@ def verify_app_attest(
     assert isinstance(raw_auth_data, bytes)
 
     # App Attest step 1: x5c is credCert then intermediate; it chains to Apple's root, at now
-    certs = load_der_chain(stmt["x5c"])
-    path = validate_path(certs, trust.apple_app_attest_roots, now)
-    cred_cert = certs[0]
+    valid = validate_path(stmt["x5c"], trust.apple_app_attest_roots, now)
+    cred_cert = valid.leaf.cert
 
     # App Attest steps 2-4: nonce = SHA256(authData || clientDataHash) equals the credCert
     # extension 1.2.840.113635.100.8.2
@@ -143,10 +172,7 @@ def verify_app_attest(
         raise CounterNotIncreasing(f"attestation counter is {auth_data.counter}, not 0")
 
     # App Attest step 8: aaguid is appattest (production) or appattestdevelop (if allowed)
-    cred = auth_data.credential_data
-    if cred is None:
-        raise MalformedEvidence("authenticator data has no attested credential data")
-    aaguid = bytes(cred.aaguid)
+    aaguid = auth_data.aaguid
     if aaguid == AAGUID_PRODUCTION:
         environment = "production"
     elif aaguid == AAGUID_DEVELOPMENT and app.allow_development:
@@ -155,21 +181,24 @@ def verify_app_attest(
         raise AaguidMismatch(f"aaguid {aaguid!r} is not an accepted App Attest environment")
 
     # App Attest step 9: credentialId equals the key identifier
-    if not hmac.compare_digest(cred.credential_id, key_id):
+    if not hmac.compare_digest(auth_data.credential_id, key_id):
         raise KeyMismatch("credentialId is not the key identifier")
     # WebAuthn §8.8 (apple): the credential public key is the credCert key
-    if not hmac.compare_digest(cose_to_spki(cred.public_key), spki(cred_cert)):
+    cose = auth_data.cose_key
+    if not (cose.get(1) == 2 and cose.get(-1) == 1) or not hmac.compare_digest(
+        b"\x04" + _as_bytes(cose.get(-2)) + _as_bytes(cose.get(-3)), point
+    ):
         raise KeyMismatch("credential public key is not the credCert key")
 
     return AttestationResult(
         format=FORMAT,
-        public_key=spki(cred_cert),
+        public_key=valid.leaf.key,
         security_level=SecurityLevel.SECURE_ENCLAVE,
         device=DeviceFacts(aaguid=aaguid, environment=environment),
         app=AttestedApp(team_id=app.team_id, bundle_id=app.bundle_id),
-        trust_path=tuple(c.public_bytes(Encoding.DER) for c in path),
+        trust_path=valid.path_der,
         warnings=("app-attest-development-environment",) if environment == "development" else (),
-        credential_id=bytes(cred.credential_id),
+        credential_id=auth_data.credential_id,
         sign_count=0,
     )
 

@@ -10,6 +10,7 @@ allows certificate signing, no unknown critical extension. Pure: certificates in
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
@@ -39,7 +40,7 @@ _KNOWN_CRITICAL = frozenset(
         ExtensionOID.AUTHORITY_INFORMATION_ACCESS,
     }
 )
-_EDGE_CACHE_MAX = 4096
+_CACHE_MAX = 4096
 
 
 def spki(cert: x509.Certificate) -> bytes:
@@ -47,72 +48,120 @@ def spki(cert: x509.Certificate) -> bytes:
     return cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
-def load_der_chain(ders: Sequence[bytes]) -> list[x509.Certificate]:
+@dataclass(frozen=True, slots=True, eq=False)
+class ParsedCert:
+    """A certificate with every field the path checks read, parsed once."""
+
+    cert: x509.Certificate
+    der: bytes
+    subject: bytes  # Name DER
+    issuer: bytes  # Name DER
+    key: bytes  # SubjectPublicKeyInfo DER
+    not_before: datetime
+    not_after: datetime
+    ca: bool  # basicConstraints cA
+    path_length: int | None
+    key_cert_sign: bool | None  # None: no keyUsage extension
+    extension_oids: frozenset[str]
+    unknown_critical: str | None  # dotted OID of an unrecognised critical extension
+
+
+def parse_cert(der: object, index: int = 0) -> ParsedCert:
+    """Parse one DER certificate completely; anything malformed is ``MalformedEvidence``."""
+    if not isinstance(der, bytes | bytearray):
+        raise MalformedEvidence(f"certificate {index} is not a byte string")
+    der = bytes(der)
+    try:
+        # cryptography parses lazily: read every field now, so that a malformed one fails
+        # here as MalformedEvidence rather than later as ValueError
+        cert = x509.load_der_x509_certificate(der)
+        extensions = cert.extensions
+        bc = ku = None
+        unknown = None
+        for ext in extensions:
+            if isinstance(ext.value, x509.BasicConstraints):
+                bc = ext.value
+            elif isinstance(ext.value, x509.KeyUsage):
+                ku = ext.value
+            if ext.critical and ext.oid not in _KNOWN_CRITICAL and unknown is None:
+                unknown = ext.oid.dotted_string
+        parsed = ParsedCert(
+            cert=cert,
+            der=der,
+            subject=cert.subject.public_bytes(),
+            issuer=cert.issuer.public_bytes(),
+            key=spki(cert),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            ca=bool(bc is not None and bc.ca),
+            path_length=bc.path_length if bc is not None else None,
+            key_cert_sign=ku.key_cert_sign if ku is not None else None,
+            extension_oids=frozenset(e.oid.dotted_string for e in extensions),
+            unknown_critical=unknown,
+        )
+    except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
+        raise MalformedEvidence(f"certificate {index} is not valid X.509: {e}") from None
+    return parsed
+
+
+def load_der_chain(ders: Sequence[object]) -> list[x509.Certificate]:
     """Parse DER certificates; anything unparsable is ``MalformedEvidence``."""
     if not ders:
         raise MalformedEvidence("empty certificate chain")
-    certs = []
-    for i, der in enumerate(ders):
-        if not isinstance(der, bytes | bytearray):
-            raise MalformedEvidence(f"certificate {i} is not a byte string")
-        try:
-            cert = x509.load_der_x509_certificate(bytes(der))
-            # cryptography parses lazily: touch every field the checks read, so that a
-            # malformed one fails here, as MalformedEvidence, and not later as ValueError
-            cert.subject.public_bytes()
-            cert.issuer.public_bytes()
-            cert.public_key()
-            cert.extensions  # noqa: B018
-            cert.not_valid_before_utc  # noqa: B018
-            cert.not_valid_after_utc  # noqa: B018
-        except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
-            raise MalformedEvidence(f"certificate {i} is not valid X.509: {e}") from None
-        certs.append(cert)
-    return certs
+    return [parse_cert(der, i).cert for i, der in enumerate(ders)]
 
 
 class AnchorSet:
-    """Trust anchors indexed for path building, plus a bounded cache of verified CA→CA edges.
+    """Trust anchors indexed for path building, with two bounded caches for warm use.
 
-    Immutable in what it trusts; the cache only remembers that a given issuer certificate's
-    signature over a given CA certificate verified (keyed by both DER encodings), so warm
-    verifications skip re-checking the same intermediates. Validity is checked every time.
+    Immutable in what it trusts. The caches hold parsed intermediate certificates (keyed by
+    their DER) and the fact that an issuer's signature over a CA certificate verified (keyed by
+    both DER encodings), so warm verifications skip re-parsing and re-checking the same
+    intermediates. Validity and constraints are still checked on every call.
     """
 
-    __slots__ = ("_by_subject", "_edges", "certs")
+    __slots__ = ("_by_subject", "_edges", "_parsed", "certs")
 
     def __init__(self, certs: Iterable[x509.Certificate]) -> None:
         self.certs: tuple[x509.Certificate, ...] = tuple(certs)
-        by_subject: dict[bytes, list[tuple[x509.Certificate, bytes]]] = {}
+        by_subject: dict[bytes, list[ParsedCert]] = {}
         for c in self.certs:
-            by_subject.setdefault(c.subject.public_bytes(), []).append((c, spki(c)))
+            parsed = parse_cert(c.public_bytes(Encoding.DER))
+            by_subject.setdefault(parsed.subject, []).append(parsed)
         self._by_subject = {k: tuple(v) for k, v in by_subject.items()}
         self._edges: dict[tuple[bytes, bytes], bool] = {}
+        self._parsed: dict[bytes, ParsedCert] = {}
 
     def __len__(self) -> int:
         return len(self.certs)
 
-    def matching(self, cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
+    def parse(self, der: object, index: int) -> ParsedCert:
+        """Parse a chain element; intermediates (index > 0) are cached by their DER."""
+        if index > 0 and isinstance(der, bytes):
+            hit = self._parsed.get(der)
+            if hit is not None:
+                return hit
+        parsed = parse_cert(der, index)
+        if index > 0:
+            if len(self._parsed) >= _CACHE_MAX:
+                self._parsed.clear()
+            self._parsed[parsed.der] = parsed
+        return parsed
+
+    def matching(self, cert: ParsedCert) -> tuple[ParsedCert, ...]:
         """Anchors that *are* ``cert`` (same subject and key), e.g. a root copy in the chain."""
-        candidates = self._by_subject.get(cert.subject.public_bytes(), ())
-        if not candidates:
-            return ()
-        key = spki(cert)
-        return tuple(a for a, a_key in candidates if a_key == key)
+        return tuple(a for a in self._by_subject.get(cert.subject, ()) if a.key == cert.key)
 
-    def issuers_of(self, cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
-        return tuple(a for a, _ in self._by_subject.get(cert.issuer.public_bytes(), ()))
+    def issuers_of(self, cert: ParsedCert) -> tuple[ParsedCert, ...]:
+        return self._by_subject.get(cert.issuer, ())
 
-    def _edge_known(self, child: x509.Certificate, issuer: x509.Certificate) -> tuple[bytes, bytes]:
-        return (child.public_bytes(Encoding.DER), issuer.public_bytes(Encoding.DER))
-
-    def verify_edge(self, child: x509.Certificate, issuer: x509.Certificate, cache: bool) -> None:
-        key = self._edge_known(child, issuer) if cache else None
-        if key is not None and self._edges.get(key):
+    def verify_edge(self, child: ParsedCert, issuer: ParsedCert, cache: bool) -> None:
+        key = (child.der, issuer.der)
+        if cache and self._edges.get(key):
             return
-        _verify_signature(child, issuer)
-        if key is not None:
-            if len(self._edges) >= _EDGE_CACHE_MAX:
+        _verify_signature(child.cert, issuer.cert)
+        if cache:
+            if len(self._edges) >= _CACHE_MAX:
                 self._edges.clear()
             self._edges[key] = True
 
@@ -129,88 +178,81 @@ def _verify_signature(child: x509.Certificate, issuer: x509.Certificate) -> None
         raise ChainInvalid(f"{name!r} not issued by the next certificate: {e}") from None
 
 
-def _check_validity(cert: x509.Certificate, now: datetime, role: str) -> None:
+def _check_validity(cert: ParsedCert, now: datetime, role: str) -> None:
     # RFC 5280 §6.1.3 (a)(2): the certificate validity period includes the current time
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if not cert.not_before <= now <= cert.not_after:
         fmt = "%Y-%m-%dT%H:%M:%SZ"
         raise CertificateExpired(
-            f"{role} {cert.subject.rfc4514_string()!r} valid "
-            f"{cert.not_valid_before_utc:{fmt}}..{cert.not_valid_after_utc:{fmt}}, "
-            f"not at {now:{fmt}}"
+            f"{role} {cert.cert.subject.rfc4514_string()!r} valid "
+            f"{cert.not_before:{fmt}}..{cert.not_after:{fmt}}, not at {now:{fmt}}"
         )
 
 
-def _check_critical_extensions(cert: x509.Certificate) -> None:
-    # RFC 5280 §4.2: a certificate with an unrecognised critical extension MUST be rejected
-    try:
-        extensions = cert.extensions
-    except ValueError as e:
-        name = cert.subject.rfc4514_string()
-        raise MalformedEvidence(f"bad extensions in {name!r}: {e}") from None
-    for ext in extensions:
-        if ext.critical and ext.oid not in _KNOWN_CRITICAL:
-            raise ChainInvalid(f"unknown critical extension {ext.oid.dotted_string}")
-
-
-def _check_issuer_constraints(issuer: x509.Certificate, below: int) -> None:
+def _check_issuer_constraints(issuer: ParsedCert, below: int) -> None:
     """``below``: number of intermediate CA certificates between this issuer and the leaf."""
-    name = issuer.subject.rfc4514_string()
-    try:
-        bc = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        bc = None
+    name = issuer.cert.subject.rfc4514_string()
     # RFC 5280 §6.1.4 (k): an issuer must be a CA (basicConstraints cA TRUE)
-    if bc is None or not bc.ca:
+    if not issuer.ca:
         raise ChainInvalid(f"issuer {name!r} is not a CA (basicConstraints)")
     # RFC 5280 §6.1.4 (l)/(m): pathLenConstraint bounds the intermediates below it
-    if bc.path_length is not None and below > bc.path_length:
-        raise ChainInvalid(f"issuer {name!r} pathLen {bc.path_length} < {below} intermediates")
+    if issuer.path_length is not None and below > issuer.path_length:
+        raise ChainInvalid(f"issuer {name!r} pathLen {issuer.path_length} < {below} intermediates")
     # RFC 5280 §6.1.4 (n): if keyUsage is present, keyCertSign must be set
-    try:
-        ku = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return
-    if not ku.key_cert_sign:
+    if issuer.key_cert_sign is False:
         raise ChainInvalid(f"issuer {name!r} keyUsage lacks keyCertSign")
 
 
-def validate_path(
-    chain: Sequence[x509.Certificate], anchors: AnchorSet, now: datetime
-) -> tuple[x509.Certificate, ...]:
-    """Validate ``chain`` (leaf first) up to one of ``anchors`` at ``now``.
+@dataclass(frozen=True, slots=True)
+class ValidPath:
+    """A validated path: the chain as presented and the path used (leaf → anchor)."""
 
-    Returns the path actually used: the chain's certificates up to (excluding) the first one
-    that is a trust anchor, followed by that configured anchor. A chain that reaches no anchor
-    raises ``UntrustedRoot``.
+    chain: tuple[ParsedCert, ...]
+    path: tuple[ParsedCert, ...]
+
+    @property
+    def leaf(self) -> ParsedCert:
+        return self.chain[0]
+
+    @property
+    def path_der(self) -> tuple[bytes, ...]:
+        return tuple(p.der for p in self.path)
+
+
+def validate_path(chain_der: Sequence[object], anchors: AnchorSet, now: datetime) -> ValidPath:
+    """Validate a DER chain (leaf first) up to one of ``anchors`` at ``now``.
+
+    The path used is the chain's certificates up to (excluding) the first one that is a trust
+    anchor, followed by that configured anchor. A chain that reaches no anchor raises
+    ``UntrustedRoot``.
     """
-    if not chain:
+    if not chain_der:
         raise MalformedEvidence("empty certificate chain")
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime (UTC)")
+    chain = tuple(anchors.parse(der, i) for i, der in enumerate(chain_der))
     if not len(anchors):
         raise UntrustedRoot("no trust anchors configured for this format")
 
     # RFC 5280 §6.1.1 (d): the path starts at a trust anchor; find where the chain meets one.
     # A copy of a root inside the chain is replaced by the configured anchor (same name and key).
-    path: list[x509.Certificate] | None = None
-    anchor_candidates: tuple[x509.Certificate, ...] = ()
+    path: list[ParsedCert] | None = None
+    candidates: tuple[ParsedCert, ...] = ()
     for i, cert in enumerate(chain):
-        anchor_candidates = anchors.matching(cert)
-        if anchor_candidates:
+        candidates = anchors.matching(cert)
+        if candidates:
             path = list(chain[:i])
             break
     if path is None:
-        last = chain[-1]
-        anchor_candidates = anchors.issuers_of(last)
-        if not anchor_candidates:
-            raise UntrustedRoot(f"no trusted root issued {last.issuer.rfc4514_string()!r}")
+        candidates = anchors.issuers_of(chain[-1])
+        if not candidates:
+            raise UntrustedRoot(f"no trusted root issued {chain[-1].cert.issuer.rfc4514_string()!r}")
         path = list(chain)
 
     # Several configured anchors may share a name and key (Google re-issued its RSA root):
     # use one that is valid now and, if the chain does not contain it, actually signed the top.
-    anchor: x509.Certificate | None = None
+    anchor: ParsedCert | None = None
     expired: CertificateExpired | None = None
-    for candidate in anchor_candidates:
+    for candidate in candidates:
         try:
             _check_validity(candidate, now, "trust anchor")
         except CertificateExpired as e:
@@ -231,10 +273,12 @@ def validate_path(
     full = (*path, anchor)
     for i, cert in enumerate(path):
         _check_validity(cert, now, "leaf" if i == 0 else "intermediate")
-        _check_critical_extensions(cert)
+        # RFC 5280 §4.2: a certificate with an unrecognised critical extension MUST be rejected
+        if cert.unknown_critical is not None:
+            raise ChainInvalid(f"unknown critical extension {cert.unknown_critical}")
         issuer = full[i + 1]
         _check_issuer_constraints(issuer, below=i)
         if i + 1 < len(path):
             # leaf edges change with every key, so only CA→CA edges are cached
             anchors.verify_edge(cert, issuer, cache=i > 0)
-    return full
+    return ValidPath(chain=chain, path=full)

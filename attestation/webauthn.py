@@ -237,7 +237,7 @@ def verify_webauthn(
         if cert.public_bytes(Encoding.DER) in trust.compromised_certificates:
             raise AuthenticatorRevoked("attestation certificate is marked compromised (MDS3)")
     anchors = _anchors_for(fmt, aaguid, certs, trust)
-    path = validate_path(certs, anchors, now)
+    valid = validate_path(stmt["x5c"], anchors, now)
 
     if fmt == "tpm":
         level = SecurityLevel.TPM
@@ -256,7 +256,7 @@ def verify_webauthn(
         security_level=level,
         device=device,
         app=app,
-        trust_path=tuple(c.public_bytes(Encoding.DER) for c in path),
+        trust_path=valid.path_der,
         warnings=warnings,
         credential_id=bytes(cred.credential_id),
         sign_count=auth.counter,
@@ -297,7 +297,7 @@ def load_mds3(
     except Exception as e:  # noqa: BLE001 - hostile input
         raise MalformedEvidence(f"MDS3 blob header is invalid: {type(e).__name__}") from None
     # FIDO MDS3 §3.2: the signing chain goes to the FIDO root, checked fully here
-    validate_path(load_der_chain(x5c), AnchorSet([mds_root]), now)
+    validate_path(x5c, AnchorSet([mds_root]), now)
     try:
         payload = mds3.parse_blob(blob, mds_root.public_bytes(Encoding.DER))
     except Exception as e:  # noqa: BLE001 - fido2 raises many types on hostile input

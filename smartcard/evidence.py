@@ -217,8 +217,10 @@ def make_intermediate(
     ca: bool = True,
     path_length: int | None = None,
     key_cert_sign: bool = True,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> TestCa:
-    """A CA certificate issued by ``parent`` (knobs: validity, CA flag, pathLen, keyUsage)."""
+    """A CA certificate issued by ``parent`` (knobs: validity, CA flag, pathLen, keyUsage,
+    extra non-critical extensions)."""
     now = now or datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _issue(
@@ -231,6 +233,7 @@ def make_intermediate(
         ca=ca,
         path_length=path_length,
         key_cert_sign=key_cert_sign,
+        extensions=extensions,
     )
     return TestCa(key, cert)
 

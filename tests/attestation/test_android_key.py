@@ -33,6 +33,7 @@ from attestation import (
     verify,
 )
 from smartcard.evidence import (
+    KEY_DESCRIPTION_OID,
     TestCa,
     key_description,
     make_android_key_attestation,
@@ -275,10 +276,17 @@ def test_android_forged_leaf_signature_is_refused(test_root, test_trust):
         _verify([forged[0], *good[1:]], test_trust)
 
 
-def test_android_key_description_in_intermediate_is_refused(test_root, test_trust, real_trust):
-    chain = _chain(test_root)
+def test_android_key_description_in_intermediate_is_refused(test_root, test_trust):
+    # an app-held ATTEST_KEY chain: the intermediate carries an attestation record too
+    kd = key_description(challenge=b"x", package=CITY_PACKAGE, signing_digests=[CITY_DIGEST])
+    attest_key = make_intermediate(
+        test_root,
+        "attest key",
+        now=NOW,
+        extensions=[x509.UnrecognizedExtension(KEY_DESCRIPTION_OID, kd)],
+    )
     with pytest.raises(MalformedEvidence):
-        _verify([chain[0], chain[0], *chain[1:]], test_trust)
+        _verify(_chain(test_root, intermediates=[attest_key]), test_trust)
 
 
 def test_android_app_id_in_hardware_list_is_accepted(test_root, test_trust):
