@@ -100,7 +100,8 @@ class CertificateAuthority:
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
         out = {}
-        for algorithm in (hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()):
+        # SHA-1 CertIDs are what most clients send (RFC 5019 §2.1.1); matching is not a security use
+        for algorithm in (hashes.SHA1(), hashes.SHA256(), hashes.SHA384(), hashes.SHA512()):  # noqa: S303
             name_hash, key_hash = hashes.Hash(algorithm), hashes.Hash(algorithm)
             name_hash.update(name)
             key_hash.update(key)

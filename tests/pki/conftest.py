@@ -38,8 +38,7 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     os.environ["SOFTHSM2_CONF"] = str(conf)
     label, pin = f"cityid-{secrets.token_hex(4)}", "123456"
     subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", label]
-        + ["--so-pin", "654321", "--pin", pin],
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "654321", "--pin", pin],
         check=True,
         capture_output=True,
     )
@@ -66,8 +65,8 @@ def key_store(ca_config: CaConfig, tmp_path: Path) -> pki.KeyStore:
 
 
 @pytest.fixture
-def ca(db_session: Session, ca_config: CaConfig, key_store: pki.KeyStore) -> Iterator[
-    pki.CertificateAuthority
-]:
+def ca(
+    db_session: Session, ca_config: CaConfig, key_store: pki.KeyStore
+) -> Iterator[pki.CertificateAuthority]:
     pki.init_ca(db_session, ca_config, key_store, BASE_URL)
     yield pki.load_ca(db_session, ca_config, key_store, BASE_URL)

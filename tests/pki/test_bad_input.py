@@ -30,9 +30,7 @@ def _swapped_key_csr() -> bytes:
     """A CSR whose body names one key but which is signed by another: no proof of possession."""
     signer = ec.generate_private_key(ec.SECP256R1())
     other = ec.generate_private_key(ec.SECP256R1())
-    good = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(
-        signer, hashes.SHA256()
-    )
+    good = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(signer, hashes.SHA256())
     der = good.public_bytes(serialization.Encoding.DER)
     old = signer.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -58,33 +56,200 @@ URN = x509.UniformResourceIdentifier(f"urn:cityid:device:{DEVICE_ID}")
 
 # (case id, request factory, expected error)  — step-ca style "fail/<what>/<why>" names
 CASES = [
-    ("fail/csr/garbage-der", lambda: pki.IssueRequest(b"\x30\x03\x02\x01\x00", "device-auth", device_id=DEVICE_ID), errors.MalformedCsr),
-    ("fail/csr/garbage-pem", lambda: pki.IssueRequest(b"-----BEGIN CERTIFICATE REQUEST-----\nnot base64!\n-----END CERTIFICATE REQUEST-----\n", "device-auth", device_id=DEVICE_ID), errors.MalformedCsr),
-    ("fail/csr/empty", lambda: pki.IssueRequest(b"", "device-auth", device_id=DEVICE_ID), errors.MalformedCsr),
-    ("fail/csr/bad-signature", lambda: pki.IssueRequest(_tampered_csr(), "document-seal"), errors.BadCsrSignature),
-    ("fail/csr/signed-by-another-key", lambda: pki.IssueRequest(_swapped_key_csr(), "device-auth", device_id=DEVICE_ID), errors.BadCsrSignature),
-    ("fail/csr/sha1-signature", lambda: pki.IssueRequest((VECTORS / "csr_sha1_signature.der").read_bytes(), "device-auth", device_id=DEVICE_ID), errors.WeakCsrSignatureAlgorithm),
-    ("fail/key/rsa-for-device", lambda: pki.IssueRequest(make_csr(rsa.generate_private_key(65537, 2048)), "device-auth", device_id=DEVICE_ID), errors.KeyTypeNotAllowed),
-    ("fail/key/ed25519", lambda: pki.IssueRequest(_ed25519_csr(), "device-auth", device_id=DEVICE_ID), errors.KeyTypeNotAllowed),
-    ("fail/key/p384-for-device", lambda: pki.IssueRequest(make_csr(ec.generate_private_key(ec.SECP384R1())), "device-auth", device_id=DEVICE_ID), errors.KeySizeNotAllowed),
-    ("fail/key/rsa-1024-for-tls", lambda: pki.IssueRequest(make_csr(rsa.generate_private_key(65537, 1024), extensions=[_san(x509.DNSName("a.musterstadt.de"))], algorithm=hashes.SHA256()), "tls-server"), errors.KeySizeNotAllowed),
-    ("fail/extension/basic-constraints-ca", lambda: pki.IssueRequest(make_csr(extensions=[(x509.BasicConstraints(ca=True, path_length=None), True)]), "device-auth", device_id=DEVICE_ID), errors.ExtensionNotAllowed),
-    ("fail/extension/eku-server-auth-on-device", lambda: pki.IssueRequest(make_csr(extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]), "device-auth", device_id=DEVICE_ID), errors.ExtensionNotAllowed),
-    ("fail/extension/key-cert-sign", lambda: pki.IssueRequest(make_csr(extensions=[(x509.KeyUsage(True, False, False, False, False, True, False, False, False), True)]), "device-auth", device_id=DEVICE_ID), errors.ExtensionNotAllowed),
-    ("fail/san/dns-on-device", lambda: pki.IssueRequest(make_csr(extensions=[_san(URN, x509.DNSName("evil.example"))]), "device-auth", device_id=DEVICE_ID), errors.SanNotAllowed),
-    ("fail/san/other-device-urn", lambda: pki.IssueRequest(make_csr(extensions=[_san(x509.UniformResourceIdentifier("urn:cityid:device:someoneelse1"))]), "device-auth", device_id=DEVICE_ID), errors.SanNotAllowed),
-    ("fail/san/email-on-tls", lambda: pki.IssueRequest(make_csr(extensions=[_san(x509.DNSName("a.musterstadt.de"), x509.RFC822Name("a@b.de"))]), "tls-server"), errors.SanNotAllowed),
-    ("fail/san/tls-without-dns", lambda: pki.IssueRequest(make_csr(subject=name(CN="a.musterstadt.de")), "tls-server"), errors.SanNotAllowed),
-    ("fail/san/ip-address-as-dns", lambda: pki.IssueRequest(make_csr(extensions=[_san(x509.DNSName("a..b"))]), "tls-server"), errors.SanNotAllowed),
-    ("fail/san/on-document-seal", lambda: pki.IssueRequest(make_csr(subject=name(CN="Siegel", O="Stadt"), extensions=[_san(x509.DNSName("a.musterstadt.de"))]), "document-seal"), errors.ExtensionNotAllowed),
-    ("fail/subject/personal-data-on-device", lambda: pki.IssueRequest(make_csr(subject=name(CN="Erika Mustermann")), "device-auth", device_id=DEVICE_ID), errors.SubjectNotAllowed),
-    ("fail/subject/email-attribute-on-seal", lambda: pki.IssueRequest(make_csr(subject=name(CN="Siegel", O="Stadt", E="a@b.de")), "document-seal"), errors.SubjectNotAllowed),
-    ("fail/subject/seal-without-organisation", lambda: pki.IssueRequest(make_csr(subject=name(CN="Siegel")), "document-seal"), errors.SubjectNotAllowed),
-    ("fail/subject/tls-cn-not-in-san", lambda: pki.IssueRequest(make_csr(subject=name(CN="b.musterstadt.de"), extensions=[_san(x509.DNSName("a.musterstadt.de"))]), "tls-server"), errors.SubjectNotAllowed),
-    ("fail/request/device-without-id", lambda: pki.IssueRequest(make_csr(), "device-auth"), errors.BadRequest),
-    ("fail/request/device-id-with-bad-characters", lambda: pki.IssueRequest(make_csr(), "device-auth", device_id="a b/c?d=e&f"), errors.BadRequest),
-    ("fail/request/unknown-profile", lambda: pki.IssueRequest(make_csr(), "code-signing"), errors.UnknownProfile),
-    ("fail/request/validity-beyond-profile", lambda: pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID, validity=__import__("datetime").timedelta(days=4000)), errors.ValidityNotAllowed),
+    (
+        "fail/csr/garbage-der",
+        lambda: pki.IssueRequest(b"\x30\x03\x02\x01\x00", "device-auth", device_id=DEVICE_ID),
+        errors.MalformedCsr,
+    ),
+    (
+        "fail/csr/garbage-pem",
+        lambda: pki.IssueRequest(
+            b"-----BEGIN CERTIFICATE REQUEST-----\nnot base64!\n-----END CERTIFICATE REQUEST-----\n",
+            "device-auth",
+            device_id=DEVICE_ID,
+        ),
+        errors.MalformedCsr,
+    ),
+    (
+        "fail/csr/empty",
+        lambda: pki.IssueRequest(b"", "device-auth", device_id=DEVICE_ID),
+        errors.MalformedCsr,
+    ),
+    (
+        "fail/csr/bad-signature",
+        lambda: pki.IssueRequest(_tampered_csr(), "document-seal"),
+        errors.BadCsrSignature,
+    ),
+    (
+        "fail/csr/signed-by-another-key",
+        lambda: pki.IssueRequest(_swapped_key_csr(), "device-auth", device_id=DEVICE_ID),
+        errors.BadCsrSignature,
+    ),
+    (
+        "fail/csr/sha1-signature",
+        lambda: pki.IssueRequest(
+            (VECTORS / "csr_sha1_signature.der").read_bytes(), "device-auth", device_id=DEVICE_ID
+        ),
+        errors.WeakCsrSignatureAlgorithm,
+    ),
+    (
+        "fail/key/rsa-for-device",
+        lambda: pki.IssueRequest(
+            make_csr(rsa.generate_private_key(65537, 2048)), "device-auth", device_id=DEVICE_ID
+        ),
+        errors.KeyTypeNotAllowed,
+    ),
+    (
+        "fail/key/ed25519",
+        lambda: pki.IssueRequest(_ed25519_csr(), "device-auth", device_id=DEVICE_ID),
+        errors.KeyTypeNotAllowed,
+    ),
+    (
+        "fail/key/p384-for-device",
+        lambda: pki.IssueRequest(
+            make_csr(ec.generate_private_key(ec.SECP384R1())), "device-auth", device_id=DEVICE_ID
+        ),
+        errors.KeySizeNotAllowed,
+    ),
+    (
+        "fail/key/rsa-1024-for-tls",
+        lambda: pki.IssueRequest(
+            make_csr(
+                rsa.generate_private_key(65537, 1024),
+                extensions=[_san(x509.DNSName("a.musterstadt.de"))],
+                algorithm=hashes.SHA256(),
+            ),
+            "tls-server",
+        ),
+        errors.KeySizeNotAllowed,
+    ),
+    (
+        "fail/extension/basic-constraints-ca",
+        lambda: pki.IssueRequest(
+            make_csr(extensions=[(x509.BasicConstraints(ca=True, path_length=None), True)]),
+            "device-auth",
+            device_id=DEVICE_ID,
+        ),
+        errors.ExtensionNotAllowed,
+    ),
+    (
+        "fail/extension/eku-server-auth-on-device",
+        lambda: pki.IssueRequest(
+            make_csr(extensions=[(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)]),
+            "device-auth",
+            device_id=DEVICE_ID,
+        ),
+        errors.ExtensionNotAllowed,
+    ),
+    (
+        "fail/extension/key-cert-sign",
+        lambda: pki.IssueRequest(
+            make_csr(
+                extensions=[
+                    (x509.KeyUsage(True, False, False, False, False, True, False, False, False), True)
+                ]
+            ),
+            "device-auth",
+            device_id=DEVICE_ID,
+        ),
+        errors.ExtensionNotAllowed,
+    ),
+    (
+        "fail/san/dns-on-device",
+        lambda: pki.IssueRequest(
+            make_csr(extensions=[_san(URN, x509.DNSName("evil.example"))]), "device-auth", device_id=DEVICE_ID
+        ),
+        errors.SanNotAllowed,
+    ),
+    (
+        "fail/san/other-device-urn",
+        lambda: pki.IssueRequest(
+            make_csr(extensions=[_san(x509.UniformResourceIdentifier("urn:cityid:device:someoneelse1"))]),
+            "device-auth",
+            device_id=DEVICE_ID,
+        ),
+        errors.SanNotAllowed,
+    ),
+    (
+        "fail/san/email-on-tls",
+        lambda: pki.IssueRequest(
+            make_csr(extensions=[_san(x509.DNSName("a.musterstadt.de"), x509.RFC822Name("a@b.de"))]),
+            "tls-server",
+        ),
+        errors.SanNotAllowed,
+    ),
+    (
+        "fail/san/tls-without-dns",
+        lambda: pki.IssueRequest(make_csr(subject=name(CN="a.musterstadt.de")), "tls-server"),
+        errors.SanNotAllowed,
+    ),
+    (
+        "fail/san/ip-address-as-dns",
+        lambda: pki.IssueRequest(make_csr(extensions=[_san(x509.DNSName("a..b"))]), "tls-server"),
+        errors.SanNotAllowed,
+    ),
+    (
+        "fail/san/on-document-seal",
+        lambda: pki.IssueRequest(
+            make_csr(
+                subject=name(CN="Siegel", O="Stadt"), extensions=[_san(x509.DNSName("a.musterstadt.de"))]
+            ),
+            "document-seal",
+        ),
+        errors.ExtensionNotAllowed,
+    ),
+    (
+        "fail/subject/personal-data-on-device",
+        lambda: pki.IssueRequest(
+            make_csr(subject=name(CN="Erika Mustermann")), "device-auth", device_id=DEVICE_ID
+        ),
+        errors.SubjectNotAllowed,
+    ),
+    (
+        "fail/subject/email-attribute-on-seal",
+        lambda: pki.IssueRequest(make_csr(subject=name(CN="Siegel", O="Stadt", E="a@b.de")), "document-seal"),
+        errors.SubjectNotAllowed,
+    ),
+    (
+        "fail/subject/seal-without-organisation",
+        lambda: pki.IssueRequest(make_csr(subject=name(CN="Siegel")), "document-seal"),
+        errors.SubjectNotAllowed,
+    ),
+    (
+        "fail/subject/tls-cn-not-in-san",
+        lambda: pki.IssueRequest(
+            make_csr(
+                subject=name(CN="b.musterstadt.de"), extensions=[_san(x509.DNSName("a.musterstadt.de"))]
+            ),
+            "tls-server",
+        ),
+        errors.SubjectNotAllowed,
+    ),
+    (
+        "fail/request/device-without-id",
+        lambda: pki.IssueRequest(make_csr(), "device-auth"),
+        errors.BadRequest,
+    ),
+    (
+        "fail/request/device-id-with-bad-characters",
+        lambda: pki.IssueRequest(make_csr(), "device-auth", device_id="a b/c?d=e&f"),
+        errors.BadRequest,
+    ),
+    (
+        "fail/request/unknown-profile",
+        lambda: pki.IssueRequest(make_csr(), "code-signing"),
+        errors.UnknownProfile,
+    ),
+    (
+        "fail/request/validity-beyond-profile",
+        lambda: pki.IssueRequest(
+            make_csr(),
+            "device-auth",
+            device_id=DEVICE_ID,
+            validity=__import__("datetime").timedelta(days=4000),
+        ),
+        errors.ValidityNotAllowed,
+    ),
 ]
 
 
@@ -107,9 +272,7 @@ def test_bad_requests_fail_with_a_typed_error_and_nothing_is_recorded_as_issued(
     assert json.loads(last.details)["profile"] == request.profile
 
 
-def test_a_refused_request_refuses_the_whole_batch(
-    db_session: Session, ca: pki.CertificateAuthority
-) -> None:
+def test_a_refused_request_refuses_the_whole_batch(db_session: Session, ca: pki.CertificateAuthority) -> None:
     before = _issued_count(db_session)
     good = pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
     bad = pki.IssueRequest(_tampered_csr(), "device-auth", device_id=DEVICE_ID)

@@ -25,7 +25,9 @@ def test_crl_numbers_increase_monotonically_per_scope_rfc5280_5_2_3(
     numbers = []
     for _ in range(3):
         der = crl.generate(db_session, ca, "1")
-        numbers.append(x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        numbers.append(
+            x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        )
     db_session.commit()
     assert numbers == sorted(numbers) and len(set(numbers)) == 3
 
@@ -35,9 +37,7 @@ def test_shard_crls_carry_a_critical_issuing_distribution_point_naming_their_url
 ) -> None:
     for shard in range(ca.crl_shards):
         der = crl.current(db_session, ca, str(shard))
-        idp = x509.load_der_x509_crl(der).extensions.get_extension_for_class(
-            x509.IssuingDistributionPoint
-        )
+        idp = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
         assert idp.critical
         assert [n.value for n in idp.value.full_name or []] == [ca.urls.shard_crl(shard)]
         assert lint_crl_der(der, tmp_path) == ""
@@ -73,13 +73,21 @@ def test_spliced_revoked_list_is_byte_identical_to_cryptographys_encoding() -> N
     entries = _entries(300)
     now = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
     builder = x509.CertificateRevocationListBuilder(
-        name(CN="CA"), now, now + dt.timedelta(days=1), [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(7))], []
+        name(CN="CA"),
+        now,
+        now + dt.timedelta(days=1),
+        [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(7))],
+        [],
     )
     template = builder.sign(key, hashes.SHA256())
     fast = x509.load_der_x509_crl(splice_and_sign(template, encode_entries(entries), key))
     revoked = [crl._library_entry(*e) for e in entries]
     reference = x509.CertificateRevocationListBuilder(
-        name(CN="CA"), now, now + dt.timedelta(days=1), [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(7))], revoked
+        name(CN="CA"),
+        now,
+        now + dt.timedelta(days=1),
+        [x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(7))],
+        revoked,
     ).sign(key, hashes.SHA256())
     assert fast.tbs_certlist_bytes == reference.tbs_certlist_bytes
     assert fast.is_signature_valid(key.public_key())

@@ -39,7 +39,7 @@ class Live:
         return json.loads(result.output)
 
     def get(self, path: str) -> tuple[bytes, str]:
-        with urllib.request.urlopen(self.base + path, timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(self.base + path, timeout=10) as r:
             return r.read(), r.headers.get_content_type()
 
 
@@ -48,7 +48,7 @@ def write_config(data_dir: Path, db_url: str, issuer: str, ca: CaConfig) -> None
     (data_dir / "cityid.toml").write_text(
         f'database_url = "{db_url}"\nissuer = "{issuer}"\n'
         f'secret_key = "{"s" * 43}"\nkey_passphrase = "{PASSPHRASE}"\n'
-        f"[ca]\ncrl_shards = {ca.crl_shards}\nkey_store = \"{ca.key_store}\"\n"
+        f'[ca]\ncrl_shards = {ca.crl_shards}\nkey_store = "{ca.key_store}"\n'
         f'pkcs11_module = "{ca.pkcs11_module}"\npkcs11_token_label = "{ca.pkcs11_token_label}"\n'
         f'pkcs11_pin = "{ca.pkcs11_pin}"\n',
         encoding="utf-8",
@@ -81,9 +81,7 @@ def live(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Iterator[Live]:
 def _issue(live: Live, tmp: Path) -> tuple[dict, Path]:
     csr = tmp / "device.csr"
     csr.write_bytes(make_csr())
-    out = live.cli(
-        "cert", "issue", "--csr", str(csr), "--profile", "device-auth", "--device-id", DEVICE_ID
-    )
+    out = live.cli("cert", "issue", "--csr", str(csr), "--profile", "device-auth", "--device-id", DEVICE_ID)
     leaf = tmp / "leaf.pem"
     leaf.write_text(out["certificate_pem"])
     return out, leaf
@@ -111,9 +109,7 @@ def _openssl_ocsp(live: Live, tmp: Path, *target: str, nonce: bool = True) -> st
     return done.stdout
 
 
-def test_openssl_ocsp_against_the_live_responder_good_revoked_unknown(
-    live: Live, tmp_path: Path
-) -> None:
+def test_openssl_ocsp_against_the_live_responder_good_revoked_unknown(live: Live, tmp_path: Path) -> None:
     issued, leaf = _issue(live, tmp_path)
     assert f"{leaf}: good" in _openssl_ocsp(live, tmp_path, "-cert", str(leaf))
     assert f"{leaf}: good" in _openssl_ocsp(live, tmp_path, "-cert", str(leaf), nonce=False)
@@ -131,16 +127,13 @@ def test_ocsp_over_get_rfc6960_appendix_a_1(live: Live, tmp_path: Path) -> None:
     _, leaf = _issue(live, tmp_path)
     cert = x509.load_pem_x509_certificate(leaf.read_bytes())
     issuing = x509.load_der_x509_certificate(live.get("/pki/issuing.crt")[0])
-    req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuing, hashes.SHA1()).build()  # noqa: S303
+    req = ocsp.OCSPRequestBuilder().add_certificate(cert, issuing, hashes.SHA1()).build()
     encoded = base64.b64encode(req.public_bytes(serialization.Encoding.DER)).decode()
     body, ctype = live.get("/pki/ocsp/" + urllib.parse.quote(encoded, safe=""))
     assert ctype == "application/ocsp-response"
     assert ocsp.load_der_ocsp_response(body).certificate_status == ocsp.OCSPCertStatus.GOOD
     body, _ = live.get("/pki/ocsp/bm90IGFuIE9DU1AgcmVxdWVzdA==")
-    assert (
-        ocsp.load_der_ocsp_response(body).response_status
-        == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
-    )
+    assert ocsp.load_der_ocsp_response(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
 def test_the_urls_in_the_certificate_serve_what_openssl_needs(live: Live, tmp_path: Path) -> None:
@@ -166,7 +159,11 @@ def test_the_urls_in_the_certificate_serve_what_openssl_needs(live: Live, tmp_pa
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None
     pem = serialization.Encoding.PEM
     done = openssl_verify(
-        tmp_path, root.public_bytes(pem), issuing.public_bytes(pem), leaf.read_bytes(), [crl.public_bytes(pem)]
+        tmp_path,
+        root.public_bytes(pem),
+        issuing.public_bytes(pem),
+        leaf.read_bytes(),
+        [crl.public_bytes(pem)],
     )
     assert "certificate revoked" in done.stdout + done.stderr
 

@@ -52,9 +52,7 @@ def _requests() -> dict[str, pki.IssueRequest]:
         "tls-server-rsa": pki.IssueRequest(
             make_csr(
                 rsa.generate_private_key(65537, 2048),
-                extensions=[
-                    (x509.SubjectAlternativeName([x509.DNSName("rsa.musterstadt.de")]), False)
-                ],
+                extensions=[(x509.SubjectAlternativeName([x509.DNSName("rsa.musterstadt.de")]), False)],
             ),
             "tls-server",
         ),
@@ -135,9 +133,7 @@ def test_device_certificate_carries_no_personal_data_only_the_device_urn(
 def test_aia_and_crl_dp_name_the_urls_the_ca_serves_rfc5280_4_2_2_1_and_4_2_1_13(
     db_session: Session, ca: pki.CertificateAuthority
 ) -> None:
-    result = pki.issue(
-        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
-    )
+    result = pki.issue(db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID))
     cert = result.certificate
     aia = {
         (d.access_method, d.access_location.value)
@@ -176,9 +172,7 @@ def test_every_certificate_is_recorded_before_it_is_returned(
     assert pki.status_of_certificate(db_session, result.certificate_der).is_good()
 
 
-def test_batch_issuance_records_every_certificate(
-    db_session: Session, ca: pki.CertificateAuthority
-) -> None:
+def test_batch_issuance_records_every_certificate(db_session: Session, ca: pki.CertificateAuthority) -> None:
     before = db_session.scalar(select(func.count()).select_from(CaCertificate))
     reqs = [pki.IssueRequest(make_csr(), "device-auth", device_id=f"device{i:04d}") for i in range(40)]
     results = pki.issue_batch(db_session, ca, reqs)

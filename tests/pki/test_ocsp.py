@@ -30,7 +30,7 @@ def _request(
     nonce: bytes | None = None,
     algorithm: hashes.HashAlgorithm | None = None,
 ) -> bytes:
-    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or hashes.SHA1())  # noqa: S303
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm or hashes.SHA1())
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
     return builder.build().public_bytes(serialization.Encoding.DER)
@@ -45,9 +45,10 @@ def _verify_delegated_signature(resp: ocsp.OCSPResponse, ca: pki.CertificateAuth
     (signer,) = resp.certificates
     assert signer.issuer == ca.certificate.subject
     signer.verify_directly_issued_by(ca.certificate)
-    assert ExtendedKeyUsageOID.OCSP_SIGNING in signer.extensions.get_extension_for_class(
-        x509.ExtendedKeyUsage
-    ).value
+    assert (
+        ExtendedKeyUsageOID.OCSP_SIGNING
+        in signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
     signer.extensions.get_extension_for_class(x509.OCSPNoCheck)  # RFC 6960 §4.2.2.2.1
     key = signer.public_key()
     assert isinstance(key, ec.EllipticCurvePublicKey)
@@ -82,7 +83,9 @@ def test_a_serial_the_ca_never_issued_is_unknown_rfc6960_2_2(
     req = (
         ocsp.OCSPRequestBuilder()
         .add_certificate_by_hash(
-            *_issuer_hashes(ca.certificate, hashes.SHA1()), foreign.serial_number + 1, hashes.SHA1()  # noqa: S303
+            *_issuer_hashes(ca.certificate, hashes.SHA1()),
+            foreign.serial_number + 1,
+            hashes.SHA1(),
         )
         .build()
         .public_bytes(serialization.Encoding.DER)
@@ -97,7 +100,11 @@ def test_a_serial_the_ca_never_issued_is_unknown_rfc6960_2_2(
 def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
     n, k = hashes.Hash(algorithm), hashes.Hash(algorithm)
     n.update(issuer.subject.public_bytes())
-    k.update(issuer.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint))
+    k.update(
+        issuer.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
     return n.finalize(), k.finalize()
 
 
@@ -118,9 +125,7 @@ def test_nonce_outside_1_to_32_octets_is_a_malformed_request_rfc8954_2_1(
     length: int, db_session: Session, ca: pki.CertificateAuthority
 ) -> None:
     issued = _device(db_session, ca)
-    answer = pki.respond(
-        db_session, ca, _request(issued.certificate, ca.certificate, nonce=b"\x01" * length)
-    )
+    answer = pki.respond(db_session, ca, _request(issued.certificate, ca.certificate, nonce=b"\x01" * length))
     assert answer.response_status == "malformedRequest"
 
 
@@ -188,7 +193,7 @@ def test_a_pending_serial_is_revoked_on_hold_since_1970_rfc6960_2_2(
     serial = int(captured["serial"], 16)
     req = (
         ocsp.OCSPRequestBuilder()
-        .add_certificate_by_hash(*_issuer_hashes(ca.certificate, hashes.SHA1()), serial, hashes.SHA1())  # noqa: S303
+        .add_certificate_by_hash(*_issuer_hashes(ca.certificate, hashes.SHA1()), serial, hashes.SHA1())
         .build()
         .public_bytes(serialization.Encoding.DER)
     )

@@ -108,9 +108,7 @@ def test_hold_can_be_released_and_nothing_else_can_rfc5280_5_3_1(
         pki.reinstate(db_session, ca, _device(db_session, ca).serial)
 
 
-def test_a_hold_may_become_a_final_revocation(
-    db_session: Session, ca: pki.CertificateAuthority
-) -> None:
+def test_a_hold_may_become_a_final_revocation(db_session: Session, ca: pki.CertificateAuthority) -> None:
     issued = _device(db_session, ca)
     pki.revoke(db_session, ca, issued.serial, "certificateHold")
     st = pki.revoke(db_session, ca, issued.serial, "keyCompromise")
@@ -161,8 +159,6 @@ def test_abandoned_pending_certificates_are_revoked(
     db_session.rollback()
     pending = pki.list_certificates(db_session, status="pending")
     assert len(pending) == 1
-    later = pki.revoke_abandoned(
-        db_session, ca, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    )
+    later = pki.revoke_abandoned(db_session, ca, now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
     assert later == [pending[0].serial]
     assert pki.status(db_session, pending[0].serial).status == "revoked"
