@@ -402,3 +402,15 @@ def test_webauthn_mds3_tampered_payload_is_refused(test_root, mds_root):
     other = _jws(_mds_payload(b"\x09" * 16, test_root.certificate, "FIDO_CERTIFIED"), signer, [signer.der])
     with pytest.raises(SignatureInvalid):
         load_mds3(head + b"." + other.split(b".")[1] + b"." + sig, mds_root=mds_root.certificate, now=NOW)
+
+
+def test_webauthn_fido_mds3_spec_example_blob_loads():
+    # Source: FIDO MDS3 spec example (fidoalliance.org/specs/mds/fido-metadata-service-v3.0-ps-20210518
+    # .html#examples), with the signature re-encoded as ASN.1, from Yubico/python-fido2
+    # tests/test_mds3.py (EXAMPLE_BLOB, EXAMPLE_CA).
+    blob = (VECTORS / "webauthn" / "fido_mds3_example_blob.jwt").read_bytes()
+    root = x509.load_pem_x509_certificate((VECTORS / "webauthn" / "fido_mds3_example_root.pem").read_bytes())
+    trust = load_mds3(blob, mds_root=root, now=datetime(2024, 1, 1, tzinfo=UTC))
+    assert set(trust.roots_by_aaguid) == {bytes.fromhex("0132d110bf4e4208a403ab4f5f12efe5")}
+    with pytest.raises(CertificateExpired):  # the example signer certificate ends 2031-04-17
+        load_mds3(blob, mds_root=root, now=datetime(2032, 1, 1, tzinfo=UTC))
