@@ -198,7 +198,8 @@ def verify_android_key(
     path = [p.cert for p in valid.path]
     warnings = _revocation_warnings(path, trust.android_revocations, trust, now)
 
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise MalformedEvidence("extension value is not an OCTET STRING payload")
     kd = parse_key_description(ext.value.value)
     hw, sw = kd.hardware_enforced, kd.software_enforced
 

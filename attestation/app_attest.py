@@ -105,7 +105,8 @@ def _cert_nonce(cred_cert: x509.Certificate) -> bytes:
         raise MalformedEvidence("credCert has no nonce extension") from None
     except ValueError as e:
         raise MalformedEvidence(f"credCert extensions are invalid: {e}") from None
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise MalformedEvidence("extension value is not an OCTET STRING payload")
     try:
         nonce = AppleNonceSchema.load(ext.value.value, strict=True)["nonce"].native
     except Exception as e:  # noqa: BLE001 - asn1crypto raises many types on hostile input
@@ -145,8 +146,9 @@ def verify_app_attest(
     if not isinstance(stmt, dict) or not isinstance(stmt.get("x5c"), list):
         raise MalformedEvidence("attStmt has no x5c array")
     raw_auth_data = obj.get("authData")
+    if not isinstance(raw_auth_data, bytes):
+        raise MalformedEvidence("authData is not a byte string")
     auth_data = _auth_data(raw_auth_data)
-    assert isinstance(raw_auth_data, bytes)
 
     # App Attest step 1: x5c is credCert then intermediate; it chains to Apple's root, at now
     valid = validate_path(stmt["x5c"], trust.apple_app_attest_roots, now)

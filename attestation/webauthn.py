@@ -95,7 +95,8 @@ def _precheck_apple(stmt: Mapping[str, Any], auth_data: bytes, cdh: bytes, cred_
         ext = cert.extensions.get_extension_for_oid(APPLE_NONCE_OID)
     except (x509.ExtensionNotFound, ValueError):
         raise MalformedEvidence("credCert has no nonce extension") from None
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise MalformedEvidence("extension value is not an OCTET STRING payload")
     # WebAuthn L2 §8.8 steps 2-4: nonce = SHA256(authenticatorData || clientDataHash)
     if not ext.value.value.endswith(hashlib.sha256(auth_data + cdh).digest()):
         raise ChallengeMismatch("credCert nonce is not SHA256(authData || clientDataHash)")
@@ -114,7 +115,8 @@ def _precheck_packed(stmt: Mapping[str, Any], aaguid: bytes) -> None:
         return
     except ValueError as e:
         raise MalformedEvidence(f"attestation certificate extensions: {e}") from None
-    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    if not isinstance(ext.value, x509.UnrecognizedExtension):
+        raise MalformedEvidence("extension value is not an OCTET STRING payload")
     # WebAuthn L2 §8.2.1: id-fido-gen-ce-aaguid equals the aaguid in authenticatorData
     if ext.value.value[-16:] != aaguid or len(ext.value.value) != 18:
         raise AaguidMismatch("certificate AAGUID extension differs from authenticatorData")
