@@ -53,6 +53,29 @@ class CaConfig:
 
 
 @dataclass(frozen=True)
+class EidConfig:
+    """eID connector settings (``[eid]`` in cityid.toml, ``CITYID_EID_<KEY>``); see docs/levels.md.
+
+    The connector itself is chosen by ``Config.eid_connector``."""
+
+    sector: str = ""  # simulator pseudonym sector; empty: the issuer
+    # saml: BundID-style SAML 2.0 SP
+    saml_sp_entity_id: str = ""  # empty: <issuer>/login/eid/saml
+    saml_sp_key_file: str = ""
+    saml_sp_cert_file: str = ""
+    saml_idp_entity_id: str = ""
+    saml_idp_metadata_file: str = ""
+    saml_context_names: str = "eidas"  # eidas (eIDAS LoA URIs) | bundid (STORK-QAA-Level-n)
+    saml_xmlsec_binary: str = ""
+    # oidc: an upstream OpenID Connect provider
+    oidc_issuer: str = ""  # discovery is read from <issuer>/.well-known/openid-configuration
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scope: str = "openid profile"
+    oidc_acr_levels: dict[str, str] = field(default_factory=dict)  # upstream acr -> low|substantial|high
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path = Path(".cityid-data")
     database_url: str = ""  # empty: SQLite in the data dir
@@ -68,6 +91,7 @@ class Config:
     password_reset_minutes: int = 30
     trusted_proxy_count: int = 0
     mtls_client_cert_header: str = ""  # off unless set, e.g. "X-SSL-Client-Cert"
+    dpop_require_nonce: bool = True  # RFC 9449 §8: server-provided nonces
     eid_connector: str = ""  # "", simulator, saml, oidc
     eid_simulator_enabled: bool = False
     scope_levels: dict[str, str] = field(
@@ -76,6 +100,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     branding: BrandingConfig = field(default_factory=BrandingConfig)
     ca: CaConfig = field(default_factory=CaConfig)
+    eid: EidConfig = field(default_factory=EidConfig)
 
     @property
     def db_url(self) -> str:

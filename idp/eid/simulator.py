@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -18,6 +19,9 @@ from idp.eid.errors import LevelTooLow, LevelUnknown, MalformedResponse, Simulat
 from policies import Level
 
 SOURCE = "urn:cityid:eid:simulator"
+CUSTOM = "custom"  # persona chosen on the simulator page: pseudonym seed and attributes typed in
+ATTRIBUTE_NAMES = ("given_name", "family_name", "birthdate", "place_of_birth", "nationality")
+_SEED = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # The specimen persons printed on German sample ID cards; nobody real.
 PERSONAS: Mapping[str, Mapping[str, str]] = {
@@ -78,15 +82,16 @@ class SimulatorConnector:
         params, pending = response.params, response.pending
         if not hmac.compare_digest(params.get("state", ""), pending.relay_state):
             raise StateMismatch("simulator state does not match the pending request")
-        persona = PERSONAS.get(params.get("persona", ""))
+        seed = params.get("persona", "")
+        persona = PERSONAS.get(seed)
+        if seed == CUSTOM:
+            seed, persona = _custom(params)
         if persona is None:
             raise MalformedResponse(f"unknown persona {params.get('persona', '')!r}")
         level = _level(params.get("level", "high"))
         if level < pending.minimum_level:
             raise LevelTooLow(f"simulated {level.label} < required {pending.minimum_level.label}")
-        pseudonym = hmac.new(
-            self._key, f"{self._sector}\x00{params['persona']}".encode(), hashlib.sha256
-        ).hexdigest()
+        pseudonym = hmac.new(self._key, f"{self._sector}\x00{seed}".encode(), hashlib.sha256).hexdigest()
         return EidResult(
             pseudonym=pseudonym,
             level=level,
@@ -97,6 +102,21 @@ class SimulatorConnector:
             authn_context=level.acr,
             simulation=True,
         )
+
+
+def _custom(params: Mapping[str, str]) -> tuple[str, Mapping[str, str]]:
+    """A tester-chosen identity: ``pseudonym`` seeds the pseudonym, attributes as given."""
+    seed = params.get("pseudonym", "")
+    if not _SEED.fullmatch(seed):
+        raise MalformedResponse("custom pseudonym must be 1-64 letters, digits, '.', '_' or '-'")
+    attributes = {}
+    for name in ATTRIBUTE_NAMES:
+        value = params.get(name, "").strip()
+        if len(value) > 100:
+            raise MalformedResponse(f"attribute {name} is too long")
+        if value:
+            attributes[name] = value
+    return f"custom:{seed}", attributes
 
 
 def _level(label: str) -> Level:

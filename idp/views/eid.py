@@ -1,0 +1,484 @@
+"""The eID step (level *high*): start the configured connector, take its callback, link the
+eID to the account and record the factor. Also registers the eID account facts and the
+``verified_claims`` claims (OpenID Connect for Identity Assurance 1.0).
+
+Flow (three requests, so that a cross-site SAML POST, which carries no SameSite=Lax cookie,
+never needs the browser session):
+
+1. ``POST /login/eid`` (CSRF-protected): the connector's secrets are sealed server-side in
+   ``eid_pending``, bound to this browser session; the browser goes to the eID service.
+2. ``GET|POST /login/eid/callback``: found by its state (``RelayState`` / ``state``), the
+   response is verified by the connector; the sealed result waits in the pending row.
+3. ``GET /login/eid/complete``: only the browser session that started it may complete it:
+   link (or log in by) the eID and continue the pending authorization.
+
+First eID use (docs/levels.md): an eID is linked to an account that is already logged in
+(password on a verified e-mail address). An eID nobody linked yet cannot create an account:
+every level needs a verified e-mail address (policies: ``email_unverified`` refuses all
+levels) and accounts are found by their e-mail address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from flask import Blueprint, current_app, redirect, render_template, request
+from flask_babel import gettext as _
+from sqlalchemy.orm import Session
+
+from idp import browser, eid_store, levels, uow
+from idp.crypto import derive_key
+from idp.eid.connector import EidConnector, EidRequest, EidResponse, EidResult
+from idp.eid.errors import EidError
+from idp.models import Account, Client, Consent
+from idp.oauth import server as oauth_server
+from idp.runtime import runtime
+from idp.views.auth import complete_step, continue_url
+from policies import Level
+
+bp = Blueprint("eid", __name__)
+
+EID_SCOPE = "eid"  # asks for verified_claims (OIDC4IDA 1.0 §5); consent is per client + scope
+ATTRIBUTES = ("given_name", "family_name", "birthdate", "place_of_birth", "nationality")
+MAX_VALUE = 2048
+MAX_SAML_RESPONSE = 256 * 1024
+
+
+# --------------------------------------------------------------------------- connector
+
+
+def _keys() -> tuple[bytes, bytes]:
+    """(pseudonym index key, state digest key), derived from the instance secret."""
+    cache = current_app.extensions.setdefault("cityid_eid", {})
+    if "keys" not in cache:
+        secret = runtime().config.secret_key
+        cache["keys"] = (derive_key(secret, "eid-pseudonym-index"), derive_key(secret, "eid-state"))
+    keys: tuple[bytes, bytes] = cache["keys"]
+    return keys
+
+
+def configured_kind() -> str | None:
+    """The usable connector's name, or None (none configured, or a disabled simulator)."""
+    cfg = runtime().config
+    if cfg.eid_connector == "simulator":
+        return "simulator" if cfg.eid_simulator_enabled is True else None
+    return cfg.eid_connector if cfg.eid_connector in ("saml", "oidc") else None
+
+
+def connector() -> EidConnector | None:
+    cache = current_app.extensions.setdefault("cityid_eid", {})
+    if "connector" not in cache:
+        built = _build_connector()
+        if built is None:
+            return None
+        cache["connector"] = built
+    conn: EidConnector = cache["connector"]
+    return conn
+
+
+class _RequestReplayStore:
+    """SAML assertion IDs in this request's unit of work; kept even if the request fails."""
+
+    def seen(self, assertion_id: str, expires: dt.datetime) -> bool:
+        if eid_store.DbReplayStore(uow.db()).seen(assertion_id, expires):
+            return True
+
+        def keep(s: Session) -> None:  # after a rollback: remember the ID all the same
+            eid_store.DbReplayStore(s).seen(assertion_id, expires)
+
+        uow.on_failure(keep)
+        return False
+
+
+def _build_connector() -> EidConnector | None:
+    cfg = runtime().config
+    kind = configured_kind()
+    if kind == "simulator":
+        from idp.eid.simulator import SimulatorConnector
+
+        return SimulatorConnector(
+            enabled=cfg.eid_simulator_enabled,
+            page_url=f"{cfg.issuer}/login/eid/simulator",
+            pseudonym_key=derive_key(cfg.secret_key, "eid-simulator-pseudonym"),
+            sector=cfg.eid.sector or cfg.issuer,
+        )
+    if kind == "saml":
+        from idp.eid.saml import BUNDID_CONTEXTS, EIDAS_CONTEXTS, SamlConnector, SamlSettings
+
+        e = cfg.eid
+        return SamlConnector(
+            SamlSettings(
+                sp_entity_id=e.saml_sp_entity_id or f"{cfg.issuer}/login/eid/saml",
+                acs_url=f"{cfg.issuer}/login/eid/callback",
+                sp_key_file=e.saml_sp_key_file,
+                sp_cert_file=e.saml_sp_cert_file,
+                idp_entity_id=e.saml_idp_entity_id,
+                idp_metadata_file=e.saml_idp_metadata_file,
+                authn_contexts=BUNDID_CONTEXTS if e.saml_context_names == "bundid" else EIDAS_CONTEXTS,
+                xmlsec_binary=e.saml_xmlsec_binary,
+            ),
+            _RequestReplayStore(),
+        )
+    if kind == "oidc":
+        return _oidc_connector()
+    return None
+
+
+def _oidc_connector() -> EidConnector | None:
+    from idp.eid.oidc import EIDAS_ACRS, OidcConnector, OidcSettings
+
+    cfg = runtime().config
+    e = cfg.eid
+    try:
+        # OIDC Discovery §4: the upstream's metadata; its issuer must be the one configured.
+        meta = requests.get(f"{e.oidc_issuer}/.well-known/openid-configuration", timeout=10).json()
+        if meta.get("issuer") != e.oidc_issuer:
+            raise ValueError(f"discovery names issuer {meta.get('issuer')!r}")
+        jwks = requests.get(meta["jwks_uri"], timeout=10).json()
+    except (requests.RequestException, ValueError, KeyError) as exc:
+        current_app.logger.error("eID OIDC upstream unavailable: %s", exc)
+        return None
+    by_label = {level.label: level for level in Level}
+    acr_levels = {acr: by_label[label] for acr, label in e.oidc_acr_levels.items() if label in by_label}
+    return OidcConnector(
+        OidcSettings(
+            issuer=e.oidc_issuer,
+            client_id=e.oidc_client_id,
+            client_secret=e.oidc_client_secret,
+            redirect_uri=f"{cfg.issuer}/login/eid/callback",
+            authorization_endpoint=meta["authorization_endpoint"],
+            token_endpoint=meta["token_endpoint"],
+            jwks=jwks,
+            acr_levels=acr_levels or EIDAS_ACRS,
+            scope=e.oidc_scope,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def eid_account_facts(session: Session, account_id: str) -> dict[str, Any]:
+    """ACCOUNT_FACT_HOOKS: with a usable connector every account can reach *high* by eID (its
+    first use links the card); without one, nobody can."""
+    if configured_kind() is None:
+        return {"eid_level": None}
+    return {"eid_level": Level.HIGH}
+
+
+def eid_verified_claims(session: Session, principal: Any, scopes: set[str]) -> dict[str, Any]:
+    """CLAIM_HOOKS: ``verified_claims`` only for the ``eid`` scope the citizen consented to."""
+    if EID_SCOPE not in scopes:
+        return {}
+    consent = session.get(Consent, (principal.account.id, principal.grant.client_id))
+    if consent is None or EID_SCOPE not in consent.scope.split():
+        return {}
+    attrs = eid_store.verified_attributes(session, runtime().keys.personal_data, principal.account.id)
+    groups: dict[tuple[str, Level, dt.datetime, bool], list[eid_store.VerifiedAttribute]] = defaultdict(list)
+    for a in attrs:
+        groups[(a.source, a.level, a.verified_at, a.simulation)].append(a)
+    out = [_verified_claims(*key, members) for key, members in groups.items()]
+    if not out:
+        return {}
+    return {"verified_claims": out[0] if len(out) == 1 else out}
+
+
+def _verified_claims(
+    source: str, level: Level, at: dt.datetime, simulation: bool, attrs: list[eid_store.VerifiedAttribute]
+) -> dict[str, Any]:
+    """OIDC4IDA 1.0 §5: ``verification`` (trust framework, assurance level, time, evidence)
+    and the ``claims`` it covers. A simulation never claims the eIDAS trust framework."""
+    claims: dict[str, Any] = {}
+    for a in attrs:
+        if a.name == "place_of_birth":
+            claims["place_of_birth"] = {"locality": a.value}  # OIDC4IDA 1.0 §4.1
+        elif a.name in ("nationality", "nationalities"):
+            claims.setdefault("nationalities", []).append(a.value)  # OIDC4IDA 1.0 §4.1
+        else:
+            claims[a.name] = a.value
+    return {
+        "verification": {
+            "trust_framework": "de_cityid_simulation" if simulation else "eidas",
+            "assurance_level": level.label,
+            "time": at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "evidence": [
+                {
+                    "type": "electronic_record",  # OIDC4IDA 1.0 §5.1.1.3
+                    "record": {"type": "eid", "source": {"name": source}},
+                }
+            ],
+        },
+        "claims": claims,
+    }
+
+
+def _register_hooks() -> None:
+    if eid_account_facts not in levels.ACCOUNT_FACT_HOOKS:
+        levels.ACCOUNT_FACT_HOOKS.append(eid_account_facts)
+    if eid_verified_claims not in oauth_server.CLAIM_HOOKS:
+        oauth_server.CLAIM_HOOKS.append(eid_verified_claims)
+
+
+_register_hooks()
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def _page(template: str, status: int = 200, **ctx: Any) -> Any:
+    return render_template(template, simulation=configured_kind() == "simulator", **ctx), status
+
+
+def _problem(status: int, title: str, message: str, detail: str = "", **ctx: Any) -> Any:
+    return _page("eid_message.html", status, title=title, message=message, detail=detail, **ctx)
+
+
+def _pending_client() -> Client | None:
+    cid = request.args.get("client_id", "")[:64]
+    return uow.db().get(Client, cid) if cid else None
+
+
+@bp.get("/login/eid")
+def start_page() -> Any:
+    if connector() is None:
+        return _problem(
+            404, _("eID login is not available"), _("This server does not offer login with the eID card.")
+        )
+    return _page(
+        "eid.html",
+        client=_pending_client(),
+        account=browser.current_account(),
+        csrf_token=browser.csrf_token(),
+    )
+
+
+@bp.post("/login/eid")
+def start() -> Any:
+    browser.check_csrf()
+    conn = connector()
+    if conn is None:
+        return _problem(
+            404, _("eID login is not available"), _("This server does not offer login with the eID card.")
+        )
+    client = _pending_client()
+    begun = conn.start(EidRequest(minimum_level=Level.HIGH, attributes=ATTRIBUTES))
+    s = browser.ensure()
+    state_key = _keys()[1]
+    eid_store.save_pending(
+        uow.db(),
+        runtime().keys.personal_data,
+        digest=eid_store.state_digest(state_key, begun.pending.relay_state),
+        session_digest=s.id_digest,
+        pending=begun.pending,
+        client_id=client.client_id if client else None,
+    )
+    account = browser.current_account()
+    uow.record(
+        action="eid.start",
+        outcome="info",
+        actor=account.id if account else "anonymous",
+        subject=client.client_id if client else "",
+        reason=f"connector {conn.name}",
+    )
+    if begun.method == "GET":
+        return redirect(begun.url)
+    # SAML Bindings §3.5.4: HTTP-POST binding, a form the citizen sends on (no script: CSP).
+    return _page("eid_post.html", url=begun.url, form=begun.form)
+
+
+@bp.get("/login/eid/simulator")
+def simulator_page() -> Any:
+    if configured_kind() != "simulator":
+        return _problem(404, _("Page not found"), _("This page does not exist."))
+    state = request.args.get("state", "")[:200]
+    level = request.args.get("level", "high")[:20]
+    return _page("eid_simulator.html", state=state, level=level)
+
+
+def _callback_params() -> dict[str, str] | None:
+    params: dict[str, str] = {}
+    for key, value in request.values.items():
+        limit = MAX_SAML_RESPONSE if key == "SAMLResponse" else MAX_VALUE
+        if len(key) > 100 or len(value) > limit:
+            return None
+        params[key] = value
+    return params
+
+
+@bp.route("/login/eid/callback", methods=["GET", "POST"])
+def callback() -> Any:
+    """The connector's return (SAML ACS, OIDC redirect URI, simulator form). Found by its
+    state, never by the cookie: a cross-site SAML POST carries no SameSite=Lax cookie."""
+    params = _callback_params()
+    state = (params or {}).get("RelayState") or (params or {}).get("state") or ""
+    if params is None or not state or len(state) > 200:
+        return _refused_callback("malformed callback parameters")
+    state_key = _keys()[1]
+    digest = eid_store.state_digest(state_key, state)
+    sealer = runtime().keys.personal_data
+    found = eid_store.find_pending(uow.db(), sealer, digest)
+    if found is None:
+        return _refused_callback("unknown or expired state")
+    row, pending = found
+    if row.result_enc is not None:
+        return _refused_callback("callback already answered")  # single use
+    conn = connector()
+    if conn is None or conn.name != pending.connector:
+        return _refused_callback(f"connector changed to {conn.name if conn else 'none'}")
+    try:
+        result = conn.finish(EidResponse(params, pending))
+    except EidError as exc:
+        _consume_even_on_failure(digest)
+        uow.record(
+            action="eid.verify",
+            outcome="denied",
+            actor="anonymous",
+            subject=row.client_id or "",
+            reason=f"{exc.code}: {exc.detail}"[:300],
+        )
+        return _problem(400, _("eID check failed"), _(exc.description))
+    eid_store.store_result(sealer, row, result)
+    uow.record(
+        action="eid.verify",
+        outcome="success",
+        actor="anonymous",
+        subject=row.client_id or "",
+        reason=f"{conn.name}: {result.level.label} from {result.issuer}"[:300],
+        details={"simulation": result.simulation},
+    )
+    return redirect(f"/login/eid/complete?{urlencode({'state': state})}", code=303)
+
+
+def _refused_callback(why: str) -> Any:
+    uow.record(action="eid.verify", outcome="denied", actor="anonymous", subject="", reason=why)
+    return _problem(
+        400,
+        _("This eID answer cannot be used"),
+        _("It is unknown, expired or was already used. Please start again from the service."),
+    )
+
+
+def _consume_even_on_failure(digest: str) -> None:
+    eid_store.consume_pending(uow.db(), digest)
+
+    def again(s: Session) -> None:
+        eid_store.consume_pending(s, digest)
+
+    uow.on_failure(again)
+
+
+@bp.get("/login/eid/complete")
+def complete() -> Any:
+    state = request.args.get("state", "")[:200]
+    state_key = _keys()[1]
+    digest = eid_store.state_digest(state_key, state)
+    sealer = runtime().keys.personal_data
+    s = browser.current()
+    found = eid_store.find_pending(uow.db(), sealer, digest) if state else None
+    result = eid_store.result_of(sealer, found[0]) if found else None
+    if (
+        found is None
+        or result is None
+        or s is None
+        # The browser that started the eID login must be the one finishing it (login CSRF).
+        or not hmac.compare_digest(found[0].session_digest, s.id_digest)
+    ):
+        uow.record(
+            action="eid.complete",
+            outcome="denied",
+            actor="anonymous",
+            subject="",
+            reason="no verified eID answer for this browser session",
+        )
+        return _problem(
+            400,
+            _("This eID answer cannot be used"),
+            _("It is unknown, expired or was already used. Please start again from the service."),
+        )
+    _consume_even_on_failure(digest)
+    index_key, _sk = _keys()
+    pseudonym = eid_store.pseudonym_digest(index_key, result.issuer, result.pseudonym)
+    account = browser.current_account()
+    if account is None:
+        return _login_by_eid(pseudonym, result)
+    try:
+        _link, created = eid_store.link(
+            uow.db(),
+            sealer,
+            account_id=account.id,
+            digest=pseudonym,
+            connector=str(found[1].connector),
+            result=result,
+        )
+    except eid_store.LinkRefused as exc:
+        uow.record(action="eid.link", outcome="denied", actor=account.id, subject=account.id, reason=exc.code)
+        return _problem(
+            403,
+            _("This eID cannot be used with this account"),
+            _(
+                "This ID card is already linked to another account, or this account to another ID "
+                "card. Log in with the account that belongs to this ID card."
+            ),
+            detail=exc.code,
+        )
+    uow.record(
+        action="eid.link",
+        outcome="success",
+        actor=account.id,
+        subject=account.id,
+        reason=("linked" if created else "confirmed") + f" at {result.level.label}",
+        details={"simulation": result.simulation, "issuer": result.issuer},
+    )
+    return complete_step("eid", int(result.level), method="eid")
+
+
+def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
+    """No one is logged in: the eID logs in the account it is linked to, if any."""
+    row = eid_store.link_by_pseudonym(uow.db(), pseudonym)
+    account = uow.db().get(Account, row.account_id) if row is not None else None
+    if account is None or account.disabled or account.email_verified_at is None:
+        uow.record(
+            action="login.eid",
+            outcome="denied",
+            actor="anonymous",
+            subject=account.id if account else "",
+            reason="no usable account linked to this eID",
+        )
+        return _problem(
+            403,
+            _("No account is linked to this ID card yet"),
+            _(
+                "Log in with your e-mail address and password first; then confirm with your ID "
+                "card to link it to your account. After that you can log in with the ID card alone."
+            ),
+            link="/login",
+            link_text=_("Log in"),
+        )
+    eid_store.link(
+        uow.db(),
+        runtime().keys.personal_data,
+        account_id=account.id,
+        digest=pseudonym,
+        connector=row.connector if row else "",
+        result=result,
+    )
+    target = continue_url()
+    browser.log_in(account, "eid", int(result.level))
+    uow.record(
+        action="login.eid",
+        outcome="success",
+        actor=account.id,
+        subject=account.id,
+        reason=f"eID at {result.level.label}",
+        details={"simulation": result.simulation},
+    )
+    return redirect(target)
+
+
+def init_app(app: Any, srv: Any) -> None:
+    _register_hooks()
