@@ -93,9 +93,8 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
     from idp.oauth.server import create_server
 
-    srv, protector = create_server(app)
+    srv = create_server(app)
     app.extensions["cityid_oauth"] = srv
-    app.extensions["cityid_protector"] = protector
     for name in VIEW_MODULES:
         try:
             module = importlib.import_module(name)

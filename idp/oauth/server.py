@@ -14,14 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, grants
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
-from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator, JWTBearerTokenValidator
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo
 from flask import Flask
@@ -170,6 +170,12 @@ class RefreshRecord:
         return self.row.used_at is not None or self.grant.revoked_at is not None
 
 
+def _dpop_proof() -> Any:
+    from flask import g
+
+    return g.get("dpop")
+
+
 def runtime_keys() -> Any:
     return runtime().keys
 
@@ -274,6 +280,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             return None
         if row.expires_at <= utcnow():  # RFC 6749 §4.1.2: short-lived codes
             return None
+        proof = _dpop_proof()
+        if grant.cnf_jkt and (proof is None or not hmac.compare_digest(proof.jkt, grant.cnf_jkt)):
+            return None  # RFC 9449 §10: the code is bound to the dpop_jkt key
         return CodeRecord(row, grant)
 
     def delete_authorization_code(self, authorization_code: CodeRecord) -> None:
@@ -314,7 +323,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         if row.expires_at <= utcnow():
             return None
-        self.request.grant_row = grant
+        proof = _dpop_proof()
+        client = s.get(Client, grant.client_id)
+        if client is not None and client.token_endpoint_auth_method == "none" and grant.cnf_jkt:
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+            if proof is None or not hmac.compare_digest(proof.jkt, grant.cnf_jkt):
+                return None
         return RefreshRecord(row, grant)
 
     def authenticate_user(self, refresh_token: RefreshRecord) -> Principal | None:
@@ -429,9 +443,19 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         return KeySet([key_cache().get(uow.db()).signing["ES256"]])
 
     def get_extra_claims(self, client: OAuthClient, grant_type: str, user: Any, scope: str) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
         if isinstance(user, Principal):
-            return {"gid": user.grant.id}
-        return {}
+            extra["gid"] = user.grant.id
+        proof = _dpop_proof()
+        if proof is not None:
+            extra["cnf"] = {"jkt": proof.jkt}  # RFC 9449 §6.1
+        return extra
+
+    def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        token: dict[str, Any] = super().generate(*args, **kwargs)
+        if _dpop_proof() is not None:
+            token["token_type"] = "DPoP"  # RFC 9449 §5
+        return token
 
     def get_audiences(self, client: OAuthClient, user: Any, scope: str) -> list[str]:
         return [client.get_client_id()]
@@ -457,6 +481,10 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     s = uow.db()
     user = request.user
     client_id = request.client.get_client_id()
+    proof = _dpop_proof()
+    if isinstance(user, Principal) and proof is not None and request.client.is_public:
+        if user.grant.cnf_jkt is None:
+            user.grant.cnf_jkt = proof.jkt  # RFC 9449 §5: refresh tokens bound to the key
     if isinstance(user, Principal) and token.get("refresh_token"):
         days = runtime().config.refresh_token_lifetime_days
         s.add(
@@ -615,25 +643,6 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
         )
 
 
-class AccessTokenValidator(JWTBearerTokenValidator):  # type: ignore[misc]
-    """Bearer validation for our own resources (userinfo): signature, claims, revocation."""
-
-    def __init__(self) -> None:
-        super().__init__(issuer="", resource_server=None)
-
-    def authenticate_token(self, token_string: str) -> Any:
-        valid = decode_access_token(uow.db(), token_string)
-        return valid.claims if valid else None
-
-    def validate_token(self, token: Any, scopes: Any, request: Any, **kwargs: Any) -> None:
-        from authlib.oauth2.rfc6750 import InsufficientScopeError, InvalidTokenError
-
-        if token is None:
-            raise InvalidTokenError()
-        if scopes and not set(scopes[0].split()) <= set(str(token.get("scope", "")).split()):
-            raise InsufficientScopeError()
-
-
 # --------------------------------------------------------------------------- assembly
 
 
@@ -654,7 +663,7 @@ def query_client(client_id: str) -> OAuthClient | None:
     return OAuthClient(row)
 
 
-def create_server(app: Flask) -> tuple[AuthorizationServer, ResourceProtector]:
+def create_server(app: Flask) -> AuthorizationServer:
     cfg = app.extensions["cityid"].config
     server = AuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.scopes_supported = None
@@ -670,6 +679,4 @@ def create_server(app: Flask) -> tuple[AuthorizationServer, ResourceProtector]:
     server.register_extension(Rfc9207Issuer(cfg.issuer))
     server.register_endpoint(Introspection)
     server.register_endpoint(Revocation)
-    protector = ResourceProtector()
-    protector.register_token_validator(AccessTokenValidator())
-    return server, protector
+    return server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -13,7 +14,7 @@ from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from authlib.oidc.rpinitiated import EndSessionEndpoint
-from flask import Blueprint, Response, current_app, jsonify, redirect, render_template, request
+from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import select
 
@@ -21,7 +22,7 @@ from db import utcnow
 from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.models import Consent, Grant
-from idp.oauth import backchannel
+from idp.oauth import backchannel, dpop
 from idp.oauth.server import MAX_PARAM, OAuthClient, key_cache, principal_for
 from idp.runtime import runtime
 from policies import AskStep, Refused, Satisfied, Step, next_step, required_level
@@ -102,6 +103,7 @@ def discovery() -> Response:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
         "ui_locales_supported": ["de", "en"],
+        "dpop_signing_alg_values_supported": dpop.ALGORITHMS,  # RFC 9449 §5.1
         "prompt_values_supported": ["none", "login", "consent"],
     }
     resp = jsonify(meta)
@@ -297,6 +299,9 @@ def authorize() -> Any:
             csrf_token=browser.csrf_token(),
         )
 
+    dpop_jkt = data.get("dpop_jkt")  # RFC 9449 §10: bind the code to the client's DPoP key
+    if dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt):
+        return _error_redirect(InvalidRequestError("malformed dpop_jkt", redirect_uri=redirect_uri))
     g_row = Grant(
         client_id=client.client_id,
         account_id=account.id,
@@ -305,6 +310,7 @@ def authorize() -> Any:
         auth_time=int(outcome.auth_time.timestamp()),
         acr=outcome.acr,
         amr=json.dumps(list(outcome.amr)),
+        cnf_jkt=dpop_jkt,
     )
     uow.db().add(g_row)
     uow.db().flush()
@@ -334,7 +340,35 @@ def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Respons
 def token() -> Any:
     if _oversized():
         return jsonify(error="invalid_request", error_description="a parameter is too long"), 400
+    rt = runtime()
+    try:
+        proof = dpop.header_value(request.headers)
+        if proof is not None:
+            g.dpop = dpop.verify_proof(
+                uow.db(),
+                proof,
+                method="POST",
+                url=f"{rt.config.issuer}/token",
+                nonce_key=rt.keys.token,
+                require_nonce=rt.config.dpop_require_nonce,
+            )
+    except dpop.DpopError as exc:
+        uow.record(
+            action="token.refuse",
+            outcome="denied",
+            actor=request.values.get("client_id", "")[:64] or "unknown",
+            subject="",
+            reason=f"{exc.error}: {exc.description}",
+        )
+        resp = jsonify(error=exc.error, error_description=exc.description)  # RFC 9449 §5
+        resp.status_code = 400
+        resp.headers["Cache-Control"] = "no-store"
+        if rt.config.dpop_require_nonce:
+            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
+        return resp
     resp = server().create_token_response()
+    if proof is not None and rt.config.dpop_require_nonce:
+        resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # §8.2: a fresh one
     if resp.status_code >= 400:
         body = resp.get_json(silent=True) or {}
         uow.record(
@@ -359,25 +393,21 @@ def revoke() -> Any:
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo() -> Any:
-    from authlib.integrations.flask_oauth2 import current_token
+    from idp.oauth.resource import ResourceError, authenticate
+    from idp.oauth.server import userinfo_claims
 
-    protector = current_app.extensions["cityid_protector"]
-
-    @protector("openid")
-    def inner() -> Any:
-        claims = current_token
-        gid = claims.get("gid")
-        grant = uow.db().get(Grant, gid) if gid else None
-        principal = principal_for(uow.db(), grant) if grant else None
-        if principal is None:
-            return jsonify(error="invalid_token"), 401
-        from idp.oauth.server import userinfo_claims
-
-        resp = jsonify(dict(userinfo_claims(principal, claims.get("scope", ""))))
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
-
-    return inner()
+    try:
+        claims = authenticate("openid")  # OIDC Core §5.3.1
+    except ResourceError as err:
+        return err.response()
+    gid = claims.get("gid")
+    grant = uow.db().get(Grant, gid) if gid else None
+    principal = principal_for(uow.db(), grant) if grant else None
+    if principal is None:
+        return jsonify(error="invalid_token"), 401
+    resp = jsonify(dict(userinfo_claims(principal, claims.get("scope", ""))))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 # --------------------------------------------------------------------------- logout
