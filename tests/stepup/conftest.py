@@ -6,7 +6,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import requests
@@ -112,3 +112,27 @@ def finish(browser: Browser, page: requests.Response) -> requests.Response:
 def eid_idp(idp_factory: Any) -> Idp:
     idp: Idp = idp_factory(eid_connector="simulator", eid_simulator_enabled=True)
     return idp
+
+
+def walk(
+    browser: Browser, page: requests.Response, email: str, **eid: str
+) -> tuple[list[str], requests.Response]:
+    """Do every step page the IdP shows until it redirects to the RP; return the step pages
+    seen (paths, in order, consent excluded) and the redirect to the RP."""
+    seen: list[str] = []
+    for _ in range(8):
+        if page.status_code in (301, 302, 303):
+            return seen, page
+        assert page.status_code == 200, (page.status_code, page.url, page.text[:800])
+        path = urlsplit(page.url).path
+        if 'name="decision"' in page.text:
+            page = browser.consent(page)
+            continue
+        seen.append(path)
+        if path == "/login":
+            page = browser.login(email, PASSWORD, page)
+        elif path == "/login/eid":
+            page = eid_confirm(browser, page, **eid)
+        else:
+            raise AssertionError(f"unexpected page {page.url}")
+    raise AssertionError("too many steps")
