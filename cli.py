@@ -81,17 +81,32 @@ def main() -> None:
 @json_option
 def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
     """Create or migrate the instance (idempotent)."""
-    from idp.setup import init_instance
-
     try:
-        cfg = init_instance(data_dir, issuer=issuer)
+        cfg, ca = _init_all(data_dir, issuer)
     except SchemaMismatch as exc:
         fail(str(exc), as_json, code=3)
     out(
-        {"data_dir": str(data_dir), "issuer": cfg.issuer, "database": cfg.db_url.split("@")[-1]},
+        {
+            "data_dir": str(data_dir),
+            "issuer": cfg.issuer,
+            "database": cfg.db_url.split("@")[-1],
+            "ca_root_sha256": ca.root_fingerprint_sha256 if ca else None,
+        },
         as_json,
         f"cityid initialised in {data_dir} (issuer {cfg.issuer})",
     )
+
+
+def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
+    """Instance (config, migrations, signing keys), then the CA (idempotent)."""
+    from idp.setup import init_instance
+
+    cfg = init_instance(data_dir, issuer=issuer)
+    try:
+        import cli_pki
+    except ModuleNotFoundError:
+        return cfg, None
+    return cfg, cli_pki.init_ca(cfg)
 
 
 @main.command()
@@ -120,6 +135,7 @@ def demo(data_dir: Path, bind: str) -> None:
     from idp.serve import run
 
     host, _, port = bind.rpartition(":")
+    _init_all(data_dir, f"http://{host}:{port}")
     cfg, info = prepare_demo(data_dir, issuer=f"http://{host}:{port}")
     click.echo(info)
     run(cfg, bind=bind, workers=1, demo=True)
