@@ -4,13 +4,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck translations system-deps bench clean
+.PHONY: run test lint typecheck translations messages system-deps bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json package-lock.json
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
+	@command -v npm >/dev/null || { echo "need npm (Debian: apt-get install npm) for axe-core"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q -e '.[dev]'
+	npm ci --no-audit --no-fund --loglevel=error
 	$(MAKE) translations
 	touch $(STAMP)
 
@@ -18,9 +20,21 @@ translations: $(BIN)/python
 	@if ls idp/translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
 		$(BIN)/pybabel compile -q -d idp/translations; fi
 
-extract-messages: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o idp/translations/messages.pot .
-	$(BIN)/pybabel update -i idp/translations/messages.pot -d idp/translations
+# Citizen-page texts: `make messages` after adding or changing any _() text, then translate the
+# new entries in idp/translations/de/LC_MESSAGES/messages.po (tests/pages/test_i18n.py insists).
+LOCALE_DIRS := de en
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --sort-by-file --add-location=file -w 100 \
+		--project=cityid --copyright-holder="cityid contributors" -o idp/translations/messages.pot .
+	@for l in $(LOCALE_DIRS); do \
+		if [ -f idp/translations/$$l/LC_MESSAGES/messages.po ]; then \
+			$(BIN)/pybabel update -w 100 --no-fuzzy-matching --ignore-obsolete -i idp/translations/messages.pot \
+				-d idp/translations -l $$l; \
+		else \
+			$(BIN)/pybabel init -w 100 -i idp/translations/messages.pot -d idp/translations -l $$l; fi; done
+	$(BIN)/pybabel compile -d idp/translations --statistics
+
+extract-messages: messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,18 +1,89 @@
-"""My account: overview, consents, logout."""
+"""My account: profile, consents given (with withdraw), security log, logout.
+
+Other areas add their own pages (devices, eID link) to the account page through
+``ACCOUNT_LINKS``: callables ``() -> (url, label) | None``, asked at each render (a hook returns
+None to hide its link, e.g. when its feature is switched off).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from babel.dates import format_datetime
 from flask import Blueprint, redirect, render_template, request
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
 from idp import accounts, browser, uow
 from idp.models import Client, Consent
+from idp.privacy import audit_entries
 from idp.runtime import runtime
 
 bp = Blueprint("account", __name__)
+
+ACCOUNT_LINKS: list[Callable[[], tuple[str, str] | None]] = []
+SECURITY_LOG_SIZE = 20
+CITY_TZ = ZoneInfo("Europe/Berlin")
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """A date and time as citizens of the city read it (local time, their language)."""
+    if value is None:
+        return ""
+    return format_datetime(value, "medium", tzinfo=CITY_TZ, locale=str(get_locale() or "de"))
+
+
+def _event_label(action: str, outcome: str) -> str:
+    """Audit actions in plain words; unknown ones (other packages') by a generic label."""
+    ok = outcome in ("success", "info")
+    labels: dict[str, str] = {
+        "account.create": _("Account created"),
+        "email.verify": _("E-mail address confirmed") if ok else _("Invalid confirmation link used"),
+        "login.password": _("Logged in with password") if ok else _("Failed login attempt"),
+        "logout": _("Logged out"),
+        "password.reset_request": _("New password requested"),
+        "password.reset": _("Password changed") if ok else _("Invalid password link used"),
+        "consent.grant": _("Service allowed"),
+        "consent.deny": _("Service refused"),
+        "consent.withdraw": _("Consent withdrawn"),
+        "data.export": _("Data downloaded"),
+        "account.delete": _("Account deletion refused") if not ok else _("Account deleted"),
+        "account.register_existing": _("Registration attempted with your address"),
+        "authorize.code": _("Signed in to a service"),
+    }
+    if action in labels:
+        return labels[action]
+    if action.startswith("login."):
+        return _("Logged in with a further factor") if ok else _("Failed login attempt")
+    if action.startswith(("device", "smartcard", "webauthn", "cert")):
+        return _("Device: %(event)s", event=action)
+    if action.startswith("eid"):
+        return _("ID card: %(event)s", event=action)
+    return action
+
+
+def security_log(account_id: str) -> list[dict[str, Any]]:
+    """Recent security events of the account, from the audit log, newest first."""
+    names = {c.client_id: c.name for c in uow.db().execute(select(Client)).scalars()}
+    rows = []
+    for e in audit_entries(uow.db(), account_id, limit=SECURITY_LOG_SIZE):
+        if e.action in ("authorize.step", "csrf.reject"):
+            continue  # flow bookkeeping, not something the citizen did
+        service = names.get(e.subject) if e.subject != account_id else None
+        rows.append(
+            {
+                "at": local_time(e.at),
+                "iso": e.at.isoformat(),
+                "what": _event_label(e.action, e.outcome),
+                "service": service,
+                "ok": e.outcome in ("success", "info"),
+            }
+        )
+    return rows
 
 
 @bp.get("/account")
@@ -26,14 +97,20 @@ def home() -> Any:
             select(Consent, Client)
             .join(Client, Client.client_id == Consent.client_id)
             .where(Consent.account_id == acct.id)
+            .order_by(Client.name)
         )
         .all()
     )
+    links = [link for link in (hook() for hook in ACCOUNT_LINKS) if link is not None]
     return render_template(
         "account.html",
         email=accounts.email_of(runtime().keys, acct),
         account=acct,
-        consents=consents,
+        verified_at=local_time(acct.email_verified_at),
+        created_at=local_time(acct.created_at),
+        consents=[(c, cl, local_time(c.granted_at)) for c, cl in consents],
+        links=links,
+        events=security_log(acct.id),
         csrf_token=browser.csrf_token(),
     )
 
@@ -55,7 +132,7 @@ def withdraw_consent() -> Any:
             subject=cid,
             reason="withdrawn by citizen",
         )
-    return redirect("/account")
+    return redirect("/account", code=303)
 
 
 @bp.post("/account/logout")
@@ -68,5 +145,7 @@ def local_logout() -> Any:
         "message.html",
         title=_("You are logged out"),
         status="ok",
-        message=_("You have been logged out of cityid."),
+        message=_("You have been logged out of your city account."),
+        link="/login",
+        link_text=_("Log in again"),
     )

@@ -1,0 +1,203 @@
+"""A citizen's rights over their data: export (GDPR Art. 15 and 20) and erasure (Art. 17). No Flask.
+
+Other packages hold data about an account too (devices and their certificates, eID links). They
+take part through two hook lists, so that this module never imports them:
+
+``EXPORT_HOOKS``: callables ``(session, account_id) -> dict``; each returns top-level sections
+of the export (e.g. ``{"devices": [...]}``), JSON-serialisable, never secrets (no private keys,
+no token digests). A section name used twice is an error.
+
+``DELETE_HOOKS``: callables ``(session, account_id) -> None``; each removes or revokes what its
+package holds for the account (e.g. revoke the device certificates, drop the eID link) in the
+caller's transaction, before the account row goes. A hook that raises aborts the whole erasure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.orm import Session
+
+from db import audit, utcnow
+from db.audit import AuditEvent
+from idp.crypto import random_token
+from idp.instance import InstanceKeys
+from idp.keys import KeyCache
+from idp.models import (
+    Account,
+    AuthorizationCode,
+    Client,
+    Consent,
+    EmailToken,
+    Grant,
+    LoginSession,
+    RefreshToken,
+)
+from idp.oauth import backchannel
+
+ExportHook = Callable[[Session, str], dict[str, Any]]
+DeleteHook = Callable[[Session, str], None]
+
+EXPORT_HOOKS: list[ExportHook] = []
+DELETE_HOOKS: list[DeleteHook] = []
+
+EXPORT_FORMAT = "cityid-export/1"
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def audit_entries(session: Session, account_id: str, *, limit: int | None = None) -> list[AuditEvent]:
+    """Audit entries about the account (as actor or subject), newest first."""
+    q = (
+        select(AuditEvent)
+        .where(or_(AuditEvent.actor == account_id, AuditEvent.subject == account_id))
+        .order_by(AuditEvent.seq.desc())
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return list(session.execute(q).scalars())
+
+
+def export_account(
+    session: Session, keys: InstanceKeys, account_id: str, *, controller: str
+) -> dict[str, Any]:
+    """Everything held about the account, as one JSON-serialisable document (Art. 15, Art. 20)."""
+    acct = session.get(Account, account_id)
+    if acct is None:
+        raise LookupError("no such account")
+    names = {c.client_id: c.name for c in session.execute(select(Client)).scalars()}
+    consents = session.execute(select(Consent).where(Consent.account_id == account_id)).scalars()
+    grants = session.execute(
+        select(Grant).where(Grant.account_id == account_id).order_by(Grant.created_at)
+    ).scalars()
+    sessions = session.execute(
+        select(LoginSession).where(LoginSession.account_id == account_id).order_by(LoginSession.created_at)
+    ).scalars()
+    data: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "generated_at": utcnow().isoformat(),
+        "controller": controller,
+        "account": {
+            "id": acct.id,
+            "email": keys.personal_data.open(acct.email_enc, f"email:{acct.id}").decode(),
+            "email_verified_at": _iso(acct.email_verified_at),
+            "locale": acct.locale,
+            "created_at": _iso(acct.created_at),
+            "password_changed_at": _iso(acct.password_changed_at),
+            "has_password": acct.password_hash is not None,
+            "disabled": acct.disabled,
+        },
+        "consents": [
+            {
+                "service": names.get(c.client_id, c.client_id),
+                "client_id": c.client_id,
+                "scope": c.scope.split(),
+                "granted_at": _iso(c.granted_at),
+            }
+            for c in consents
+        ],
+        "grants": [
+            {
+                "id": g.id,
+                "service": names.get(g.client_id, g.client_id),
+                "client_id": g.client_id,
+                "scope": g.scope.split(),
+                "acr": g.acr,
+                "amr": json.loads(g.amr or "[]"),
+                "created_at": _iso(g.created_at),
+                "revoked_at": _iso(g.revoked_at),
+                "revoked_reason": g.revoked_reason,
+            }
+            for g in grants
+        ],
+        # The cookie value is never stored; the digest and CSRF secret are not the citizen's data.
+        "sessions": [
+            {
+                "sid": s.sid,
+                "created_at": _iso(s.created_at),
+                "expires_at": _iso(s.expires_at),
+                "factors": sorted(json.loads(s.factors or "{}")),
+            }
+            for s in sessions
+        ],
+        "audit": [
+            {
+                "at": _iso(e.at),
+                "action": e.action,
+                "outcome": e.outcome,
+                "actor": e.actor,
+                "subject": e.subject,
+                "reason": e.reason,
+            }
+            for e in audit_entries(session, account_id)
+        ],
+    }
+    for hook in EXPORT_HOOKS:
+        for name, section in hook(session, account_id).items():
+            if name in data:
+                raise ValueError(f"export section {name!r} given twice")
+            data[name] = section
+    return data
+
+
+@dataclass(frozen=True)
+class Erasure:
+    pseudonym: str
+    sessions: int
+    grants: int
+    logout_notices: int
+    audit_entries: int
+
+
+def erase_account(
+    session: Session, keys: InstanceKeys, key_cache: KeyCache, *, issuer: str, account_id: str
+) -> Erasure:
+    """Erase an account (Art. 17) in the caller's transaction.
+
+    Order: notify services (back-channel logout for every browser session that holds a grant),
+    revoke the tokens, let other packages remove their data, pseudonymise the audit log (the hash
+    chain stays verifiable, db.audit), then delete the personal rows and the account.
+    """
+    grant_sids = set(
+        session.execute(
+            select(Grant.sid).where(Grant.account_id == account_id, Grant.sid.is_not(None))
+        ).scalars()
+    )
+    session_sids = set(
+        session.execute(select(LoginSession.sid).where(LoginSession.account_id == account_id)).scalars()
+    )
+    notices = 0
+    for sid in sorted(grant_sids | session_sids):
+        notices += backchannel.enqueue_for_session(
+            session, key_cache, issuer=issuer, sid=sid, subject_key=keys.subject
+        )
+    grant_ids = list(session.execute(select(Grant.id).where(Grant.account_id == account_id)).scalars())
+    if grant_ids:
+        from idp.oauth.server import revoke_grant
+
+        for gid in grant_ids:
+            revoke_grant(session, gid, "account deleted")
+        session.execute(delete(AuthorizationCode).where(AuthorizationCode.grant_id.in_(grant_ids)))
+        session.execute(delete(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)))
+    for hook in DELETE_HOOKS:
+        hook(session, account_id)
+    pseudonym = f"erased:{random_token(12)}"
+    entries = audit.pseudonymise(session, account_id, pseudonym)
+    session.execute(delete(Grant).where(Grant.account_id == account_id))
+    session.execute(delete(Consent).where(Consent.account_id == account_id))
+    session.execute(delete(EmailToken).where(EmailToken.account_id == account_id))
+    n_sessions = session.execute(delete(LoginSession).where(LoginSession.account_id == account_id))
+    session.execute(delete(Account).where(Account.id == account_id))
+    return Erasure(
+        pseudonym=pseudonym,
+        sessions=int(n_sessions.rowcount or 0),  # type: ignore[attr-defined]
+        grants=len(grant_ids),
+        logout_notices=notices,
+        audit_entries=entries,
+    )
