@@ -13,9 +13,9 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.idp.conftest import Browser, Idp, csrf, idp_factory, pkce_pair, query
+from tests.idp.conftest import Browser, Idp, csrf, idp, idp_factory, pkce_pair, query
 
-__all__ = ["idp_factory"]  # the provider fixture, shared with tests/idp
+__all__ = ["idp", "idp_factory"]  # the provider fixture, shared with tests/idp
 
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1:9/cb"

@@ -1,0 +1,171 @@
+"""The eID link: first use links, one account per eID, eID-only login, verified_claims only
+with the ``eid`` scope and consent, hostile callbacks refused without state change."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+
+from db import transaction
+from db.audit import AuditEvent
+from idp.config import LEVEL_HIGH
+from idp.eid_models import EidLink, EidPending
+from tests.idp.conftest import Browser, Idp, query
+from tests.stepup.conftest import PASSWORD, Rp, eid_confirm, post_form, walk
+
+
+def _service(idp: Idp, scope: str = "openid", **kw: Any) -> Rp:
+    cid, secret = idp.add_client(name="Bauamt", redirect_uris=["http://127.0.0.1:9/cb"], scope=scope, **kw)
+    return Rp(idp, cid, secret)
+
+
+def _audit(idp: Idp, action: str, outcome: str) -> list[Any]:
+    with transaction(idp.sessions()) as s:
+        return list(
+            s.execute(
+                select(AuditEvent).where(AuditEvent.action == action, AuditEvent.outcome == outcome)
+            ).scalars()
+        )
+
+
+def _count(idp: Idp, model: Any) -> int:
+    with transaction(idp.sessions()) as s:
+        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def test_pseudonym_of_another_account_is_refused_and_audited(eid_idp: Idp) -> None:
+    eid_idp.add_user("anna@example.org")
+    eid_idp.add_user("bert@example.org")
+    rp = _service(eid_idp, min_level=LEVEL_HIGH)
+    anna = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    steps, page = walk(anna, anna.follow(anna.get(url)), "anna@example.org", persona="erika")
+    assert steps == ["/login", "/login/eid"] and "code=" in page.headers["Location"]
+
+    bert = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    page = bert.login("bert@example.org", PASSWORD, bert.follow(bert.get(url)))
+    refused = eid_confirm(bert, page, persona="erika")  # Erika's card, Bert's account
+    assert refused.status_code == 403 and "SIMULATION" in refused.text
+    assert "pseudonym_linked_elsewhere" in refused.text
+    assert _count(eid_idp, EidLink) == 1
+    assert [r.reason for r in _audit(eid_idp, "eid.link", "denied")] == ["pseudonym_linked_elsewhere"]
+    # Bert's own card still works, and Bert's account cannot then take a second card.
+    again = bert.follow(bert.get(url))
+    assert again.url.startswith(f"{eid_idp.url}/login/eid")
+    ok = eid_confirm(bert, again, persona="max")
+    assert ok.status_code in (200, 302)
+    assert _count(eid_idp, EidLink) == 2
+    third = eid_confirm(
+        bert, bert.follow(bert.get(f"{eid_idp.url}/login/eid")), persona="custom", pseudonym="x1"
+    )
+    assert third.status_code == 403 and "account_linked_to_other_eid" in third.text
+
+
+def test_linked_eid_logs_in_alone_and_unlinked_eid_creates_no_account(eid_idp: Idp) -> None:
+    eid_idp.add_user("anna@example.org")
+    rp = _service(eid_idp, min_level=LEVEL_HIGH)
+    first = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    walk(first, first.follow(first.get(url)), "anna@example.org", persona="erika")
+
+    # A new browser, nobody logged in: Erika's card logs Anna in at high, no password.
+    fresh = Browser(eid_idp)
+    start = fresh.follow(fresh.get(f"{eid_idp.url}/login/eid"))
+    assert start.status_code == 200 and "SIMULATION" in start.text
+    done = eid_confirm(fresh, start, persona="erika")
+    assert done.url.rstrip("/").endswith("/account") or done.status_code == 200
+    url, verifier, _s = rp.authorize_url()
+    steps, page = walk(fresh, fresh.follow(fresh.get(url)), "never@used.example")
+    assert steps == []  # high already: the eID alone
+    claims = rp.claims(rp.redeem(page.headers["Location"], verifier)["id_token"])
+    assert claims["acr"] == LEVEL_HIGH and sorted(claims["amr"]) == ["mfa", "pin", "sc"]
+
+    # Someone else's unknown card, nobody logged in: no account is created.
+    stranger = Browser(eid_idp)
+    refused = eid_confirm(stranger, stranger.follow(stranger.get(f"{eid_idp.url}/login/eid")), persona="max")
+    assert refused.status_code == 403 and 'href="/login"' in refused.text
+    assert _count(eid_idp, EidLink) == 1
+    assert _audit(eid_idp, "login.eid", "denied")
+
+
+def test_verified_claims_only_with_eid_scope_and_consent_oidc4ida(eid_idp: Idp) -> None:
+    eid_idp.add_user("anna@example.org")
+    rp = _service(eid_idp, scope="openid eid", min_level=LEVEL_HIGH)
+    browser = Browser(eid_idp)
+    url, verifier, _s = rp.authorize_url(scope="openid")
+    _steps, page = walk(browser, browser.follow(browser.get(url)), "anna@example.org")
+    plain = rp.redeem(page.headers["Location"], verifier)
+    assert "verified_claims" not in rp.claims(plain["id_token"])
+
+    # Declining consent for the eid scope releases nothing.
+    url, _v, _state = rp.authorize_url(scope="openid eid")
+    page = browser.follow(browser.get(url))
+    assert "eid" in page.text and 'name="decision"' in page.text
+    denied = browser.consent(page, decision="deny")
+    assert query(denied.headers["Location"])["error"] == "access_denied"
+
+    url, verifier, _s = rp.authorize_url(scope="openid eid")
+    _steps, page = walk(browser, browser.follow(browser.get(url)), "anna@example.org")
+    token = rp.redeem(page.headers["Location"], verifier)
+    vc = rp.claims(token["id_token"])["verified_claims"]
+    assert vc["verification"]["trust_framework"] == "de_cityid_simulation"  # never "eidas" when simulated
+    assert vc["verification"]["assurance_level"] == "high"
+    assert vc["verification"]["evidence"][0]["record"]["source"]["name"] == "urn:cityid:eid:simulator"
+    assert vc["claims"]["family_name"] == "Mustermann" and vc["claims"]["place_of_birth"] == {
+        "locality": "Berlin"
+    }
+    info = requests.get(
+        f"{eid_idp.url}/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"}, timeout=10
+    ).json()
+    assert info["verified_claims"] == vc
+
+
+def test_hostile_callbacks_change_nothing(eid_idp: Idp) -> None:
+    eid_idp.add_user("anna@example.org")
+    browser = Browser(eid_idp)
+    page = browser.login("anna@example.org", PASSWORD, browser.follow(browser.get(f"{eid_idp.url}/login")))
+    start = browser.follow(browser.get(f"{eid_idp.url}/login/eid"))
+    sim = post_form(browser, start, {"eid": "start"})
+    state = re.search(r'name="state" value="([^"]+)"', sim.text).group(1)  # type: ignore[union-attr]
+    cb = f"{eid_idp.url}/login/eid/callback"
+    for bad in (
+        {"state": "forged", "persona": "erika"},
+        {"persona": "erika"},
+        {"state": state * 20, "persona": "erika"},
+        {"state": state, "persona": "erika", "x": "y" * 5000},
+    ):
+        assert browser.post(cb, bad).status_code == 400
+    assert _count(eid_idp, EidPending) == 1
+    # A refused answer (level too low) uses up the pending state.
+    low = browser.post(cb, {"state": state, "persona": "erika", "level": "low"})
+    assert low.status_code == 400 and "SIMULATION" in low.text
+    assert _count(eid_idp, EidPending) == 0
+    assert browser.post(cb, {"state": state, "persona": "erika"}).status_code == 400
+
+    # A verified answer completes only in the browser that started it (login CSRF).
+    sim = post_form(browser, browser.follow(browser.get(f"{eid_idp.url}/login/eid")), {"eid": "start"})
+    state = re.search(r'name="state" value="([^"]+)"', sim.text).group(1)  # type: ignore[union-attr]
+    answered = browser.post(cb, {"state": state, "persona": "erika"})
+    assert answered.status_code == 303
+    attacker = Browser(eid_idp)
+    assert attacker.get(eid_idp.url + answered.headers["Location"]).status_code == 400
+    assert browser.post(cb, {"state": state, "persona": "erika"}).status_code == 400  # callback once
+    assert _count(eid_idp, EidLink) == 0
+    assert browser.follow(browser.get(eid_idp.url + answered.headers["Location"])).status_code == 200
+    assert _count(eid_idp, EidLink) == 1
+    assert browser.get(eid_idp.url + answered.headers["Location"]).status_code == 400  # completion once
+    assert page.status_code == 200
+
+
+def test_eid_pages_are_absent_without_a_connector(idp: Idp) -> None:
+    assert requests.get(f"{idp.url}/login/eid", timeout=10).status_code == 404
+    assert requests.get(f"{idp.url}/login/eid/simulator", timeout=10).status_code == 404
+
+
+def test_simulator_named_but_not_enabled_offers_nothing(idp_factory: Any) -> None:
+    idp = idp_factory(eid_connector="simulator", eid_simulator_enabled=False)
+    assert requests.get(f"{idp.url}/login/eid", timeout=10).status_code == 404
