@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, insert, select, update
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, bindparam, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db import Base, utcnow
@@ -57,21 +57,23 @@ def _commitment(salt: str, actor: str, subject: str) -> str:
     return hashlib.sha256(f"{salt}\x00{actor}\x00{subject}".encode()).hexdigest()
 
 
-def _entry_hash(prev: str, ev: AuditEvent) -> str:
+def _entry_hash(
+    prev: str, at: dt.datetime, action: str, outcome: str, reason: str, details: str, party_commitment: str
+) -> str:
     body = json.dumps(
-        [
-            prev,
-            ev.at.isoformat(),
-            ev.action,
-            ev.outcome,
-            ev.reason,
-            ev.details,
-            ev.party_commitment,
-        ],
+        [prev, at.isoformat(), action, outcome, reason, details, party_commitment],
         separators=(",", ":"),
         ensure_ascii=False,
     )
     return hashlib.sha256(body.encode()).hexdigest()
+
+
+_HEAD = AuditHead.__table__
+_EVENT = AuditEvent.__table__
+# Built once: this runs on every audited request.
+_SELECT_HEAD = select(_HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()
+_INSERT_EVENT = insert(_EVENT).returning(_EVENT.c.seq)
+_UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("h"), last_seq=bindparam("s"))
 
 
 def record(
@@ -86,51 +88,39 @@ def record(
 ) -> str:
     """Append an audit entry in the caller's transaction (it commits or rolls back with it).
 
-    Returns the entry's hash. Written with Core statements: this is on every hot path.
+    Returns the entry's hash. Core statements built once: this is on every hot path.
     """
     if outcome not in ("success", "failure", "denied", "info"):
         raise ValueError(f"unknown audit outcome {outcome!r}")
-    head_t = AuditHead.__table__
-    event_t = AuditEvent.__table__
-    prev = session.execute(select(head_t.c.last_hash).where(head_t.c.id == 1).with_for_update()).scalar()
+    prev = session.execute(_SELECT_HEAD).scalar()
     if prev is None:
-        session.execute(insert(head_t).values(id=1, last_hash=GENESIS, last_seq=None))
+        session.execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
         prev = GENESIS
     actor, subject = actor[:200], subject[:200]
     salt = secrets.token_hex(16)
-    ev = AuditEvent(
-        at=utcnow(),
-        actor=actor,
-        action=action,
-        outcome=outcome,
-        subject=subject,
-        reason=reason,
-        details=json.dumps(dict(details or {}), sort_keys=True, default=str),
-        salt=salt,
-        party_commitment=_commitment(salt, actor, subject),
-        prev_hash=prev,
-    )
-    ev.hash = _entry_hash(prev, ev)
+    at = utcnow()
+    details_json = json.dumps(dict(details or {}), sort_keys=True, default=str)
+    commitment = _commitment(salt, actor, subject)
+    entry_hash = _entry_hash(prev, at, action, outcome, reason, details_json, commitment)
     seq = session.execute(
-        insert(event_t)
-        .values(
-            at=ev.at,
-            actor=actor,
-            action=action,
-            outcome=outcome,
-            subject=subject,
-            reason=reason,
-            details=ev.details,
-            salt=salt,
-            party_commitment=ev.party_commitment,
-            pseudonymised=False,
-            prev_hash=prev,
-            hash=ev.hash,
-        )
-        .returning(event_t.c.seq)
+        _INSERT_EVENT,
+        {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "outcome": outcome,
+            "subject": subject,
+            "reason": reason,
+            "details": details_json,
+            "salt": salt,
+            "party_commitment": commitment,
+            "pseudonymised": False,
+            "prev_hash": prev,
+            "hash": entry_hash,
+        },
     ).scalar_one()
-    session.execute(update(head_t).where(head_t.c.id == 1).values(last_hash=ev.hash, last_seq=seq))
-    return ev.hash
+    session.execute(_UPDATE_HEAD, {"h": entry_hash, "s": seq})
+    return entry_hash
 
 
 @dataclass(frozen=True)
@@ -153,7 +143,8 @@ def verify(session: Session) -> VerifyResult:
             ev.party_commitment, _commitment(ev.salt, ev.actor, ev.subject)
         ):
             return VerifyResult(False, count, ev.seq, "actor or subject changed")
-        if not hmac.compare_digest(ev.hash, _entry_hash(prev, ev)):
+        expected = _entry_hash(prev, ev.at, ev.action, ev.outcome, ev.reason, ev.details, ev.party_commitment)
+        if not hmac.compare_digest(ev.hash, expected):
             return VerifyResult(False, count, ev.seq, "entry content changed")
         prev = ev.hash
     head = session.get(AuditHead, 1)
