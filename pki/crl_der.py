@@ -35,36 +35,58 @@ def _tlv(tag: int, content: bytes) -> bytes:
     return bytes((tag,)) + _length(len(content)) + content
 
 
-def encode_time(when: dt.datetime) -> bytes:
-    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, Zulu."""
-    when = when.astimezone(dt.UTC)
-    if 1950 <= when.year < 2050:
-        return _tlv(0x17, when.strftime("%y%m%d%H%M%SZ").encode())
-    return _tlv(0x18, when.strftime("%Y%m%d%H%M%SZ").encode())
+def encode_time(when: dt.datetime | str) -> bytes:
+    """RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050; seconds, Zulu.
+
+    ``when`` is an aware datetime or the UTC text SQLite stores (``YYYY-MM-DD HH:MM:SS...``).
+    """
+    if isinstance(when, str):
+        if "1950" <= when < "2050":  # the common case, kept short: it runs per distinct second
+            return (
+                b"\x17\x0d"
+                + (
+                    when[2:4] + when[5:7] + when[8:10] + when[11:13] + when[14:16] + when[17:19] + "Z"
+                ).encode()
+            )
+        year = int(when[0:4])
+        digits = when[0:4] + when[5:7] + when[8:10] + when[11:13] + when[14:16] + when[17:19]
+    else:
+        when = when.astimezone(dt.UTC)
+        year = when.year
+        digits = when.strftime("%Y%m%d%H%M%S")
+    if 1950 <= year < 2050:
+        return _tlv(0x17, digits[2:].encode() + b"Z")
+    return _tlv(0x18, digits.encode() + b"Z")
 
 
-def encode_entries(entries: Iterable[tuple[int, dt.datetime, int | None]]) -> bytes:
-    """The ``revokedCertificates`` SEQUENCE for (serial, revocation date, reason code) triples.
+Entry = tuple[str, "dt.datetime | str", "int | None"]  # (serial hex, revocation date, reason)
+_SHORT = [bytes((n,)) for n in range(128)]
+
+
+def encode_entries(entries: Iterable[Entry]) -> bytes:
+    """The ``revokedCertificates`` SEQUENCE (RFC 5280 §5.1.2.6) for (serial hex, date, reason).
 
     A reason of ``None`` or 0 (unspecified) omits the reasonCode extension (RFC 5280 §5.3.1:
     the unspecified code SHOULD NOT be used).
     """
-    suffixes: dict[tuple[dt.datetime, int | None], bytes] = {}
+    suffixes: dict[tuple[dt.datetime | str, int | None], bytes] = {}
     parts: list[bytes] = []
     append = parts.append
-    for serial, when, reason in entries:
-        key = (when, reason)
-        suffix = suffixes.get(key)
+    short = _SHORT
+    for serial_hex, when, reason in entries:
+        suffix = suffixes.get((when, reason))
         if suffix is None:
             suffix = encode_time(when)
             if reason:
                 suffix += _REASON_EXT_PREFIX + bytes((reason,))
-            suffixes[key] = suffix
-        body = serial.to_bytes(serial.bit_length() // 8 + 1, "big")  # positive INTEGER, minimal
-        content = b"\x02" + _length(len(body)) + body + suffix
-        append(b"\x30" + _length(len(content)) + content)
-    joined = b"".join(parts)
-    return _tlv(0x30, joined)
+            suffixes[(when, reason)] = suffix
+        # RFC 5280 §4.1.2.2 / X.690 §8.3.2: minimal two's-complement, positive
+        body = bytes.fromhex(serial_hex).lstrip(b"\x00")
+        if not body or body[0] & 0x80:
+            body = b"\x00" + body
+        content = b"\x02" + short[len(body)] + body + suffix  # serial <= 21 octets: short form
+        append(b"\x30" + short[len(content)] + content)
+    return _tlv(0x30, b"".join(parts))
 
 
 def _elements(der: bytes) -> tuple[int, list[tuple[int, int]]]:
