@@ -1,0 +1,114 @@
+"""Session cookies, the back-channel logout outbox's retries, disabling an account."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sqlalchemy import select, update
+
+from db import transaction
+from idp.admin import disable_account
+from idp.models import Client, LogoutOutbox
+from idp.oauth.backchannel import deliver_due
+from tests.idp.conftest import Browser, Idp, csrf, free_port
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_session_cookie_is_httponly_samesite_lax_and_rotated_at_login(idp: Idp) -> None:
+    idp.add_user("ida@example.org")
+    b = Browser(idp)
+    page = b.get(f"{idp.url}/login")
+    before = b.http.cookies.get("cityid")
+    assert "HttpOnly" in page.headers["Set-Cookie"] and "SameSite=Lax" in page.headers["Set-Cookie"]
+    r = b.post(
+        f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "ida@example.org", "password": PASSWORD}
+    )
+    assert r.status_code == 302
+    assert b.http.cookies.get("cityid") != before  # OWASP: new session id at login
+    # loopback http in development: not Secure; https issuers get Secure + __Host- prefix
+    assert "Secure" not in r.headers["Set-Cookie"]
+
+
+def test_https_issuer_sets_secure_host_cookie_and_hsts(idp_factory: Any) -> None:
+    # The issuer (the public URL behind the TLS proxy) decides cookie and header policy.
+    idp = idp_factory(issuer="https://login.example.org")
+    r = idp.app.test_client().get("/login", base_url="https://login.example.org")
+    assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    cookie = r.headers["Set-Cookie"]
+    assert cookie.startswith("__Host-cityid=") and "Secure" in cookie and "Path=/" in cookie
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    fails_left = 1
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if _Flaky.fails_left > 0:
+            _Flaky.fails_left -= 1
+            self.send_response(503)
+        else:
+            _Flaky.received.append(body)
+            self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_backchannel_logout_is_retried_until_delivered(idp: Idp) -> None:
+    port = free_port()
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _Flaky)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with transaction(idp.sessions()) as s:
+            s.add(
+                LogoutOutbox(
+                    client_id="c",
+                    url=f"http://127.0.0.1:{port}/bc",
+                    logout_token="tok",
+                    next_attempt_at=dt.datetime.now(dt.UTC),
+                )
+            )
+        assert deliver_due(idp.sessions()) == 0  # 503: kept for later
+        with idp.sessions()() as s:
+            row = s.execute(select(LogoutOutbox)).scalar_one()
+            assert row.attempts == 1 and row.last_error == "HTTP 503" and row.delivered_at is None
+            assert row.next_attempt_at > dt.datetime.now(dt.UTC)
+        assert deliver_due(idp.sessions()) == 0  # not due yet: back-off
+        with transaction(idp.sessions()) as s:
+            s.execute(update(LogoutOutbox).values(next_attempt_at=dt.datetime.now(dt.UTC)))
+        assert deliver_due(idp.sessions()) == 1
+        assert _Flaky.received == [b"logout_token=tok"]
+    finally:
+        httpd.shutdown()
+
+
+def test_disabled_account_cannot_log_in_and_its_tokens_die(idp: Idp) -> None:
+    from tests.idp.conftest import pkce_pair
+    from tests.idp.test_bad_input import REDIRECT, get_code, token
+
+    cid, secret = idp.add_client(name="Svc", redirect_uris=[REDIRECT])
+    idp.add_user("eve@example.org")
+    verifier, ch = pkce_pair()
+    code = get_code(idp, cid, Browser(idp), ch)
+    tok = token(idp, cid, secret or "", code=code, code_verifier=verifier).json()
+    with transaction(idp.sessions()) as s:
+        assert disable_account(s, idp.keys, "eve@example.org") is not None
+        assert s.get(Client, cid) is not None
+    import requests
+
+    r = requests.get(
+        f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10
+    )
+    assert r.status_code == 401
+    b = Browser(idp)
+    page = b.get(f"{idp.url}/login")
+    r = b.post(
+        f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "eve@example.org", "password": PASSWORD}
+    )
+    assert r.status_code == 401
