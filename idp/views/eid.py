@@ -259,8 +259,8 @@ def start_page() -> Any:
 
 @bp.post("/login/eid")
 def start() -> Any:
+    conn = connector()  # before any database access: building it may fetch upstream metadata
     browser.check_csrf()
-    conn = connector()
     if conn is None:
         return _problem(
             404, _("eID login is not available"), _("This server does not offer login with the eID card.")
@@ -321,12 +321,18 @@ def callback() -> Any:
     state_key = _keys()[1]
     digest = eid_store.state_digest(state_key, state)
     sealer = runtime().keys.personal_data
-    found = eid_store.find_pending(uow.db(), sealer, digest)
+    # Read the pending state in its own short transaction: the connector may call the
+    # upstream (OIDC token request), and no database lock may be held meanwhile (SQLite).
+    with runtime().sessions() as peek:
+        found = eid_store.find_pending(peek, sealer, digest)
+        answered = found is not None and found[0].result_enc is not None
+        client_id = found[0].client_id if found is not None else None
+        peek.rollback()
     if found is None:
         return _refused_callback("unknown or expired state")
-    row, pending = found
-    if row.result_enc is not None:
+    if answered:
         return _refused_callback("callback already answered")  # single use
+    pending = found[1]
     conn = connector()
     if conn is None or conn.name != pending.connector:
         return _refused_callback(f"connector changed to {conn.name if conn else 'none'}")
@@ -338,10 +344,14 @@ def callback() -> Any:
             action="eid.verify",
             outcome="denied",
             actor="anonymous",
-            subject=row.client_id or "",
+            subject=client_id or "",
             reason=f"{exc.code}: {exc.detail}"[:300],
         )
         return _problem(400, _("eID check failed"), _(exc.description))
+    again = eid_store.find_pending(uow.db(), sealer, digest)
+    if again is None or again[0].result_enc is not None:
+        return _refused_callback("callback answered concurrently")  # single use, raced
+    row = again[0]
     eid_store.store_result(sealer, row, result)
     uow.record(
         action="eid.verify",
