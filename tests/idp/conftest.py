@@ -147,7 +147,8 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
 
     def start(**over: Any) -> Idp:
         port = free_port()
-        cfg = make_config(tmp_path / f"data{port}", db_url, f"http://127.0.0.1:{port}", **over)
+        issuer = over.pop("issuer", f"http://127.0.0.1:{port}")
+        cfg = make_config(tmp_path / f"data{port}", db_url, issuer, **over)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.db_url)
         with transaction(make_session_factory(engine)) as s:
