@@ -276,6 +276,22 @@ def authorize() -> Any:
                 reason="citizen declined",
             )
             return _error_redirect(AccessDeniedError(redirect_uri=redirect_uri))
+        if _pending_started(session) is None:  # the consent form was already answered (double submit)
+            uow.record(
+                action="consent.replay",
+                outcome="denied",
+                actor=account.id,
+                subject=client.client_id,
+                reason="consent form sent again",
+            )
+            return render_template(
+                "message.html",
+                title=_("This form was already sent"),
+                message=_(
+                    "We have already received your answer. To log in again, please start at the service."
+                ),
+                status="error",
+            ), 400
         row = uow.db().get(Consent, (account.id, client.client_id))
         if row is None:
             uow.db().add(Consent(account_id=account.id, client_id=client.client_id, scope=scope))
@@ -291,6 +307,7 @@ def authorize() -> Any:
     elif "consent" in prompts or _needs_consent(account.id, client, scope):
         if "none" in prompts:
             return _error_redirect(ConsentRequiredError(redirect_uri=redirect_uri))
+        _set_pending(started)  # the consent form answers this request once
         return render_template(
             "consent.html",
             client=client.row,

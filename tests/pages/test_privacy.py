@@ -1,0 +1,176 @@
+"""GDPR rights on the account page: export (Art. 15/20) and erasure (Art. 17)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from sqlalchemy import func, select
+
+from db import audit, transaction
+from db.audit import AuditEvent
+from idp import privacy
+from idp.models import Account, Consent, Grant, LoginSession, LogoutOutbox
+from idp.oauth.backchannel import EVENT, deliver_due
+from tests.idp.conftest import Browser, Idp, Receiver, csrf
+from tests.pages.helpers import PASSWORD, logged_in, sign_in_to_service
+
+REDIRECT = "http://127.0.0.1:9/cb"
+
+
+def count(idp: Idp, model: Any, *where: Any) -> int:
+    with transaction(idp.sessions()) as s:
+        return int(s.execute(select(func.count()).select_from(model).where(*where)).scalar_one())
+
+
+def test_export_holds_account_consents_grants_sessions_audit_and_hook_sections(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="Stadtbücherei", redirect_uris=[REDIRECT])
+    acct = idp.add_user("jonas@example.org")
+    b, page = logged_in(idp, "jonas@example.org")
+    sign_in_to_service(idp, b, cid, secret, REDIRECT, "jonas@example.org")
+
+    def devices(session: Any, account_id: str) -> dict[str, Any]:
+        return {"devices": [{"account": account_id, "name": "Telefon"}]}
+
+    privacy.EXPORT_HOOKS.append(devices)
+    try:
+        page = b.get(idp.url + "/account").text
+        r = b.post(idp.url + "/account/export", {"csrf_token": csrf(page)})
+    finally:
+        privacy.EXPORT_HOOKS.remove(devices)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.headers["Content-Disposition"].startswith("attachment;")
+    assert r.headers["Cache-Control"] == "no-store"
+    data = r.json()
+    assert data["format"] == "cityid-export/1"
+    assert data["account"]["id"] == acct and data["account"]["email"] == "jonas@example.org"
+    assert data["consents"][0]["service"] == "Stadtbücherei"
+    assert data["grants"][0]["client_id"] == cid and data["grants"][0]["amr"] == ["pwd"]
+    assert data["sessions"] and data["sessions"][0]["factors"] == ["pwd"]
+    actions = {e["action"] for e in data["audit"]}
+    assert {"account.create", "login.password", "consent.grant", "authorize.code"} <= actions
+    assert data["devices"] == [{"account": acct, "name": "Telefon"}]
+    text = json.dumps(data)
+    assert "password_hash" not in text and "argon2" not in text and "csrf" not in text
+    # the download itself is in the log
+    assert "data.export" in {
+        e["action"] for e in b.post(idp.url + "/account/export", {"csrf_token": csrf(page)}).json()["audit"]
+    }
+
+
+def test_export_needs_login_and_a_csrf_token(idp: Idp) -> None:
+    idp.add_user("ida@example.org")
+    b = Browser(idp)
+    r = b.post(idp.url + "/account/export", {"csrf_token": csrf(b.get(idp.url + "/login").text)})
+    assert r.status_code == 303 and r.headers["Location"] == "/login"
+    b, _page = logged_in(idp, "ida@example.org")
+    r = b.post(idp.url + "/account/export", {})
+    assert r.status_code == 400 and "application/json" not in r.headers["Content-Type"]
+
+
+def test_deletion_revokes_tokens_notifies_services_erases_data_and_pseudonymises_the_log(
+    idp: Idp, logout_receiver: Receiver
+) -> None:
+    cid, secret = idp.add_client(
+        name="Stadtbücherei", redirect_uris=[REDIRECT], backchannel_logout_uri=logout_receiver.url
+    )
+    acct = idp.add_user("karl@example.org")
+    other = idp.add_user("erika@example.org")
+    b, _ = logged_in(idp, "karl@example.org")
+    token = sign_in_to_service(idp, b, cid, secret, REDIRECT, "karl@example.org")
+    second, _ = logged_in(idp, "karl@example.org")  # a second browser (phone) is logged out too
+    logged_in(idp, "erika@example.org")
+    jwks = KeySet.import_key_set(requests.get(idp.url + "/jwks.json", timeout=10).json())
+    sub = jwt.decode(token["id_token"], jwks).claims["sub"]
+
+    removed: list[str] = []
+
+    def revoke_devices(session: Any, account_id: str) -> None:
+        removed.append(account_id)
+
+    page = b.get(idp.url + "/account/delete").text
+    assert 'name="password"' in page and 'name="confirm"' in page
+    privacy.DELETE_HOOKS.append(revoke_devices)
+    try:
+        r = b.post(
+            idp.url + "/account/delete", {"csrf_token": csrf(page), "password": PASSWORD, "confirm": "yes"}
+        )
+    finally:
+        privacy.DELETE_HOOKS.remove(revoke_devices)
+    assert r.status_code == 200 and "Ihr Konto wurde gelöscht" in r.text
+    assert removed == [acct]
+
+    # personal data gone; the other citizen untouched
+    assert count(idp, Account, Account.id == acct) == 0
+    for model in (Consent, Grant, LoginSession):
+        assert count(idp, model, model.account_id == acct) == 0
+    assert count(idp, Account, Account.id == other) == 1
+    assert count(idp, LoginSession, LoginSession.account_id == other) == 1
+    # the audit log no longer names the account, and the chain still verifies
+    assert count(idp, AuditEvent, (AuditEvent.actor == acct) | (AuditEvent.subject == acct)) == 0
+    with transaction(idp.sessions()) as s:
+        assert audit.verify(s).ok
+        last = s.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)).scalar_one()
+        assert last.action == "account.delete" and last.actor.startswith("erased:")
+        mine = s.execute(
+            select(AuditEvent.action).where(
+                (AuditEvent.actor == last.actor) | (AuditEvent.subject == last.actor)
+            )
+        ).scalars()
+        assert {"account.create", "login.password", "consent.grant"} <= set(mine)
+
+    # tokens are dead
+    intro = requests.post(
+        idp.url + "/introspect", auth=(cid, secret), data={"token": token["access_token"]}, timeout=10
+    ).json()
+    assert intro["active"] is False
+    refreshed = requests.post(
+        idp.url + "/token",
+        auth=(cid, secret),
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        timeout=10,
+    )
+    assert refreshed.status_code == 400
+    # the service hears of it by back-channel logout (OIDC Back-Channel Logout §2.5)
+    assert count(idp, LogoutOutbox) >= 1
+    assert deliver_due(idp.sessions()) >= 1
+    assert logout_receiver.event.wait(5)
+    claims = jwt.decode(logout_receiver.posts[0]["logout_token"][0], jwks).claims
+    assert claims["sub"] == sub and EVENT in claims["events"]
+    # both browsers are logged out, and the password no longer works
+    assert b.get(idp.url + "/account").headers["Location"] == "/login"
+    assert second.get(idp.url + "/account").headers["Location"] == "/login"
+    page = Browser(idp).get(idp.url + "/login")
+    r = Browser(idp).login("karl@example.org", PASSWORD, page)
+    assert r.status_code in (400, 401)
+
+
+def test_deletion_refused_with_wrong_password_missing_tick_or_csrf_changes_nothing(idp: Idp) -> None:
+    acct = idp.add_user("paul@example.org")
+    b, _ = logged_in(idp, "paul@example.org")
+    page = b.get(idp.url + "/account/delete").text
+    token = csrf(page)
+    cases = [
+        ({"csrf_token": token, "password": "wrong password!", "confirm": "yes"}, 401, "Passwort ist falsch"),
+        ({"csrf_token": token, "password": PASSWORD}, 400, "Kästchen"),
+        ({"csrf_token": token, "password": "x" * 5000, "confirm": "yes"}, 400, "zu lang"),
+        ({"password": PASSWORD, "confirm": "yes"}, 400, "Formular ist abgelaufen"),
+    ]
+    for form, status, text in cases:
+        r = b.post(idp.url + "/account/delete", form)
+        assert r.status_code == status and text in r.text, (form, r.status_code)
+    assert count(idp, Account, Account.id == acct) == 1
+    assert b.get(idp.url + "/account").status_code == 200
+    with transaction(idp.sessions()) as s:
+        refused = (
+            s.execute(
+                select(AuditEvent).where(AuditEvent.action == "account.delete", AuditEvent.actor == acct)
+            )
+            .scalars()
+            .all()
+        )
+        assert [e.outcome for e in refused] == ["denied"]
