@@ -145,9 +145,10 @@ def make_config(data_dir: Path, db_url: str, issuer: str, **over: Any) -> Config
 def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
     servers: list[Any] = []
 
-    def start(**over: Any) -> Idp:
+    def start(*, host: str = "127.0.0.1", **over: Any) -> Idp:
+        """``host``: the issuer's host name, e.g. ``localhost`` for WebAuthn (an IP is no RP ID)."""
         port = free_port()
-        issuer = over.pop("issuer", f"http://127.0.0.1:{port}")
+        issuer = over.pop("issuer", f"http://{host}:{port}")
         cfg = make_config(tmp_path / f"data{port}", db_url, issuer, **over)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.db_url)
