@@ -267,6 +267,49 @@ def client_show(data_dir: Path, client_id: str, as_json: bool) -> None:
     out(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
+@client.command("update")
+@data_dir_option
+@click.argument("client_id")
+@click.option(
+    "--min-level", type=click.Choice(["low", "substantial", "high", "none"]), help="none: no minimum"
+)
+@click.option(
+    "--scope-level",
+    "scope_levels",
+    multiple=True,
+    metavar="SCOPE=LEVEL",
+    help="replaces all per-scope levels, e.g. payment=substantial (give none=none to clear)",
+)
+@json_option
+def client_update(
+    data_dir: Path, client_id: str, min_level: str | None, scope_levels: tuple[str, ...], as_json: bool
+) -> None:
+    """Change a service's minimum level or per-scope levels."""
+    from idp.clients import ClientError, client_as_dict, update_client
+    from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
+
+    levels = {"low": LEVEL_LOW, "substantial": LEVEL_SUBSTANTIAL, "high": LEVEL_HIGH}
+    parsed: dict[str, str] | None = None
+    if scope_levels:
+        parsed = {}
+        for item in scope_levels:
+            sc, _, lv = item.partition("=")
+            if (sc, lv) == ("none", "none"):
+                continue
+            if not sc or lv not in levels:
+                fail(f"--scope-level {item}: level must be low, substantial or high", as_json, 2)
+            parsed[sc] = levels[lv]
+    minimum = None if min_level is None else levels.get(min_level, "")
+    try:
+        with session_for(data_dir, as_json) as (_cfg, s):
+            row = update_client(s, client_id, min_level=minimum, scope_levels=parsed)
+            data = client_as_dict(row)
+    except ClientError as exc:
+        fail(str(exc), as_json, 4 if str(exc).startswith("no client") else 2)
+    human = f"updated {client_id}: min_level={data['min_level']} scope_levels={data['scope_levels']}"
+    out(data, as_json, human)
+
+
 @client.command("remove")
 @data_dir_option
 @click.argument("client_id")

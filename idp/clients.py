@@ -146,6 +146,40 @@ def remove_client(session: Session, client_id: str, *, actor: str = "admin") -> 
     )
 
 
+def update_client(
+    session: Session,
+    client_id: str,
+    *,
+    min_level: str | None = None,
+    scope_levels: dict[str, str] | None = None,
+    actor: str = "admin",
+) -> Client:
+    """Change a client's minimum level and/or per-scope levels (acr URIs; ``""`` clears the
+    minimum). ``None`` leaves a setting as it is; ``scope_levels`` replaces the whole map."""
+    row = session.get(Client, client_id)
+    if row is None:
+        raise ClientError(f"no client {client_id}")
+    if min_level is not None and min_level and min_level not in LEVELS:
+        raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
+    for scope, level in (scope_levels or {}).items():
+        if level not in LEVELS:
+            raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
+    if min_level is not None:
+        row.min_level = min_level or None
+    if scope_levels is not None:
+        row.scope_levels = json.dumps(scope_levels)
+    audit.record(
+        session,
+        action="client.update",
+        outcome="success",
+        actor=actor,
+        subject=client_id,
+        reason="levels changed",
+        details={"min_level": row.min_level, "scope_levels": json.loads(row.scope_levels)},
+    )
+    return row
+
+
 def client_as_dict(c: Client) -> dict[str, object]:
     return {
         "client_id": c.client_id,
