@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from sqlalchemy import delete, insert, select
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,14 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha384": hashes.SHA384(),
     "sha512": hashes.SHA512(),
 }
+
+
+# The hot path: built once, so that a cache hit costs one compiled, cached SELECT.
+_CACHED = select(OCSP_CACHE.c.der, OCSP_CACHE.c.refresh_after).where(
+    OCSP_CACHE.c.issuer_id == bindparam("issuer_id"),
+    OCSP_CACHE.c.serial == bindparam("serial"),
+    OCSP_CACHE.c.hash_alg == bindparam("hash_alg"),
+)
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,7 @@ def respond(
     serial = serial_hex(question.serial) if 0 < question.serial < 2**160 else None
     if question.nonce is None and serial is not None:
         hit = session.execute(
-            select(OCSP_CACHE.c.der, OCSP_CACHE.c.refresh_after).where(
-                OCSP_CACHE.c.issuer_id == ca.id,
-                OCSP_CACHE.c.serial == serial,
-                OCSP_CACHE.c.hash_alg == question.algorithm,
-            )
+            _CACHED, {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}
         ).first()
         if hit is not None and now < hit.refresh_after:
             return OcspAnswer(
