@@ -98,24 +98,6 @@ class SmartcardConfig:
     apple_bundle_id: str = ""
     extra_android_roots_file: str = ""  # PEM; added to the shipped Google roots
     vendor_roots: bool = True  # trust the shipped Google / Apple roots
-    challenge_ttl_seconds: int = 300
-    allow_software_keys: bool = True  # enrolled at most at *low*
-    renew_before_days: int = 30
-    renew_requires_attestation: bool = False
-    certificate_validity_days: int = 0  # 0: the device-auth profile's default
-
-
-@dataclass(frozen=True)
-class SmartcardConfig:
-    """Virtual smartcards (``[smartcard]``, ``CITYID_SMARTCARD_<KEY>``): the city app's identity,
-    extra attestation trust anchors (e.g. a TEST root: never trusted unless configured here)."""
-
-    android_package: str = ""
-    android_signing_digests: str = ""  # comma-separated hex SHA-256 of the APK signing certs
-    apple_team_id: str = ""
-    apple_bundle_id: str = ""
-    extra_android_roots_file: str = ""  # PEM; added to the shipped Google roots
-    vendor_roots: bool = True  # trust the shipped Google / Apple roots
     android_revocation_list_file: str = ""  # Google's attestation status list (JSON), kept fresh by cron
     challenge_ttl_seconds: int = 300
     allow_software_keys: bool = True  # enrolled at most at *low*
@@ -150,7 +132,6 @@ class Config:
     branding: BrandingConfig = field(default_factory=BrandingConfig)
     ca: CaConfig = field(default_factory=CaConfig)
     eid: EidConfig = field(default_factory=EidConfig)
-    smartcard: SmartcardConfig = field(default_factory=SmartcardConfig)
     smartcard: SmartcardConfig = field(default_factory=SmartcardConfig)
     webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
 
