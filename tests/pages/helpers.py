@@ -51,3 +51,14 @@ def form_action(html: str, contains: str) -> str:
 
 def post_form(b: Browser, page_html: str, action: str, **fields: str) -> requests.Response:
     return b.post(b.idp.url + action, {"csrf_token": csrf(page_html), **fields})
+
+
+def init_ca(idp: Idp) -> None:
+    """Create the instance's CA, as `cityid init` does: deleting an account revokes its devices'
+    certificates (a DELETE_HOOK of the smartcard package), which needs the CA."""
+    import pki
+    from db import transaction
+
+    cfg = idp.config
+    with transaction(idp.sessions()) as s:
+        pki.init_ca(s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer)

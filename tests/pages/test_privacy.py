@@ -16,7 +16,7 @@ from idp import privacy
 from idp.models import Account, Consent, Grant, LoginSession, LogoutOutbox
 from idp.oauth.backchannel import EVENT, deliver_due
 from tests.idp.conftest import Browser, Idp, Receiver, csrf
-from tests.pages.helpers import PASSWORD, logged_in, sign_in_to_service
+from tests.pages.helpers import PASSWORD, init_ca, logged_in, sign_in_to_service
 
 REDIRECT = "http://127.0.0.1:9/cb"
 
@@ -33,7 +33,7 @@ def test_export_holds_account_consents_grants_sessions_audit_and_hook_sections(i
     sign_in_to_service(idp, b, cid, secret, REDIRECT, "jonas@example.org")
 
     def devices(session: Any, account_id: str) -> dict[str, Any]:
-        return {"devices": [{"account": account_id, "name": "Telefon"}]}
+        return {"example_package": [{"account": account_id, "name": "Telefon"}]}
 
     privacy.EXPORT_HOOKS.append(devices)
     try:
@@ -53,7 +53,7 @@ def test_export_holds_account_consents_grants_sessions_audit_and_hook_sections(i
     assert data["sessions"] and data["sessions"][0]["factors"] == ["pwd"]
     actions = {e["action"] for e in data["audit"]}
     assert {"account.create", "login.password", "consent.grant", "authorize.code"} <= actions
-    assert data["devices"] == [{"account": acct, "name": "Telefon"}]
+    assert data["example_package"] == [{"account": acct, "name": "Telefon"}]
     text = json.dumps(data)
     assert "password_hash" not in text and "argon2" not in text and "csrf" not in text
     # the download itself is in the log
@@ -78,6 +78,7 @@ def test_deletion_revokes_tokens_notifies_services_erases_data_and_pseudonymises
     cid, secret = idp.add_client(
         name="Stadtbücherei", redirect_uris=[REDIRECT], backchannel_logout_uri=logout_receiver.url
     )
+    init_ca(idp)
     acct = idp.add_user("karl@example.org")
     other = idp.add_user("erika@example.org")
     b, _ = logged_in(idp, "karl@example.org")
