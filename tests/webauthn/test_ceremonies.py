@@ -331,3 +331,14 @@ def test_rp_id_must_be_a_suffix_of_the_origin():
         wa.WebAuthnSettings(
             rp_id="stadt.de", rp_name="x", origins=frozenset({"https://evil.de"}), formats=frozenset()
         )
+
+
+def test_privacy_hooks_export_without_key_material_and_erase(db_session, settings, alice, registered):
+    import idp.views.webauthn  # noqa: F401 - registers the hooks
+    from idp import privacy
+
+    assert wa.export_credentials in privacy.EXPORT_HOOKS and wa.delete_credentials in privacy.DELETE_HOOKS
+    (entry,) = wa.export_credentials(db_session, alice.account_id)["security_keys"]
+    assert entry["max_level"] == "substantial" and "public_key" not in entry
+    wa.delete_credentials(db_session, alice.account_id)
+    assert wa.list_credentials(db_session, alice.account_id) == []
