@@ -27,6 +27,23 @@ bp = Blueprint("account", __name__)
 
 ACCOUNT_LINKS: list[Callable[[], tuple[str, str] | None]] = []
 SECURITY_LOG_SIZE = 20
+# Steps inside a flow, not something the citizen did or needs to see in the security log.
+BOOKKEEPING = frozenset(
+    {
+        "authorize.step",
+        "authorize.error",
+        "csrf.reject",
+        "token.issue",
+        "token.refuse",
+        "resource.refuse",
+        "logout.backchannel",
+        "smartcard.challenge",
+        "smartcard.login_challenge",
+        "webauthn.register_begin",
+        "eid.start",
+        "eid.complete",
+    }
+)
 CITY_TZ = ZoneInfo("Europe/Berlin")
 
 
@@ -54,16 +71,33 @@ def _event_label(action: str, outcome: str) -> str:
         "account.delete": _("Account deletion refused") if not ok else _("Account deleted"),
         "account.register_existing": _("Registration attempted with your address"),
         "authorize.code": _("Signed in to a service"),
+        "account.disable": _("Account disabled"),
+        "token.revoke": _("Access of a service ended"),
+        "token.family_revoked": _("Access of a service ended for your protection"),
+        "smartcard.enroll": _("Device registered"),
+        "smartcard.renew": _("Device certificate renewed"),
+        "smartcard.approve": _("Login confirmed on your device") if ok else _("Login on your device refused"),
+        "smartcard.device_rename": _("Device renamed"),
+        "smartcard.device_remove": _("Device removed"),
+        "pki.certificate.issue": _("Device certificate issued"),
+        "pki.certificate.revoke": _("Device certificate revoked"),
+        "webauthn.register": _("Security key registered"),
+        "webauthn.authenticate": _("Logged in with security key") if ok else _("Failed login attempt"),
+        "webauthn.rename": _("Security key renamed"),
+        "webauthn.remove": _("Security key removed"),
+        "eid.link": _("ID card linked"),
+        "eid.verify": _("Identity confirmed with ID card") if ok else _("ID card check failed"),
+        "login.eid": _("Logged in with ID card"),
     }
     if action in labels:
         return labels[action]
     if action.startswith("login."):
         return _("Logged in with a further factor") if ok else _("Failed login attempt")
-    if action.startswith(("device", "smartcard", "webauthn", "cert")):
+    if action.startswith(("device", "smartcard", "webauthn", "pki.")):
         return _("Device: %(event)s", event=action)
     if action.startswith("eid"):
         return _("ID card: %(event)s", event=action)
-    return action
+    return _("Other event: %(event)s", event=action)
 
 
 def security_log(account_id: str) -> list[dict[str, Any]]:
@@ -71,8 +105,8 @@ def security_log(account_id: str) -> list[dict[str, Any]]:
     names = {c.client_id: c.name for c in uow.db().execute(select(Client)).scalars()}
     rows = []
     for e in audit_entries(uow.db(), account_id, limit=SECURITY_LOG_SIZE):
-        if e.action in ("authorize.step", "csrf.reject"):
-            continue  # flow bookkeeping, not something the citizen did
+        if e.action in BOOKKEEPING:
+            continue
         service = names.get(e.subject) if e.subject != account_id else None
         rows.append(
             {

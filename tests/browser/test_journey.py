@@ -63,8 +63,8 @@ def keyboard_login(page: Any, email: str, password: str) -> None:
     type_into(page, "#email", email)
     type_into(page, "#password", password)
     tab_to(page, "form button[type=submit]")
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
 
 
 def test_citizen_journey_by_keyboard(
@@ -81,15 +81,16 @@ def test_citizen_journey_by_keyboard(
 
     # No account yet: register, by keyboard.
     tab_to(page, "a[href='/register']")
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url("**/register")
     check(page, "02-register-de")
     type_into(page, "#email", "lotte@example.org")
     type_into(page, "#password", PASSWORD)
     type_into(page, "#password2", PASSWORD)
     tab_to(page, "form button[type=submit]")
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert h1(page) == "Bitte sehen Sie in Ihr Postfach"
     check(page, "03-check-inbox-de")
 
@@ -101,7 +102,8 @@ def test_citizen_journey_by_keyboard(
     assert h1(page) == "E-Mail-Adresse bestätigt"
     check(page, "04-email-confirmed-de")
     tab_to(page, "a.button[href='/login']")
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url("**/login")
 
     # Log in -> the waiting sign-in continues to the consent page.
@@ -141,7 +143,8 @@ def test_citizen_journey_by_keyboard(
 
     # Language switch, by keyboard: the same page in English, remembered.
     tab_to(page, "a[hreflang=en]")
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url("**/account")
     assert h1(page) == "My account" and page.locator("html").get_attribute("lang") == "en"
     check(page, "08-account-en")
@@ -151,8 +154,8 @@ def test_citizen_journey_by_keyboard(
     # Log out, by keyboard.
     page.goto(idp.url + "/account")
     tab_to(page, "form.logout button")
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert h1(page) == "You are logged out"
     check(page, "09-logged-out-en")
     page.go_back()  # the back button shows no account page
@@ -164,7 +167,8 @@ def test_citizen_journey_by_keyboard(
     keyboard_login(page, "lotte@example.org", PASSWORD)
     assert h1(page) == "Mein Konto"
     tab_to(page, "a[href='/account/delete']")
-    page.keyboard.press("Enter")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     page.wait_for_url("**/account/delete")
     check(page, "10-delete-de")
     type_into(page, "#password", PASSWORD)
@@ -172,8 +176,8 @@ def test_citizen_journey_by_keyboard(
     page.keyboard.press("Space")
     assert page.locator("#confirm").is_checked()
     tab_to(page, "button.danger")
-    page.keyboard.press("Enter")
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert h1(page) == "Ihr Konto wurde gelöscht"
     check(page, "11-deleted-de")
 
