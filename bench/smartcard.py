@@ -1,0 +1,234 @@
+"""Virtual smartcard rates on one pinned core, in one process (JSON on stdout).
+
+- enrolments/s: challenge + CSR proof of possession + Android key attestation (TEST root, 3
+  certificates) + policy + ``device-auth`` issuance (two commits, file key) + device row.
+- PKI-2FA verifications/s: ``smartcard.authenticate.approve`` — device proof (JWS, x5c), path
+  validation to our root, status from the database, challenge, binding data, commit.
+- DPoP resource requests/s: ``GET /api/demo/resource`` through the WSGI app in process (no
+  socket, no HTTP parsing: the server's own work), each with a fresh DPoP proof (RFC 9449).
+
+Client-side work (making keys, CSRs, evidence, proofs) is done before the clock starts.
+Usage: .venv/bin/python bench/smartcard.py [--n 300] [--db-url URL]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/token.py shadows the stdlib `token` module: keep bench/ off the import path.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
+sys.path.insert(0, os.path.dirname(_here))
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import secrets
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--db-url", default="")
+    args = p.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    import pki
+    from attestation import AndroidApp, AndroidKeyEvidence, RevocationList, TrustStore
+    from db import make_engine, make_session_factory, transaction, utcnow
+    from db.migrate import upgrade
+    from idp.accounts import create_account
+    from idp.app import create_app
+    from idp.clients import ClientSpec, add_client
+    from idp.config import Config
+    from idp.instance import InstanceKeys
+    from idp.keys import ensure_keys
+    from policies import Level
+    from smartcard import authenticate, challenges
+    from smartcard.enroll import EnrolRequest, enrol
+    from smartcard.evidence import make_android_key_attestation, make_test_root
+    from smartcard.models import ENROL
+    from smartcard.settings import SmartcardSettings
+    from smartcard.softtoken import DpopSigner, SoftToken
+
+    tmp = Path(tempfile.mkdtemp(prefix="cityid-bench-sc-"))
+    cfg = Config(
+        data_dir=tmp,
+        database_url=args.db_url,
+        issuer="https://bench.invalid",
+        secret_key=secrets.token_urlsafe(32),
+        key_passphrase=secrets.token_urlsafe(32),
+        dpop_require_nonce=True,
+    )
+    engine = make_engine(cfg.db_url)
+    upgrade(engine)
+    sessions = make_session_factory(engine)
+    keys = InstanceKeys.from_config(cfg)
+    with transaction(sessions) as s:
+        ensure_keys(s, cfg.key_passphrase)
+        store = pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase)
+        pki.init_ca(s, cfg.ca, store, cfg.issuer)
+        account = create_account(
+            s, keys, "bench@example.org", "correct horse battery staple", verified=True
+        ).id
+    with sessions() as s:
+        ca = pki.load_ca(s, cfg.ca, store, cfg.issuer)
+
+    root = make_test_root()
+    digest = hashlib.sha256(b"bench app").digest()
+    settings = SmartcardSettings(
+        trust=TrustStore.of(
+            google_roots=[root.certificate],
+            android_revocations=RevocationList.from_json(b'{"entries": {}}', fetched_at=utcnow()),
+        ),
+        apps=(AndroidApp("de.musterstadt.cityapp", frozenset({digest})),),
+    )
+    from smartcard.evidence import make_intermediate
+
+    batch = make_intermediate(root, "TEE")
+    n = args.n
+    result: dict[str, Any] = {"n": n, "database": cfg.db_url.split(":")[0], "core": 0}
+
+    # ---- enrolments: prepare client side (keys, CSRs, evidence bound to fresh challenges)
+    prepared = []
+    with transaction(sessions) as s:
+        for _ in range(n):
+            issued, _row = challenges.create(
+                s, purpose=ENROL, account_id=account, ttl=dt.timedelta(minutes=30), now=utcnow()
+            )
+            key = ec.generate_private_key(ec.SECP256R1())
+            token = SoftToken(tmp, {"server": cfg.issuer}, key)
+            chain = make_android_key_attestation(
+                key.public_key(),
+                challenges.b64url_decode(issued.value, "c"),
+                "de.musterstadt.cityapp",
+                digest,
+                root=root,
+                intermediates=[batch],
+            )
+            prepared.append((issued.value, token, AndroidKeyEvidence(tuple(chain))))
+    tokens = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for value, token, evidence in prepared:
+        with sessions() as s:
+            r = enrol(
+                s,
+                ca,
+                settings,
+                EnrolRequest(account, value, token.csr(), evidence, "bench"),
+                now=utcnow(),
+            )
+            s.commit()
+        token.state["certificate"] = r.certificate_pem.decode()
+        tokens.append(token)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert r.max_level == Level.SUBSTANTIAL
+    # CSR creation is client work inside the loop above: measure it and take it out
+    c1 = time.perf_counter()
+    for _v, token, _e in prepared[:50]:
+        token.csr()
+    csr_cost = (time.perf_counter() - c1) / 50
+    result["enrolments_per_s"] = round(n / (wall - n * csr_cost), 1)
+    result["enrolments_per_s_cpu"] = round(n / (cpu - n * csr_cost), 1)
+
+    # ---- PKI-2FA verifications: one pending challenge and one signed answer each
+    url = f"{cfg.issuer}/api/smartcard/approve"
+    answers = []
+    with transaction(sessions) as s:
+        for i in range(n):
+            login = authenticate.start(
+                s,
+                settings,
+                account_id=account,
+                session_sid=f"bench-{i}",
+                service_name="Bench",
+                amount=None,
+                level=Level.SUBSTANTIAL,
+                now=utcnow(),
+            )
+            del login
+        items = authenticate.pending_for(s, "", account, utcnow())
+    for i, item in enumerate(items[:n]):
+        token = tokens[i % len(tokens)]
+        answers.append(
+            token.proof(
+                "POST",
+                url,
+                challenge=item.challenge,
+                binding_code=item.binding_code,
+                service_name=item.service_name,
+                amount=None,
+                decision="approve",
+            )
+        )
+    t0, c0 = time.perf_counter(), time.process_time()
+    for proof in answers:
+        with sessions() as s:
+            authenticate.approve(s, ca, settings, proof, url=url, now=utcnow())
+            s.commit()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    result["pki2fa_verifications_per_s"] = round(len(answers) / wall, 1)
+    result["pki2fa_verifications_per_s_cpu"] = round(len(answers) / cpu, 1)
+
+    # ---- DPoP-protected resource through the WSGI app
+    app = create_app(dataclasses.replace(cfg))
+    with transaction(sessions) as s:
+        row, secret = add_client(
+            s, keys, ClientSpec(name="bench", grant_types=["client_credentials"], scope="read")
+        )
+        cid = row.client_id
+    http = app.test_client()
+    dpop = DpopSigner()
+    token_url = f"{cfg.issuer}/token"
+    data = {"grant_type": "client_credentials", "scope": "read"}
+    resp = http.post(
+        "/token",
+        base_url=cfg.issuer,
+        data=data,
+        headers={"DPoP": dpop.proof("POST", token_url)},
+        auth=(cid, secret),
+    )
+    dpop.nonce = resp.headers.get("DPoP-Nonce")
+    resp = http.post(
+        "/token",
+        base_url=cfg.issuer,
+        data=data,
+        headers={"DPoP": dpop.proof("POST", token_url)},
+        auth=(cid, secret),
+    )
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    at = resp.get_json()["access_token"]
+    res_url = f"{cfg.issuer}/api/demo/resource"
+    m = n * 5
+    proofs = [dpop.proof("GET", res_url, at) for _ in range(m)]
+    t0, c0 = time.perf_counter(), time.process_time()
+    for pr in proofs:
+        r2 = http.get(
+            "/api/demo/resource", base_url=cfg.issuer, headers={"Authorization": f"DPoP {at}", "DPoP": pr}
+        )
+        assert r2.status_code == 200, r2.get_data(as_text=True)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    result["dpop_resource_requests_per_s"] = round(m / wall, 1)
+    result["dpop_resource_requests_per_s_cpu"] = round(m / cpu, 1)
+    result["dpop_note"] = "in-process WSGI (Flask test client): server work only, no socket/HTTP parsing"
+    result["targets"] = {
+        "enrolments_per_s": 300,
+        "pki2fa_verifications_per_s": 1000,
+        "dpop_resource_requests_per_s": 1500,
+    }
+    engine.dispose()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
