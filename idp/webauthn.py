@@ -142,6 +142,13 @@ class SignCountRegression(WebAuthnError):
     status = 403
 
 
+class StepUpRequired(WebAuthnError):
+    """Adding a key next to one that reaches substantial needs that level in the session."""
+
+    error = "step_up_required"
+    status = 403
+
+
 class AttestationRefused(WebAuthnError):
     error = "attestation_refused"
 
@@ -307,6 +314,13 @@ def _credentials(session: Session, account_id: str) -> list[WebAuthnCredential]:
             .order_by(WebAuthnCredential.created_at)
         ).scalars()
     )
+
+
+def _cose_map(stored: bytes) -> dict[int, Any]:
+    value = cbor.decode(stored)
+    if not isinstance(value, dict):
+        raise ValueError("stored public key is not a COSE map")
+    return value
 
 
 def _descriptor(row: WebAuthnCredential) -> PublicKeyCredentialDescriptor:
@@ -505,7 +519,9 @@ def finish_registration(
 ) -> Registered:
     """Verify a registration (WebAuthn L2 §7.1) and store the credential."""
     try:
-        reg = RegistrationResponse.from_dict(response)  # type: ignore[arg-type]
+        if not isinstance(response, Mapping):
+            raise TypeError(type(response).__name__)
+        reg = RegistrationResponse.from_dict(response)
         client_data = reg.response.client_data
         att = reg.response.attestation_object
         auth_data = att.auth_data
@@ -626,7 +642,9 @@ def finish_authentication(
 ) -> Authenticated:
     """Verify an assertion (WebAuthn L2 §7.2) by one of the account's credentials."""
     try:
-        auth = AuthenticationResponse.from_dict(response)  # type: ignore[arg-type]
+        if not isinstance(response, Mapping):
+            raise TypeError(type(response).__name__)
+        auth = AuthenticationResponse.from_dict(response)
         client_data = auth.response.client_data
         auth_data = auth.response.authenticator_data
         raw_id = bytes(auth.raw_id)
@@ -662,7 +680,7 @@ def finish_authentication(
         raise CredentialNotAllowed("This security key belongs to another account.", "userHandle differs")
     # WebAuthn L2 §7.2 steps 18-20: the signature over authenticatorData || hash(clientData)
     stored = AttestedCredentialData.create(
-        bytes.fromhex(row.aaguid), row.credential_id, CoseKey.parse(cbor.decode(row.public_key))
+        bytes.fromhex(row.aaguid), row.credential_id, CoseKey.parse(_cose_map(row.public_key))
     )
     try:
         _server(settings).authenticate_complete(state, [stored], auth)

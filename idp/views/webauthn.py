@@ -150,8 +150,15 @@ def _holds_substantial_device() -> bool:
 
 def _account_reaches_substantial_by_device(account: Account) -> bool:
     facts = levels.account_facts(uow.db(), account)
-    keys = (*facts.devices, *facts.webauthn)
-    return any(k.max_level is not None and k.max_level >= Level.SUBSTANTIAL for k in keys)
+    levels_ = [d.max_level for d in facts.devices] + [w.max_level for w in facts.webauthn]
+    return any(level is not None and level >= Level.SUBSTANTIAL for level in levels_)
+
+
+def _step_up_required() -> wa.StepUpRequired:
+    return wa.StepUpRequired(
+        _("To add another security key, first confirm with one you already have."),
+        "account has a device key reaching substantial; this session does not hold that level",
+    )
 
 
 # --------------------------------------------------------------------------- registration
@@ -166,12 +173,7 @@ def register_begin() -> Any:
     # A password alone must not add a second factor next to an existing one: with a key that
     # reaches substantial, adding another needs that level in this session (docs/webauthn.md).
     if _account_reaches_substantial_by_device(account) and not _holds_substantial_device():
-        exc = wa.WebAuthnError(
-            "To add another security key, first confirm with one you already have.",
-            "step-up needed: account has a substantial device key, session does not hold it",
-        )
-        exc.error, exc.status = "step_up_required", 403
-        return _refuse("webauthn.register", account, exc)
+        return _refuse("webauthn.register", account, _step_up_required())
     try:
         options = wa.begin_registration(
             uow.db(),
@@ -200,9 +202,7 @@ def register_finish() -> Any:
     credential = body.get("credential")
     name = wa.clean_name(body.get("name"), _("Security key"))
     if _account_reaches_substantial_by_device(account) and not _holds_substantial_device():
-        exc = wa.WebAuthnError("To add another security key, first confirm with one you already have.")
-        exc.error, exc.status = "step_up_required", 403
-        return _refuse("webauthn.register", account, exc, credential)
+        return _refuse("webauthn.register", account, _step_up_required(), credential)
     try:
         done = wa.finish_registration(
             uow.db(),
