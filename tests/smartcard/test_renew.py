@@ -1,0 +1,44 @@
+"""Renewal before expiry, asked for with the current key; the old certificate is superseded."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import pytest
+
+from smartcard.softtoken import DeviceApiError
+from tests.smartcard.conftest import World, enrolled
+
+
+def _open_renewal_window(world: World) -> None:
+    holder = world.idp.app.extensions["cityid.smartcard"]
+    holder["settings"] = dataclasses.replace(holder["settings"], renew_before=dt.timedelta(days=3650))
+
+
+def test_renewal_is_refused_long_before_expiry(world: World) -> None:
+    _browser, device = enrolled(world, "rita@example.org")
+    with pytest.raises(DeviceApiError) as exc:
+        device.renew()
+    assert exc.value.error == "renewal_not_allowed"
+    assert any(r.reason == "renewal_not_allowed" for r in world.audit("smartcard.renew", "denied"))
+
+
+def test_renewal_same_key_keeps_level_and_supersedes_old_certificate(world: World) -> None:
+    _browser, device = enrolled(world, "rolf@example.org")
+    old = device.token.state["certificate"]
+    _open_renewal_window(world)
+    result = device.renew()
+    assert result["max_level"] == "substantial" and device.token.state["certificate"] != old
+    assert device.pending() == []  # the new certificate is accepted
+    device.token.state["certificate"] = old
+    with pytest.raises(DeviceApiError) as exc:
+        device.pending()
+    assert exc.value.error == "certificate_revoked"  # superseded
+
+
+def test_renewal_with_new_key_needs_attestation_or_drops_to_low(world: World) -> None:
+    _browser, device = enrolled(world, "rosa@example.org")
+    _open_renewal_window(world)
+    assert device.renew(new_key=True)["max_level"] == "low"
+    assert device.renew(new_key=True, attestation=world.profile())["max_level"] == "substantial"
