@@ -168,5 +168,7 @@ def test_register_enrol_substantial_login_dpop_resource_then_removal_refuses(wor
     # the account has no device left: substantial can no longer be reached
     page, _ = rp_authorize(world, browser, claims=claims_req)
     assert page.status_code in (302, 303)
-    assert query(page.headers["Location"]).get("error") == "unmet_authentication_requirements", page.headers["Location"]
+    assert query(page.headers["Location"]).get("error") == "unmet_authentication_requirements", page.headers[
+        "Location"
+    ]
     assert world.audit("smartcard.pending", "denied")
