@@ -46,7 +46,7 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/cityid demo --data-dir ./.cityid-data
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps translations
 	$(BIN)/ruff check .
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
 	$(BIN)/pytest -n 2 --dist loadgroup

@@ -1,4 +1,7 @@
-"""Real Chromium (Debian's, headless) through Playwright, one browser for the whole session.
+"""Real Chromium (Debian's, headless) through Playwright, one browser per test module.
+
+Module scope, not session scope: other browser suites in the same xdist group (tests/webauthn)
+start their own Playwright, and two sync Playwright instances cannot run in one thread at once.
 
 These tests never skip: without /usr/bin/chromium or axe-core they fail and say what to install.
 """
@@ -41,7 +44,7 @@ PHONE = {"width": 390, "height": 844}  # phones first
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make system-deps` (apt-get install chromium)")
