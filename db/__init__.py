@@ -119,7 +119,13 @@ def import_all_models() -> None:
 
     from db import audit  # noqa: F401
 
-    for name in ("idp.models", "pki.models", "smartcard.models"):
+    for name in (
+        "idp.models",
+        "idp.eid_models",
+        "idp.webauthn_models",
+        "pki.models",
+        "smartcard.models",
+    ):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a package without tables yet

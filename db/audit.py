@@ -15,9 +15,20 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, bindparam, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    Text,
+    bindparam,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db import Base, utcnow
@@ -68,8 +79,8 @@ def _entry_hash(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-_HEAD = AuditHead.__table__
-_EVENT = AuditEvent.__table__
+_HEAD = cast(Table, AuditHead.__table__)
+_EVENT = cast(Table, AuditEvent.__table__)
 # Built once: this runs on every audited request.
 _SELECT_HEAD = select(_HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()
 _INSERT_EVENT = insert(_EVENT).returning(_EVENT.c.seq)
