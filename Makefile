@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 
 translations: $(BIN)/python
 	@if ls idp/translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
-		$(BIN)/pybabel compile -q -d idp/translations; fi
+		$(BIN)/pybabel compile -d idp/translations >/dev/null; fi
 
 # Citizen-page texts: `make messages` after adding or changing any _() text, then translate the
 # new entries in idp/translations/de/LC_MESSAGES/messages.po (tests/pages/test_i18n.py insists).
