@@ -84,7 +84,9 @@ def settings_from_config() -> SmartcardSettings:
         fetched = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
         revocations = RevocationList.from_json(path.read_bytes(), fetched_at=fetched)
     return SmartcardSettings(
-        trust=TrustStore.of(google_roots=google, apple_app_attest_roots=apple, android_revocations=revocations),
+        trust=TrustStore.of(
+            google_roots=google, apple_app_attest_roots=apple, android_revocations=revocations
+        ),
         apps=tuple(apps),
         challenge_ttl=dt.timedelta(seconds=sc.challenge_ttl_seconds),
         auth_ttl=dt.timedelta(seconds=sc.challenge_ttl_seconds),
