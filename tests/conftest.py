@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db import make_engine, make_session_factory
 from db.migrate import upgrade
 
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PG_URL = os.environ.get("CITYID_TEST_POSTGRES_URL", "")
 REQUIRE_PG = os.environ.get("CITYID_TEST_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
@@ -100,3 +102,28 @@ def db_sessions(db_engine: Engine) -> sessionmaker[Session]:
 def db_session(db_sessions: sessionmaker[Session]) -> Iterator[Session]:
     with db_sessions() as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """One SoftHSM2 token per test process (label, user PIN); keys get random labels.
+
+    SoftHSM reads its configuration when the library is first initialised, so the token must
+    exist before any test loads the module.
+    """
+    if not (shutil.which("softhsm2-util") and Path(SOFTHSM_MODULE).exists()):
+        pytest.fail("SoftHSM2 is not installed: run `make system-deps` (Debian package softhsm2)")
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    conf = root / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    label, pin = f"cityid-{secrets.token_hex(4)}", "123456"
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "654321", "--pin", pin],
+        check=True,
+        capture_output=True,
+    )
+    return label, pin

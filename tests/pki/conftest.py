@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,35 +10,10 @@ from sqlalchemy.orm import Session
 
 import pki
 from idp.config import CaConfig
+from tests.conftest import SOFTHSM_MODULE
 
-SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 BASE_URL = "http://ca.test.invalid"
 PASSPHRASE = "test-passphrase-" + "x" * 16
-
-
-@pytest.fixture(scope="session")
-def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """One SoftHSM2 token per test process (label, user PIN); keys get random labels.
-
-    SoftHSM reads its configuration when the library is first initialised, so the token must
-    exist before any test loads the module.
-    """
-    if not (shutil.which("softhsm2-util") and Path(SOFTHSM_MODULE).exists()):
-        pytest.skip("SoftHSM2 not installed")
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    conf = root / "softhsm2.conf"
-    conf.write_text(
-        f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
-    )
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    label, pin = f"cityid-{secrets.token_hex(4)}", "123456"
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "654321", "--pin", pin],
-        check=True,
-        capture_output=True,
-    )
-    return label, pin
 
 
 @pytest.fixture(params=["file", "pkcs11"])

@@ -10,10 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from tests.pki.conftest import SOFTHSM_MODULE, softhsm_token
+from tests.conftest import SOFTHSM_MODULE
 from tests.smartcard.conftest import World, app_token, citizen, continue_device, device_page_id, rp_authorize
-
-__all__ = ["softhsm_token"]
 
 ESSENTIAL = json.dumps(
     {"id_token": {"acr": {"essential": True, "value": "http://eidas.europa.eu/LoA/substantial"}}}

@@ -31,6 +31,7 @@ def _register(
         session_digest=who.session_digest,
         now=NOW,
     )
+    create = dict(create)  # callers pass parametrize dicts shared between backends
     response = key.create(options, origin=create.pop("origin", ORIGIN), **create)
     return wa.finish_registration(
         db,
@@ -242,6 +243,7 @@ def test_registration_challenge_does_not_serve_authentication(db_session, settin
 )
 def test_authentication_refusals(db_session, settings, alice, registered, get, error):
     options = _begin(db_session, settings, alice)
+    get = dict(get)  # the parametrize dict is shared between backends: do not mutate it
     response = registered.get(options, origin=get.pop("origin", ORIGIN), **get)
     with pytest.raises(error):
         _finish(db_session, settings, alice, response)
