@@ -17,7 +17,9 @@ bp = Blueprint("demo", __name__, url_prefix="/demo")
 def init_demo(app: Flask) -> None:
     cfg = runtime_cfg(app)
     demo = json.loads((cfg.data_dir / "demo.json").read_text())
-    app.secret_key = cfg.secret_key
+    from idp.crypto import derive_key
+
+    app.secret_key = derive_key(cfg.secret_key, "demo-relying-party-cookie")
     app.config["SESSION_COOKIE_NAME"] = "demo_rp"
     oauth = OAuth(app)
     oauth.register(

@@ -29,7 +29,7 @@ from policies import AskStep, Refused, Satisfied, Step, next_step, required_leve
 
 bp = Blueprint("oidc", __name__)
 
-SCOPES = ["openid", "profile", "email", "offline_access"]
+SCOPES = ["openid", "profile", "email", "offline_access", "eid", "smartcard:enroll"]
 
 
 def server() -> Any:
@@ -104,6 +104,18 @@ def discovery() -> Response:
         "frontchannel_logout_supported": False,
         "ui_locales_supported": ["de", "en"],
         "dpop_signing_alg_values_supported": dpop.ALGORITHMS,  # RFC 9449 §5.1
+        # OpenID Connect for Identity Assurance 1.0 §8: verified eID attributes (scope `eid`)
+        "verified_claims_supported": True,
+        "trust_frameworks_supported": ["eidas", "de_cityid_simulation"],
+        "evidence_supported": ["electronic_record"],
+        "claims_in_verified_claims_supported": [
+            "given_name",
+            "family_name",
+            "birthdate",
+            "place_of_birth",
+            "address",
+            "nationality",
+        ],
         "prompt_values_supported": ["none", "login", "consent"],
     }
     resp = jsonify(meta)

@@ -540,8 +540,11 @@ def export_devices(session: Session, account_id: str) -> dict[str, Any]:
 
 def delete_devices(session: Session, account_id: str) -> None:
     """privacy.DELETE_HOOKS: every certificate of the account revoked before it goes."""
+    from smartcard.models import Device
     from smartcard.revoke import revoke_account_devices
 
+    if session.execute(select(Device.id).where(Device.account_id == account_id).limit(1)).first() is None:
+        return  # nothing to revoke: do not need (or load) the CA
     revoke_account_devices(
         session, ca_in(session), account_id, actor=account_id, reason="account deleted", now=utcnow()
     )

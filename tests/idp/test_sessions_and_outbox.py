@@ -61,6 +61,7 @@ class _Flaky(BaseHTTPRequestHandler):
 
 
 def test_backchannel_logout_is_retried_until_delivered(idp: Idp) -> None:
+    _Flaky.fails_left, _Flaky.received = 1, []  # fresh per test (and per backend)
     port = free_port()
     httpd = ThreadingHTTPServer(("127.0.0.1", port), _Flaky)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
