@@ -156,3 +156,9 @@ def set_password(session: Session, account: Account, password: str) -> None:
     check_password_policy(password)
     account.password_hash = hash_password(password)
     account.password_changed_at = utcnow()
+
+
+def mark_email_verified(account: Account) -> None:
+    """A followed single-use link proved control of the address."""
+    if account.email_verified_at is None:
+        account.email_verified_at = utcnow()

@@ -184,10 +184,7 @@ def verify() -> Any:
             status="error",
             message=_("The link is unknown, expired or was already used. You can log in or register again."),
         ), 400
-    if acct.email_verified_at is None:
-        from db import utcnow
-
-        acct.email_verified_at = utcnow()
+    accounts.mark_email_verified(acct)
     uow.record(
         action="email.verify",
         outcome="success",
@@ -324,10 +321,7 @@ def reset() -> Any:
             link="/forgot",
             link_text=_("Forgot password"),
         ), 400
-    if acct.email_verified_at is None:  # the link proved control of the address
-        from db import utcnow
-
-        acct.email_verified_at = utcnow()
+    accounts.mark_email_verified(acct)  # the link proved control of the address
     uow.record(
         action="password.reset",
         outcome="success",
