@@ -64,7 +64,8 @@ class WebAuthnFacts:
 
 @dataclass(frozen=True)
 class AccountFacts:
-    """``eid_level``: the level the linked eID reaches, None if no eID is linked."""
+    """``eid_level``: the level an eID login reaches for this account (a linked card, or one
+    the citizen can link through the configured connector); None when there is no eID route."""
 
     email_verified: bool
     has_password: bool = True
