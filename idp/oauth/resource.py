@@ -98,7 +98,25 @@ def authenticate(required_scope: str | None = None) -> dict[str, Any]:
             raise ResourceError(
                 401, "invalid_dpop_proof", "proof key does not match the token", scheme="DPoP"
             )
-    elif scheme_l == "dpop":
+    x5t = (c.get("cnf") or {}).get("x5t#S256")
+    if x5t:
+        # RFC 8705 §3.2: the request must come over mTLS with the certificate the token is bound to
+        from idp.oauth import mtls
+
+        try:
+            cert = mtls.presented(request.headers, runtime().config.mtls_client_cert_header)
+        except mtls.MtlsError:
+            cert = None
+        if not mtls.matches(x5t, cert):
+            uow.record(
+                action="resource.refuse",
+                outcome="denied",
+                actor=c.get("client_id", ""),
+                subject=request.path,
+                reason="certificate does not match cnf.x5t#S256",
+            )
+            raise ResourceError(401, "invalid_token", "token is bound to another certificate")
+    if scheme_l == "dpop" and not jkt:
         raise ResourceError(401, "invalid_token", "token is not DPoP-bound", scheme="DPoP")
     if required_scope and required_scope not in str(c.get("scope", "")).split():
         raise ResourceError(

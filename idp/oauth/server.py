@@ -176,6 +176,12 @@ def _dpop_proof() -> Any:
     return g.get("dpop")
 
 
+def _mtls_certificate() -> Any:
+    from flask import g
+
+    return g.get("mtls")
+
+
 def runtime_keys() -> Any:
     return runtime().keys
 
@@ -449,6 +455,12 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         proof = _dpop_proof()
         if proof is not None:
             extra["cnf"] = {"jkt": proof.jkt}  # RFC 9449 §6.1
+        device_cert = _mtls_certificate()
+        if device_cert is not None:
+            if isinstance(user, Principal) and user.account.id != device_cert.account_id:
+                # the device certificate must be this citizen's own device
+                raise InvalidClientError(description="certificate of another citizen's device")
+            extra.setdefault("cnf", {})["x5t#S256"] = device_cert.thumbprint  # RFC 8705 §3.1
         return extra
 
     def generate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from db import utcnow
 from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.models import Consent, Grant
-from idp.oauth import backchannel, dpop
+from idp.oauth import backchannel, dpop, mtls
 from idp.oauth.server import MAX_PARAM, OAuthClient, key_cache, principal_for
 from idp.runtime import runtime
 from policies import AskStep, Refused, Satisfied, Step, next_step, required_level
@@ -41,8 +41,9 @@ def server() -> Any:
 
 @bp.get("/.well-known/openid-configuration")
 def discovery() -> Response:
-    iss = runtime().config.issuer
-    scope_levels = runtime().config.scope_levels
+    rt_cfg = runtime().config
+    iss = rt_cfg.issuer
+    scope_levels = rt_cfg.scope_levels
     meta = {
         # OIDC Discovery §3 / RFC 8414 §2
         "issuer": iss,
@@ -104,6 +105,8 @@ def discovery() -> Response:
         "frontchannel_logout_supported": False,
         "ui_locales_supported": ["de", "en"],
         "dpop_signing_alg_values_supported": dpop.ALGORITHMS,  # RFC 9449 §5.1
+        # RFC 8705 §3.3: device certificates via the TLS-terminating proxy, when configured
+        "tls_client_certificate_bound_access_tokens": bool(rt_cfg.mtls_client_cert_header),
         # OpenID Connect for Identity Assurance 1.0 §8: verified eID attributes (scope `eid`)
         "verified_claims_supported": True,
         "trust_frameworks_supported": ["eidas", "de_cityid_simulation"],
@@ -371,6 +374,9 @@ def token() -> Any:
         return jsonify(error="invalid_request", error_description="a parameter is too long"), 400
     rt = runtime()
     try:
+        cert = mtls.presented(request.headers, rt.config.mtls_client_cert_header)
+        if cert is not None:  # RFC 8705 §3: bind the tokens to this device certificate
+            g.mtls = mtls.device_certificate(uow.db(), cert, utcnow())
         proof = dpop.header_value(request.headers)
         if proof is not None:
             g.dpop = dpop.verify_proof(
@@ -381,6 +387,18 @@ def token() -> Any:
                 nonce_key=rt.keys.token,
                 require_nonce=rt.config.dpop_require_nonce,
             )
+    except mtls.MtlsError as exc:
+        uow.record(
+            action="token.refuse",
+            outcome="denied",
+            actor=request.values.get("client_id", "")[:64] or "unknown",
+            subject="",
+            reason=f"mtls: {exc.description}",
+        )
+        resp = jsonify(error=exc.error, error_description=exc.description)
+        resp.status_code = 401
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
     except dpop.DpopError as exc:
         uow.record(
             action="token.refuse",

@@ -1,0 +1,115 @@
+"""RFC 8705: access tokens bound to the device certificate presented over mutual TLS.
+
+TLS ends at the proxy, which passes the verified client certificate in the configured header;
+the tests play that proxy by setting the header.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import requests
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+import pki
+from db import transaction, utcnow
+from idp.oauth.mtls import thumbprint
+from smartcard.revoke import revoke_device
+from tests.idp.conftest import pkce_pair, query
+from tests.smartcard.conftest import APP_REDIRECT, PASSWORD, World, enrolled
+
+HEADER = "X-SSL-Client-Cert"
+
+
+def _configure_proxy_header(world: World) -> None:
+    rt = world.idp.app.extensions["cityid"]
+    rt.config = dataclasses.replace(rt.config, mtls_client_cert_header=HEADER)
+
+
+def _token_with_cert(world: World, browser: Any, address: str, cert_pem: str | None) -> requests.Response:
+    idp = world.idp
+    verifier, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": world.app_id,
+        "redirect_uri": APP_REDIRECT,
+        "scope": "openid",
+        "state": "s",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    r = browser.follow(browser.get(f"{idp.url}/authorize?{urlencode(params)}"))
+    if r.status_code == 200 and 'name="password"' in r.text:
+        r = browser.login(address, PASSWORD, r)
+    if r.status_code == 200 and 'name="decision"' in r.text:
+        r = browser.consent(r)
+    code = query(r.headers["Location"])["code"]
+    headers = {HEADER: quote(cert_pem)} if cert_pem else {}
+    return requests.post(
+        f"{idp.url}/token",
+        timeout=10,
+        headers=headers,
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": APP_REDIRECT,
+            "client_id": world.app_id,
+            "code_verifier": verifier,
+        },
+    )
+
+
+def test_token_bound_to_device_certificate_rfc8705_3(world: World) -> None:
+    _configure_proxy_header(world)
+    browser, device = enrolled(world, "mara@example.org")
+    cert_pem = device.token.state["certificate"]
+    r = _token_with_cert(world, browser, "mara@example.org", cert_pem)
+    assert r.status_code == 200, r.text
+    at = r.json()["access_token"]
+    jwks = KeySet.import_key_set(requests.get(f"{world.idp.url}/jwks.json", timeout=10).json())
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    assert jwt.decode(at, jwks).claims["cnf"]["x5t#S256"] == thumbprint(cert)
+    meta = requests.get(f"{world.idp.url}/.well-known/openid-configuration", timeout=10).json()
+    assert meta["tls_client_certificate_bound_access_tokens"] is True
+
+    url = f"{world.idp.url}/api/demo/resource"
+    ok = requests.get(url, timeout=10, headers={"Authorization": f"Bearer {at}", HEADER: quote(cert_pem)})
+    assert ok.status_code == 200, ok.text
+    # RFC 8705 §3.2: without the certificate, or with another one, the token is refused
+    assert requests.get(url, timeout=10, headers={"Authorization": f"Bearer {at}"}).status_code == 401
+    _b2, other = enrolled(world, "otto@example.org", name="other")
+    other_pem = other.token.state["certificate"]
+    r = requests.get(url, timeout=10, headers={"Authorization": f"Bearer {at}", HEADER: quote(other_pem)})
+    assert r.status_code == 401
+    assert world.audit("resource.refuse", "denied")
+
+
+def test_certificate_of_another_citizens_device_is_refused(world: World) -> None:
+    _configure_proxy_header(world)
+    browser, _mine = enrolled(world, "mia@example.org")
+    _b2, theirs = enrolled(world, "tom@example.org", name="theirs")
+    r = _token_with_cert(world, browser, "mia@example.org", theirs.token.state["certificate"])
+    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client"
+
+
+def test_revoked_or_foreign_certificate_is_refused_at_the_token_endpoint(world: World) -> None:
+    _configure_proxy_header(world)
+    browser, device = enrolled(world, "ria@example.org")
+    cfg = world.idp.config
+    with transaction(world.idp.sessions()) as s:
+        ca = pki.load_ca(s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer)
+        revoke_device(s, ca, device.token.state["device_id"], actor="admin", reason="test", now=utcnow())
+    r = _token_with_cert(world, browser, "ria@example.org", device.token.state["certificate"])
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    # a certificate our CA never issued (the attestation test root's own certificate)
+    foreign = (world.root_dir / "attestation-root.pem").read_text()
+    r = _token_with_cert(world, browser, "ria@example.org", foreign)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    r = _token_with_cert(world, browser, "ria@example.org", "-----BEGIN CERTIFICATE-----\nnope\n")
+    assert r.status_code == 401
+    assert world.audit("token.refuse", "denied")
