@@ -113,9 +113,22 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 @data_dir_option
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=4, show_default=True, type=int, help="threads per worker (1: sync worker)")
-def serve(data_dir: Path, bind: str, workers: int, threads: int) -> None:
-    """Serve cityid with gunicorn (production WSGI server)."""
+@click.option("--threads", default=4, show_default=True, type=int, help="request threads per worker")
+@click.option(
+    "--server",
+    type=click.Choice(["granian", "gunicorn"]),
+    default="granian",
+    show_default=True,
+    help="production WSGI server",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=False,
+    show_default=True,
+    help="one line per request (the TLS proxy in front usually logs them already)",
+)
+def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool) -> None:
+    """Serve cityid with a production WSGI server (granian by default, or gunicorn)."""
     from idp.serve import run
 
     cfg = load_config(data_dir)
@@ -123,7 +136,7 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int) -> None:
         check_schema(make_engine(cfg.db_url, pool=False))
     except SchemaMismatch as exc:
         fail(str(exc))
-    run(cfg, bind=bind, workers=workers, threads=threads)
+    run(cfg, bind=bind, workers=workers, threads=threads, server=server, access_log=access_log)
 
 
 @main.command()
@@ -138,7 +151,7 @@ def demo(data_dir: Path, bind: str) -> None:
     _init_all(data_dir, f"http://{host}:{port}")
     cfg, info = prepare_demo(data_dir, issuer=f"http://{host}:{port}")
     click.echo(info)
-    run(cfg, bind=bind, workers=1, demo=True)
+    run(cfg, bind=bind, workers=1, demo=True, access_log=True)
 
 
 # ----------------------------------------------------------------------------- clients
@@ -184,6 +197,7 @@ def client() -> None:
     help="client's public JWKS (private_key_jwt)",
 )
 @click.option("--client-id", help="choose the client_id (default: random)")
+@click.option("--require-par", is_flag=True, help="authorization requests only pushed (RFC 9126)")
 @json_option
 def client_add(
     data_dir: Path,
@@ -200,6 +214,7 @@ def client_add(
     id_token_alg: str,
     jwks_file: Path | None,
     client_id: str | None,
+    require_par: bool,
     as_json: bool,
 ) -> None:
     """Register a relying service. Its secret is shown once."""
@@ -227,6 +242,7 @@ def client_add(
         jwks=json.loads(jwks_file.read_text()) if jwks_file else None,
         scope_levels=parsed_levels,
         client_id=client_id,
+        require_par=require_par,
     )
     try:
         with session_for(data_dir, as_json) as (cfg, s):
@@ -280,11 +296,21 @@ def client_show(data_dir: Path, client_id: str, as_json: bool) -> None:
     metavar="SCOPE=LEVEL",
     help="replaces all per-scope levels, e.g. payment=substantial (give none=none to clear)",
 )
+@click.option(
+    "--require-par/--allow-unpushed",
+    default=None,
+    help="authorization requests only pushed (RFC 9126), or also in the URL",
+)
 @json_option
 def client_update(
-    data_dir: Path, client_id: str, min_level: str | None, scope_levels: tuple[str, ...], as_json: bool
+    data_dir: Path,
+    client_id: str,
+    min_level: str | None,
+    scope_levels: tuple[str, ...],
+    require_par: bool | None,
+    as_json: bool,
 ) -> None:
-    """Change a service's minimum level or per-scope levels."""
+    """Change a service's minimum level, per-scope levels or PAR requirement."""
     from idp.clients import ClientError, client_as_dict, update_client
     from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 
@@ -302,11 +328,14 @@ def client_update(
     minimum = None if min_level is None else levels.get(min_level, "")
     try:
         with session_for(data_dir, as_json) as (_cfg, s):
-            row = update_client(s, client_id, min_level=minimum, scope_levels=parsed)
+            row = update_client(s, client_id, min_level=minimum, scope_levels=parsed, require_par=require_par)
             data = client_as_dict(row)
     except ClientError as exc:
         fail(str(exc), as_json, 4 if str(exc).startswith("no client") else 2)
-    human = f"updated {client_id}: min_level={data['min_level']} scope_levels={data['scope_levels']}"
+    human = (
+        f"updated {client_id}: min_level={data['min_level']} scope_levels={data['scope_levels']} "
+        f"require_pushed_authorization_requests={data['require_pushed_authorization_requests']}"
+    )
     out(data, as_json, human)
 
 

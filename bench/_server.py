@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +39,24 @@ def cli(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return res.stdout
 
 
+def _fresh_database(url: str) -> tuple[str, Callable[[], None]]:
+    """A new PostgreSQL database beside the one ``url`` names, and how to drop it afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cityid_bench_{secrets.token_hex(6)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False), drop
+
+
 @contextmanager
 def served(
     db_url: str | None = None, core: int = 0, workers: int = 1, threads: int = 1
@@ -52,7 +72,9 @@ def served(
         f'secret_key = "{secrets.token_urlsafe(32)}"',
         f'key_passphrase = "{secrets.token_urlsafe(32)}"',
     ]
+    fresh_db = None
     if db_url:
+        db_url, fresh_db = _fresh_database(db_url)  # never reuse another run's keys and rows
         lines.append(f'database_url = "{db_url}"')
     (data / "cityid.toml").write_text("\n".join(lines) + "\n")
     cli(data, "init")
@@ -77,6 +99,7 @@ def served(
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the workers go down with it
     )
     try:
         for _ in range(200):
@@ -88,5 +111,13 @@ def served(
         yield data, url
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # no orphaned workers
+        proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
+        if fresh_db is not None:
+            fresh_db()

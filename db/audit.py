@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from db import Base, utcnow
+from db import Base, driver, utcnow
 
 GENESIS = "0" * 64
 
@@ -81,10 +81,26 @@ def _entry_hash(
 
 _HEAD = cast(Table, AuditHead.__table__)
 _EVENT = cast(Table, AuditEvent.__table__)
-# Built once: this runs on every audited request.
-_SELECT_HEAD = select(_HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update()
-_INSERT_EVENT = insert(_EVENT).returning(_EVENT.c.seq)
-_UPDATE_HEAD = update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("h"), last_seq=bindparam("s"))
+# Compiled once per dialect and run on the driver connection: this runs on every audited request.
+_EVENT_COLUMNS = [
+    "at",
+    "actor",
+    "action",
+    "outcome",
+    "subject",
+    "reason",
+    "details",
+    "salt",
+    "party_commitment",
+    "pseudonymised",
+    "prev_hash",
+    "hash",
+]
+_SELECT_HEAD = driver.Prepared(select(_HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update(), [])
+_INSERT_EVENT = driver.Prepared(insert(_EVENT).returning(_EVENT.c.seq), _EVENT_COLUMNS)
+_UPDATE_HEAD = driver.Prepared(
+    update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("h"), last_seq=bindparam("s")), []
+)
 
 
 def record(
@@ -103,9 +119,15 @@ def record(
     """
     if outcome not in ("success", "failure", "denied", "info"):
         raise ValueError(f"unknown audit outcome {outcome!r}")
-    prev = session.execute(_SELECT_HEAD).scalar()
-    if prev is None:
-        session.execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
+    # Prepared statements on the session's driver connection (db.driver): SQLAlchemy's execution
+    # layer costs more than the statements themselves here. Pending ORM changes are flushed first,
+    # so that the head row lock (taken last, by every writer) is held only briefly.
+    session.flush()
+    head = _SELECT_HEAD.run(session, {})
+    if head:
+        prev = head[0][0]
+    else:
+        session.connection().execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
         prev = GENESIS
     actor, subject = actor[:200], subject[:200]
     salt = secrets.token_hex(16)
@@ -113,8 +135,8 @@ def record(
     details_json = json.dumps(dict(details or {}), sort_keys=True, default=str)
     commitment = _commitment(salt, actor, subject)
     entry_hash = _entry_hash(prev, at, action, outcome, reason, details_json, commitment)
-    seq = session.execute(
-        _INSERT_EVENT,
+    seq = _INSERT_EVENT.run(
+        session,
         {
             "at": at,
             "actor": actor,
@@ -129,8 +151,8 @@ def record(
             "prev_hash": prev,
             "hash": entry_hash,
         },
-    ).scalar_one()
-    session.execute(_UPDATE_HEAD, {"h": entry_hash, "s": seq})
+    )[0][0]
+    _UPDATE_HEAD.run(session, {"h": entry_hash, "s": seq})
     return entry_hash
 
 

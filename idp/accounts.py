@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db import audit, utcnow
+from idp import throttle
 from idp.crypto import hash_password, random_token, verify_password
 from idp.instance import InstanceKeys, normalise_email
 from idp.models import Account, EmailToken
@@ -156,6 +157,7 @@ def set_password(session: Session, account: Account, password: str) -> None:
     check_password_policy(password)
     account.password_hash = hash_password(password)
     account.password_changed_at = utcnow()
+    throttle.clear(session, account.email_index)  # a new password ends a run of failed guesses
 
 
 def mark_email_verified(account: Account) -> None:

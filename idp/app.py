@@ -47,24 +47,30 @@ def select_locale() -> str:
 
 def _security_headers(issuer: str) -> Any:
     https = urlsplit(issuer).scheme == "https"
-
-    def add(response: Response) -> Response:
-        h = response.headers
-        h.setdefault(
+    fixed = [
+        (
             "Content-Security-Policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
             "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; "
             "connect-src 'self'",
-        )
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "no-referrer")
-        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
-        h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        h.setdefault("X-Frame-Options", "DENY")
-        if https:
-            h.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-        if response.mimetype == "text/html":
-            h.setdefault("Cache-Control", "no-store")
+        ),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+        ("Cross-Origin-Opener-Policy", "same-origin"),
+        ("X-Frame-Options", "DENY"),
+    ]
+    if https:
+        fixed.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
+    lowered = [(name.lower(), name, value) for name, value in fixed]
+
+    def add(response: Response) -> Response:
+        # Every response gets these unless a view set its own; one pass (this is on every request).
+        h = response.headers
+        present = {k.lower() for k in h.keys()}
+        h.extend([(name, value) for low, name, value in lowered if low not in present])
+        if response.mimetype == "text/html" and "cache-control" not in present:
+            h["Cache-Control"] = "no-store"
         return response
 
     return add
@@ -89,7 +95,8 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     Babel(app, locale_selector=select_locale)
     uow.init_app(app)
     browser.init_app(app)
-    app.after_request(_security_headers(config.issuer))
+    security_headers = _security_headers(config.issuer)
+    app.after_request(security_headers)
 
     from idp.oauth.server import create_server
 
@@ -105,6 +112,10 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         app.register_blueprint(module.bp)
         if hasattr(module, "init_app"):
             module.init_app(app, srv)
+
+    from idp.oauth.token_endpoint import TokenEndpoint
+
+    app.wsgi_app = TokenEndpoint(app, security_headers)  # type: ignore[method-assign]
 
     if demo:
         from idp.views.demo import init_demo

@@ -40,6 +40,7 @@ class ClientSpec:
     logo_uri: str | None = None
     scope_levels: dict[str, str] = field(default_factory=dict)
     client_id: str | None = None
+    require_par: bool = False  # RFC 9126 §6
 
 
 def _check_uri(uri: str, *, what: str) -> None:
@@ -113,6 +114,7 @@ def add_client(
         id_token_alg=spec.id_token_alg,
         logo_uri=spec.logo_uri,
         scope_levels=json.dumps(spec.scope_levels),
+        require_par=spec.require_par,
     )
     session.add(row)
     audit.record(
@@ -152,6 +154,7 @@ def update_client(
     *,
     min_level: str | None = None,
     scope_levels: dict[str, str] | None = None,
+    require_par: bool | None = None,
     actor: str = "admin",
 ) -> Client:
     """Change a client's minimum level and/or per-scope levels (acr URIs; ``""`` clears the
@@ -168,14 +171,20 @@ def update_client(
         row.min_level = min_level or None
     if scope_levels is not None:
         row.scope_levels = json.dumps(scope_levels)
+    if require_par is not None:
+        row.require_par = require_par
     audit.record(
         session,
         action="client.update",
         outcome="success",
         actor=actor,
         subject=client_id,
-        reason="levels changed",
-        details={"min_level": row.min_level, "scope_levels": json.loads(row.scope_levels)},
+        reason="settings changed",
+        details={
+            "min_level": row.min_level,
+            "scope_levels": json.loads(row.scope_levels),
+            "require_par": row.require_par,
+        },
     )
     return row
 
@@ -194,5 +203,6 @@ def client_as_dict(c: Client) -> dict[str, object]:
         "scope_levels": json.loads(c.scope_levels),
         "subject_type": c.subject_type,
         "id_token_signed_response_alg": c.id_token_alg,
+        "require_pushed_authorization_requests": bool(c.require_par),
         "created_at": c.created_at.isoformat(),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Base, new_id, utcnow
@@ -38,6 +38,8 @@ class Client(Base):
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(40))
     jwks: Mapped[str | None] = mapped_column(Text)  # for private_key_jwt
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
+    # RFC 9126 §6 require_pushed_authorization_requests: authorization requests only by PAR
+    require_par: Mapped[bool] = mapped_column(default=False, server_default=false())
     min_level: Mapped[str | None] = mapped_column(String(80))
     subject_type: Mapped[str] = mapped_column(String(10), default="pairwise")
     id_token_alg: Mapped[str] = mapped_column(String(10), default="ES256")
@@ -185,3 +187,34 @@ class SeenJti(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+class LoginThrottle(Base):
+    """Consecutive failed password logins per e-mail address (NIST SP 800-63B §5.2.2).
+
+    Keyed by the e-mail's blind index whether or not an account has that address, so that the
+    throttle answers alike for every address and reveals no accounts."""
+
+    __tablename__ = "idp_login_throttle"
+
+    email_index: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[dt.datetime]
+    blocked_until: Mapped[dt.datetime | None]
+
+
+class PushedRequest(Base):
+    """A pushed authorization request (RFC 9126), found by the digest of its request_uri.
+
+    The parameters are sealed (they may carry a login_hint or claims). Usable first within a
+    short lifetime; then by the same authorization until a code is issued from it."""
+
+    __tablename__ = "idp_pushed_request"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    params_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(index=True)
+    first_used_at: Mapped[dt.datetime | None]
+    consumed_at: Mapped[dt.datetime | None]

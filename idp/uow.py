@@ -40,7 +40,8 @@ def _write_audit(session: Session) -> None:
         audit.record(session, **kw)
 
 
-def _finish(ok: bool) -> None:
+def finish(ok: bool) -> None:
+    """End the unit of work: commit (ok) or roll back, and write the audit records either way."""
     session: Session | None = g.pop("_db", None)
     try:
         if session is not None:
@@ -67,7 +68,7 @@ def init_app(app: Flask) -> None:
     def _commit(response: Response) -> Response:
         ok = response.status_code < 400
         try:
-            _finish(ok)
+            finish(ok)
         except Exception:
             g.pop("_db", None)
             raise
@@ -76,4 +77,4 @@ def init_app(app: Flask) -> None:
     @app.teardown_request
     def _teardown(exc: BaseException | None) -> None:
         if "_db" in g or "_audit" in g:
-            _finish(False)
+            finish(False)

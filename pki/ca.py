@@ -53,7 +53,10 @@ class CertificateAuthority:
     def _cached(self, key: object, value: x509.ExtensionType) -> x509.Extension[x509.ExtensionType]:
         ext = self._extensions.get(key)
         if ext is None:
-            ext = self._extensions[key] = x509.Extension(value.oid, False, value)
+            # encoded once (as ``profiles.encoded``): cryptography copies the DER per certificate
+            der = value.public_bytes()
+            ext = x509.Extension(value.oid, False, x509.UnrecognizedExtension(value.oid, der))
+            self._extensions[key] = ext
         return ext
 
     def authority_key_identifier(self) -> x509.Extension[x509.ExtensionType]:

@@ -31,8 +31,11 @@ def _length(n: int) -> bytes:
     return bytes((0x80 | len(body),)) + body
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
-    return bytes((tag,)) + _length(len(content)) + content
+def tlv(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    return bytes((tag,)) + _length(n) + content
 
 
 def encode_time(when: dt.datetime | str) -> bytes:
@@ -55,8 +58,8 @@ def encode_time(when: dt.datetime | str) -> bytes:
         year = when.year
         digits = when.strftime("%Y%m%d%H%M%S")
     if 1950 <= year < 2050:
-        return _tlv(0x17, digits[2:].encode() + b"Z")
-    return _tlv(0x18, digits.encode() + b"Z")
+        return tlv(0x17, digits[2:].encode() + b"Z")
+    return tlv(0x18, digits.encode() + b"Z")
 
 
 Entry = tuple[str, "dt.datetime | str", "int | None"]  # (serial hex, revocation date, reason)
@@ -69,24 +72,33 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
     A reason of ``None`` or 0 (unspecified) omits the reasonCode extension (RFC 5280 §5.3.1:
     the unspecified code SHOULD NOT be used).
     """
-    suffixes: dict[tuple[dt.datetime | str, int | None], bytes] = {}
+    # Per distinct (date, reason): the entry's tail (revocationDate, crlEntryExtensions) and the
+    # head (SEQUENCE header, INTEGER tag and length) of an entry whose serial is 20 octets with a
+    # first octet of 0x01-0x7f: 127 in 128 of the CA's serials (159 random bits). The loop body
+    # is then one look-up, one hex decode and one concatenation.
+    memo: dict[tuple[dt.datetime | str, int | None], tuple[bytes, bytes]] = {}
     parts: list[bytes] = []
     append = parts.append
     short = _SHORT
+    fromhex = bytes.fromhex
     for serial_hex, when, reason in entries:
-        suffix = suffixes.get((when, reason))
-        if suffix is None:
-            suffix = encode_time(when)
+        hit = memo.get((when, reason))
+        if hit is None:
+            tail = encode_time(when)
             if reason:
-                suffix += _REASON_EXT_PREFIX + bytes((reason,))
-            suffixes[(when, reason)] = suffix
+                tail += _REASON_EXT_PREFIX + bytes((reason,))
+            hit = memo[(when, reason)] = (b"\x30" + short[2 + 20 + len(tail)] + b"\x02\x14", tail)
+        body = fromhex(serial_hex)
+        if len(body) == 20 and 0 < body[0] < 0x80:
+            append(hit[0] + body + hit[1])
+            continue
         # RFC 5280 §4.1.2.2 / X.690 §8.3.2: minimal two's-complement, positive
-        body = bytes.fromhex(serial_hex).lstrip(b"\x00")
+        body = body.lstrip(b"\x00")
         if not body or body[0] & 0x80:
             body = b"\x00" + body
-        content = b"\x02" + short[len(body)] + body + suffix  # serial <= 21 octets: short form
+        content = b"\x02" + short[len(body)] + body + hit[1]  # serial <= 21 octets: short form
         append(b"\x30" + short[len(content)] + content)
-    return _tlv(0x30, b"".join(parts))
+    return tlv(0x30, b"".join(parts))
 
 
 def _elements(der: bytes) -> tuple[int, list[tuple[int, int]]]:
@@ -122,7 +134,7 @@ def splice_and_sign(template: x509.CertificateRevocationList, revoked: bytes, si
     # tbsCertList: version, signature, issuer, thisUpdate, nextUpdate, [revoked], [0] extensions
     insert_at = fields[-1][0] if tbs[fields[-1][0]] == 0xA0 else len(tbs)
     body = tbs[fields[0][0] : insert_at] + revoked + tbs[insert_at:]
-    new_tbs = _tlv(0x30, body)
+    new_tbs = tlv(0x30, body)
     der = template.public_bytes(Encoding.DER)
     _, outer = _elements(der)
     algorithm_id = der[outer[1][0] : outer[1][1]]
@@ -131,5 +143,5 @@ def splice_and_sign(template: x509.CertificateRevocationList, revoked: bytes, si
     ):
         raise ValueError("template must be signed ECDSA with SHA-256")
     signature = signer.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
-    bit_string = _tlv(0x03, b"\x00" + signature)
-    return _tlv(0x30, new_tbs + algorithm_id + bit_string)
+    bit_string = tlv(0x03, b"\x00" + signature)
+    return tlv(0x30, new_tbs + algorithm_id + bit_string)

@@ -16,7 +16,8 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import Connection, Dialect, bindparam, delete, insert, select
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,6 +77,10 @@ def malformed() -> OcspAnswer:
     return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
 
 
+def internal_error() -> OcspAnswer:
+    return _unsuccessful(ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+
+
 def decode_get_path(encoded: str) -> bytes | None:
     """RFC 6960 Appendix A.1: the URL-decoded path element is base64(DER request)."""
     text = encoded.strip().strip("/")
@@ -89,13 +94,21 @@ def decode_get_path(encoded: str) -> bytes | None:
 
 
 @dataclass(frozen=True)
-class _Question:
+class Question:
+    """One well-formed request for a certificate of ours (RFC 6960 §4.1.1)."""
+
     serial: int
-    algorithm: str
+    algorithm: str  # the CertID hash: sha1 | sha256 | sha384 | sha512
     nonce: bytes | None
 
+    @property
+    def stored_serial(self) -> str | None:
+        """The serial as stored, or None for one we can never have issued (RFC 5280 §4.1.2.2)."""
+        return serial_hex(self.serial) if 0 < self.serial < 2**160 else None
 
-def _parse(ca: CertificateAuthority, der: bytes) -> _Question | OcspAnswer:
+
+def parse(ca: CertificateAuthority, der: bytes) -> Question | OcspAnswer:
+    """Read a DER OCSPRequest; an unsuccessful answer if it cannot be answered (RFC 6960 §2.3)."""
     try:
         request = ocsp.load_der_ocsp_request(der)
         algorithm = request.hash_algorithm.name
@@ -120,39 +133,87 @@ def _parse(ca: CertificateAuthority, der: bytes) -> _Question | OcspAnswer:
             # RFC 8954 §2.1: nonces of 1 to 32 octets; others are malformedRequest
             if not 1 <= len(nonce) <= 32:
                 return malformed()
-    return _Question(serial, algorithm, nonce)
+    return Question(serial, algorithm, nonce)
 
 
 def respond(
     session: Session, ca: CertificateAuthority, request_der: bytes, *, now: dt.datetime | None = None
 ) -> OcspAnswer:
     """Answer one DER OCSPRequest. Never raises for bad input: it answers malformedRequest."""
-    question = _parse(ca, request_der)
+    question = parse(ca, request_der)
     if isinstance(question, OcspAnswer):
         return question
     now = now or utcnow()
-    serial = serial_hex(question.serial) if 0 < question.serial < 2**160 else None
-    if question.nonce is None and serial is not None:
-        hit = session.execute(
-            _CACHED, {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}
-        ).first()
-        if hit is not None and now < hit.refresh_after:
-            return OcspAnswer(
-                hit.der,
-                "successful",
-                cached=True,
-                max_age=int((hit.refresh_after - now).total_seconds()),
-            )
-    return _sign_answer(session, ca, question, serial, now)
+    return cached(session, ca, question, now) or sign(session, ca, question, now)
 
 
-def _sign_answer(
-    session: Session,
-    ca: CertificateAuthority,
-    question: _Question,
-    serial: str | None,
-    now: dt.datetime,
-) -> OcspAnswer:
+def cached(
+    db: Session | Connection, ca: CertificateAuthority, question: Question, now: dt.datetime
+) -> OcspAnswer | None:
+    """The pre-signed answer from ``ca_ocsp_cache``, if there is a fresh one: one primary-key
+    SELECT, no lock. The cache *is* database state: a revocation deletes the row in its own
+    transaction, so every process sees the new status on its next request."""
+    serial = question.stored_serial
+    if question.nonce is not None or serial is None:  # RFC 8954 §2.1: a nonce is echoed, not cached
+        return None
+    hit = db.execute(_CACHED, {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}).first()
+    if hit is None or now >= hit.refresh_after:
+        return None
+    return OcspAnswer(
+        hit.der,
+        "successful",
+        cached=True,
+        max_age=int((hit.refresh_after - now).total_seconds()),  # RFC 5019 §6.2
+    )
+
+
+class CacheReader:
+    """:func:`cached` for a hot path: the same SELECT, compiled once for the engine's dialect and
+    run on a bare DBAPI connection, without SQLAlchemy's per-statement execution machinery and
+    without its transaction events (on SQLite those ``BEGIN IMMEDIATE``, i.e. take the write
+    lock: a plain SELECT here runs in autocommit mode and takes none)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        compiled = _CACHED.compile(dialect=dialect)
+        self._sql = compiled.string
+        self._order = tuple(compiled.positiontup or ()) if compiled.positional else None
+
+    def lookup(
+        self, dbapi: DBAPIConnection, ca: CertificateAuthority, question: Question, now: dt.datetime
+    ) -> OcspAnswer | None:
+        """Like :func:`cached`; ends the read transaction it may have begun (PostgreSQL)."""
+        serial = question.stored_serial
+        if question.nonce is not None or serial is None:
+            return None
+        params = {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}
+        cursor = dbapi.cursor()
+        try:
+            cursor.execute(self._sql, params if self._order is None else [params[k] for k in self._order])
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+            # no snapshot outlives the request, so that the next one sees newer commits (sqlite3
+            # in autocommit mode, as db.make_engine sets it, says it has none open)
+            if getattr(dbapi.driver_connection, "in_transaction", True):
+                dbapi.rollback()
+        if row is None:
+            return None
+        der, refresh_after = bytes(row[0]), _utc(row[1])
+        if now >= refresh_after:
+            return None
+        return OcspAnswer(der, "successful", cached=True, max_age=int((refresh_after - now).total_seconds()))
+
+
+def _utc(value: dt.datetime | str) -> dt.datetime:
+    """A timestamp as the driver returns it: SQLite's UTC text or a datetime (PostgreSQL)."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def sign(session: Session, ca: CertificateAuthority, question: Question, now: dt.datetime) -> OcspAnswer:
+    """Sign a fresh answer from the certificate's row; cache it when it carries no nonce."""
+    serial = question.stored_serial
     # lock the row: a revocation in flight cannot slip between our read and our cache write
     lock = question.nonce is None
     row = session.get(CaCertificate, serial, with_for_update=lock) if serial is not None else None

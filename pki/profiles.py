@@ -55,6 +55,7 @@ class Csr:
     extensions: x509.Extensions
     spki_sha256: str  # hex, for finding certificates by key
     key_id: bytes  # RFC 5280 §4.2.1.2 (1): SHA-1 of the subjectPublicKey bits
+    spki: bytes  # DER SubjectPublicKeyInfo, as cryptography encodes it (RFC 5280 §4.1.2.7)
 
     @classmethod
     def of(cls, request: x509.CertificateSigningRequest) -> Csr:
@@ -69,6 +70,7 @@ class Csr:
             request.extensions,
             hashlib.sha256(spki).hexdigest(),
             hashlib.sha1(_subject_public_key_bits(spki)).digest(),  # noqa: S324 (RFC 5280)
+            spki,
         )
 
 
@@ -291,8 +293,17 @@ def _ext(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.Exten
     return x509.Extension(value.oid, critical, value)
 
 
+def encoded(ext: x509.Extension[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType]:
+    """``ext`` with its value as ready DER (RFC 5280 §4.1: extnValue), for extensions shared by
+    many certificates: cryptography re-encodes a typed value for every certificate it signs,
+    but copies an ``UnrecognizedExtension``'s bytes. The certificate is byte-identical
+    (``tests/pki/test_issuance.py``)."""
+    der = ext.value.public_bytes()
+    return x509.Extension(ext.oid, ext.critical, x509.UnrecognizedExtension(ext.oid, der))
+
+
 def constant(value: x509.ExtensionType, *, critical: bool) -> Modifier:
-    ext = _ext(value, critical)
+    ext = encoded(_ext(value, critical))
     return lambda _draft: ext
 
 

@@ -41,6 +41,4 @@ with tempfile.TemporaryDirectory() as tmp:
             splice=True,
         )
     else:
-        command.revision(
-            cfg, message=a.message, rev_id=a.rev_id, autogenerate=True, head=f"{a.head}@head"
-        )
+        command.revision(cfg, message=a.message, rev_id=a.rev_id, autogenerate=True, head=f"{a.head}@head")

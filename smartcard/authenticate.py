@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 import pki
 from policies import Level
-from smartcard import challenges, proof
+from smartcard import challenges, proof, sql
 from smartcard.errors import (
     AccessDenied,
     BindingMismatch,
@@ -156,19 +156,28 @@ def approve(
     url: str,
     now: dt.datetime,
 ) -> Approval:
-    """Check a signed answer: device key + certificate (``proof.verify``), then the challenge."""
-    verified = proof.verify(session, ca, token, method="POST", url=url, now=now, window=settings.proof_window)
+    """Check a signed answer: device key + certificate (``proof.verify``), then the challenge.
+
+    Raises on any refusal; the caller rolls back its transaction then (the challenge stays
+    pending, the proof's ``jti`` unrecorded) and commits on success.
+    """
+    conn = sql.connection(session)  # asked once: every statement below runs on it
+    verified = proof.verify(conn, ca, token, method="POST", url=url, now=now, window=settings.proof_window)
     claims = verified.claims
-    row, _ = challenges.find(session, str(claims.get("challenge", "")))
+    decision = claims.get("decision")
+    if decision not in ("approve", "deny"):
+        raise InvalidRequest("decision must be approve or deny")
+    state = APPROVED if decision == "approve" else DENIED
+    # single use, atomically: of two concurrent answers only one finds the challenge pending.
+    # A check below that fails raises, and the caller's rollback leaves it pending.
+    row = challenges.answer(
+        conn, str(claims.get("challenge", "")), to=state, now=now, device_id=verified.device_id
+    )
     if row.purpose != AUTH:
         raise InvalidChallenge(f"challenge is for {row.purpose}")
-    device = session.get(Device, verified.device_id)
-    assert device is not None
     # device ownership: a device of citizen A never answers for citizen B
-    if not hmac.compare_digest(row.account_id, device.account_id):
-        raise AccessDenied(f"device {device.id} belongs to another account")
-    if row.state != PENDING:
-        raise InvalidChallenge("challenge already answered")  # single use
+    if not hmac.compare_digest(row.account_id, verified.account_id):
+        raise AccessDenied(f"device {verified.device_id} belongs to another account")
     if row.expires_at <= now:
         raise InvalidChallenge("challenge expired")
     # the signature covers challenge + binding data: what the citizen saw is what is approved
@@ -178,19 +187,14 @@ def approve(
         and _same(claims.get("amount"), row.amount)
     ):
         raise BindingMismatch("binding code, service name or amount differ")
-    decision = claims.get("decision")
-    if decision not in ("approve", "deny"):
-        raise InvalidRequest("decision must be approve or deny")
-    device_level = Level(device.max_level) if device.max_level else None
+    device_level = Level(verified.device_max_level) if verified.device_max_level else None
     if decision == "approve" and (device_level is None or device_level < (row.level or Level.SUBSTANTIAL)):
         # policies.assess_device: a software key never reaches more than low
         raise InsufficientDeviceLevel(
             f"device max level {device_level} below {Level(row.level or Level.SUBSTANTIAL).label}"
         )
-    state = APPROVED if decision == "approve" else DENIED
-    challenges.mark(session, row, to=state, now=now, device_id=device.id)
-    device.last_used_at = now
-    return Approval(row.public_id, row.account_id, device.id, state, device_level)
+    proof.touch(conn, verified.device_id, now)
+    return Approval(row.public_id, row.account_id, verified.device_id, state, device_level)
 
 
 def status(

@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Protocol, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, Update, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from smartcard.errors import InvalidChallenge, InvalidRequest
 from smartcard.models import PENDING, USED, Challenge
+from smartcard.sql import Db, connection
+
+_TABLE = cast(Table, Challenge.__table__)
+_T = _TABLE.c
+# the columns a check needs, read with one Core statement (no ORM identity map on hot paths)
+_LOOKUP = select(
+    _T.id,
+    _T.public_id,
+    _T.purpose,
+    _T.account_id,
+    _T.device_id,
+    _T.state,
+    _T.expires_at,
+    _T.binding_code,
+    _T.service_name,
+    _T.amount,
+    _T.level,
+).where(_T.id == bindparam("digest"))
 
 # Binding codes: no 0/O, 1/I/L, so a citizen reads them off a screen without doubt.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -79,18 +100,60 @@ def create(
     return IssuedChallenge(b64url(raw), row.public_id, purpose, row.expires_at), row
 
 
-def find(session: Session, value: str) -> tuple[Challenge, bytes]:
-    """The challenge row for a value the client sent back, and the raw challenge bytes."""
+@dataclass(frozen=True)
+class ChallengeState:
+    """A challenge as read for one check (a snapshot; :func:`advance` decides atomically)."""
+
+    id: str
+    public_id: str
+    purpose: str
+    account_id: str
+    device_id: str | None
+    state: str
+    expires_at: dt.datetime
+    binding_code: str | None
+    service_name: str | None
+    amount: str | None
+    level: int | None
+
+
+class _Live(Protocol):
+    @property
+    def purpose(self) -> str: ...
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def expires_at(self) -> dt.datetime: ...
+
+
+def _raw(value: str) -> bytes:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CHALLENGE_CHARS:
         raise InvalidChallenge("challenge missing or malformed")
-    raw = b64url_decode(value, "challenge")
+    return b64url_decode(value, "challenge")
+
+
+def find(session: Session, value: str) -> tuple[Challenge, bytes]:
+    """The challenge row for a value the client sent back, and the raw challenge bytes."""
+    raw = _raw(value)
     row = session.get(Challenge, digest(raw))  # looked up by digest: no timing oracle on the value
     if row is None:
         raise InvalidChallenge("unknown challenge")
     return row, raw
 
 
-def check_live(row: Challenge, *, purpose: str, account_id: str, now: dt.datetime) -> None:
+def lookup(db: Db, value: str) -> tuple[ChallengeState, bytes]:
+    """As :func:`find`, one Core statement, a frozen snapshot instead of an ORM row."""
+    raw = _raw(value)
+    # looked up by digest: no timing oracle on the value
+    found = connection(db).execute(_LOOKUP, {"digest": digest(raw)}).first()
+    if found is None:
+        raise InvalidChallenge("unknown challenge")
+    return ChallengeState(*found), raw
+
+
+def check_live(row: _Live, *, purpose: str, account_id: str, now: dt.datetime) -> None:
     if not hmac.compare_digest(row.purpose, purpose):
         raise InvalidChallenge(f"challenge is for {row.purpose}, not {purpose}")
     if not hmac.compare_digest(row.account_id, account_id):
@@ -101,24 +164,60 @@ def check_live(row: Challenge, *, purpose: str, account_id: str, now: dt.datetim
         raise InvalidChallenge("challenge expired")
 
 
-def mark(session: Session, row: Challenge, *, to: str, now: dt.datetime, **values: object) -> None:
-    """Move a pending challenge on, atomically: of two concurrent uses only one wins."""
-    result = session.execute(
-        update(Challenge)
-        .where(Challenge.id == row.id, Challenge.state == PENDING)
-        .values(state=to, answered_at=now, **values)
-        .execution_options(synchronize_session=False)
+@functools.lru_cache(maxsize=8)
+def _advance_statement(extra: tuple[str, ...]) -> Update:
+    """``UPDATE … WHERE id = ? AND state = 'pending'``, built once per set of extra columns."""
+    columns = ("state", "answered_at", *extra)
+    return (
+        update(_TABLE)
+        .where(_T.id == bindparam("b_id"), _T.state == PENDING)
+        .values({c: bindparam(f"b_{c}") for c in columns})
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+
+
+def advance(db: Db, challenge_id: str, *, to: str, now: dt.datetime, **values: object) -> None:
+    """Move a pending challenge on, atomically: of two concurrent uses only one wins."""
+    params = {"b_id": challenge_id, "b_state": to, "b_answered_at": now}
+    params.update({f"b_{k}": v for k, v in values.items()})
+    result = connection(db).execute(_advance_statement(tuple(sorted(values))), params)
+    if result.rowcount != 1:
         raise InvalidChallenge("challenge already used")
+
+
+@functools.lru_cache(maxsize=8)
+def _answer_statement(extra: tuple[str, ...]) -> Update:
+    return _advance_statement(extra).returning(*_LOOKUP.selected_columns)
+
+
+def answer(db: Db, value: str, *, to: str, now: dt.datetime, **values: object) -> ChallengeState:
+    """Move the pending challenge ``value`` names on in one statement, and return it as it was.
+
+    The caller checks the returned row (purpose, account, expiry, binding data) and raises on a
+    mismatch: its transaction is then rolled back, the challenge stays pending. Of two
+    concurrent answers only one finds the challenge pending (single use).
+    """
+    raw = _raw(value)
+    params = {"b_id": digest(raw), "b_state": to, "b_answered_at": now}
+    params.update({f"b_{k}": v for k, v in values.items()})
+    conn = connection(db)
+    found = conn.execute(_answer_statement(tuple(sorted(values))), params).first()
+    if found is None:
+        lookup(conn, value)  # raises InvalidChallenge("unknown challenge") for an unknown one
+        raise InvalidChallenge("challenge already answered")  # single use
+    return dataclasses.replace(ChallengeState(*found), state=PENDING)
+
+
+def mark(session: Session, row: Challenge, *, to: str, now: dt.datetime, **values: object) -> None:
+    """:func:`advance` for an ORM row, which is then refreshed."""
+    advance(session, row.id, to=to, now=now, **values)
     session.refresh(row)
 
 
 def consume(session: Session, value: str, *, purpose: str, account_id: str, now: dt.datetime) -> bytes:
     """Use an enrolment or renewal challenge once; returns its raw bytes."""
-    row, raw = find(session, value)
+    row, raw = lookup(session, value)
     check_live(row, purpose=purpose, account_id=account_id, now=now)
-    mark(session, row, to=USED, now=now)
+    advance(session, row.id, to=USED, now=now)
     return raw
 
 

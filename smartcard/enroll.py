@@ -10,9 +10,11 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from typing import cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 import attestation
@@ -26,6 +28,10 @@ from smartcard.errors import AttestationFailed, DeviceNotEligible, InvalidCsr, I
 from smartcard.models import ENROL, Device, DeviceGrant
 from smartcard.settings import SmartcardSettings
 
+_DEVICES = cast(Table, Device.__table__)
+_GRANTS = cast(Table, DeviceGrant.__table__)
+_INSERT_DEVICE = insert(_DEVICES)
+_INSERT_GRANT = insert(_GRANTS)
 MAX_NAME = 100
 SOFTWARE = "software"
 
@@ -173,14 +179,15 @@ def certify(
                 validity=settings.certificate_validity,
                 requested_by=actor,
             ),
+            commit=False,  # "issued" commits with the device row (the caller's unit of work)
         )
     except pki.PkiError as exc:
         raise InvalidCsr(f"{exc.code}: {exc.detail}") from exc
 
 
-def result_of(device: Device, issued: pki.IssueResult, checked: CheckedKey) -> EnrolResult:
+def result_of(device_id: str, issued: pki.IssueResult, checked: CheckedKey) -> EnrolResult:
     return EnrolResult(
-        device_id=device.id,
+        device_id=device_id,
         serial=issued.serial,
         fingerprint_sha256=issued.fingerprint_sha256,
         certificate_pem=issued.certificate_pem,
@@ -202,7 +209,8 @@ def enrol(
     *,
     now: dt.datetime,
 ) -> EnrolResult:
-    """Enrol a device key. Commits ``session`` (``pki.issue`` records before it signs)."""
+    """Enrol a device key. Commits ``session`` once (``pki.issue`` records the serial before it
+    signs); the certificate, the device row and the rest commit with the caller's transaction."""
     name = clean_name(request.name)
     # single use, five minutes, this account, purpose enrolment
     challenge = challenges.consume(
@@ -211,27 +219,32 @@ def enrol(
     checked = check_key(settings, request.csr, request.evidence, challenge, now)
     device_id = new_id()
     issued = certify(session, ca, settings, checked.csr, device_id, request.account_id)
-    device = Device(
-        id=device_id,
-        account_id=request.account_id,
-        name=name,
-        type=checked.device_type,
-        security_level=checked.security_level,
-        max_level=int(checked.assessment.max_level) if checked.assessment.max_level else None,
-        assessment=checked.assessment.reason.code,
-        attestation=checked.summary,
-        spki_sha256=checked.spki_sha256,
-        cert_serial=issued.serial,
-        cert_fingerprint=issued.fingerprint_sha256,
-        cert_not_after=issued.not_after,
-        dpop_jkt=request.dpop_jkt,
-        enrolled_at=now,
+    max_level = checked.assessment.max_level
+    # Core statements on the session's transaction: the device row and the token family it
+    # came from are committed by the caller together with the rest of the request
+    conn = session.connection()
+    conn.execute(
+        _INSERT_DEVICE,
+        {
+            "id": device_id,
+            "account_id": request.account_id,
+            "name": name,
+            "type": checked.device_type,
+            "security_level": checked.security_level,
+            "max_level": int(max_level) if max_level else None,
+            "assessment": checked.assessment.reason.code,
+            "attestation": checked.summary,
+            "spki_sha256": checked.spki_sha256,
+            "cert_serial": issued.serial,
+            "cert_fingerprint": issued.fingerprint_sha256,
+            "cert_not_after": issued.not_after,
+            "dpop_jkt": request.dpop_jkt,
+            "enrolled_at": now,
+        },
     )
-    session.add(device)
     if request.grant_id:
-        session.add(DeviceGrant(device_id=device_id, grant_id=request.grant_id))
-    session.flush()
-    return result_of(device, issued, checked)
+        conn.execute(_INSERT_GRANT, {"device_id": device_id, "grant_id": request.grant_id})
+    return result_of(device_id, issued, checked)
 
 
 def spki_of(cert_der: bytes) -> bytes:

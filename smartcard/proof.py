@@ -1,20 +1,27 @@
 """Device proofs: a compact JWS signed by the device key, its certificate in ``x5c``.
 
-``typ`` is ``device-proof+jwt`` (RFC 8725 §3.11 explicit typing). The certificate is checked
-from scratch every time: path to our root (RFC 5280 §6.1), validity, status *from the CA's
+``typ`` is ``device-proof+jwt`` (RFC 8725 §3.11 explicit typing). Every proof checks the
+certificate's path to our root (RFC 5280 §6.1), its validity, its status *from the CA's
 database* (never a cached CRL), and that it belongs to an active device; then the signature,
 ``iat`` window, ``htm``/``htu`` and single use of ``jti`` (as RFC 9449 §4.3 does for DPoP).
+
+What is cached per process is only what cannot change: a parsed certificate and its imported
+key (by DER), and the fact that the issuing CA's own certificate chains to the root (checked in
+full, with the first device certificate it is seen with). Later proofs validate the device
+certificate against the issuing CA and re-check the CA's and the root's validity period at the
+proof's time. Status, device and ``jti`` come from the database every time.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -22,11 +29,15 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, select, update
 
 import pki
+from pki.models import CaCertificate
+from pki.revocation import REASON_NAMES
+from smartcard import replay
 from smartcard.errors import CertificateRevoked, InvalidCertificate, InvalidProof
 from smartcard.models import Device, SeenProof
+from smartcard.sql import Db, connection
 
 TYP = "device-proof+jwt"
 MAX_PROOF = 64 * 1024
@@ -35,6 +46,35 @@ DEVICE_PROFILE = "device-auth"
 REGISTRY = jws.JWSRegistry(algorithms=["ES256"])
 REGISTRY.max_header_length = 8192
 
+_CERTS = cast(Table, CaCertificate.__table__)
+_DEVICES = cast(Table, Device.__table__)
+_SEEN = cast(Table, SeenProof.__table__)
+# RFC 5280 §6.3 / RFC 6960 §2.2: the CA's record and the device row, one statement
+_STATUS = (
+    select(
+        _CERTS.c.serial,
+        _CERTS.c.status,
+        _CERTS.c.profile,
+        _CERTS.c.revocation_reason,
+        _DEVICES.c.id,
+        _DEVICES.c.account_id,
+        _DEVICES.c.max_level,
+        _DEVICES.c.revoked_at,
+    )
+    .select_from(_CERTS.outerjoin(_DEVICES, _DEVICES.c.cert_fingerprint == _CERTS.c.fingerprint_sha256))
+    .where(_CERTS.c.fingerprint_sha256 == bindparam("fp"))
+)
+_TOUCH = update(_DEVICES).where(_DEVICES.c.id == bindparam("device")).values(last_used_at=bindparam("at"))
+
+
+@dataclass(frozen=True)
+class ActiveDevice:
+    """The device a valid certificate belongs to, as the database says at this moment."""
+
+    id: str
+    account_id: str
+    max_level: int | None
+
 
 @dataclass(frozen=True)
 class VerifiedProof:
@@ -42,51 +82,98 @@ class VerifiedProof:
     account_id: str
     claims: dict[str, Any]
     certificate_der: bytes
+    device_max_level: int | None = None
 
 
-def _chain_verifier(ca: pki.CertificateAuthority, now: dt.datetime) -> Any:
-    builder = PolicyBuilder().store(Store([ca.root_certificate])).time(now)
-    return builder.build_client_verifier()
+@functools.lru_cache(maxsize=4096)
+def _parsed(der: bytes) -> tuple[x509.Certificate, ECKey]:
+    """A certificate and its key in joserfc form; immutable, so parsed once per DER."""
+    cert = x509.load_der_x509_certificate(der)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return cert, ECKey.import_key(spki)
+
+
+@dataclass(frozen=True)
+class _ValidatedIssuer:
+    """An issuing CA whose path to ``root`` passed full validation in this process."""
+
+    issuing: x509.Certificate
+    root: x509.Certificate
+    anchored: Store  # the issuing CA as the trust anchor for its device certificates
+
+
+# keyed by the identity of the (immutable, loaded once) certificate objects; the entry holds
+# them, so an identity is never reused while its entry exists
+_ISSUERS: dict[tuple[int, int], _ValidatedIssuer] = {}
+_MAX_ISSUERS = 16
+
+
+def _within(cert: x509.Certificate, now: dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+
+
+def check_path(ca: pki.CertificateAuthority, cert: x509.Certificate, now: dt.datetime) -> None:
+    """RFC 5280 §6.1: path from our root through the issuing CA to ``cert`` at ``now``.
+
+    Signatures, basic constraints, key usage, name chaining and (RFC 5280 §4.2.1.12)
+    extendedKeyUsage clientAuth. Raises :class:`VerificationError`.
+    """
+    issuing, root = ca.certificate, ca.root_certificate
+    known = _ISSUERS.get((id(issuing), id(root)))
+    if known is None or known.issuing is not issuing or known.root is not root:
+        # the whole path, root -> issuing CA -> device
+        verifier = PolicyBuilder().store(Store([root])).time(now).build_client_verifier()
+        verifier.verify(cert, [issuing])
+        if len(_ISSUERS) >= _MAX_ISSUERS:
+            _ISSUERS.clear()
+        _ISSUERS[(id(issuing), id(root))] = _ValidatedIssuer(issuing, root, Store([issuing]))
+        return
+    # RFC 5280 §6.1.3 (a)(2): every certificate on the path is valid at ``now``; the issuing
+    # CA's signature and constraints were validated in full above and do not change
+    if not (_within(issuing, now) and _within(root, now)):
+        raise VerificationError("the issuing CA or the root is not valid now")
+    PolicyBuilder().store(known.anchored).time(now).build_client_verifier().verify(cert, [])
 
 
 def check_certificate(
-    session: Session, ca: pki.CertificateAuthority, der: bytes, now: dt.datetime
-) -> tuple[x509.Certificate, Device]:
+    db: Db, ca: pki.CertificateAuthority, der: bytes, now: dt.datetime
+) -> tuple[x509.Certificate, ActiveDevice]:
     """A device certificate we issued, valid now, not revoked, of an active device."""
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert, _key = _parsed(der)
     except ValueError as exc:
         raise InvalidCertificate("x5c[0] is not a DER certificate") from exc
     # RFC 5280 §6.1.3 (a)(2): the certificate validity period includes the current time
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+    if not _within(cert, now):
         raise InvalidCertificate("certificate expired or not yet valid", "the device certificate has expired")
     try:
-        # RFC 5280 §6.1: path from our root through the issuing CA, signatures, basic
-        # constraints, key usage, and (RFC 5280 §4.2.1.12) extendedKeyUsage clientAuth
-        _chain_verifier(ca, now).verify(cert, [ca.certificate])
+        check_path(ca, cert, now)
     except VerificationError as exc:
         raise InvalidCertificate(f"path validation failed: {exc}"[:300]) from exc
-    try:
-        status = pki.status_by_fingerprint(session, hashlib.sha256(der).hexdigest())
-    except pki.PkiError as exc:
-        raise InvalidCertificate("certificate unknown to the CA") from exc
+    found = connection(db).execute(_STATUS, {"fp": hashlib.sha256(der).hexdigest()}).first()
+    if found is None:
+        raise InvalidCertificate("certificate unknown to the CA")
+    serial, status, profile, reason, device_id, account_id, max_level, removed_at = found
     # RFC 5280 §6.3 / RFC 6960 §2.2: status as the CA knows it at this moment
-    if status.status == "revoked":
-        raise CertificateRevoked(f"serial {status.serial} revoked ({status.revocation_reason})")
-    if status.status != "issued" or status.profile != DEVICE_PROFILE:
-        raise InvalidCertificate(f"certificate is {status.status}/{status.profile}")
-    device = (
-        session.query(Device).filter(Device.cert_fingerprint == hashlib.sha256(der).hexdigest()).one_or_none()
-    )
-    if device is None:
+    if status == "revoked":
+        reason_name = None if reason is None else REASON_NAMES.get(reason, str(reason))
+        raise CertificateRevoked(f"serial {serial} revoked ({reason_name})")
+    if status != "issued" or profile != DEVICE_PROFILE:
+        raise InvalidCertificate(f"certificate is {status}/{profile}")
+    if device_id is None:
         raise InvalidCertificate("certificate of no device")
-    if device.revoked_at is not None:
+    if removed_at is not None:
         raise CertificateRevoked("device removed")
-    return cert, device
+    return cert, ActiveDevice(device_id, account_id, max_level)
+
+
+def touch(db: Db, device_id: str, now: dt.datetime) -> None:
+    """Remember when a device was last used (one Core statement)."""
+    connection(db).execute(_TOUCH, {"device": device_id, "at": now})
 
 
 def verify(
-    session: Session,
+    session: Db,
     ca: pki.CertificateAuthority,
     token: str,
     *,
@@ -113,14 +200,15 @@ def verify(
         der = base64.b64decode(x5c[0], validate=True)  # RFC 7515 §4.1.6: base64, not base64url
     except ValueError as exc:
         raise InvalidProof("x5c[0] is not base64") from exc
-    cert, device = check_certificate(session, ca, der, now)
+    conn = connection(session)
+    _cert, device = check_certificate(conn, ca, der, now)
     try:
-        key = ECKey.import_key(
-            cert.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        )
-        jws.deserialize_compact(token, key, algorithms=["ES256"], registry=REGISTRY)  # RFC 7515 §5.2
+        # RFC 7515 §5.2: the signature, with the certificate's key
+        valid = jws.validate_compact(compact, _parsed(der)[1], registry=REGISTRY)
     except (JoseError, ValueError, TypeError) as exc:
         raise InvalidProof("signature does not verify with the certificate's key") from exc
+    if not valid:
+        raise InvalidProof("signature does not verify with the certificate's key")
     try:
         claims = json.loads(compact.payload)
     except ValueError as exc:
@@ -138,9 +226,7 @@ def verify(
         raise InvalidProof("htu does not match the request")  # as RFC 9449 §4.3 (10)
     if abs(now.timestamp() - iat) > window.total_seconds():  # as RFC 9449 §4.3 (12)
         raise InvalidProof("iat outside the acceptable window")
-    seen = f"dev:{device.id}:{jti}"
-    if session.get(SeenProof, seen) is not None:  # as RFC 9449 §11.1: single use
+    # as RFC 9449 §11.1: single use, decided by the database's unique key
+    if not replay.first_use(conn, _SEEN, f"dev:{device.id}:{jti}", now + 2 * window):
         raise InvalidProof("proof replayed")
-    session.add(SeenProof(key=seen, expires_at=now + 2 * window))
-    session.flush()
-    return VerifiedProof(device.id, device.account_id, claims, der)
+    return VerifiedProof(device.id, device.account_id, claims, der, device.max_level)

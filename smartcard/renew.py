@@ -112,7 +112,7 @@ def renew(
     session.flush()
     # RFC 5280 §5.3.1 superseded: the old certificate is replaced
     pki.revoke(session, ca, old_serial, "superseded", actor=device.account_id)
-    return result_of(device, issued, checked)
+    return result_of(device.id, issued, checked)
 
 
 def fingerprint(der: bytes) -> str:

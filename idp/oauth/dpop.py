@@ -9,23 +9,31 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from idp.models import SeenJti
+from smartcard import replay
 
 ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
 IAT_WINDOW = 60  # seconds either side (§11.1)
 NONCE_PERIOD = 300
 MAX_PROOF = 4096
+REGISTRY = jws.JWSRegistry(algorithms=ALGORITHMS)
+_SEEN = cast(Table, SeenJti.__table__)
+_KEY_TYPES: dict[str, type[ECKey] | type[RSAKey] | type[OKPKey]] = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
 
 
 class DpopError(Exception):
@@ -59,26 +67,48 @@ def access_token_hash(token: str) -> str:
     return b64url(hashlib.sha256(token.encode("ascii")).digest())  # §4.2 ath
 
 
-def make_nonce(key: bytes, now: float | None = None) -> str:
-    bucket = int((now or time.time()) // NONCE_PERIOD)
+@functools.lru_cache(maxsize=16)
+def _nonce_of(key: bytes, bucket: int) -> str:
+    """§8: the server's nonce for one period, an HMAC of it (computed once per period)."""
     mac = hmac.new(key, f"dpop-nonce:{bucket}".encode(), hashlib.sha256).digest()[:18]
     return f"{bucket}.{b64url(mac)}"
 
 
+def make_nonce(key: bytes, now: float | None = None) -> str:
+    return _nonce_of(key, int((now or time.time()) // NONCE_PERIOD))
+
+
 def nonce_valid(key: bytes, nonce: str, now: float | None = None) -> bool:
     current = int((now or time.time()) // NONCE_PERIOD)
+    sent = nonce.encode()
+    ok = False
     for bucket in (current, current - 1):  # the previous period stays valid for a while
-        mac = hmac.new(key, f"dpop-nonce:{bucket}".encode(), hashlib.sha256).digest()[:18]
-        if hmac.compare_digest(nonce.encode(), f"{bucket}.{b64url(mac)}".encode()):
-            return True
-    return False
+        # constant time, and both compared every time
+        ok |= hmac.compare_digest(sent, _nonce_of(key, bucket).encode())
+    return ok
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(members: tuple[tuple[str, Any], ...]) -> tuple[ECKey | RSAKey | OKPKey, str]:
+    """A public JWK imported once, with its RFC 7638 thumbprint (keys are immutable values)."""
+    jwk = dict(members)
+    key = _KEY_TYPES[jwk.get("kty", "")].import_key(jwk)
+    return key, key.thumbprint()  # RFC 7638, SHA-256, base64url
+
+
+def _import(jwk: dict[str, Any]) -> tuple[ECKey | RSAKey | OKPKey, str]:
+    members = tuple(sorted(jwk.items()))
+    try:
+        hash(members)
+    except TypeError:  # a member that is not a plain value (list, object): not cacheable
+        return _public_key.__wrapped__(members)
+    return _public_key(members)
+
+
+@functools.lru_cache(maxsize=256)
 def _normalise_htu(url: str) -> str:
     # §4.3 (9): compare without query and fragment (RFC 3986 §6.2.2 normalisation: lower-case
     # scheme and host, default ports removed).
-    from urllib.parse import urlsplit, urlunsplit
-
     p = urlsplit(url)
     host = (p.hostname or "").lower()
     port = p.port
@@ -104,7 +134,7 @@ def verify_proof(
     if not proof or len(proof) > MAX_PROOF:
         raise DpopError("missing or oversized DPoP proof")
     try:
-        compact = jws.extract_compact(proof.encode("ascii"))
+        compact = jws.extract_compact(proof.encode("ascii"), registry=REGISTRY)
     except (JoseError, ValueError, UnicodeError) as exc:
         raise DpopError("DPoP proof is not a well-formed JWS") from exc  # (2)
     header = compact.headers()
@@ -119,12 +149,12 @@ def verify_proof(
     if any(k in jwk for k in ("d", "p", "q", "dp", "dq", "qi", "k")):  # (6) no private key
         raise DpopError("jwk must be a public key")
     try:
-        key = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}[jwk.get("kty", "")].import_key(jwk)
-        jws.deserialize_compact(proof, key, algorithms=[alg])  # (7) signature
+        key, jkt = _import(jwk)
+        valid = jws.validate_compact(compact, key, registry=REGISTRY)  # (7) signature
     except (JoseError, KeyError, ValueError, TypeError) as exc:
         raise DpopError("DPoP proof signature does not verify") from exc
-    import json
-
+    if not valid:
+        raise DpopError("DPoP proof signature does not verify")
     try:
         claims = json.loads(compact.payload)
     except ValueError as exc:
@@ -154,13 +184,12 @@ def verify_proof(
         ath = claims.get("ath")
         if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
             raise DpopError("ath does not match the access token")
-    jkt = key.thumbprint()  # RFC 7638, SHA-256, base64url
-    # §11.1: a proof is used once within its window; remember jti per key.
+    # §11.1: a proof is used once within its window; remember jti per key, in the database
+    # (shared by every process), decided by its unique key
     seen_key = f"dpop:{jkt}:{jti}"[:200]
-    if session.get(SeenJti, seen_key) is not None:
+    expires = dt.datetime.fromtimestamp(now + 2 * IAT_WINDOW + 5, dt.UTC)
+    if not replay.first_use(session, _SEEN, seen_key, expires):
         raise DpopError("DPoP proof replayed")
-    session.add(SeenJti(key=seen_key, expires_at=dt.datetime.fromtimestamp(now + 2 * IAT_WINDOW + 5, dt.UTC)))
-    session.flush()
     return DpopProof(jkt=jkt, jti=jti, iat=iat)
 
 

@@ -16,10 +16,12 @@ from babel.dates import format_datetime
 from flask import Blueprint, redirect, render_template, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from idp import accounts, browser, uow
-from idp.models import Client, Consent
+from db import utcnow
+from idp import accounts, browser, throttle, uow
+from idp.crypto import verify_password
+from idp.models import Client, Consent, LoginSession
 from idp.privacy import audit_entries
 from idp.runtime import runtime
 
@@ -64,6 +66,7 @@ def _event_label(action: str, outcome: str) -> str:
         "logout": _("Logged out"),
         "password.reset_request": _("New password requested"),
         "password.reset": _("Password changed") if ok else _("Invalid password link used"),
+        "password.change": _("Password changed") if ok else _("Password change refused"),
         "consent.grant": _("Service allowed"),
         "consent.deny": _("Service refused"),
         "consent.withdraw": _("Consent withdrawn"),
@@ -167,6 +170,86 @@ def withdraw_consent() -> Any:
             reason="withdrawn by citizen",
         )
     return redirect("/account", code=303)
+
+
+MAX_PASSWORD_FIELD = 1024
+
+
+def _password_link() -> tuple[str, str] | None:
+    acct = browser.current_account()
+    if acct is None or acct.password_hash is None:
+        return None
+    return "/account/password", _("Change my password")
+
+
+ACCOUNT_LINKS.append(_password_link)
+
+
+def _password_page(error: str | None = None) -> str:
+    return render_template("account_password.html", csrf_token=browser.csrf_token(), error=error)
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def change_password() -> Any:
+    """Change the password, knowing the current one (NIST SP 800-63B §6.1.2.3 / OWASP)."""
+    if request.method == "POST":
+        browser.check_csrf()
+    acct = browser.current_account()
+    if acct is None or acct.password_hash is None:
+        return redirect("/login", code=303)
+    if request.method == "GET":
+        return _password_page()
+    current = request.form.get("current_password", "")
+    new, again = request.form.get("password", ""), request.form.get("password2", "")
+    if max(len(current), len(new), len(again)) > MAX_PASSWORD_FIELD:
+        return _password_page(_("An entry is too long.")), 400
+    now = utcnow()
+    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
+    held = throttle.blocked(uow.db(), index, now)
+    if held is not None:  # guesses through a taken-over session count like login guesses
+        uow.record(action="password.change", outcome="denied", actor=who, subject=who, reason="throttled")
+        return _password_page(_("Too many wrong passwords. Please try again later.")), 429
+    if not verify_password(acct.password_hash, current):
+        uow.on_failure(throttle.failure_counter(index, now, who))
+        uow.record(
+            action="password.change",
+            outcome="denied",
+            actor=who,
+            subject=who,
+            reason="wrong current password",
+        )
+        return _password_page(_("The current password is wrong.")), 401
+    if new != again:
+        return _password_page(_("The two passwords do not match.")), 400
+    try:
+        accounts.set_password(uow.db(), acct, new)
+    except accounts.WeakPassword:
+        msg = _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+        return _password_page(msg), 400
+    # OWASP Session Management: other sessions end when the password changes; this one is renewed.
+    here = browser.current()
+    others = delete(LoginSession).where(LoginSession.account_id == acct.id)
+    if here is not None:
+        others = others.where(LoginSession.id_digest != here.id_digest)
+    ended = uow.db().execute(others).rowcount or 0  # type: ignore[attr-defined]
+    factors = browser.factors(here)
+    browser.log_in(acct, "pwd")
+    uow.record(
+        action="password.change",
+        outcome="success",
+        actor=acct.id,
+        subject=acct.id,
+        reason="changed by the citizen",
+        details={"other_sessions_ended": int(ended), "factors_kept": sorted(factors)},
+    )
+    return render_template(
+        "message.html",
+        title=_("Password changed"),
+        status="ok",
+        message=_("Your new password is saved. Your other browsers have been logged out."),
+        link="/account",
+        link_text=_("Back to my account"),
+    )
 
 
 @bp.post("/account/logout")

@@ -9,10 +9,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from flask_babel import gettext as _
+from flask_babel import ngettext
+from sqlalchemy import select
 
-from idp import accounts, browser, uow
+from db import utcnow
+from idp import accounts, browser, throttle, uow
 from idp.mail import MailError, send
-from idp.models import Client
+from idp.models import Client, EmailToken
 from idp.runtime import runtime
 
 bp = Blueprint("auth", __name__)
@@ -78,7 +81,33 @@ def _continue_url() -> str:
     return "/account"
 
 
+# One link per address and purpose per minute at most: the forms cannot be used to flood a
+# citizen's mailbox or our mail server's reputation. The page answers the same either way.
+RESEND_INTERVAL = dt.timedelta(seconds=60)
+
+
+def _sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bool:
+    # A link issued at t expires at t + lifetime: issued within the interval <=> expires after this.
+    cutoff = utcnow() + lifetime - RESEND_INTERVAL
+    q = select(EmailToken.token_digest).where(
+        EmailToken.account_id == account.id,
+        EmailToken.purpose == purpose,
+        EmailToken.used_at.is_(None),
+        EmailToken.expires_at > cutoff,
+    )
+    return uow.db().execute(q.limit(1)).first() is not None
+
+
 def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -> None:
+    if _sent_recently(account, purpose, lifetime):
+        uow.record(
+            action="mail.suppressed",
+            outcome="info",
+            actor="anonymous",
+            subject=account.id,
+            reason=f"{purpose} link sent less than {int(RESEND_INTERVAL.total_seconds())} s ago",
+        )
+        return
     token = accounts.issue_email_token(uow.db(), _keys(), account, purpose, lifetime)
     cfg = runtime().config
     city = cfg.branding.city_name
@@ -216,8 +245,24 @@ def login() -> Any:
             client=client,
             error=_("An entry is too long."),
         ), 400
+    now = utcnow()
+    index = _keys().email_lookup(email) if len(email) <= 254 else None
+    held = throttle.blocked(uow.db(), index, now) if index else None
+    if held is not None:  # NIST SP 800-63B §5.2.2: the password is not even checked
+        uow.record(
+            action="login.password",
+            outcome="denied",
+            actor="anonymous",
+            subject="",
+            reason=f"throttled after {held.failures} failures",
+        )
+        return render_template(
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=_held(held, now)
+        ), 429
     outcome = accounts.check_login(uow.db(), _keys(), email, password)
     if outcome.reason != "ok":
+        if outcome.reason == "bad_credentials" and index:
+            uow.on_failure(throttle.failure_counter(index, now, ""))  # the account is not named
         uow.record(
             action="login.password",
             outcome="denied",
@@ -232,6 +277,8 @@ def login() -> Any:
             "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=message
         ), 401
     assert outcome.account is not None
+    if index:
+        throttle.clear(uow.db(), index)
     target = _continue_url()
     browser.log_in(outcome.account, "pwd")
     uow.record(
@@ -242,6 +289,22 @@ def login() -> Any:
         reason="password verified",
     )
     return redirect(target)
+
+
+def _held(held: throttle.Blocked, now: dt.datetime) -> str:
+    if held.until_reset:
+        return _(
+            "This e-mail address is blocked after too many wrong passwords. "
+            "Please choose a new password with “Forgot your password?”."
+        )
+    minutes = max(1, -(-int((held.until - now).total_seconds()) // 60))
+    return ngettext(
+        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minute, "
+        "or choose a new password with “Forgot your password?”.",
+        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minutes, "
+        "or choose a new password with “Forgot your password?”.",
+        minutes,
+    )
 
 
 @bp.route("/forgot", methods=["GET", "POST"])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets
 from typing import Any
 
 from authlib.integrations.flask_client import OAuth
-from flask import Blueprint, Flask, redirect, render_template, session, url_for
+from flask import Blueprint, Flask, abort, redirect, render_template, request, session, url_for
 
 from idp.demo import DEMO_CLIENT
 from idp.runtime import runtime
@@ -43,9 +45,15 @@ def _client() -> Any:
     return current_app.extensions["demo_oauth"].cityid
 
 
+def _csrf_token() -> str:
+    if "demo_csrf" not in session:
+        session["demo_csrf"] = secrets.token_urlsafe(32)
+    return str(session["demo_csrf"])
+
+
 @bp.get("/")
 def home() -> Any:
-    return render_template("demo.html", user=session.get("demo_user"))
+    return render_template("demo.html", user=session.get("demo_user"), csrf_token=_csrf_token())
 
 
 @bp.get("/login")
@@ -62,6 +70,10 @@ def callback() -> Any:
 
 @bp.post("/logout")
 def logout() -> Any:
+    sent = request.form.get("csrf_token", "")
+    expected = session.get("demo_csrf", "")
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        abort(400, "csrf")  # another site cannot log the demo visitor out
     user = session.pop("demo_user", None)
     iss = runtime().config.issuer
     if user:

@@ -17,13 +17,15 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy import select
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
 
 from db import utcnow
 from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.models import Consent, Grant
-from idp.oauth import backchannel, dpop, mtls
-from idp.oauth.server import MAX_PARAM, OAuthClient, key_cache, principal_for
+from idp.oauth import backchannel, dpop, par
+from idp.oauth.server import ALL_AUTH, OAuthClient, key_cache, oversized, principal_for
 from idp.runtime import runtime
 from policies import AskStep, Refused, Satisfied, Step, next_step, required_level
 
@@ -98,7 +100,10 @@ def discovery() -> Response:
         "acr_values_supported": [LEVEL_LOW, LEVEL_SUBSTANTIAL, LEVEL_HIGH],
         "claims_parameter_supported": True,
         "request_parameter_supported": False,
-        "request_uri_parameter_supported": False,
+        "request_uri_parameter_supported": False,  # OIDC request_uri (fetched by us): no
+        # RFC 9126 §5: pushed authorization requests
+        "pushed_authorization_request_endpoint": f"{iss}/par",
+        "require_pushed_authorization_requests": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
@@ -136,19 +141,52 @@ def jwks() -> Response:
 # --------------------------------------------------------------------------- authorize
 
 
-def _oversized() -> bool:
-    if len(request.query_string) > 8192:
-        return True
-    return any(len(v) > MAX_PARAM for v in request.values.values())
+def _values() -> Any:
+    """The authorization request's parameters: the pushed ones (RFC 9126) or the browser's."""
+    return g.get("authz_values", request.values)
 
 
-def _error_redirect(err: OAuth2Error) -> Response:
+def _as_request(params: list[tuple[str, str]]) -> Request:
+    """The authorization request the pushed parameters stand for, for Authlib to validate."""
+    env = EnvironBuilder(
+        method="GET",
+        path="/authorize",
+        base_url=runtime().config.issuer,
+        query_string=urlencode(params),
+        headers={"User-Agent": request.headers.get("User-Agent", "")},
+    ).get_environ()
+    return Request(env)
+
+
+def _pushed_request() -> tuple[Request | None, Any]:
+    """RFC 9126 §4: an authorization request naming a pushed one uses its parameters only.
+
+    Returns the pushed request (None without one) or, second, the answer to a bad request_uri."""
+    request_uri = request.values.get("request_uri")
+    if request_uri is None:
+        return None, None
+    client_id = request.values.get("client_id", "")
+    try:
+        pushed = par.resolve(uow.db(), runtime().keys, request_uri, client_id, utcnow())
+    except par.ParError as exc:
+        # The redirect URI is not known to be this client's: a page, no redirect (RFC 6749 §4.1.2.1).
+        return None, _error_redirect(InvalidRequestError(str(exc)), error=par.ParError.error)
+    g.par_digest = pushed.digest
+    areq = _as_request(pushed.params)
+    g.authz_values = areq.values
+    return areq, None
+
+
+def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
     """Redirect an error to the client only if the redirect URI was validated (RFC 6749 §4.1.2.1)."""
+    if error is not None:
+        err.error = error
+    values = _values()
     if getattr(err, "redirect_uri", None):
         params = [("error", err.error)]
         if err.description:
             params.append(("error_description", err.description))
-        state = request.values.get("state")
+        state = values.get("state")
         if state:
             params.append(("state", state))
         params.append(("iss", runtime().config.issuer))  # RFC 9207 §2: also on errors
@@ -156,7 +194,7 @@ def _error_redirect(err: OAuth2Error) -> Response:
         uow.record(
             action="authorize.error",
             outcome="denied",
-            actor=request.values.get("client_id", "")[:64],
+            actor=values.get("client_id", "")[:64],
             subject="",
             reason=f"{err.error}: {err.description or ''}"[:300],
         )
@@ -164,7 +202,7 @@ def _error_redirect(err: OAuth2Error) -> Response:
     uow.record(
         action="authorize.error",
         outcome="denied",
-        actor=request.values.get("client_id", "")[:64],
+        actor=values.get("client_id", "")[:64],
         subject="",
         reason=f"{err.error}: {err.description or ''}"[:300],
     )
@@ -219,19 +257,28 @@ STEP_URLS = {
 
 @bp.route("/authorize", methods=["GET", "POST"])
 def authorize() -> Any:
-    if _oversized():
+    if oversized(request):
         err = InvalidRequestError("a parameter is too long")
         return _error_redirect(err)
     srv = server()
+    pushed, refused = _pushed_request()
+    if refused is not None:
+        return refused
     account = browser.current_account()
     session = browser.current()
     try:
-        grant = srv.get_consent_grant(end_user=account)
+        grant = srv.get_consent_grant(request=pushed, end_user=account)
     except OAuth2Error as err:
         return _error_redirect(err)
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
-    data = request.values
+    if pushed is None and client.row.require_par:  # RFC 9126 §6
+        return _error_redirect(
+            InvalidRequestError(
+                "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
+            )
+        )
+    data = _values()
     prompts = set(data.get("prompt", "").split())
     max_age = data.get("max_age")
     if max_age is not None and not max_age.isdigit():
@@ -348,6 +395,8 @@ def authorize() -> Any:
     uow.db().flush()
     principal = principal_for(uow.db(), g_row)
     session.pending = None
+    if pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
+        return _error_redirect(InvalidRequestError("request_uri already used"), error=par.ParError.error)
     uow.record(
         action="authorize.code",
         outcome="success",
@@ -356,7 +405,7 @@ def authorize() -> Any:
         reason=f"acr={outcome.acr} ({outcome.reason.code})",
         details={"amr": list(outcome.amr)},
     )
-    return srv.create_authorization_response(grant_user=principal, grant=grant)
+    return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
 
 
 def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Response:
@@ -365,67 +414,78 @@ def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Respons
     return _error_redirect(err)
 
 
+# --------------------------------------------------------------------------- pushed requests
+
+CLIENT_AUTH_PARAMS = {"client_secret", "client_assertion", "client_assertion_type"}
+
+
+def _par_error(status: int, error: str, description: str) -> Response:
+    uow.record(
+        action="par.refuse",
+        outcome="denied",
+        actor=request.values.get("client_id", "")[:64] or "unknown",
+        subject="",
+        reason=f"{error}: {description}"[:300],
+    )
+    resp = jsonify(error=error, error_description=description)  # RFC 9126 §2.3
+    resp.status_code = status
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+@bp.post("/par")
+def pushed_authorization_request() -> Any:
+    """RFC 9126 §2: the client pushes its authorization request and gets a request_uri."""
+    if oversized(request):
+        return _par_error(400, "invalid_request", "a parameter is too long")
+    srv = server()
+    try:  # §2.1 (1): client authentication as at the token endpoint
+        client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
+    except OAuth2Error as err:
+        return _par_error(401, err.error, err.description or "client authentication failed")
+    form = request.form
+    if "request_uri" in form:  # §2.1 (2)
+        return _par_error(400, "invalid_request", "request_uri must not be pushed")
+    if form.get("client_id", client.client_id) != client.client_id:
+        return _par_error(400, "invalid_request", "client_id is not the authenticated client")
+    if "request" in form:
+        return _par_error(400, "request_not_supported", "request objects are not supported")
+    params = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
+    params.append(("client_id", client.client_id))
+    # §2.1 (3): validated as the authorization endpoint validates (redirect URI, PKCE, scope…)
+    areq = _as_request(params)
+    try:
+        grant = srv.get_authorization_grant(srv.create_oauth2_request(areq))
+        grant.validate_no_multiple_request_parameter(grant.request)
+        grant.validate_authorization_request()
+        levels.request_facts(areq.values, utcnow(), areq.values.get("scope", ""))
+    except levels.BadClaimsParameter as exc:
+        return _par_error(400, "invalid_request", str(exc))
+    except OAuth2Error as err:
+        return _par_error(400, err.error, err.description or err.error)
+    max_age = areq.values.get("max_age")
+    if max_age is not None and not max_age.isdigit():
+        return _par_error(400, "invalid_request", "max_age must be a non-negative integer")
+    dpop_jkt = areq.values.get("dpop_jkt")
+    if dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt):
+        return _par_error(400, "invalid_request", "malformed dpop_jkt")
+    request_uri, expires_in = par.push(uow.db(), runtime().keys, client.client_id, params, utcnow())
+    uow.record(
+        action="par.push",
+        outcome="success",
+        actor=client.client_id,
+        subject=client.client_id,
+        reason=f"expires in {expires_in} s",
+    )
+    resp = jsonify(request_uri=request_uri, expires_in=expires_in)
+    resp.status_code = 201  # RFC 9126 §2.2
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 # --------------------------------------------------------------------------- tokens
 
-
-@bp.post("/token")
-def token() -> Any:
-    if _oversized():
-        return jsonify(error="invalid_request", error_description="a parameter is too long"), 400
-    rt = runtime()
-    try:
-        cert = mtls.presented(request.headers, rt.config.mtls_client_cert_header)
-        if cert is not None:  # RFC 8705 §3: bind the tokens to this device certificate
-            g.mtls = mtls.device_certificate(uow.db(), cert, utcnow())
-        proof = dpop.header_value(request.headers)
-        if proof is not None:
-            g.dpop = dpop.verify_proof(
-                uow.db(),
-                proof,
-                method="POST",
-                url=f"{rt.config.issuer}/token",
-                nonce_key=rt.keys.token,
-                require_nonce=rt.config.dpop_require_nonce,
-            )
-    except mtls.MtlsError as exc:
-        uow.record(
-            action="token.refuse",
-            outcome="denied",
-            actor=request.values.get("client_id", "")[:64] or "unknown",
-            subject="",
-            reason=f"mtls: {exc.description}",
-        )
-        resp = jsonify(error=exc.error, error_description=exc.description)
-        resp.status_code = 401
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
-    except dpop.DpopError as exc:
-        uow.record(
-            action="token.refuse",
-            outcome="denied",
-            actor=request.values.get("client_id", "")[:64] or "unknown",
-            subject="",
-            reason=f"{exc.error}: {exc.description}",
-        )
-        resp = jsonify(error=exc.error, error_description=exc.description)  # RFC 9449 §5
-        resp.status_code = 400
-        resp.headers["Cache-Control"] = "no-store"
-        if rt.config.dpop_require_nonce:
-            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
-        return resp
-    resp = server().create_token_response()
-    if proof is not None and rt.config.dpop_require_nonce:
-        resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # §8.2: a fresh one
-    if resp.status_code >= 400:
-        body = resp.get_json(silent=True) or {}
-        uow.record(
-            action="token.refuse",
-            outcome="denied",
-            actor=request.values.get("client_id", "")[:64] or "unknown",
-            subject="",
-            reason=f"{body.get('error')}: {body.get('error_description', '')}"[:300],
-        )
-    return resp
+# `/token` is served by idp.oauth.token_endpoint, in front of Flask (see there why).
 
 
 @bp.post("/introspect")
@@ -502,7 +562,7 @@ def end_browser_session(*, reason: str) -> None:
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout() -> Any:
-    if _oversized():
+    if oversized(request):
         return render_template(
             "message.html",
             title=_("Logout failed"),

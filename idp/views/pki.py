@@ -1,14 +1,17 @@
 """The CA over HTTP: chain, CRLs, OCSP, at exactly the URLs the certificates name.
 
-Views call ``pki`` and return bytes; nothing more.
+Views call ``pki`` and return bytes; nothing more. OCSP GET and POST are answered by
+``idp/ocsp_wsgi.py`` in front of Flask (installed by :func:`init_app`); the OCSP views here
+serve only when that middleware is not in place.
 """
 
 from __future__ import annotations
 
 from cryptography.hazmat.primitives.serialization import Encoding
-from flask import Blueprint, Response, abort, current_app, request
+from flask import Blueprint, Flask, Response, abort, current_app, request
 
 import pki
+from idp.ocsp_wsgi import OcspFastPath, load_issuing_ca
 from idp.runtime import runtime
 from pki import crl
 from pki.ocsp import malformed
@@ -29,21 +32,22 @@ _DER_CRL = "application/pkix-crl"  # RFC 2585 §4.2
 _OCSP_RESPONSE = "application/ocsp-response"  # RFC 6960 Appendix A.2
 
 
+def init_app(app: Flask, _server: object) -> None:
+    """OCSP requests are answered in plain WSGI before Flask sees them (``idp/ocsp_wsgi.py``)."""
+    app.wsgi_app = OcspFastPath(app.wsgi_app, app.extensions["cityid"], pki_holder(app))  # type: ignore[method-assign]
+
+
+def pki_holder(app: Flask) -> dict[str, pki.CertificateAuthority]:
+    holder: dict[str, pki.CertificateAuthority] = app.extensions.setdefault("cityid.pki", {})
+    return holder
+
+
 def _ca() -> pki.CertificateAuthority:
     """The issuing CA, loaded once per application (its key store keeps the unlocked key)."""
-    holder: dict[str, pki.CertificateAuthority] = current_app.extensions.setdefault("cityid.pki", {})
-    ca = holder.get("ca")
-    if ca is None:
-        rt = runtime()
-        cfg = rt.config
-        store = pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase)
-        with rt.sessions() as session:
-            try:
-                ca = pki.load_ca(session, cfg.ca, store, cfg.issuer)
-            except pki.PkiError:
-                abort(503)
-        holder["ca"] = ca
-    return ca
+    try:
+        return load_issuing_ca(runtime(), pki_holder(current_app))
+    except pki.PkiError:
+        abort(503)
 
 
 def _bytes(body: bytes, mimetype: str, max_age: int = 300) -> Response:

@@ -7,6 +7,7 @@ offer to continue it (``way_back`` in every template).
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,10 +22,24 @@ from idp.models import Client
 from idp.oauth.server import key_cache
 from idp.privacy import erase_account, export_account
 from idp.runtime import runtime
+from policies import Level
 
 bp = Blueprint("privacy", __name__)
 
 MAX_PASSWORD_FIELD = 1024
+# A factor above `low` (ID card, enrolled device, attested passkey) this recent confirms who is
+# deleting the account without the password (an account used with the ID card alone may have none
+# its owner remembers). Re-authentication before an irreversible action: NIST SP 800-63B §7.2.
+RECENT_STRONG_FACTOR_SECONDS = 10 * 60
+
+
+def _recent_strong_factor() -> str | None:
+    now = time.time()
+    for kind, (at, level) in browser.factors(browser.current()).items():
+        if at is not None and level is not None and level >= Level.SUBSTANTIAL:
+            if 0 <= now - at <= RECENT_STRONG_FACTOR_SECONDS:
+                return kind
+    return None
 
 
 @bp.post("/account/export")
@@ -51,8 +66,14 @@ def export() -> Any:
     )
 
 
-def _confirm_page(error: str | None = None) -> str:
-    return render_template("account_delete.html", csrf_token=browser.csrf_token(), error=error)
+def _confirm_page(error: str | None = None, *, strong: bool = False, has_password: bool = True) -> str:
+    return render_template(
+        "account_delete.html",
+        csrf_token=browser.csrf_token(),
+        error=error,
+        strong=strong,
+        has_password=has_password,
+    )
 
 
 @bp.route("/account/delete", methods=["GET", "POST"])
@@ -62,22 +83,30 @@ def delete_account() -> Any:
     acct = browser.current_account()
     if acct is None:
         return redirect("/login", code=303)
+    strong = _recent_strong_factor()
+    page = {"strong": strong is not None, "has_password": acct.password_hash is not None}
     if request.method == "GET":
-        return _confirm_page()
+        return _confirm_page(**page)
     password = request.form.get("password", "")
     if len(password) > MAX_PASSWORD_FIELD:
-        return _confirm_page(_("An entry is too long.")), 400
+        return _confirm_page(_("An entry is too long."), **page), 400
     if request.form.get("confirm") != "yes":
-        return _confirm_page(_("Please tick the box to confirm that you want to delete your account.")), 400
-    if not verify_password(acct.password_hash, password):
+        msg = _("Please tick the box to confirm that you want to delete your account.")
+        return _confirm_page(msg, **page), 400
+    if strong is not None:
+        confirmed_by = f"recent {strong} factor"
+    elif verify_password(acct.password_hash, password):
+        confirmed_by = "password"
+    else:
         uow.record(
             action="account.delete",
             outcome="denied",
             actor=acct.id,
             subject=acct.id,
-            reason="wrong password",
+            reason="wrong password" if acct.password_hash else "no password and no recent strong factor",
         )
-        return _confirm_page(_("The password is wrong. Your account has not been deleted.")), 401
+        msg = _("The password is wrong. Your account has not been deleted.")
+        return _confirm_page(msg, **page), 401
     rt = runtime()
     account_id = acct.id
     browser.log_out()  # this browser's session row goes first; erase_account removes the others
@@ -90,6 +119,7 @@ def delete_account() -> Any:
         subject=result.pseudonym,
         reason="erased at the citizen's request (GDPR Art. 17)",
         details={
+            "confirmed_by": confirmed_by,
             "sessions": result.sessions,
             "grants": result.grants,
             "logout_notices": result.logout_notices,

@@ -38,8 +38,10 @@ from idp import browser, levels, uow
 from idp.models import Client, Grant, LoginSession
 from idp.oauth.resource import ResourceError, authenticate
 from idp.oauth.server import revoke_grant
+from idp.ocsp_wsgi import load_issuing_ca
 from idp.runtime import runtime
 from idp.views.auth import complete_step
+from idp.views.pki import pki_holder
 from policies import Level
 from smartcard import authenticate as pki2fa
 from smartcard import challenges, devices
@@ -114,17 +116,10 @@ def settings() -> SmartcardSettings:
 def ca_in(session: Session) -> pki.CertificateAuthority:
     """The issuing CA, loaded once per application through ``session`` (the request's own: a
     second SQLite session would wait for this one's write lock), shared with ``idp.views.pki``."""
-    holder: dict[str, pki.CertificateAuthority] = current_app.extensions.setdefault("cityid.pki", {})
-    ca = holder.get("ca")
-    if ca is None:
-        cfg = runtime().config
-        store = pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase)
-        try:
-            ca = pki.load_ca(session, cfg.ca, store, cfg.issuer)
-        except pki.PkiError:
-            abort(503)
-        holder["ca"] = ca
-    return ca
+    try:
+        return load_issuing_ca(runtime(), pki_holder(current_app), session)
+    except pki.PkiError:
+        abort(503)
 
 
 def _ca() -> pki.CertificateAuthority:

@@ -120,8 +120,10 @@ class _Server(Server):
 class TestIdp:
     __test__ = False
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sp_entity: str = SP_ENTITY, acs_url: str = ACS_URL) -> None:
+        """``sp_entity``/``acs_url``: the SP it serves (a live cityid's, for tests over HTTP)."""
         self.dir = directory
+        self.sp_entity, self.acs_url = sp_entity, acs_url
         self.sp_key, self.sp_cert = make_key_pair(directory, "sp")
         self.idp_key, self.idp_cert = make_key_pair(directory, "idp")
         other_key, other_cert = make_key_pair(directory, "other-sp")
@@ -135,8 +137,8 @@ class TestIdp:
             )
         )
         self.settings = SamlSettings(
-            sp_entity_id=SP_ENTITY,
-            acs_url=ACS_URL,
+            sp_entity_id=sp_entity,
+            acs_url=acs_url,
             sp_key_file=self.sp_key,
             sp_cert_file=self.sp_cert,
             idp_entity_id=IDP_ENTITY,
@@ -144,7 +146,8 @@ class TestIdp:
             xmlsec_binary=XMLSEC,
         )
 
-    def _sp_config(self, entity=SP_ENTITY, key=None, cert=None) -> SPConfig:
+    def _sp_config(self, entity=None, key=None, cert=None) -> SPConfig:
+        entity = entity or self.sp_entity
         key, cert = key or self.sp_key, cert or self.sp_cert
         config = SPConfig()
         config.load(
@@ -156,7 +159,7 @@ class TestIdp:
                 "xmlsec_binary": XMLSEC,
                 "service": {
                     "sp": {
-                        "endpoints": {"assertion_consumer_service": [(ACS_URL, BINDING_HTTP_POST)]},
+                        "endpoints": {"assertion_consumer_service": [(self.acs_url, BINDING_HTTP_POST)]},
                         "authn_requests_signed": True,
                         "want_assertions_signed": True,
                     }
@@ -191,7 +194,7 @@ class TestIdp:
         return self.server.parse_authn_request(saml_request, BINDING_HTTP_POST).message
 
     def respond(self, request, issue: Issue | None = None) -> str:  # type: ignore[no-untyped-def]
-        issue = issue or Issue()
+        issue = issue or Issue(audience=self.sp_entity, destination=self.acs_url)
         self.server.issue = issue
         response = self.server.create_authn_response(
             identity={},
@@ -214,6 +217,6 @@ class TestIdp:
     def refuse(self, request, status: str) -> str:  # type: ignore[no-untyped-def]
         """An error Response, as when the citizen cancels (SAML Core §3.2.2.2)."""
         response = self.server.create_error_response(
-            request.id, ACS_URL, info=(status, "cancelled by the user")
+            request.id, self.acs_url, info=(status, "cancelled by the user")
         )
         return base64.b64encode(str(response).encode("utf-8")).decode("ascii")

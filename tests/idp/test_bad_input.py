@@ -250,6 +250,27 @@ def test_oversized_parameters_are_invalid_request(setup: Any) -> None:
         data={"grant_type": "refresh_token", "refresh_token": "r" * 3 * 1024 * 1024},
     )
     assert r.status_code == 413
+    assert r.json()["error"] == "invalid_request"
+
+
+def test_token_endpoint_accepts_only_post_rfc6749_3_2(setup: Any) -> None:
+    idp, _cid, _secret, _browser = setup
+    r = requests.get(f"{idp.url}/token", params={"grant_type": "client_credentials"}, timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    assert r.json()["error"] == "invalid_request"
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_token_responses_carry_the_security_headers_and_no_store_rfc6749_5_1(setup: Any) -> None:
+    idp, cid, secret, _browser = setup
+    before = counts(idp)
+    for data in ({"grant_type": "authorization_code", "code": "nope"}, {"grant_type": "password"}):
+        r = requests.post(f"{idp.url}/token", auth=(cid, secret), data=data, timeout=10)
+        assert r.status_code == 400
+        assert r.headers["Cache-Control"] == "no-store" and r.headers["Pragma"] == "no-cache"
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
+    assert counts(idp) == before
 
 
 def test_login_without_csrf_token_changes_nothing(setup: Any) -> None:

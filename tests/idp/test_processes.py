@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -53,18 +55,21 @@ def two_servers(db_url: str, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
     issuer = f"http://127.0.0.1:{pa}"
     write_config(data, db_url, issuer)
     cityid(data, "init")
+    # one process on each production server: granian (the default) and gunicorn
     procs = [
         subprocess.Popen(
-            [*CITYID, "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{p}", "--workers", "1"],
+            [*CITYID, "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{p}", "--workers", "1"]
+            + (["--server", server] if server else []),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=(tmp_path / f"serve-{p}.log").open("w"),
             cwd=Path(__file__).resolve().parents[2],
+            start_new_session=True,  # its own process group: the workers go down with it
         )
-        for p in (pa, pb)
+        for p, server in ((pa, None), (pb, "gunicorn"))
     ]
     try:
         for p in (pa, pb):
-            for _ in range(100):
+            for _ in range(300):
                 try:
                     if requests.get(f"http://127.0.0.1:{p}/jwks.json", timeout=1).ok:
                         break
@@ -76,7 +81,14 @@ def two_servers(db_url: str, tmp_path: Path) -> Iterator[tuple[Path, str, str]]:
     finally:
         for proc in procs:
             proc.terminate()
-            proc.wait(timeout=10)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group: no orphans
+            proc.wait()
 
 
 def test_authorize_on_one_process_tokens_on_another(two_servers: Any) -> None:

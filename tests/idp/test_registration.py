@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import func, select
+
+from db.audit import AuditEvent
 from idp.config import SmtpConfig
+from idp.models import EmailToken
 from tests.idp.conftest import Browser, csrf
 
 PASSWORD = "a long and memorable passphrase"
@@ -107,3 +111,22 @@ def test_password_reset_same_answer_for_unknown_address_and_link_expires(
         f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "greta@example.org", "password": new_pw}
     )
     assert r.status_code == 302
+
+
+def test_reset_links_are_sent_at_most_once_a_minute_per_address(idp_factory: Any, smtp_server: Any) -> None:
+    inbox, port = smtp_server
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port))
+    idp.add_user("greta@example.org")
+    b = Browser(idp)
+    answers = []
+    for _ in range(3):
+        page = b.get(f"{idp.url}/forgot")
+        r = b.post(f"{idp.url}/forgot", {"csrf_token": csrf(page.text), "email": "greta@example.org"})
+        answers.append((r.status_code, re.findall(r"<h1>(.*?)</h1>", r.text)))
+    assert answers[0] == answers[1] == answers[2]  # the page does not tell
+    inbox.wait_for("greta@example.org")
+    with idp.sessions()() as s:
+        assert s.execute(select(func.count()).select_from(EmailToken)).scalar_one() == 1
+        suppressed = s.execute(select(AuditEvent).where(AuditEvent.action == "mail.suppressed")).all()
+        assert len(suppressed) == 2
+    assert len([m for m in inbox.messages if "greta@example.org" in m["To"]]) == 1

@@ -116,3 +116,30 @@ def test_large_crls_use_the_one_pass_path_and_stay_valid(
     assert len(c) == 73 and c.is_signature_valid(ca.certificate.public_key())
     assert lint_crl_der(der, tmp_path) == ""
     assert c.public_bytes(Encoding.DER) == der
+
+
+def test_a_spliced_crl_from_the_database_lists_what_the_library_lists_rfc5280_5_1_2_6(
+    monkeypatch: pytest.MonkeyPatch, db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    # rows streamed from the driver in chunks, past the library limit: the same entries, dates
+    # and reasons as cryptography's own path over the same rows
+    issued = pki.issue_batch(
+        db_session,
+        ca,
+        [pki.IssueRequest(make_csr(), "device-auth", device_id=f"{DEVICE_ID}{i}") for i in range(30)],
+    )
+    reasons = ["keyCompromise", "superseded", "unspecified", "certificateHold", "cessationOfOperation"]
+    for i, cert in enumerate(issued[:25]):
+        pki.revoke(db_session, ca, cert.serial, reasons[i % len(reasons)])
+    library = x509.load_der_x509_crl(crl.generate(db_session, ca, crl.FULL))
+    monkeypatch.setattr(crl, "LIBRARY_LIMIT", 10)
+    spliced_der = crl.generate(db_session, ca, crl.FULL)
+    db_session.commit()
+    spliced = x509.load_der_x509_crl(spliced_der)
+
+    def listed(c: x509.CertificateRevocationList) -> dict[int, tuple[dt.datetime, list]]:
+        return {r.serial_number: (r.revocation_date_utc, list(r.extensions)) for r in c}
+
+    assert len(spliced) == 25 and listed(spliced) == listed(library)
+    assert spliced.is_signature_valid(ca.certificate.public_key())
+    assert lint_crl_der(spliced_der, tmp_path) == ""

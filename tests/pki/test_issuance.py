@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 from sqlalchemy import func, select
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session
 
 import pki
 from pki import crl
+from pki.cert_der import Assembler
+from pki.issuance import _plan
 from pki.models import CaCertificate
 from pki.profiles import ID_KP_DOCUMENT_SIGNING
 from tests.pki.conftest import BASE_URL
@@ -172,6 +175,22 @@ def test_every_certificate_is_recorded_before_it_is_returned(
     assert pki.status_of_certificate(db_session, result.certificate_der).is_good()
 
 
+def test_issued_status_can_commit_with_the_callers_rows_and_a_rollback_leaves_it_pending(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    result = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID), commit=False
+    )
+    db_session.rollback()  # e.g. the device row could not be stored: the request fails
+    row = db_session.get(CaCertificate, result.serial)
+    assert row is not None and row.status == "pending" and row.der is None  # still known to the CA
+    kept = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID), commit=False
+    )
+    db_session.commit()  # the caller's commit
+    assert pki.status(db_session, kept.serial).status == "issued"
+
+
 def test_batch_issuance_records_every_certificate(db_session: Session, ca: pki.CertificateAuthority) -> None:
     before = db_session.scalar(select(func.count()).select_from(CaCertificate))
     reqs = [pki.IssueRequest(make_csr(), "device-auth", device_id=f"device{i:04d}") for i in range(40)]
@@ -205,3 +224,38 @@ def test_ocsp_signer_profile_is_not_open_to_requests(
 ) -> None:
     with pytest.raises(pki.errors.UnknownProfile):
         pki.issue(db_session, ca, pki.IssueRequest(make_csr(subject=name(CN="x")), "ocsp-signer"))
+
+
+@pytest.mark.parametrize("which", list(_requests()))
+def test_assembled_certificates_are_byte_identical_to_cryptographys_own(
+    which: str, ca: pki.CertificateAuthority
+) -> None:
+    # pki/cert_der.py frames what cryptography encodes; any difference is a bug there
+    plan = _plan(ca, _requests()[which], dt.datetime.now(dt.UTC), internal=False)
+    after_2050 = dt.datetime(2051, 3, 4, 5, 6, 7, tzinfo=dt.UTC)  # GeneralizedTime, RFC 5280 §4.1.2.5
+    variants = [plan, dataclasses.replace(plan, not_after=after_2050)]
+    variants += [dataclasses.replace(plan, serial=s) for s in (1, 127, 128, 255, 256, 2**152 - 1, 2**159 - 1)]
+    assembler = Assembler(ca.certificate, ca.signer())
+    for p in variants:
+        reference = p.builder(ca).sign(ca.signer(), hashes.SHA256())
+        tbs = p.tbs(assembler)
+        assert tbs == reference.tbs_certificate_bytes
+        cert = x509.load_der_x509_certificate(assembler.certificate(tbs))
+        cert.verify_directly_issued_by(ca.certificate)
+
+
+def test_every_profile_issued_in_one_batch_passes_openssl_and_pkilint(
+    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
+) -> None:
+    # the first certificate of each profile comes from cryptography, the others are assembled
+    requests = [r for r in _requests().values() for _ in range(3)]
+    results = pki.issue_batch(db_session, ca, requests)
+    full = pem(x509.load_der_x509_crl(crl.current(db_session, ca, crl.FULL)))
+    for result in results:
+        cert = result.certificate
+        cert.verify_directly_issued_by(ca.certificate)
+        assert cert.public_bytes(serialization.Encoding.DER) == result.certificate_der  # canonical DER
+        done = openssl_verify(tmp_path, pem(ca.root_certificate), pem(ca.certificate), pem(cert), [full])
+        assert done.returncode == 0, done.stdout + done.stderr
+    for result in results[1::3]:
+        assert lint_certificate(result.certificate_der, tmp_path) == ""

@@ -112,15 +112,15 @@ def register(world: World, browser: Browser, address: str) -> None:
     assert browser.get(link).status_code == 200
 
 
-def app_token(world: World, browser: Browser, address: str) -> tuple[str, DpopSigner]:
-    """The city app logs the citizen in (low) and gets a DPoP-bound smartcard:enroll token."""
+def app_code_request(world: World, browser: Browser, address: str, scope: str) -> dict[str, str]:
+    """The city app's code flow up to the code: returns the token request's form (code + PKCE)."""
     idp = world.idp
     verifier, challenge = pkce_pair()
     params = {
         "response_type": "code",
         "client_id": world.app_id,
         "redirect_uri": APP_REDIRECT,
-        "scope": "openid smartcard:enroll",
+        "scope": scope,
         "state": "s",
         "code_challenge": challenge,
         "code_challenge_method": "S256",
@@ -130,15 +130,20 @@ def app_token(world: World, browser: Browser, address: str) -> tuple[str, DpopSi
         r = browser.login(address, PASSWORD, r)
     if r.status_code == 200 and 'name="decision"' in r.text:
         r = browser.consent(r)
-    code = query(r.headers["Location"])["code"]
-    dpop = DpopSigner()
-    data = {
+    return {
         "grant_type": "authorization_code",
-        "code": code,
+        "code": query(r.headers["Location"])["code"],
         "redirect_uri": APP_REDIRECT,
         "client_id": world.app_id,
         "code_verifier": verifier,
     }
+
+
+def app_token(world: World, browser: Browser, address: str) -> tuple[str, DpopSigner]:
+    """The city app logs the citizen in (low) and gets a DPoP-bound smartcard:enroll token."""
+    idp = world.idp
+    data = app_code_request(world, browser, address, "openid smartcard:enroll")
+    dpop = DpopSigner()
     for _ in range(2):
         resp = requests.post(
             f"{idp.url}/token",

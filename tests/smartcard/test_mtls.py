@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import requests
 from joserfc import jwt
@@ -18,8 +18,7 @@ import pki
 from db import transaction, utcnow
 from idp.oauth.mtls import thumbprint
 from smartcard.revoke import revoke_device
-from tests.idp.conftest import pkce_pair, query
-from tests.smartcard.conftest import APP_REDIRECT, PASSWORD, World, enrolled
+from tests.smartcard.conftest import World, app_code_request, enrolled
 
 HEADER = "X-SSL-Client-Cert"
 
@@ -30,36 +29,9 @@ def _configure_proxy_header(world: World) -> None:
 
 
 def _token_with_cert(world: World, browser: Any, address: str, cert_pem: str | None) -> requests.Response:
-    idp = world.idp
-    verifier, challenge = pkce_pair()
-    params = {
-        "response_type": "code",
-        "client_id": world.app_id,
-        "redirect_uri": APP_REDIRECT,
-        "scope": "openid",
-        "state": "s",
-        "code_challenge": challenge,
-        "code_challenge_method": "S256",
-    }
-    r = browser.follow(browser.get(f"{idp.url}/authorize?{urlencode(params)}"))
-    if r.status_code == 200 and 'name="password"' in r.text:
-        r = browser.login(address, PASSWORD, r)
-    if r.status_code == 200 and 'name="decision"' in r.text:
-        r = browser.consent(r)
-    code = query(r.headers["Location"])["code"]
+    data = app_code_request(world, browser, address, "openid")
     headers = {HEADER: quote(cert_pem)} if cert_pem else {}
-    return requests.post(
-        f"{idp.url}/token",
-        timeout=10,
-        headers=headers,
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": APP_REDIRECT,
-            "client_id": world.app_id,
-            "code_verifier": verifier,
-        },
-    )
+    return requests.post(f"{world.idp.url}/token", timeout=10, headers=headers, data=data)
 
 
 def test_token_bound_to_device_certificate_rfc8705_3(world: World) -> None:

@@ -169,3 +169,36 @@ def test_eid_pages_are_absent_without_a_connector(idp: Idp) -> None:
 def test_simulator_named_but_not_enabled_offers_nothing(idp_factory: Any) -> None:
     idp = idp_factory(eid_connector="simulator", eid_simulator_enabled=False)
     assert requests.get(f"{idp.url}/login/eid", timeout=10).status_code == 404
+
+
+def test_recent_id_card_login_confirms_account_deletion_without_password_nist_63b_7_2(
+    eid_idp: Idp,
+) -> None:
+    from idp.models import Account
+    from tests.idp.conftest import csrf
+
+    eid_idp.add_user("anna@example.org")
+    rp = _service(eid_idp, min_level=LEVEL_HIGH)
+    first = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    walk(first, first.follow(first.get(url)), "anna@example.org", persona="erika")  # links the card
+
+    # Logged in with the password only: the password is asked for, and nothing else will do.
+    pwd = Browser(eid_idp)
+    pwd.login("anna@example.org", PASSWORD, pwd.follow(pwd.get(f"{eid_idp.url}/login")))
+    page = pwd.get(f"{eid_idp.url}/account/delete")
+    assert 'name="password"' in page.text
+    r = pwd.post(f"{eid_idp.url}/account/delete", {"csrf_token": csrf(page.text), "confirm": "yes"})
+    assert r.status_code == 401 and _count(eid_idp, Account) == 1
+    assert _audit(eid_idp, "account.delete", "denied")
+
+    # Logged in with the card alone a moment ago: the card confirms it, no password field.
+    card = Browser(eid_idp)
+    eid_confirm(card, card.follow(card.get(f"{eid_idp.url}/login/eid")), persona="erika")
+    page = card.get(f"{eid_idp.url}/account/delete")
+    assert page.status_code == 200 and 'name="password"' not in page.text
+    r = card.post(f"{eid_idp.url}/account/delete", {"csrf_token": csrf(page.text), "confirm": "yes"})
+    assert r.status_code == 200, r.text
+    assert _count(eid_idp, Account) == 0 and _count(eid_idp, EidLink) == 0
+    (done,) = _audit(eid_idp, "account.delete", "success")
+    assert '"confirmed_by": "recent eid factor"' in done.details

@@ -1,0 +1,145 @@
+"""The token endpoint (RFC 6749 §3.2), served in front of Flask's request handling.
+
+Every service calls `/token` (machine-to-machine tokens, code exchange, refresh), so it is the
+hottest endpoint of the provider. Flask's per-request machinery (request context, routing, the
+page hooks: locale, cookies, templates) costs more than the token work itself, and none of it is
+needed here: no cookies, no pages. This WSGI middleware answers `/token` with the same Authlib
+server, the same unit of work (`idp.uow`: state commits only on success, audit always) and the same
+security headers, inside a Flask *application* context (`g`, `current_app`) without a request
+context. Every other path goes to Flask unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask, Response, g
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Request
+
+from db import utcnow
+from idp import uow
+from idp.oauth import dpop, mtls
+from idp.oauth.server import oversized
+from idp.runtime import runtime
+
+log = logging.getLogger("cityid")
+
+PATH = "/token"
+MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; a client assertion a few KiB
+
+
+class TokenRequest(Request):
+    max_content_length = MAX_BODY
+    max_form_memory_size = MAX_BODY
+    max_form_parts = 64
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
+    resp.headers["Cache-Control"] = "no-store"  # RFC 6749 §5.1 (errors too: §5.2)
+    resp.headers["Pragma"] = "no-cache"
+    return resp
+
+
+def _refusal(req: Request, reason: str) -> None:
+    uow.record(
+        action="token.refuse",
+        outcome="denied",
+        actor=req.values.get("client_id", "")[:64] or "unknown",
+        subject="",
+        reason=reason[:300],
+    )
+
+
+def token_response(req: Request, srv: Any) -> Response:
+    """RFC 6749 §3.2 with DPoP (RFC 9449) and certificate binding (RFC 8705) in front of Authlib."""
+    if oversized(req):
+        return _json(400, {"error": "invalid_request", "error_description": "a parameter is too long"})
+    rt = runtime()
+    proof = None
+    try:
+        cert = mtls.presented(req.headers, rt.config.mtls_client_cert_header)
+        if cert is not None:  # RFC 8705 §3: bind the tokens to this device certificate
+            g.mtls = mtls.device_certificate(uow.db(), cert, utcnow())
+        proof = dpop.header_value(req.headers)
+        if proof is not None:
+            g.dpop = dpop.verify_proof(
+                uow.db(),
+                proof,
+                method="POST",
+                url=f"{rt.config.issuer}{PATH}",
+                nonce_key=rt.keys.token,
+                require_nonce=rt.config.dpop_require_nonce,
+            )
+    except mtls.MtlsError as exc:
+        _refusal(req, f"mtls: {exc.description}")
+        return _json(401, {"error": exc.error, "error_description": exc.description})
+    except dpop.DpopError as exc:
+        _refusal(req, f"{exc.error}: {exc.description}")
+        resp = _json(400, {"error": exc.error, "error_description": exc.description})  # RFC 9449 §5
+        if rt.config.dpop_require_nonce:
+            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
+        return resp
+    resp: Response = srv.create_token_response(req)
+    if proof is not None and rt.config.dpop_require_nonce:
+        resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # RFC 9449 §8.2: a fresh one
+    if resp.status_code >= 400:
+        body = resp.get_json(silent=True) or {}
+        _refusal(req, f"{body.get('error')}: {body.get('error_description', '')}")
+    return resp
+
+
+class TokenEndpoint:
+    """WSGI middleware: `/token` here, everything else to the wrapped Flask WSGI app."""
+
+    def __init__(self, app: Flask, finish: Callable[[Response], Response]) -> None:
+        self.app = app
+        self.wrapped = app.wsgi_app
+        self.finish = finish  # the headers every response gets (idp.app)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != PATH:
+            return self.wrapped(environ, start_response)
+        resp = self.finish(self.handle(TokenRequest(environ)))
+        # A token answer is a few hundred bytes in memory: hand the server one bytes object (the
+        # WSGI iterator of a werkzeug Response costs the server more per request than the body).
+        body = resp.get_data()
+        resp.headers["Content-Length"] = str(len(body))
+        start_response(resp.status, resp.headers.to_wsgi_list())
+        return [body]
+
+    def handle(self, req: TokenRequest) -> Response:
+        if req.method != "POST":  # RFC 6749 §3.2
+            resp = _json(405, {"error": "invalid_request", "error_description": "use POST"})
+            resp.headers["Allow"] = "POST"
+            return resp
+        with self.app.app_context():
+            try:
+                resp = token_response(req, self.app.extensions["cityid_oauth"])
+            except HTTPException as exc:  # body too large, too many parts
+                return _refused(exc.code or 400, "invalid_request", exc.description or "bad request")
+            except UnicodeDecodeError:
+                return _refused(400, "invalid_request", "invalid characters")
+            except Exception:
+                log.exception("token endpoint failed")
+                return _refused(500, "server_error", "")
+            try:
+                uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
+            except Exception:
+                log.exception("token endpoint could not commit")
+                return _json(500, {"error": "server_error"})
+            return resp
+
+
+def _refused(status: int, error: str, description: str) -> Response:
+    """Roll back (audit records are still written) and answer with an RFC 6749 §5.2 error."""
+    try:
+        uow.finish(False)
+    except Exception:
+        log.exception("token endpoint could not write its audit records")
+    body = {"error": error, "error_description": description} if description else {"error": error}
+    return _json(status, body)

@@ -1,0 +1,132 @@
+"""Throttling of password guessing (NIST SP 800-63B §5.2.2, OWASP Authentication Cheat Sheet).
+
+Per e-mail address, across every process (the state is in the database):
+
+- the first ``FREE_FAILURES`` consecutive failures cost nothing;
+- each further failure blocks the address for ``BASE_DELAY`` doubled per failure, at most
+  ``MAX_DELAY``; while blocked, the password is not even checked, so nothing can be guessed;
+- after ``HARD_LIMIT`` consecutive failures the address stays blocked until the password is
+  reset by e-mail link (SP 800-63B: no more than 100 consecutive failed attempts);
+- a successful login or a password reset clears the count, and so does a day without failures
+  (below the hard limit).
+
+Keyed by the e-mail's blind index for known and unknown addresses alike: the answers do not
+reveal whether an account exists. Failures are recorded in their own transaction after the
+refused request's rollback (``idp.uow.on_failure``), with one atomic upsert, so that concurrent
+guesses all count.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+from sqlalchemy import Table, case, delete, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from db import audit
+from idp.models import LoginThrottle
+
+FREE_FAILURES = 5
+BASE_DELAY = dt.timedelta(seconds=30)
+MAX_DELAY = dt.timedelta(minutes=15)
+HARD_LIMIT = 100
+QUIET_RESET = dt.timedelta(hours=24)  # failures a day apart are not one run of guesses
+# "until the password is reset": far enough that no one waits it out
+UNTIL_RESET = dt.timedelta(days=365 * 100)
+
+
+@dataclass(frozen=True)
+class Blocked:
+    until: dt.datetime
+    failures: int
+
+    @property
+    def until_reset(self) -> bool:
+        return self.failures >= HARD_LIMIT
+
+
+def delay_after(failures: int) -> dt.timedelta | None:
+    """How long an address is blocked after this many consecutive failures (None: not at all)."""
+    if failures < FREE_FAILURES:
+        return None
+    if failures >= HARD_LIMIT:
+        return UNTIL_RESET
+    doublings = min(failures - FREE_FAILURES, 16)  # 30 s x 2^16 is far past MAX_DELAY; no overflow
+    return min(BASE_DELAY * (1 << doublings), MAX_DELAY)
+
+
+def blocked(session: Session, email_index: str, now: dt.datetime) -> Blocked | None:
+    row = session.get(LoginThrottle, email_index)
+    if row is None or row.blocked_until is None or row.blocked_until <= now:
+        return None
+    return Blocked(row.blocked_until, row.failures)
+
+
+def record_failure(session: Session, email_index: str, now: dt.datetime) -> int:
+    """Count one more consecutive failure (atomically); returns the new count."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table = cast(Table, LoginThrottle.__table__)
+    new = insert(table).values(email_index=email_index, failures=1, last_failure_at=now, blocked_until=None)
+    stmt = new.on_conflict_do_update(
+        index_elements=[table.c.email_index],
+        set_={
+            "failures": case(
+                # a run ends after a quiet day, except at the hard limit (that waits for a reset)
+                (
+                    (table.c.last_failure_at < now - QUIET_RESET) & (table.c.failures < HARD_LIMIT),
+                    1,
+                ),
+                else_=table.c.failures + 1,
+            ),
+            "last_failure_at": now,
+        },
+    ).returning(table.c.failures)
+    failures = int(session.execute(stmt).scalar_one())
+    delay = delay_after(failures)
+    if delay is not None:
+        session.execute(
+            update(table).where(table.c.email_index == email_index).values(blocked_until=now + delay)
+        )
+    return failures
+
+
+def failure_counter(email_index: str, now: dt.datetime, account_id: str) -> Callable[[Session], None]:
+    """What a refused password check runs after its rollback (``idp.uow.on_failure``): count the
+    failure and, when it starts a hold, say so in the audit log."""
+
+    def count(session: Session) -> None:
+        failures = record_failure(session, email_index, now)
+        delay = delay_after(failures)
+        if delay is not None:
+            audit.record(
+                session,
+                action="login.throttle",
+                outcome="info",
+                actor="anonymous",
+                subject=account_id,
+                reason=f"{failures} consecutive failures: blocked for {int(delay.total_seconds())} s",
+            )
+
+    return count
+
+
+def clear(session: Session, email_index: str) -> None:
+    """A successful login or a password reset ends the run of failures."""
+    session.execute(delete(LoginThrottle).where(LoginThrottle.email_index == email_index))
+
+
+def purge(session: Session, now: dt.datetime) -> None:
+    """Forget runs that ended by a quiet day (rows for made-up addresses must not pile up)."""
+    table = cast(Table, LoginThrottle.__table__)
+    session.execute(
+        delete(table).where(
+            table.c.last_failure_at < now - QUIET_RESET,
+            table.c.failures < HARD_LIMIT,
+            (table.c.blocked_until.is_(None)) | (table.c.blocked_until <= now),
+        )
+    )

@@ -1,0 +1,72 @@
+"""The demo relying service of `make run`: logs in through cityid with Authlib, logs out safely."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from idp.app import create_app
+from idp.demo import DEMO_EMAIL, prepare_demo
+from idp.instance import InstanceKeys
+from tests.idp.conftest import Browser, Idp, csrf, free_port
+
+
+@pytest.fixture
+def demo(db_url: str, tmp_path: Path) -> Iterator[tuple[Idp, str]]:
+    port = free_port()
+    issuer = f"http://127.0.0.1:{port}"
+    data = tmp_path / "demo"
+    data.mkdir()
+    (data / "cityid.toml").write_text(
+        f'issuer = "{issuer}"\ndatabase_url = "{db_url}"\n'
+        f'secret_key = "{secrets.token_urlsafe(32)}"\nkey_passphrase = "{secrets.token_urlsafe(32)}"\n'
+    )
+    cfg, _info = prepare_demo(data, issuer=issuer)
+    password = json.loads((data / "demo.json").read_text())["password"]
+    app = create_app(cfg, demo=True)
+    srv = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield Idp(url=issuer, config=cfg, app=app, keys=InstanceKeys.from_config(cfg)), password
+    finally:
+        srv.shutdown()
+        app.extensions["cityid"].engine.dispose()
+
+
+def _logged_in(idp: Idp, password: str) -> tuple[Browser, Any]:
+    b = Browser(idp)
+    page = b.follow(b.get(f"{idp.url}/demo/login"))
+    page = b.login(DEMO_EMAIL, password, page)
+    if "decision" in page.text:  # first visit: consent
+        page = b.consent(page)
+    home = b.follow(page)
+    assert home.status_code == 200 and DEMO_EMAIL in home.text, home.text
+    return b, home
+
+
+def test_demo_service_logs_in_through_cityid_with_authlib(demo: tuple[Idp, str]) -> None:
+    idp, password = demo
+    _b, home = _logged_in(idp, password)
+    assert 'action="/demo/logout"' in home.text
+
+
+def test_demo_logout_requires_its_csrf_token(demo: tuple[Idp, str]) -> None:
+    idp, password = demo
+    b, home = _logged_in(idp, password)
+    # a cross-site form post carries no token: refused, the visitor stays logged in
+    r = b.post(f"{idp.url}/demo/logout", {})
+    assert r.status_code == 400
+    r = b.post(f"{idp.url}/demo/logout", {"csrf_token": "forged"})
+    assert r.status_code == 400
+    assert DEMO_EMAIL in b.get(f"{idp.url}/demo/").text
+    # the page's own form logs out at cityid (RP-initiated logout with id_token_hint)
+    r = b.post(f"{idp.url}/demo/logout", {"csrf_token": csrf(home.text)})
+    assert r.status_code == 302 and "/logout?id_token_hint=" in r.headers["Location"]
+    assert DEMO_EMAIL not in b.get(f"{idp.url}/demo/").text

@@ -1,0 +1,212 @@
+"""OCSP over HTTP through the plain-WSGI fast path (idp/ocsp_wsgi.py) in front of Flask.
+
+The app is built as `cityid serve` builds it; revocations go through the real CLI, i.e. through
+another engine and other connections than the ones the responder reads with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from flask.testing import FlaskClient
+from sqlalchemy import select, text
+
+from cli import main as cityid
+from db import make_engine, make_session_factory
+from idp.app import create_app
+from idp.config import CaConfig, load_config
+from idp.ocsp_wsgi import OcspFastPath
+from pki.models import CaOcspCache
+from tests.pki.helpers import DEVICE_ID, lint_ocsp, make_csr, name
+from tests.pki.test_http import write_config
+
+OCSP_REQUEST = {"Content-Type": "application/ocsp-request"}
+
+
+@dataclass
+class Responder:
+    client: FlaskClient
+    data_dir: Path
+    db_url: str
+    issuing: x509.Certificate
+
+    def cli(self, *args: str) -> dict:
+        result = CliRunner().invoke(cityid, [*args, "--data-dir", str(self.data_dir), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    def issue(self, tmp: Path) -> tuple[str, x509.Certificate]:
+        csr = tmp / "device.csr"
+        csr.write_bytes(make_csr())
+        out = self.cli(
+            "cert", "issue", "--csr", str(csr), "--profile", "device-auth", "--device-id", DEVICE_ID
+        )
+        return out["serial"], x509.load_pem_x509_certificate(out["certificate_pem"].encode())
+
+    def post(self, der: bytes) -> ocsp.OCSPResponse:
+        resp = self.client.post("/pki/ocsp", data=der, headers=OCSP_REQUEST)
+        assert resp.status_code == 200 and resp.mimetype == "application/ocsp-response"
+        return ocsp.load_der_ocsp_response(resp.data)
+
+    def get(self, der: bytes) -> ocsp.OCSPResponse:
+        encoded = urllib.parse.quote(base64.b64encode(der).decode(), safe="")
+        resp = self.client.get("/pki/ocsp/" + encoded)
+        assert resp.status_code == 200 and resp.mimetype == "application/ocsp-response"
+        return ocsp.load_der_ocsp_response(resp.data)
+
+
+@pytest.fixture
+def responder(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Iterator[Responder]:
+    data_dir = tmp_path / "data"
+    write_config(data_dir, db_url, "http://ca.test.invalid", ca_config)
+    init = CliRunner().invoke(cityid, ["ca", "init", "--data-dir", str(data_dir), "--json"])
+    assert init.exit_code == 0, init.output
+    app = create_app(load_config(data_dir))
+    client = app.test_client()
+    issuing = x509.load_der_x509_certificate(client.get("/pki/issuing.crt").data)
+    yield Responder(client, data_dir, db_url, issuing)
+    app.extensions["cityid"].engine.dispose()
+
+
+def _request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: bytes | None = None) -> bytes:
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def test_the_ocsp_urls_are_answered_in_front_of_flask(responder: Responder) -> None:
+    app = responder.client.application
+    wrapped = app.wsgi_app
+    while not isinstance(wrapped, OcspFastPath):  # other middleware may sit further out
+        wrapped = wrapped.wrapped  # type: ignore[attr-defined]
+    assert isinstance(wrapped, OcspFastPath)
+
+
+def test_good_then_revoked_at_the_very_next_request_after_a_cli_revocation_rfc6960_2_2(
+    responder: Responder, tmp_path: Path
+) -> None:
+    serial, cert = responder.issue(tmp_path)
+    req = _request(cert, responder.issuing)
+    assert responder.post(req).certificate_status == ocsp.OCSPCertStatus.GOOD  # signed, cached
+    cached = responder.client.post("/pki/ocsp", data=req, headers=OCSP_REQUEST)
+    assert cached.cache_control.max_age and cached.cache_control.public  # RFC 5019 §6.2
+    assert responder.get(req).certificate_status == ocsp.OCSPCertStatus.GOOD
+
+    responder.cli("cert", "revoke", serial, "--reason", "keyCompromise")  # another engine
+    for ask in (responder.get, responder.post):
+        revoked = ask(req)
+        assert revoked.certificate_status == ocsp.OCSPCertStatus.REVOKED
+        assert revoked.revocation_reason == x509.ReasonFlags.key_compromise
+
+
+def test_cached_answers_are_read_without_taking_the_write_lock(responder: Responder, tmp_path: Path) -> None:
+    serial, cert = responder.issue(tmp_path)
+    req = _request(cert, responder.issuing)
+    first = responder.client.post("/pki/ocsp", data=req, headers=OCSP_REQUEST).data
+    engine = make_engine(responder.db_url)
+    try:
+        with make_session_factory(engine)() as writer:
+            # a writer holds its transaction (on SQLite: BEGIN IMMEDIATE, the database's write
+            # lock) with the cached row locked; readers of the cache must not queue behind it
+            writer.execute(select(CaOcspCache).where(CaOcspCache.serial == serial).with_for_update())
+            writer.execute(text("UPDATE ca_crl_state SET stale = stale"))
+            again = responder.client.post("/pki/ocsp", data=req, headers=OCSP_REQUEST).data
+            writer.rollback()
+    finally:
+        engine.dispose()
+    assert again == first  # the same pre-signed bytes, from the cache
+
+
+def test_a_nonce_is_echoed_over_http_and_not_served_from_the_cache_rfc8954_2_1(
+    responder: Responder, tmp_path: Path
+) -> None:
+    _, cert = responder.issue(tmp_path)
+    responder.post(_request(cert, responder.issuing))  # caches the answer without a nonce
+    resp = responder.post(_request(cert, responder.issuing, nonce=b"\x07" * 16))
+    assert resp.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"\x07" * 16
+    raw = responder.client.post(
+        "/pki/ocsp", data=_request(cert, responder.issuing, nonce=b"\x08" * 16), headers=OCSP_REQUEST
+    )
+    assert raw.cache_control.no_store
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"\x30\x80", b"GET / HTTP/1.1", b"\x30\x03\x02\x01\x01", b"\xff" * 1000],
+    ids=["empty", "indefinite", "text", "wrong-structure", "junk"],
+)
+def test_malformed_posts_get_malformed_request_rfc6960_2_3(body: bytes, responder: Responder) -> None:
+    assert responder.post(body).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+@pytest.mark.parametrize("path", ["not-base64!", "bm90IGFuIE9DU1AgcmVxdWVzdA==", "%2F%2F%2F"])
+def test_malformed_get_paths_get_malformed_request_rfc6960_a_1(path: str, responder: Responder) -> None:
+    resp = responder.client.get("/pki/ocsp/" + path)
+    assert resp.status_code == 200
+    assert ocsp.load_der_ocsp_response(resp.data).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def test_a_request_about_another_issuer_is_unauthorized_rfc6960_2_3(
+    responder: Responder, tmp_path: Path
+) -> None:
+    _, cert = responder.issue(tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = (
+        x509.CertificateBuilder()
+        .subject_name(name(CN="Other CA"))
+        .issuer_name(name(CN="Other CA"))
+        .public_key(key.public_key())
+        .serial_number(7)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .sign(key, hashes.SHA256())
+    )
+    for ask in (responder.post, responder.get):
+        assert ask(_request(cert, other)).response_status == ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+def test_an_unknown_serial_is_unknown_and_the_answer_lints_clean_rfc6960_2_2(
+    responder: Responder, tmp_path: Path
+) -> None:
+    _, cert = responder.issue(tmp_path)
+    req = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(
+            *_issuer_hashes(responder.issuing), cert.serial_number ^ 0xFFFF, hashes.SHA1()
+        )
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    raw = responder.client.post("/pki/ocsp", data=req, headers=OCSP_REQUEST).data
+    assert ocsp.load_der_ocsp_response(raw).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+    assert lint_ocsp(raw, tmp_path) == ""
+
+
+def _issuer_hashes(issuer: x509.Certificate) -> tuple[bytes, bytes]:
+    n, k = hashes.Hash(hashes.SHA1()), hashes.Hash(hashes.SHA1())
+    n.update(issuer.subject.public_bytes())
+    k.update(
+        issuer.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+    )
+    return n.finalize(), k.finalize()
+
+
+def test_other_methods_and_paths_still_reach_flask(responder: Responder) -> None:
+    assert responder.client.put("/pki/ocsp", data=b"x").status_code == 405
+    assert responder.client.get("/pki/chain.pem").status_code == 200
+    too_large = responder.client.post("/pki/ocsp", data=b"\x30" * (64 * 1024 + 1), headers=OCSP_REQUEST)
+    assert too_large.status_code == 413
