@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import audit
+from db import audit, new_id
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import random_token
 from idp.instance import InstanceKeys
@@ -92,7 +92,7 @@ def add_client(
 ) -> tuple[Client, str | None]:
     """Register a client. Returns it and, for secret-based methods, its secret (shown once)."""
     validate_spec(spec)
-    client_id = spec.client_id or random_token(16)
+    client_id = spec.client_id or new_id(16)  # 128 bits, safe as a CLI argument
     if session.get(Client, client_id) is not None:
         raise ClientError(f"client {client_id} exists")
     secret = None
