@@ -24,6 +24,7 @@ import pki
 from db import make_engine, make_session_factory
 from idp.config import Config, load_config
 from pki import crl
+from pki.certpolicy import PLACEHOLDER_POLICY_ARC
 from pki.setup import rotate_ocsp_signer
 
 P = ParamSpec("P")
@@ -102,6 +103,12 @@ def init_ca(cfg: Config, *, actor: str = ACTOR) -> pki.CaInitResult:
     """What ``cityid init`` calls: create the CA if there is none (idempotent)."""
     from db.migrate import upgrade
 
+    if cfg.ca.policy_arc == PLACEHOLDER_POLICY_ARC:
+        click.echo(
+            f"warning: ca.policy_arc is the documentation placeholder {PLACEHOLDER_POLICY_ARC} (RFC 5612);"
+            " set an arc under your own IANA Private Enterprise Number before production (docs/pki.md)",
+            err=True,
+        )
     engine = make_engine(cfg.db_url, pool=False)
     try:
         upgrade(engine)

@@ -46,6 +46,9 @@ class CaConfig:
     crl_next_update_hours: int = 24
     crl_shards: int = 16
     ocsp_validity_minutes: int = 60
+    # certificate policy OIDs live under this arc (pki/certpolicy.py); the default is the RFC 5612
+    # documentation placeholder: set an arc under the city's own IANA Private Enterprise Number
+    policy_arc: str = "1.3.6.1.4.1.32473.1"
     key_store: str = "file"  # file | pkcs11
     pkcs11_module: str = "/usr/lib/softhsm/libsofthsm2.so"
     pkcs11_token_label: str = "cityid"

@@ -11,6 +11,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from pki.certpolicy import policy_oid
 from pki.errors import CaNotInitialised
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority
@@ -58,6 +59,14 @@ class CertificateAuthority:
             ext = x509.Extension(value.oid, False, x509.UnrecognizedExtension(value.oid, der))
             self._extensions[key] = ext
         return ext
+
+    def policy_extension(self, policy: str) -> x509.Extension[x509.ExtensionType]:
+        """certificatePolicies (RFC 5280 §4.2.1.4) naming ``policy`` under the configured arc."""
+        ext = self._extensions.get(("policy", policy))
+        if ext is not None:
+            return ext
+        oid = policy_oid(self.settings.policy_arc, policy)
+        return self._cached(("policy", policy), x509.CertificatePolicies([x509.PolicyInformation(oid, None)]))
 
     def authority_key_identifier(self) -> x509.Extension[x509.ExtensionType]:
         """RFC 5280 §4.2.1.1: keyIdentifier = the issuing CA's subjectKeyIdentifier."""

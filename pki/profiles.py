@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from pki.ca import CertificateAuthority
+from pki.certpolicy import POLICY_DEVICE_AUTH, POLICY_DOCUMENT_SEAL, POLICY_OCSP_SIGNER, POLICY_TLS_SERVER
 from pki.errors import (
     BadRequest,
     ExtensionNotAllowed,
@@ -26,17 +27,6 @@ from pki.errors import (
     SanNotAllowed,
     SubjectNotAllowed,
 )
-
-# The cityid certificate policy arc. PLACEHOLDER under IANA PEN 32473, reserved for
-# documentation (RFC 5612): a city replaces it with an arc under its own Private Enterprise
-# Number before production. (A UUID OID, 2.25.<uuid>, needs no registry, but its 128-bit arc
-# and the 2.999 example arc both break common decoders, pkilint's included.)
-POLICY_ARC = "1.3.6.1.4.1.32473.1"
-POLICY_DEVICE_AUTH = ObjectIdentifier(f"{POLICY_ARC}.1.1")
-POLICY_TLS_SERVER = ObjectIdentifier(f"{POLICY_ARC}.1.2")
-POLICY_DOCUMENT_SEAL = ObjectIdentifier(f"{POLICY_ARC}.1.3")
-POLICY_OCSP_SIGNER = ObjectIdentifier(f"{POLICY_ARC}.1.4")
-POLICY_CA = ObjectIdentifier(f"{POLICY_ARC}.1")
 
 ID_KP_DOCUMENT_SIGNING = ObjectIdentifier("1.3.6.1.5.5.7.3.36")  # RFC 9336
 
@@ -333,9 +323,14 @@ def extended_key_usage(*oids: ObjectIdentifier) -> Modifier:
     return constant(x509.ExtendedKeyUsage(list(oids)), critical=False)
 
 
-def policies(*oids: ObjectIdentifier) -> Modifier:
-    # RFC 5280 §4.2.1.4; plain OIDs, no qualifiers (§4.2.1.4 RECOMMENDS none)
-    return constant(x509.CertificatePolicies([x509.PolicyInformation(o, None) for o in oids]), critical=False)
+def policy(name: str) -> Modifier:
+    """certificatePolicies with the one OID ``name`` under the CA's configured policy arc."""
+
+    def modify(draft: Draft) -> x509.Extension[x509.ExtensionType]:
+        # RFC 5280 §4.2.1.4; a plain OID, no qualifiers (§4.2.1.4 RECOMMENDS none)
+        return draft.ca.policy_extension(name)
+
+    return modify
 
 
 def subject_key_identifier(draft: Draft) -> x509.Extension[x509.ExtensionType]:
@@ -394,7 +389,7 @@ DEVICE_AUTH = Profile(
         key_usage(digital_signature=True),
         extended_key_usage(ExtendedKeyUsageOID.CLIENT_AUTH),
         subject_alt_name,
-        policies(POLICY_DEVICE_AUTH),
+        policy(POLICY_DEVICE_AUTH),
         authority_info_access(ocsp=True),
         crl_distribution_point,
         *_COMMON_TAIL,
@@ -420,7 +415,7 @@ OCSP_SIGNER = Profile(
         # RFC 6960 §4.2.2.2: a delegated responder carries id-kp-OCSPSigning
         extended_key_usage(ExtendedKeyUsageOID.OCSP_SIGNING),
         ocsp_no_check,
-        policies(POLICY_OCSP_SIGNER),
+        policy(POLICY_OCSP_SIGNER),
         authority_info_access(ocsp=False),
         *_COMMON_TAIL,
     ),
@@ -442,7 +437,7 @@ TLS_SERVER = Profile(
         key_usage(digital_signature=True),
         extended_key_usage(ExtendedKeyUsageOID.SERVER_AUTH),
         subject_alt_name,
-        policies(POLICY_TLS_SERVER),
+        policy(POLICY_TLS_SERVER),
         authority_info_access(ocsp=True),
         crl_distribution_point,
         *_COMMON_TAIL,
@@ -476,7 +471,7 @@ DOCUMENT_SEAL = Profile(
         end_entity(),
         key_usage(digital_signature=True, content_commitment=True),
         extended_key_usage(ID_KP_DOCUMENT_SIGNING),
-        policies(POLICY_DOCUMENT_SEAL),
+        policy(POLICY_DOCUMENT_SEAL),
         authority_info_access(ocsp=True),
         crl_distribution_point,
         *_COMMON_TAIL,

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from db import audit, new_id, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
+from pki.certpolicy import POLICY_CA, policy_oid
 from pki.errors import BadRequest, CaNotInitialised
 from pki.issuance import BACKDATE, IssueRequest, issue_batch
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
-from pki.profiles import POLICY_CA
 from pki.serials import new_serial, serial_hex
 from pki.settings import CaSettings
 from pki.urls import CaUrls
@@ -134,6 +134,7 @@ def _make_issuing(
     now: dt.datetime,
 ) -> CaAuthority:
     subject = _name(settings.issuing_subject, "ca.issuing_subject")
+    ca_policy = x509.PolicyInformation(policy_oid(settings.policy_arc, POLICY_CA), None)
     root_cert = x509.load_der_x509_certificate(root.der)
     root_key = key_store.signer(root.key_ref)
     key_ref = key_store.generate(f"issuing-{secrets.token_hex(8)}")
@@ -178,7 +179,7 @@ def _make_issuing(
                 ),
                 False,
             ),
-            _ext(x509.CertificatePolicies([x509.PolicyInformation(POLICY_CA, None)]), False),
+            _ext(x509.CertificatePolicies([ca_policy]), False),
         ],
     ).sign(root_key, hashes.SHA256())
     row = _store_authority(session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now)
@@ -221,6 +222,7 @@ def init_ca(
     """Create the root and issuing CA, the OCSP signer and first CRLs; idempotent. Commits."""
     now = now or utcnow()
     urls = CaUrls(base_url)
+    policy_oid(settings.policy_arc, POLICY_CA)  # a bad arc refuses before any key is made
     created = False
     try:
         ca = load_ca(session, settings, key_store, base_url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def data_dir(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Path:
 
 def run(data_dir: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cityid, [*args, "--data-dir", str(data_dir)])
-    return result.exit_code, result.output
+    # stdout alone on success (warnings go to stderr); everything on failure, for the reason
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def test_the_admin_workflow(data_dir: Path, tmp_path: Path) -> None:
@@ -107,3 +109,28 @@ def test_commands_before_init_say_so(data_dir: Path, db_url: str) -> None:
     engine.dispose()
     code, out = run(data_dir, "ca", "chain")
     assert code == 1 and "ca_not_initialised" in out
+
+
+def test_ca_init_warns_while_the_policy_arc_is_the_documentation_placeholder(
+    db_url: str, ca_config: CaConfig, tmp_path: Path
+) -> None:
+    placeholder = tmp_path / "placeholder"
+    write_config(placeholder, db_url, "http://ca.test.invalid", ca_config)
+    result = CliRunner().invoke(cityid, ["ca", "init", "--json", "--data-dir", str(placeholder)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["created"] is True
+    assert "ca.policy_arc is the documentation placeholder" in result.stderr
+
+
+def test_ca_init_is_quiet_with_the_citys_own_policy_arc(
+    db_url: str, ca_config: CaConfig, tmp_path: Path
+) -> None:
+    own = tmp_path / "own"
+    write_config(
+        own,
+        db_url,
+        "http://ca.test.invalid",
+        dataclasses.replace(ca_config, policy_arc="1.3.6.1.4.1.99999.7"),
+    )
+    result = CliRunner().invoke(cityid, ["ca", "init", "--json", "--data-dir", str(own)])
+    assert result.exit_code == 0 and json.loads(result.stdout)["created"] is True
+    assert result.stderr == ""

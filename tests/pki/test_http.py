@@ -36,7 +36,7 @@ class Live:
     def cli(self, *args: str) -> dict:
         result = CliRunner().invoke(cityid, [*args, "--data-dir", str(self.data_dir), "--json"])
         assert result.exit_code == 0, result.output
-        return json.loads(result.output)
+        return json.loads(result.stdout)
 
     def get(self, path: str) -> tuple[bytes, str]:
         with urllib.request.urlopen(self.base + path, timeout=10) as r:
@@ -50,7 +50,7 @@ def write_config(data_dir: Path, db_url: str, issuer: str, ca: CaConfig) -> None
         f'secret_key = "{"s" * 43}"\nkey_passphrase = "{PASSPHRASE}"\n'
         f'[ca]\ncrl_shards = {ca.crl_shards}\nkey_store = "{ca.key_store}"\n'
         f'pkcs11_module = "{ca.pkcs11_module}"\npkcs11_token_label = "{ca.pkcs11_token_label}"\n'
-        f'pkcs11_pin = "{ca.pkcs11_pin}"\n',
+        f'pkcs11_pin = "{ca.pkcs11_pin}"\npolicy_arc = "{ca.policy_arc}"\n',
         encoding="utf-8",
     )
 

@@ -15,12 +15,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import pki
+from idp.config import CaConfig
 from pki import crl
 from pki.cert_der import Assembler
 from pki.issuance import _plan
-from pki.models import CaCertificate
+from pki.models import CaAuthority, CaCertificate
 from pki.profiles import ID_KP_DOCUMENT_SIGNING
-from tests.pki.conftest import BASE_URL
+from pki.setup import current_ocsp_signer
+from tests.pki.conftest import BASE_URL, PASSPHRASE
 from tests.pki.helpers import (
     DEVICE_ID,
     lint_certificate,
@@ -259,3 +261,39 @@ def test_every_profile_issued_in_one_batch_passes_openssl_and_pkilint(
         assert done.returncode == 0, done.stdout + done.stderr
     for result in results[1::3]:
         assert lint_certificate(result.certificate_der, tmp_path) == ""
+
+
+CITY_ARC = "1.3.6.1.4.1.99999.7"  # stands for an arc under the city's own IANA PEN
+
+
+def _policies(cert: x509.Certificate) -> list[str]:
+    value = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    return [p.policy_identifier.dotted_string for p in value]
+
+
+def test_certificate_policies_sit_under_the_configured_arc_rfc5280_4_2_1_4(
+    db_session: Session, tmp_path: Path
+) -> None:
+    settings = CaConfig(crl_shards=2, policy_arc=CITY_ARC)
+    store = pki.open_key_store(settings, tmp_path, PASSPHRASE)
+    pki.init_ca(db_session, settings, store, BASE_URL)
+    ca = pki.load_ca(db_session, settings, store, BASE_URL)
+    assert _policies(ca.certificate) == [f"{CITY_ARC}.1"]
+    expected = {"device-auth": "1.1", "tls-server": "1.2", "tls-server-rsa": "1.2", "document-seal": "1.3"}
+    for which, request in _requests().items():
+        cert = pki.issue(db_session, ca, request).certificate
+        assert _policies(cert) == [f"{CITY_ARC}.{expected[which]}"], which
+    assert _policies(current_ocsp_signer(db_session, ca).certificate) == [f"{CITY_ARC}.1.4"]
+
+
+@pytest.mark.parametrize("arc", ["", "1.3.6.1.4.1.99999.", "3.1", "1.40.5", "2.25." + "9" * 39, "1.3.6.x"])
+def test_a_malformed_policy_arc_refuses_ca_init_before_any_key_is_made(
+    db_session: Session, tmp_path: Path, arc: str
+) -> None:
+    settings = CaConfig(crl_shards=2, policy_arc=arc)
+    store = pki.open_key_store(settings, tmp_path, PASSPHRASE)
+    with pytest.raises(pki.errors.BadRequest, match="policy_arc"):
+        pki.init_ca(db_session, settings, store, BASE_URL)
+    keys = tmp_path / "ca-keys"
+    assert not keys.exists() or not any(keys.iterdir())
+    assert db_session.scalar(select(func.count()).select_from(CaAuthority)) == 0

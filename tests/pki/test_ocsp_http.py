@@ -44,7 +44,7 @@ class Responder:
     def cli(self, *args: str) -> dict:
         result = CliRunner().invoke(cityid, [*args, "--data-dir", str(self.data_dir), "--json"])
         assert result.exit_code == 0, result.output
-        return json.loads(result.output)
+        return json.loads(result.stdout)
 
     def issue(self, tmp: Path) -> tuple[str, x509.Certificate]:
         csr = tmp / "device.csr"
