@@ -1,4 +1,4 @@
-"""Citizen accounts: register, verify e-mail, password login and reset. No Flask."""
+"""Citizen accounts: register, verify e-mail, password login and reset, change of address. No Flask."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import audit, utcnow
@@ -57,6 +58,14 @@ def check_password_policy(password: str) -> None:
         raise WeakPassword(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
 
 
+def checked_email(email: str) -> str:
+    """The normalised address, or :class:`InvalidEmail`."""
+    email = normalise_email(email)
+    if len(email) > 254 or not EMAIL_RE.match(email):
+        raise InvalidEmail("not a valid e-mail address")
+    return email
+
+
 def create_account(
     session: Session,
     keys: InstanceKeys,
@@ -67,9 +76,7 @@ def create_account(
     verified: bool = False,
     actor: str = "self",
 ) -> Account:
-    email = normalise_email(email)
-    if len(email) > 254 or not EMAIL_RE.match(email):
-        raise InvalidEmail("not a valid e-mail address")
+    email = checked_email(email)
     check_password_policy(password)
     index = keys.email_lookup(email)
     if session.execute(select(Account.id).where(Account.email_index == index)).first():
@@ -113,7 +120,13 @@ def check_login(session: Session, keys: InstanceKeys, email: str, password: str)
 
 
 def issue_email_token(
-    session: Session, keys: InstanceKeys, account: Account, purpose: str, lifetime: dt.timedelta
+    session: Session,
+    keys: InstanceKeys,
+    account: Account,
+    purpose: str,
+    lifetime: dt.timedelta,
+    *,
+    new_email: str | None = None,
 ) -> str:
     token = random_token(32)
     session.add(
@@ -122,6 +135,9 @@ def issue_email_token(
             account_id=account.id,
             purpose=purpose,
             expires_at=utcnow() + lifetime,
+            new_email_enc=None
+            if new_email is None
+            else keys.personal_data.seal(new_email.encode(), f"{EMAIL_CHANGE}:{account.id}"),
         )
     )
     return token
@@ -129,6 +145,10 @@ def issue_email_token(
 
 def consume_email_token(session: Session, keys: InstanceKeys, token: str, purpose: str) -> Account:
     """Single use: the UPDATE that marks it used is the check, so two clicks cannot both win."""
+    return _consume(session, keys, token, purpose)[0]
+
+
+def _consume(session: Session, keys: InstanceKeys, token: str, purpose: str) -> tuple[Account, EmailToken]:
     if not token or len(token) > 200:
         raise InvalidLink("malformed link")
     digest = keys.token_digest(token)
@@ -150,7 +170,7 @@ def consume_email_token(session: Session, keys: InstanceKeys, token: str, purpos
     acct = session.get(Account, row.account_id)
     if acct is None:
         raise InvalidLink("account gone")
-    return acct
+    return acct, row
 
 
 def set_password(session: Session, account: Account, password: str) -> None:
@@ -164,3 +184,56 @@ def mark_email_verified(account: Account) -> None:
     """A followed single-use link proved control of the address."""
     if account.email_verified_at is None:
         account.email_verified_at = utcnow()
+
+
+EMAIL_CHANGE = "email_change"
+
+
+@dataclass(frozen=True)
+class EmailChange:
+    account: Account
+    old_email: str
+    new_email: str
+
+
+def change_email(session: Session, keys: InstanceKeys, token: str) -> EmailChange:
+    """Follow a change-of-address link: the link sent to the new address proves control of it.
+
+    Single use like every link; :class:`EmailTaken` if another account has taken the address
+    since the link was sent. Other pending changes of the account end with this one.
+    """
+    acct, row = _consume(session, keys, token, EMAIL_CHANGE)
+    if acct.disabled:
+        raise InvalidLink("account disabled")
+    if row.new_email_enc is None:
+        raise InvalidLink("link carries no address")
+    new_email = keys.personal_data.open(row.new_email_enc, f"{EMAIL_CHANGE}:{acct.id}").decode()
+    index = keys.email_lookup(new_email)
+    if session.execute(select(Account.id).where(Account.email_index == index, Account.id != acct.id)).first():
+        raise EmailTaken("the address belongs to another account")
+    old_email, old_index = email_of(keys, acct), acct.email_index
+    acct.email_index = index
+    acct.email_enc = keys.personal_data.seal(new_email.encode(), f"email:{acct.id}")
+    acct.email_verified_at = utcnow()  # the followed link proved control of the new address
+    session.execute(
+        update(EmailToken)
+        .where(
+            EmailToken.account_id == acct.id,
+            EmailToken.purpose == EMAIL_CHANGE,
+            EmailToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+    )
+    throttle.clear(session, old_index)
+    throttle.clear(session, index)  # guesses against the address before it was this account's
+    try:
+        session.flush()  # the unique address index decides a race between two accounts, here
+    except IntegrityError as exc:
+        raise EmailTaken("the address belongs to another account") from exc
+    return EmailChange(acct, old_email, new_email)
+
+
+def mask_email(email: str) -> str:
+    """``fr***@example.org``: enough for its owner to recognise, little for anyone else."""
+    local, _, domain = email.partition("@")
+    return f"{local[:2]}***@{domain}"

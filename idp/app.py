@@ -23,6 +23,7 @@ VIEW_MODULES = [
     "idp.views.oidc",
     "idp.views.auth",
     "idp.views.account",
+    "idp.views.email_change",  # change of e-mail address
     "idp.views.pki",
     "idp.views.privacy",  # data export, account deletion
     "idp.views.smartcard",  # device JSON API, PKI-2FA step

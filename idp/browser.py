@@ -21,6 +21,7 @@ from idp import uow
 from idp.crypto import keyed_digest, random_token
 from idp.models import Account, LoginSession
 from idp.runtime import runtime
+from policies import Level
 
 ANON_LIFETIME = dt.timedelta(hours=1)
 
@@ -111,6 +112,22 @@ def log_in(account: Account, factor: str, level: int | None = None) -> LoginSess
     row.pending = pending
     row.locale = locale
     return row
+
+
+# A factor above `low` (ID card, enrolled device, attested passkey) this recent confirms who is
+# acting without the password (an account used with the ID card alone may have none its owner
+# remembers). Re-authentication before a sensitive or irreversible action: NIST SP 800-63B §7.2.
+RECENT_STRONG_FACTOR_SECONDS = 10 * 60
+
+
+def recent_strong_factor() -> str | None:
+    """The kind of a factor of level *substantial* or above used in the last ten minutes."""
+    now = time.time()
+    for kind, (at, level) in factors(current()).items():
+        if at is not None and level is not None and level >= Level.SUBSTANTIAL:
+            if 0 <= now - at <= RECENT_STRONG_FACTOR_SECONDS:
+                return kind
+    return None
 
 
 def add_factor(s: LoginSession, factor: str, level: int | None = None) -> None:

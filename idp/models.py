@@ -135,7 +135,7 @@ class Consent(Base):
 
 
 class EmailToken(Base):
-    """Single-use, expiring links: e-mail verification and password reset."""
+    """Single-use, expiring links: e-mail verification, password reset, change of address."""
 
     __tablename__ = "idp_email_token"
 
@@ -144,6 +144,8 @@ class EmailToken(Base):
     purpose: Mapped[str] = mapped_column(String(20))
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]
+    # change of address: the new address, encrypted at rest like every address
+    new_email_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class SigningKey(Base):

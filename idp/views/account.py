@@ -62,6 +62,10 @@ def _event_label(action: str, outcome: str) -> str:
     labels: dict[str, str] = {
         "account.create": _("Account created"),
         "email.verify": _("E-mail address confirmed") if ok else _("Invalid confirmation link used"),
+        "email.change_request": _("Change of e-mail address requested")
+        if ok
+        else _("Change of e-mail address refused"),
+        "email.change": _("E-mail address changed") if ok else _("Invalid confirmation link used"),
         "login.password": _("Logged in with password") if ok else _("Failed login attempt"),
         "logout": _("Logged out"),
         "password.reset_request": _("New password requested"),

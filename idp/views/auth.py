@@ -86,7 +86,7 @@ def _continue_url() -> str:
 RESEND_INTERVAL = dt.timedelta(seconds=60)
 
 
-def _sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bool:
+def link_sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bool:
     # A link issued at t expires at t + lifetime: issued within the interval <=> expires after this.
     cutoff = utcnow() + lifetime - RESEND_INTERVAL
     q = select(EmailToken.token_digest).where(
@@ -99,7 +99,7 @@ def _sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bool:
 
 
 def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -> None:
-    if _sent_recently(account, purpose, lifetime):
+    if link_sent_recently(account, purpose, lifetime):
         uow.record(
             action="mail.suppressed",
             outcome="info",

@@ -7,7 +7,6 @@ offer to continue it (``way_back`` in every template).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -22,24 +21,10 @@ from idp.models import Client
 from idp.oauth.server import key_cache
 from idp.privacy import erase_account, export_account
 from idp.runtime import runtime
-from policies import Level
 
 bp = Blueprint("privacy", __name__)
 
 MAX_PASSWORD_FIELD = 1024
-# A factor above `low` (ID card, enrolled device, attested passkey) this recent confirms who is
-# deleting the account without the password (an account used with the ID card alone may have none
-# its owner remembers). Re-authentication before an irreversible action: NIST SP 800-63B §7.2.
-RECENT_STRONG_FACTOR_SECONDS = 10 * 60
-
-
-def _recent_strong_factor() -> str | None:
-    now = time.time()
-    for kind, (at, level) in browser.factors(browser.current()).items():
-        if at is not None and level is not None and level >= Level.SUBSTANTIAL:
-            if 0 <= now - at <= RECENT_STRONG_FACTOR_SECONDS:
-                return kind
-    return None
 
 
 @bp.post("/account/export")
@@ -83,7 +68,7 @@ def delete_account() -> Any:
     acct = browser.current_account()
     if acct is None:
         return redirect("/login", code=303)
-    strong = _recent_strong_factor()
+    strong = browser.recent_strong_factor()
     page = {"strong": strong is not None, "has_password": acct.password_hash is not None}
     if request.method == "GET":
         return _confirm_page(**page)

@@ -1,0 +1,239 @@
+"""Change of e-mail address: asked for with the password, done by a link sent to the new address.
+
+The citizen confirms who they are (current password, or a factor of level *substantial* used in
+the last ten minutes, NIST SP 800-63B §7.2), and we send a single-use link to the new address;
+following it proves control of that address (as at registration) and changes the address. The old
+address hears about both steps, so a taken-over session cannot move an account away unnoticed.
+
+No enumeration: whether the new address is already someone's account, the page says the same and
+the audit log records why no link went out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request
+from flask_babel import gettext as _
+
+from db import utcnow
+from idp import accounts, browser, throttle, uow
+from idp.crypto import verify_password
+from idp.mail import MailError, send
+from idp.runtime import runtime
+from idp.views.account import ACCOUNT_LINKS
+from idp.views.auth import RESEND_INTERVAL, link_sent_recently
+
+log = logging.getLogger("cityid")
+bp = Blueprint("email_change", __name__)
+
+MAX_FIELD = 1024
+PATH = "/account/email"
+CONFIRM_PATH = "/account/email/confirm"
+
+
+def _link() -> tuple[str, str] | None:
+    if browser.current_account() is None:
+        return None
+    return PATH, _("Change my e-mail address")
+
+
+ACCOUNT_LINKS.append(_link)
+
+
+def _page(error: str | None = None, *, email: str = "", strong: bool, has_password: bool) -> str:
+    return render_template(
+        "account_email.html",
+        csrf_token=browser.csrf_token(),
+        error=error,
+        email=email,
+        strong=strong,
+        has_password=has_password,
+    )
+
+
+def _lifetime() -> dt.timedelta:
+    return dt.timedelta(hours=runtime().config.email_verification_hours)
+
+
+@bp.route(PATH, methods=["GET", "POST"])
+def request_change() -> Any:
+    if request.method == "POST":
+        browser.check_csrf()
+    acct = browser.current_account()
+    if acct is None:
+        return redirect("/login", code=303)
+    strong = browser.recent_strong_factor()
+    page = {"strong": strong is not None, "has_password": acct.password_hash is not None}
+    if request.method == "GET":
+        return _page(**page)
+    wanted, password = request.form.get("email", ""), request.form.get("password", "")
+    if max(len(wanted), len(password)) > MAX_FIELD:
+        return _page(_("An entry is too long."), **page), 400
+    now = utcnow()
+    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
+    if strong is None:
+        if throttle.blocked(uow.db(), index, now) is not None:
+            uow.record(
+                action="email.change_request", outcome="denied", actor=who, subject=who, reason="throttled"
+            )
+            return _page(_("Too many wrong passwords. Please try again later."), email=wanted, **page), 429
+        if not verify_password(acct.password_hash, password):
+            if acct.password_hash is not None:  # a guess at the password counts like one at login
+                uow.on_failure(throttle.failure_counter(index, now, who))
+            uow.record(
+                action="email.change_request",
+                outcome="denied",
+                actor=who,
+                subject=who,
+                reason="wrong password" if acct.password_hash else "no password and no recent strong factor",
+            )
+            return _page(_("The password is wrong."), email=wanted, **page), 401
+    try:
+        new_email = accounts.checked_email(wanted)
+    except accounts.InvalidEmail:
+        return _page(_("Please enter a valid e-mail address."), email=wanted, **page), 400
+    keys = runtime().keys
+    if keys.email_lookup(new_email) == acct.email_index:
+        return _page(_("This is already your e-mail address."), email=wanted, **page), 400
+    if accounts.find_by_email(uow.db(), keys, new_email) is not None:
+        outcome = "address belongs to another account: no link sent"
+    elif link_sent_recently(acct, accounts.EMAIL_CHANGE, _lifetime()):
+        outcome = f"link sent less than {int(RESEND_INTERVAL.total_seconds())} s ago: none sent"
+    else:
+        try:
+            _send_links(acct, new_email)
+        except MailError:
+            return render_template(
+                "message.html",
+                title=_("E-mail could not be sent"),
+                status="error",
+                message=_("Please try again in a few minutes."),
+            ), 503
+        outcome = "link sent to the new address, notice to the old one"
+    uow.record(
+        action="email.change_request",
+        outcome="success",
+        actor=who,
+        subject=who,
+        reason=outcome,
+        details={"confirmed_by": f"recent {strong} factor" if strong else "password"},
+    )
+    return render_template(
+        "message.html",
+        title=_("Check your inbox"),
+        status="ok",
+        message=_(
+            "We have sent an e-mail to the new address. Open the link in it to finish the change. "
+            "Until then, your current address stays in use."
+        ),
+        link="/account",
+        link_text=_("Back to my account"),
+    )
+
+
+def _send_links(acct: Any, new_email: str) -> None:
+    cfg = runtime().config
+    city = cfg.branding.city_name
+    token = accounts.issue_email_token(
+        uow.db(), runtime().keys, acct, accounts.EMAIL_CHANGE, _lifetime(), new_email=new_email
+    )
+    send(
+        cfg,
+        new_email,
+        _("Confirm your new e-mail address for %(city)s", city=city),
+        _(
+            "Please confirm that this is the new e-mail address of your account by opening this "
+            "link:\n\n%(link)s\n\nThe link is valid for %(hours)s hours and can be used once. "
+            "If you did not ask for this, ignore this message.",
+            link=f"{cfg.issuer}{CONFIRM_PATH}?token={token}",
+            hours=cfg.email_verification_hours,
+        ),
+    )
+    send(
+        cfg,
+        accounts.email_of(runtime().keys, acct),
+        _("Your e-mail address for %(city)s is about to change", city=city),
+        _(
+            "Someone logged in to your account asked to change its e-mail address to %(masked)s. "
+            "The change happens only once the link sent to that address is opened.\n\n"
+            "If this was not you, change your password now: %(link)s",
+            masked=accounts.mask_email(new_email),
+            link=f"{cfg.issuer}/account/password",
+        ),
+    )
+
+
+def _invalid_link() -> tuple[str, int]:
+    return render_template(
+        "message.html",
+        title=_("This link is not valid"),
+        status="error",
+        message=_("The link is unknown, expired or was already used. You can ask for a new one."),
+        link=PATH,
+        link_text=_("Change my e-mail address"),
+    ), 400
+
+
+@bp.route(CONFIRM_PATH, methods=["GET", "POST"])
+def confirm() -> Any:
+    """GET shows a button, POST changes: mail scanners that open links change nothing."""
+    token = request.values.get("token", "")[:200]
+    if request.method == "GET":
+        return render_template("email_change_confirm.html", csrf_token=browser.csrf_token(), token=token)
+    browser.check_csrf()
+    keys = runtime().keys
+    try:
+        change = accounts.change_email(uow.db(), keys, token)
+    except accounts.InvalidLink as exc:
+        uow.record(action="email.change", outcome="denied", actor="anonymous", subject="", reason=str(exc))
+        return _invalid_link()
+    except accounts.EmailTaken:
+        uow.record(
+            action="email.change",
+            outcome="denied",
+            actor="anonymous",
+            subject="",
+            reason="address taken meanwhile",
+        )
+        return render_template(
+            "message.html",
+            title=_("This address is already in use"),
+            status="error",
+            message=_("Another account uses this e-mail address now. Your address has not been changed."),
+        ), 409
+    acct = change.account
+    cfg = runtime().config
+    try:
+        send(
+            cfg,
+            change.old_email,
+            _("Your e-mail address for %(city)s has changed", city=cfg.branding.city_name),
+            _(
+                "The e-mail address of your account is now %(masked)s. This address is no longer "
+                "used for it.\n\nIf this was not you, contact the city's service desk.",
+                masked=accounts.mask_email(change.new_email),
+            ),
+        )
+        notice = "sent"
+    except MailError:  # the change stands: the new address is proven; the old one may be gone
+        log.warning("could not notify the previous address of account %s", acct.id)
+        notice = "not delivered"
+    uow.record(
+        action="email.change",
+        outcome="success",
+        actor=acct.id,
+        subject=acct.id,
+        reason="link to the new address followed",
+        details={"notice_to_previous_address": notice},
+    )
+    return render_template(
+        "message.html",
+        title=_("E-mail address changed"),
+        status="ok",
+        message=_("From now on, log in with your new e-mail address."),
+        link="/account",
+        link_text=_("Go to my account"),
+    )

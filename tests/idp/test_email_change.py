@@ -1,0 +1,166 @@
+"""Change of e-mail address through HTTP, with the links delivered by a real SMTP server."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from db.audit import AuditEvent
+from idp.accounts import email_of
+from idp.config import SmtpConfig
+from idp.models import Account
+from tests.idp.conftest import Browser, Idp, csrf
+
+PASSWORD = "correct horse battery staple"
+CONFIRM_RE = re.compile(r"(http://\S+/account/email/confirm\?token=\S+)")
+
+
+def _started(idp_factory: Any, smtp_server: Any) -> tuple[Idp, Any]:
+    inbox, port = smtp_server
+    return idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port, sender="cityid <no@city.de>")), inbox
+
+
+def _logged_in(idp: Idp, email: str) -> Browser:
+    b = Browser(idp)
+    r = b.login(email, PASSWORD, b.get(f"{idp.url}/login"))
+    assert r.status_code == 200 and email in r.text
+    return b
+
+
+def _ask(b: Browser, new_email: str, password: str = PASSWORD, **extra: str) -> Any:
+    page = b.get(f"{b.idp.url}/account/email")
+    assert page.status_code == 200
+    return b.post(
+        f"{b.idp.url}/account/email",
+        {"csrf_token": csrf(page.text), "email": new_email, "password": password, **extra},
+    )
+
+
+def _mails_to(inbox: Any, address: str) -> list[Any]:
+    return [m for m in inbox.messages if address in m["To"]]
+
+
+def _body(msg: Any) -> str:
+    return str(msg.get_body(preferencelist=("plain",)).get_content())
+
+
+def _confirm(b: Browser, link: str) -> Any:
+    page = b.get(link)
+    assert page.status_code == 200
+    token = re.search(r'name="token" value="([^"]+)"', page.text)
+    assert token
+    return b.post(
+        f"{b.idp.url}/account/email/confirm", {"csrf_token": csrf(page.text), "token": token.group(1)}
+    )
+
+
+def _address(idp: Idp, account_id: str) -> str:
+    with idp.sessions()() as s:
+        acct = s.get(Account, account_id)
+        assert acct is not None
+        return email_of(idp.keys, acct)
+
+
+def _reasons(idp: Idp, action: str) -> list[str]:
+    with idp.sessions()() as s:
+        return list(s.scalars(select(AuditEvent.reason).where(AuditEvent.action == action)))
+
+
+def test_address_changes_only_after_the_link_sent_to_the_new_address_is_followed(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("alt@example.org")
+    b = _logged_in(idp, "alt@example.org")
+    assert _ask(b, "Neu@Example.org").status_code == 200
+    link = CONFIRM_RE.search(_body(inbox.wait_for("neu@example.org")))
+    assert link
+    notice = _body(inbox.wait_for("alt@example.org"))
+    assert "ne***@example.org" in notice and "neu@example.org" not in notice  # masked for the old one
+    assert _address(idp, account_id) == "alt@example.org"  # nothing changes before the link
+
+    # opening the link (as a mail scanner does) changes nothing; the button does
+    assert Browser(idp).get(link.group(1)).status_code == 200
+    assert _address(idp, account_id) == "alt@example.org"
+    assert _confirm(Browser(idp), link.group(1)).status_code == 200
+    assert _address(idp, account_id) == "neu@example.org"
+    changed = [m for m in _mails_to(inbox, "alt@example.org") if "ne***@example.org" in _body(m)]
+    assert len(changed) == 2  # requested, then done
+
+    assert _confirm(Browser(idp), link.group(1)).status_code == 400  # single use
+    fresh = Browser(idp)
+    assert fresh.login("neu@example.org", PASSWORD, fresh.get(f"{idp.url}/login")).status_code == 200
+    old = Browser(idp)
+    page = old.get(f"{idp.url}/login")
+    r = old.post(
+        f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "alt@example.org", "password": PASSWORD}
+    )
+    assert r.status_code == 401
+
+
+def test_wrong_password_sends_nothing_and_repeated_guesses_are_throttled(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    idp.add_user("guard@example.org")
+    b = _logged_in(idp, "guard@example.org")
+    statuses = [_ask(b, "thief@example.org", "not the password").status_code for _ in range(6)]
+    assert statuses[:5] == [401] * 5 and statuses[5] == 429  # NIST SP 800-63B §5.2.2
+    time.sleep(0.3)
+    assert not _mails_to(inbox, "thief@example.org") and not _mails_to(inbox, "guard@example.org")
+    assert "wrong password" in _reasons(idp, "email.change_request")
+
+
+def test_an_address_of_another_account_gets_no_link_and_the_page_looks_the_same(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    idp.add_user("eins@example.org")
+    idp.add_user("zwei@example.org")
+    b = _logged_in(idp, "eins@example.org")
+    free, taken = _ask(b, "frei@example.org"), _ask(b, "zwei@example.org")
+    assert free.status_code == taken.status_code == 200
+    title = re.compile(r"<h1>(.*?)</h1>")
+    assert title.findall(free.text) == title.findall(taken.text)
+    inbox.wait_for("frei@example.org")
+    time.sleep(0.3)
+    assert not _mails_to(inbox, "zwei@example.org")
+    assert any("another account" in r for r in _reasons(idp, "email.change_request"))
+
+
+def test_following_the_link_after_someone_else_took_the_address_changes_nothing(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("erst@example.org")
+    b = _logged_in(idp, "erst@example.org")
+    assert _ask(b, "begehrt@example.org").status_code == 200
+    link = CONFIRM_RE.search(_body(inbox.wait_for("begehrt@example.org")))
+    assert link
+    idp.add_user("begehrt@example.org")
+    assert _confirm(Browser(idp), link.group(1)).status_code == 409
+    assert _address(idp, account_id) == "erst@example.org"
+
+
+def test_bad_input_is_refused_without_a_mail(idp_factory: Any, smtp_server: Any) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    idp.add_user("selbst@example.org")
+    b = _logged_in(idp, "selbst@example.org")
+    assert _ask(b, "no-address").status_code == 400
+    assert _ask(b, "SELBST@example.org").status_code == 400  # already this account's address
+    assert _ask(b, "x" * 2000 + "@example.org").status_code == 400
+    no_csrf = b.post(f"{idp.url}/account/email", {"email": "n@example.org", "password": PASSWORD})
+    assert no_csrf.status_code == 400  # CSRF token missing
+    anonymous = Browser(idp)
+    page = anonymous.get(f"{idp.url}/login")
+    r = anonymous.post(
+        f"{idp.url}/account/email",
+        {"csrf_token": csrf(page.text), "email": "n@example.org", "password": PASSWORD},
+    )
+    assert r.status_code == 303 and r.headers["Location"] == "/login"
+    assert _confirm(Browser(idp), f"{idp.url}/account/email/confirm?token=made-up").status_code == 400
+    time.sleep(0.3)
+    assert not inbox.messages
