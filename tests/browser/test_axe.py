@@ -85,6 +85,16 @@ def test_every_page_passes_axe_wcag21_aa(
             page.click("button[value=allow]")
         assert page.url.startswith(demo_service.redirect_uri)
         visit("account", "/account")
+        visit("email-change", "/account/email")
+        visit(
+            "email-change-error",
+            lambda: submit(
+                page,
+                {"#email": "frieda.neu@example.org", "#password": "not my password"},
+                "form[action='/account/email'] button",
+            ),
+        )
+        visit("email-change-confirm", "/account/email/confirm?token=unknown")
         visit("delete", "/account/delete")
         visit(
             "delete-error",
@@ -94,4 +104,4 @@ def test_every_page_passes_axe_wcag21_aa(
         visit("logged-out", lambda: submit(page, {}, "form button[type=submit]"))
     finally:
         ctx.close()
-    assert len(seen) == 16
+    assert len(seen) == 19

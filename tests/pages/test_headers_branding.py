@@ -41,6 +41,7 @@ def every_page(idp: Idp) -> dict[str, Any]:
     b, page = logged_in(idp, "nora@example.org")
     out["/account"] = b.get(idp.url + "/account")
     out["/account/delete"] = b.get(idp.url + "/account/delete")
+    out["/account/email"] = b.get(idp.url + "/account/email")
     out["export"] = b.post(idp.url + "/account/export", {"csrf_token": csrf(page)})
     out["consent"] = b.get(
         f"{idp.url}/authorize?response_type=code&client_id={cid}&redirect_uri={REDIRECT}"

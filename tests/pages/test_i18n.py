@@ -108,6 +108,8 @@ def pages(idp: Any, lang: str) -> dict[str, str]:
     b.login("lena@example.org", "correct horse battery staple", page)
     out["/account"] = b.get(idp.url + "/account").text
     out["/account/delete"] = b.get(idp.url + "/account/delete").text
+    out["/account/email"] = b.get(idp.url + "/account/email").text
+    out["/account/email/confirm"] = b.get(idp.url + "/account/email/confirm?token=x").text
     r = b.post(idp.url + "/account/delete", {"csrf_token": "forged"})
     out["csrf error"] = r.text
     r = b.post(idp.url + "/account/logout", {"csrf_token": csrf(out["/account"])})
