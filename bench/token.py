@@ -43,10 +43,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--postgres", help="PostgreSQL URL (default: SQLite in the data dir)")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1, help="request threads of the one worker")
     a = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench/token.py needs wrk: apt-get install wrk")
-    with served(a.postgres) as (data, url):
+    with served(a.postgres, threads=a.threads) as (data, url):
         c = json.loads(
             cli(
                 data,
@@ -95,6 +96,7 @@ def main() -> None:
                 "bench": "client_credentials_token",
                 "database": "postgresql" if a.postgres else "sqlite",
                 "server_cores": 1,
+                "server_threads": a.threads,
                 "concurrency": a.concurrency,
                 "tokens_per_s": round(r["requests"] / r["duration_s"], 1),
                 "p50_ms": r["p50_ms"],
