@@ -82,8 +82,11 @@ def internal_error() -> OcspAnswer:
 
 
 def decode_get_path(encoded: str) -> bytes | None:
-    """RFC 6960 Appendix A.1: the URL-decoded path element is base64(DER request)."""
-    text = encoded.strip().strip("/")
+    """RFC 6960 Appendix A.1: the URL-decoded path element is base64(DER request).
+
+    Only leading slashes go: a request is a DER SEQUENCE, so its base64 starts with ``M``, but it
+    may well end with ``/``, a base64 digit."""
+    text = encoded.strip().lstrip("/")
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):

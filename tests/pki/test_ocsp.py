@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 import pki
 from pki.models import CaOcspCache
+from pki.ocsp import decode_get_path
 from tests.pki.helpers import DEVICE_ID, lint_ocsp, make_csr, name
 
 
@@ -214,3 +216,12 @@ def test_cached_answers_are_re_signed_before_next_update(
     assert not second.cached and second.der != first.der
     resp = ocsp.load_der_ocsp_response(second.der)
     assert resp.next_update_utc is not None and resp.next_update_utc > later
+
+
+@pytest.mark.parametrize("der", [b"\x30\x01\xff", b"\x30\x03\x02\x01\x3f", b"\x30\x02\x05\x00"])
+def test_get_requests_whose_base64_ends_in_a_slash_decode_rfc6960_appendix_a1(der: bytes) -> None:
+    text = base64.b64encode(der).decode()
+    assert decode_get_path(text) == der
+    assert decode_get_path("/" + text) == der  # a doubled slash in front of the path element
+    if text.endswith("/"):
+        assert decode_get_path(text[:-1]) != der  # the slash is a base64 digit, not decoration
