@@ -19,6 +19,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.compiler import SQLCompiler
 
 
+def _processor(bind: Any, dialect: Any) -> Any:
+    """The bind processor ``Session.execute`` would use: the dialect's own implementation of the
+    type (for a TypeDecorator such as ``UTCDateTime``, its impl as the dialect renders it)."""
+    return bind.type.dialect_impl(dialect).bind_processor(dialect)
+
+
 def _compile(session: Session, statement: Executable, keys: Sequence[str] = ()) -> tuple[Any, SQLCompiler]:
     conn = session.connection()  # begins the session's transaction (SQLite: BEGIN IMMEDIATE)
     compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))  # type: ignore[attr-defined]
@@ -38,7 +44,7 @@ def rows(session: Session, query: Executable, chunk: int = 20_000) -> Iterator[t
     dialect = conn.dialect
     params = compiled.construct_params()
     for name, bind in compiled.binds.items():
-        process = bind.type.bind_processor(dialect)
+        process = _processor(bind, dialect)
         if process is not None and name in params:
             params[name] = process(params[name])
     cursor = conn.connection.cursor()
@@ -62,7 +68,7 @@ def executemany(session: Session, statement: Executable, values: Sequence[Mappin
     dialect = conn.dialect
     defaults = compiled.construct_params(dict(values[0]))  # incl. values written into the statement
     order = list(compiled.positiontup or ()) if compiled.positional else list(defaults)
-    processors = [compiled.binds[name].type.bind_processor(dialect) for name in order]
+    processors = [_processor(compiled.binds[name], dialect) for name in order]
     memo: list[dict[Any, Any]] = [{} for _ in order]
     out: list[Any] = []
     for row in values:
@@ -114,7 +120,7 @@ class Prepared:
             compiled = self._statement.compile(dialect=dialect, column_keys=self._keys)  # type: ignore[attr-defined]
             assert isinstance(compiled, SQLCompiler)
             order = list(compiled.positiontup or ()) if compiled.positional else list(compiled.binds)
-            processors = [compiled.binds[name].type.bind_processor(dialect) for name in order]
+            processors = [_processor(compiled.binds[name], dialect) for name in order]
             # values the statement carries (e.g. `id == 1`); a required bind left out is a KeyError
             literals = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
             plan = (compiled.string, order, processors, bool(compiled.positional), literals)

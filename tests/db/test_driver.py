@@ -50,6 +50,9 @@ def test_bind_values_go_through_their_types_and_read_back_alike(db_sessions: ses
         assert rows[0].seq == seq
         assert rows[0].at == rows[1].at == at
         assert rows[0].at.tzinfo is not None and rows[0].pseudonymised is False
+        # stored alike, not just read back alike: SQL compares the stored values (on SQLite, text)
+        raw = s.connection().exec_driver_sql("SELECT at FROM audit_event ORDER BY seq").all()
+        assert raw[0][0] == raw[1][0]
 
 
 def test_values_written_into_the_statement_are_bound_and_rollback_undoes_the_writes(
