@@ -9,6 +9,7 @@ own transaction after the rollback.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,8 +37,13 @@ def on_failure(fn: Callable[[Session], None]) -> None:
 
 
 def _write_audit(session: Session) -> None:
-    for kw in g.pop("_audit", []):
+    for kw in g.get("_audit", []):
         audit.record(session, **kw)
+
+
+def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
+    reason = f"not stored ({type(exc).__name__}): {kw.get('reason', '')}"
+    return {**kw, "outcome": "failure", "reason": reason[:300]}
 
 
 def finish(ok: bool) -> None:
@@ -46,8 +52,17 @@ def finish(ok: bool) -> None:
     try:
         if session is not None:
             if ok:
-                _write_audit(session)
-                session.commit()
+                try:
+                    _write_audit(session)
+                    session.commit()
+                except Exception as exc:
+                    # Nothing of this request was stored: its records are kept, marked as such,
+                    # for the rollback path (the caller's error handling) to write on their own.
+                    g._audit = [_not_stored(kw, exc) for kw in g.get("_audit", [])]
+                    with contextlib.suppress(Exception):
+                        session.rollback()  # ends the failed transaction before the connection is reused
+                    raise
+                g.pop("_audit", None)
             else:
                 session.rollback()
         if not ok or session is None:
@@ -58,6 +73,7 @@ def finish(ok: bool) -> None:
                         for fn in g.pop("_on_failure", []):
                             fn(s)
                     _write_audit(s)
+                g.pop("_audit", None)
     finally:
         if session is not None:
             session.close()

@@ -131,7 +131,8 @@ class TokenEndpoint:
                 uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
             except Exception:
                 log.exception("token endpoint could not commit")
-                return _json(500, {"error": "server_error"})
+                # its audit records are still queued: written on their own by the rollback path
+                return _refused(500, "server_error", "")
             return resp
 
 
