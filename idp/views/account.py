@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
-from idp.models import Client, Consent, LoginSession
+from idp.models import Account, Client, Consent, LoginSession
 from idp.privacy import audit_entries
 from idp.runtime import runtime
 
@@ -177,6 +177,29 @@ def withdraw_consent() -> Any:
 
 
 MAX_PASSWORD_FIELD = 1024
+THROTTLED = "throttled"
+
+
+def reauthenticate(acct: Account, password: str, *, action: str) -> str | None:
+    """Re-authentication by password before a sensitive change (NIST SP 800-63B §7.2), under the
+    login throttle (§5.2.2): guesses through a taken-over session count like login guesses.
+
+    None if the password is right. Otherwise the refusal (``THROTTLED`` or why it failed) is
+    recorded as ``action`` denied, and a wrong guess is counted (after the request's rollback).
+    """
+    now = utcnow()
+    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
+    reason: str | None = None
+    if throttle.blocked(uow.db(), index, now) is not None:
+        reason = THROTTLED
+    elif acct.password_hash is None:
+        reason = "no password and no recent strong factor"
+    elif not verify_password(acct.password_hash, password):
+        uow.on_failure(throttle.failure_counter(index, now, who))
+        reason = "wrong password"
+    if reason is not None:
+        uow.record(action=action, outcome="denied", actor=who, subject=who, reason=reason)
+    return reason
 
 
 def _password_link() -> tuple[str, str] | None:
@@ -207,21 +230,10 @@ def change_password() -> Any:
     new, again = request.form.get("password", ""), request.form.get("password2", "")
     if max(len(current), len(new), len(again)) > MAX_PASSWORD_FIELD:
         return _password_page(_("An entry is too long.")), 400
-    now = utcnow()
-    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
-    held = throttle.blocked(uow.db(), index, now)
-    if held is not None:  # guesses through a taken-over session count like login guesses
-        uow.record(action="password.change", outcome="denied", actor=who, subject=who, reason="throttled")
+    refused = reauthenticate(acct, current, action="password.change")
+    if refused == THROTTLED:
         return _password_page(_("Too many wrong passwords. Please try again later.")), 429
-    if not verify_password(acct.password_hash, current):
-        uow.on_failure(throttle.failure_counter(index, now, who))
-        uow.record(
-            action="password.change",
-            outcome="denied",
-            actor=who,
-            subject=who,
-            reason="wrong current password",
-        )
+    if refused is not None:
         return _password_page(_("The current password is wrong.")), 401
     if new != again:
         return _password_page(_("The two passwords do not match.")), 400

@@ -18,12 +18,10 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request
 from flask_babel import gettext as _
 
-from db import utcnow
-from idp import accounts, browser, throttle, uow
-from idp.crypto import verify_password
+from idp import accounts, browser, uow
 from idp.mail import MailError, send
 from idp.runtime import runtime
-from idp.views.account import ACCOUNT_LINKS
+from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate
 from idp.views.auth import RESEND_INTERVAL, link_sent_recently
 
 log = logging.getLogger("cityid")
@@ -72,24 +70,12 @@ def request_change() -> Any:
     wanted, password = request.form.get("email", ""), request.form.get("password", "")
     if max(len(wanted), len(password)) > MAX_FIELD:
         return _page(_("An entry is too long."), **page), 400
-    now = utcnow()
-    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
+    who = acct.id
     if strong is None:
-        if throttle.blocked(uow.db(), index, now) is not None:
-            uow.record(
-                action="email.change_request", outcome="denied", actor=who, subject=who, reason="throttled"
-            )
+        refused = reauthenticate(acct, password, action="email.change_request")
+        if refused == THROTTLED:
             return _page(_("Too many wrong passwords. Please try again later."), email=wanted, **page), 429
-        if not verify_password(acct.password_hash, password):
-            if acct.password_hash is not None:  # a guess at the password counts like one at login
-                uow.on_failure(throttle.failure_counter(index, now, who))
-            uow.record(
-                action="email.change_request",
-                outcome="denied",
-                actor=who,
-                subject=who,
-                reason="wrong password" if acct.password_hash else "no password and no recent strong factor",
-            )
+        if refused is not None:
             return _page(_("The password is wrong."), email=wanted, **page), 401
     try:
         new_email = accounts.checked_email(wanted)

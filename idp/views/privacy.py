@@ -16,11 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import utcnow
 from idp import browser, uow
-from idp.crypto import verify_password
 from idp.models import Client
 from idp.oauth.server import key_cache
 from idp.privacy import erase_account, export_account
 from idp.runtime import runtime
+from idp.views.account import THROTTLED, reauthenticate
 
 bp = Blueprint("privacy", __name__)
 
@@ -80,18 +80,15 @@ def delete_account() -> Any:
         return _confirm_page(msg, **page), 400
     if strong is not None:
         confirmed_by = f"recent {strong} factor"
-    elif verify_password(acct.password_hash, password):
-        confirmed_by = "password"
     else:
-        uow.record(
-            action="account.delete",
-            outcome="denied",
-            actor=acct.id,
-            subject=acct.id,
-            reason="wrong password" if acct.password_hash else "no password and no recent strong factor",
-        )
-        msg = _("The password is wrong. Your account has not been deleted.")
-        return _confirm_page(msg, **page), 401
+        refused = reauthenticate(acct, password, action="account.delete")
+        if refused == THROTTLED:
+            msg = _("Too many wrong passwords. Please try again later.")
+            return _confirm_page(msg, **page), 429
+        if refused is not None:
+            msg = _("The password is wrong. Your account has not been deleted.")
+            return _confirm_page(msg, **page), 401
+        confirmed_by = "password"
     rt = runtime()
     account_id = acct.id
     browser.log_out()  # this browser's session row goes first; erase_account removes the others

@@ -175,3 +175,20 @@ def test_deletion_refused_with_wrong_password_missing_tick_or_csrf_changes_nothi
             .all()
         )
         assert [e.outcome for e in refused] == ["denied"]
+
+
+def test_deletion_password_guesses_are_throttled_like_logins_nist_800_63b_5_2_2(idp: Idp) -> None:
+    acct = idp.add_user("gerda@example.org")
+    b, _ = logged_in(idp, "gerda@example.org")
+
+    def attempt(password: str) -> int:
+        page = b.get(idp.url + "/account/delete").text
+        form = {"csrf_token": csrf(page), "password": password, "confirm": "yes"}
+        return b.post(idp.url + "/account/delete", form).status_code
+
+    assert [attempt("a wrong guess") for _ in range(6)] == [401] * 5 + [429]
+    assert attempt(PASSWORD) == 429  # while held, not even the right password is checked
+    assert count(idp, Account, Account.id == acct) == 1
+    with idp.sessions()() as s:
+        reasons = list(s.scalars(select(AuditEvent.reason).where(AuditEvent.action == "account.delete")))
+    assert reasons.count("wrong password") == 5 and reasons.count("throttled") == 2
