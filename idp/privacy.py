@@ -164,25 +164,16 @@ def erase_account(
     revoke the tokens, let other packages remove their data, pseudonymise the audit log (the hash
     chain stays verifiable, db.audit), then delete the personal rows and the account.
     """
-    grant_sids = set(
-        session.execute(
-            select(Grant.sid).where(Grant.account_id == account_id, Grant.sid.is_not(None))
-        ).scalars()
+    reason = "account deleted"
+    ended = backchannel.end_sessions(
+        session, key_cache, issuer=issuer, subject_key=keys.subject, account_id=account_id, reason=reason
     )
-    session_sids = set(
-        session.execute(select(LoginSession.sid).where(LoginSession.account_id == account_id)).scalars()
-    )
-    notices = 0
-    for sid in sorted(grant_sids | session_sids):
-        notices += backchannel.enqueue_for_session(
-            session, key_cache, issuer=issuer, sid=sid, subject_key=keys.subject
-        )
     grant_ids = list(session.execute(select(Grant.id).where(Grant.account_id == account_id)).scalars())
     if grant_ids:
         from idp.oauth.server import revoke_grant
 
         for gid in grant_ids:
-            revoke_grant(session, gid, "account deleted")
+            revoke_grant(session, gid, reason)
         session.execute(delete(AuthorizationCode).where(AuthorizationCode.grant_id.in_(grant_ids)))
         session.execute(delete(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)))
     for hook in DELETE_HOOKS:
@@ -192,12 +183,12 @@ def erase_account(
     session.execute(delete(Grant).where(Grant.account_id == account_id))
     session.execute(delete(Consent).where(Consent.account_id == account_id))
     session.execute(delete(EmailToken).where(EmailToken.account_id == account_id))
-    n_sessions = session.execute(delete(LoginSession).where(LoginSession.account_id == account_id))
+    session.execute(delete(LoginSession).where(LoginSession.account_id == account_id))
     session.execute(delete(Account).where(Account.id == account_id))
     return Erasure(
         pseudonym=pseudonym,
-        sessions=int(n_sessions.rowcount or 0),  # type: ignore[attr-defined]
+        sessions=ended.sessions,
         grants=len(grant_ids),
-        logout_notices=notices,
+        logout_notices=ended.notices,
         audit_entries=entries,
     )

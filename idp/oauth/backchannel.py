@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import requests
 from joserfc import jwt
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import audit, transaction, utcnow
 from idp.crypto import random_token
 from idp.keys import KeyCache
-from idp.models import Client, Grant, LogoutOutbox
+from idp.models import Client, Grant, LoginSession, LogoutOutbox
 
 EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LEASE = dt.timedelta(seconds=60)
@@ -98,6 +98,61 @@ class Delivery:
     url: str
     token: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    sessions: int
+    grants: int
+    notices: int
+
+
+def end_sessions(
+    session: Session,
+    keys: KeyCache,
+    *,
+    issuer: str,
+    subject_key: bytes,
+    account_id: str,
+    reason: str,
+    keep_sid: str | None = None,
+) -> Ended:
+    """End the account's browser sessions (all, or all but ``keep_sid``) as a logout would.
+
+    Every service holding a grant from one of them is told by back-channel logout, and those
+    grants are revoked (their refresh and access tokens stop working): what a password change or
+    reset needs so that a session an attacker holds ends at the services too (OWASP Session
+    Management). Grants from sessions that have since expired count as well. Grants without a
+    browser session (devices) stay.
+    """
+    from idp.oauth.server import revoke_grant
+
+    sids = set(
+        session.execute(
+            select(Grant.sid).where(Grant.account_id == account_id, Grant.sid.is_not(None))
+        ).scalars()
+    )
+    sids |= set(
+        session.execute(select(LoginSession.sid).where(LoginSession.account_id == account_id)).scalars()
+    )
+    sids.discard(keep_sid)  # type: ignore[arg-type]
+    notices = sum(
+        enqueue_for_session(session, keys, issuer=issuer, sid=sid, subject_key=subject_key)
+        for sid in sorted(sids)
+    )
+    grant_ids = list(
+        session.execute(
+            select(Grant.id).where(
+                Grant.account_id == account_id, Grant.sid.in_(sids), Grant.revoked_at.is_(None)
+            )
+        ).scalars()
+    )
+    for gid in grant_ids:
+        revoke_grant(session, gid, reason)
+    gone = session.execute(
+        delete(LoginSession).where(LoginSession.account_id == account_id, LoginSession.sid.in_(sids))
+    )
+    return Ended(sessions=int(gone.rowcount or 0), grants=len(grant_ids), notices=notices)  # type: ignore[attr-defined]
 
 
 def _claim(sessions: sessionmaker[Session], limit: int) -> list[Delivery]:

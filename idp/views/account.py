@@ -16,12 +16,13 @@ from babel.dates import format_datetime
 from flask import Blueprint, redirect, render_template, request
 from flask_babel import get_locale
 from flask_babel import gettext as _
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
-from idp.models import Account, Client, Consent, LoginSession
+from idp.models import Account, Client, Consent
+from idp.oauth import backchannel
 from idp.privacy import audit_entries
 from idp.runtime import runtime
 
@@ -180,6 +181,20 @@ MAX_PASSWORD_FIELD = 1024
 THROTTLED = "throttled"
 
 
+def end_account_sessions(account_id: str, reason: str, *, keep_sid: str | None = None) -> backchannel.Ended:
+    """The account's other browser sessions end here and at the services they signed in to."""
+    rt = runtime()
+    return backchannel.end_sessions(
+        uow.db(),
+        rt.key_cache,
+        issuer=rt.config.issuer,
+        subject_key=rt.keys.subject,
+        account_id=account_id,
+        reason=reason,
+        keep_sid=keep_sid,
+    )
+
+
 def reauthenticate(acct: Account, password: str, *, action: str) -> str | None:
     """Re-authentication by password before a sensitive change (NIST SP 800-63B §7.2), under the
     login throttle (§5.2.2): guesses through a taken-over session count like login guesses.
@@ -242,12 +257,10 @@ def change_password() -> Any:
     except accounts.WeakPassword:
         msg = _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
         return _password_page(msg), 400
-    # OWASP Session Management: other sessions end when the password changes; this one is renewed.
+    # OWASP Session Management: other sessions end when the password changes, at the services
+    # too (back-channel logout, their grants revoked); this one is renewed.
     here = browser.current()
-    others = delete(LoginSession).where(LoginSession.account_id == acct.id)
-    if here is not None:
-        others = others.where(LoginSession.id_digest != here.id_digest)
-    ended = uow.db().execute(others).rowcount or 0  # type: ignore[attr-defined]
+    ended = end_account_sessions(acct.id, "password changed", keep_sid=here.sid if here else None)
     factors = browser.factors(here)
     browser.log_in(acct, "pwd")
     uow.record(
@@ -256,7 +269,12 @@ def change_password() -> Any:
         actor=acct.id,
         subject=acct.id,
         reason="changed by the citizen",
-        details={"other_sessions_ended": int(ended), "factors_kept": sorted(factors)},
+        details={
+            "other_sessions_ended": ended.sessions,
+            "grants_revoked": ended.grants,
+            "logout_notices": ended.notices,
+            "factors_kept": sorted(factors),
+        },
     )
     return render_template(
         "message.html",

@@ -385,12 +385,17 @@ def reset() -> Any:
             link_text=_("Forgot password"),
         ), 400
     accounts.mark_email_verified(acct)  # the link proved control of the address
+    # Whoever knew the old password is logged out everywhere, at the services too (OWASP).
+    from idp.views.account import end_account_sessions
+
+    ended = end_account_sessions(acct.id, "password reset")
     uow.record(
         action="password.reset",
         outcome="success",
         actor=acct.id,
         subject=acct.id,
         reason="new password set",
+        details={"sessions_ended": ended.sessions, "grants_revoked": ended.grants},
     )
     return render_template(
         "message.html",

@@ -3,16 +3,21 @@ other browsers are logged out, this one stays."""
 
 from __future__ import annotations
 
+import datetime as dt
+
+import requests
 from sqlalchemy import func, select
 
 from db import transaction
 from db.audit import AuditEvent
-from idp import throttle
-from idp.models import LoginSession
+from idp import accounts, throttle
+from idp.models import Account, LoginSession, LogoutOutbox
 from tests.idp.conftest import Browser, Idp, csrf
+from tests.pages.helpers import sign_in_to_service
 
 PASSWORD = "correct horse battery staple"
 NEW = "a new and much longer passphrase"
+REDIRECT = "http://127.0.0.1:9/cb"
 
 
 def _logged_in(idp: Idp) -> Browser:
@@ -75,3 +80,52 @@ def test_guessing_the_current_password_is_throttled_like_logins_nist_63b_5_2_2(i
     assert r.status_code == 429  # type: ignore[attr-defined]
     fresh = Browser(idp)
     assert fresh.login("anna@example.org", PASSWORD, fresh.get(f"{idp.url}/login")).status_code == 429
+
+
+def _refresh(idp: Idp, cid: str, secret: str, token: dict[str, str]) -> int:
+    r = requests.post(
+        idp.url + "/token",
+        auth=(cid, secret),
+        data={"grant_type": "refresh_token", "refresh_token": token["refresh_token"]},
+        timeout=10,
+    )
+    return r.status_code
+
+
+def _notices(idp: Idp) -> int:
+    with transaction(idp.sessions()) as s:
+        return int(s.execute(select(func.count()).select_from(LogoutOutbox)).scalar_one())
+
+
+def test_a_password_change_ends_the_other_browsers_at_the_services_too_owasp(idp: Idp) -> None:
+    cid, secret = idp.add_client(
+        name="Stadtbücherei", redirect_uris=[REDIRECT], backchannel_logout_uri="http://127.0.0.1:9/bcl"
+    )
+    idp.add_user("anna@example.org")
+    here, elsewhere = _logged_in(idp), _logged_in(idp)
+    mine = sign_in_to_service(idp, here, cid, secret, REDIRECT, "anna@example.org")
+    theirs = sign_in_to_service(idp, elsewhere, cid, secret, REDIRECT, "anna@example.org")
+    assert _change(here, PASSWORD, NEW).status_code == 200  # type: ignore[attr-defined]
+    assert _refresh(idp, cid, secret, theirs) == 400  # the other browser's grant is revoked
+    assert _refresh(idp, cid, secret, mine) == 200  # this browser's stays
+    assert _notices(idp) == 1  # the service hears of the other session's end (back-channel logout)
+
+
+def test_a_password_reset_ends_every_session_and_grant_of_the_account(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="Stadtbücherei", redirect_uris=[REDIRECT])
+    account_id = idp.add_user("anna@example.org")
+    b = _logged_in(idp)
+    token = sign_in_to_service(idp, b, cid, secret, REDIRECT, "anna@example.org")
+    with transaction(idp.sessions()) as s:
+        acct = s.get(Account, account_id)
+        assert acct is not None
+        link = accounts.issue_email_token(s, idp.keys, acct, "reset", dt.timedelta(minutes=30))
+    fresh = Browser(idp)
+    page = fresh.get(f"{idp.url}/reset?token={link}")
+    r = fresh.post(
+        f"{idp.url}/reset", {"csrf_token": csrf(page.text), "token": link, "password": NEW, "password2": NEW}
+    )
+    assert r.status_code == 200
+    assert _sessions(idp) == 0
+    assert b.get(f"{idp.url}/account").status_code in (302, 303)
+    assert _refresh(idp, cid, secret, token) == 400
