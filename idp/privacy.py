@@ -15,7 +15,7 @@ caller's transaction, before the account row goes. A hook that raises aborts the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,13 +52,19 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def audit_entries(session: Session, account_id: str, *, limit: int | None = None) -> list[AuditEvent]:
-    """Audit entries about the account (as actor or subject), newest first."""
+def audit_entries(
+    session: Session, account_id: str, *, limit: int | None = None, leave_out: Iterable[str] = ()
+) -> list[AuditEvent]:
+    """Audit entries about the account (as actor or subject), newest first, without the actions
+    in ``leave_out`` (left out before the limit applies)."""
     q = (
         select(AuditEvent)
         .where(or_(AuditEvent.actor == account_id, AuditEvent.subject == account_id))
         .order_by(AuditEvent.seq.desc())
     )
+    leave_out = list(leave_out)
+    if leave_out:
+        q = q.where(AuditEvent.action.not_in(leave_out))
     if limit is not None:
         q = q.limit(limit)
     return list(session.execute(q).scalars())

@@ -49,9 +49,11 @@ def _refusal(req: Request, reason: str) -> None:
     uow.record(
         action="token.refuse",
         outcome="denied",
-        actor=req.values.get("client_id", "")[:64] or "unknown",
+        # the client is not authenticated here: what it claims is a detail, never the actor
+        actor="anonymous",
         subject="",
         reason=reason[:300],
+        details={"claimed_client_id": req.values.get("client_id", "")[:64]},
     )
 
 

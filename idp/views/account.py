@@ -112,9 +112,7 @@ def security_log(account_id: str) -> list[dict[str, Any]]:
     """Recent security events of the account, from the audit log, newest first."""
     names = {c.client_id: c.name for c in uow.db().execute(select(Client)).scalars()}
     rows = []
-    for e in audit_entries(uow.db(), account_id, limit=SECURITY_LOG_SIZE):
-        if e.action in BOOKKEEPING:
-            continue
+    for e in audit_entries(uow.db(), account_id, limit=SECURITY_LOG_SIZE, leave_out=BOOKKEEPING):
         service = names.get(e.subject) if e.subject != account_id else None
         rows.append(
             {

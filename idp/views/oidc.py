@@ -194,17 +194,19 @@ def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
         uow.record(
             action="authorize.error",
             outcome="denied",
-            actor=values.get("client_id", "")[:64],
+            actor="anonymous",  # an authorization request proves nothing about who sent it
             subject="",
             reason=f"{err.error}: {err.description or ''}"[:300],
+            details={"claimed_client_id": values.get("client_id", "")[:64]},
         )
         return redirect(err.redirect_uri + sep + urlencode(params))
     uow.record(
         action="authorize.error",
         outcome="denied",
-        actor=values.get("client_id", "")[:64],
+        actor="anonymous",
         subject="",
         reason=f"{err.error}: {err.description or ''}"[:300],
+        details={"claimed_client_id": values.get("client_id", "")[:64]},
     )
     return render_template(
         "message.html",
@@ -423,9 +425,10 @@ def _par_error(status: int, error: str, description: str) -> Response:
     uow.record(
         action="par.refuse",
         outcome="denied",
-        actor=request.values.get("client_id", "")[:64] or "unknown",
+        actor="anonymous",  # refused before (or because) the client authenticated
         subject="",
         reason=f"{error}: {description}"[:300],
+        details={"claimed_client_id": request.values.get("client_id", "")[:64]},
     )
     resp = jsonify(error=error, error_description=description)  # RFC 9126 §2.3
     resp.status_code = status
