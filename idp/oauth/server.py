@@ -429,8 +429,9 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         self.issuer = issuer
 
     def get_audiences(self) -> list[str]:
-        # RFC 7523 §3 (3): the token endpoint URL; OIDC Core §9 also allows the issuer.
-        return [f"{self.issuer}/token", self.issuer]
+        # RFC 7523 §3 (3): the token endpoint URL; OIDC Core §9 also allows the issuer; RFC 9126
+        # §2: the PAR endpoint URL too
+        return [f"{self.issuer}/token", self.issuer, f"{self.issuer}/par"]
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
         # RFC 7523 §3 (7): a client assertion's jti is used once.

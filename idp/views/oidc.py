@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import re
 import time
@@ -472,7 +473,32 @@ def pushed_authorization_request() -> Any:
     dpop_jkt = areq.values.get("dpop_jkt")
     if dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt):
         return _par_error(400, "invalid_request", "malformed dpop_jkt")
-    request_uri, expires_in = par.push(uow.db(), runtime().keys, client.client_id, params, utcnow())
+    rt = runtime()
+    try:
+        # RFC 9449 §10.1: a DPoP proof at the PAR endpoint binds the code to its key, as
+        # dpop_jkt does; both present, they must name the same key.
+        header = dpop.header_value(request.headers)
+        proof = None
+        if header is not None:
+            proof = dpop.verify_proof(
+                uow.db(),
+                header,
+                method="POST",
+                url=f"{rt.config.issuer}/par",
+                nonce_key=rt.keys.token,
+                require_nonce=rt.config.dpop_require_nonce,
+            )
+    except dpop.DpopError as exc:
+        resp = _par_error(400, exc.error, exc.description)
+        if rt.config.dpop_require_nonce:
+            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # RFC 9449 §8
+        return resp
+    if proof is not None:
+        if dpop_jkt is None:
+            params.append(("dpop_jkt", proof.jkt))
+        elif not hmac.compare_digest(dpop_jkt, proof.jkt):
+            return _par_error(400, "invalid_dpop_proof", "dpop_jkt names another key than the DPoP proof")
+    request_uri, expires_in = par.push(uow.db(), rt.keys, client.client_id, params, utcnow())
     uow.record(
         action="par.push",
         outcome="success",

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
 import requests
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from sqlalchemy import func, select, update
 
 from db import transaction, utcnow
 from idp.models import Grant, PushedRequest
 from tests.idp.conftest import Browser, Idp, pkce_pair, query
+from tests.idp.dpop_client import DpopKey
 
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -160,3 +164,88 @@ def test_client_that_requires_par_refuses_unpushed_requests_rfc9126_6(idp: Idp) 
         b, b.get(f"{idp.url}/authorize", params={"client_id": cid, "request_uri": request_uri})
     )
     assert done.status_code == 302 and "code" in query(done.headers["Location"])
+
+
+def _push_with_proof(
+    idp: Idp, cid: str, secret: str, params: dict[str, str], key: DpopKey
+) -> requests.Response:
+    def once() -> requests.Response:
+        proof = key.proof("POST", f"{idp.url}/par")
+        return requests.post(
+            f"{idp.url}/par", auth=(cid, secret), data=params, headers={"DPoP": proof}, timeout=10
+        )
+
+    r = once()
+    if r.status_code == 400 and r.json()["error"] == "use_dpop_nonce":  # RFC 9449 §8
+        key.nonce = r.headers["DPoP-Nonce"]
+        r = once()
+    return r
+
+
+def _code_token(idp: Idp, cid: str, secret: str, code: str, verifier: str, key: DpopKey) -> requests.Response:
+    data = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "code_verifier": verifier,
+    }
+    headers = {"DPoP": key.proof("POST", f"{idp.url}/token")}
+    r = requests.post(f"{idp.url}/token", auth=(cid, secret), data=data, headers=headers, timeout=10)
+    if r.status_code == 400 and r.json()["error"] == "use_dpop_nonce":
+        key.nonce = r.headers["DPoP-Nonce"]
+        headers = {"DPoP": key.proof("POST", f"{idp.url}/token")}
+        r = requests.post(f"{idp.url}/token", auth=(cid, secret), data=data, headers=headers, timeout=10)
+    return r
+
+
+def test_a_dpop_proof_at_par_binds_the_code_to_its_key_rfc9449_10_1(svc: tuple[Idp, str, str]) -> None:
+    idp, cid, secret = svc
+    key, other = DpopKey(), DpopKey()
+    verifier, challenge = pkce_pair()
+    pushed = _push_with_proof(idp, cid, secret, _params(cid, challenge), key)
+    assert pushed.status_code == 201, pushed.text
+    b = Browser(idp)
+    q = {"client_id": cid, "request_uri": pushed.json()["request_uri"]}
+    done = _through_login(b, b.get(f"{idp.url}/authorize", params=q))
+    code = query(done.headers["Location"])["code"]
+    refused = _code_token(idp, cid, secret, code, verifier, other)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    tok = _code_token(idp, cid, secret, code, verifier, key)
+    assert tok.status_code == 200 and tok.json()["token_type"] == "DPoP", tok.text
+
+
+def test_par_refuses_a_proof_for_another_key_or_url_rfc9449_10_1(svc: tuple[Idp, str, str]) -> None:
+    idp, cid, secret = svc
+    key, other = DpopKey(), DpopKey()
+    _v, challenge = pkce_pair()
+    r = _push_with_proof(idp, cid, secret, _params(cid, challenge, dpop_jkt=other.jkt), key)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    wrong_url = key.proof("POST", f"{idp.url}/token")
+    r = requests.post(
+        f"{idp.url}/par",
+        auth=(cid, secret),
+        data=_params(cid, challenge),
+        headers={"DPoP": wrong_url},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    assert _count(idp, PushedRequest) == 0
+
+
+def test_private_key_jwt_may_name_the_par_endpoint_as_audience_rfc9126_2(idp: Idp) -> None:
+    key = ECKey.generate_key("P-256", private=True, parameters={"kid": "k1"})
+    cid, _ = idp.add_client(
+        name="Register",
+        redirect_uris=[REDIRECT],
+        auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
+    )
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": f"{idp.url}/par", "iat": now, "exp": now + 60, "jti": "par-once"}
+    _v, challenge = pkce_pair()
+    data = _params(cid, challenge) | {
+        "client_assertion": jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key),
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    r = requests.post(f"{idp.url}/par", data=data, timeout=10)
+    assert r.status_code == 201, r.text
