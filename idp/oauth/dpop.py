@@ -203,6 +203,19 @@ def www_authenticate(error: str | None = None, description: str = "") -> str:
     return ", ".join(parts)
 
 
+def pushed_proof(
+    session: Session, headers: Any, *, url: str, nonce_key: bytes, require_nonce: bool
+) -> DpopProof | None:
+    """The verified proof of a POST to ``url`` (the token or PAR endpoint), or None without one:
+    there a proof is optional and, when sent, binds what is issued to its key (§5, §10.1)."""
+    proof = header_value(headers)
+    if proof is None:
+        return None
+    return verify_proof(
+        session, proof, method="POST", url=url, nonce_key=nonce_key, require_nonce=require_nonce
+    )
+
+
 def header_value(headers: Any) -> str | None:
     """The one DPoP header, or None; more than one is an error (§4.3 (1))."""
     values = headers.getlist("DPoP") if hasattr(headers, "getlist") else [headers.get("DPoP")]

@@ -67,16 +67,15 @@ def token_response(req: Request, srv: Any) -> Response:
         cert = mtls.presented(req.headers, rt.config.mtls_client_cert_header)
         if cert is not None:  # RFC 8705 §3: bind the tokens to this device certificate
             g.mtls = mtls.device_certificate(uow.db(), cert, utcnow())
-        proof = dpop.header_value(req.headers)
+        proof = dpop.pushed_proof(
+            uow.db(),
+            req.headers,
+            url=f"{rt.config.issuer}{PATH}",
+            nonce_key=rt.keys.token,
+            require_nonce=rt.config.dpop_require_nonce,
+        )
         if proof is not None:
-            g.dpop = dpop.verify_proof(
-                uow.db(),
-                proof,
-                method="POST",
-                url=f"{rt.config.issuer}{PATH}",
-                nonce_key=rt.keys.token,
-                require_nonce=rt.config.dpop_require_nonce,
-            )
+            g.dpop = proof
     except mtls.MtlsError as exc:
         _refusal(req, f"mtls: {exc.description}")
         return _json(401, {"error": exc.error, "error_description": exc.description})

@@ -86,6 +86,16 @@ def _continue_url() -> str:
 RESEND_INTERVAL = dt.timedelta(seconds=60)
 
 
+def mail_failed() -> tuple[str, int]:
+    """The page when the mail server refused a link: nothing was stored, the citizen may retry."""
+    return render_template(
+        "message.html",
+        title=_("E-mail could not be sent"),
+        status="error",
+        message=_("Please try again in a few minutes."),
+    ), 503
+
+
 def link_sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bool:
     # A link issued at t expires at t + lifetime: issued within the interval <=> expires after this.
     cutoff = utcnow() + lifetime - RESEND_INTERVAL
@@ -184,12 +194,7 @@ def register() -> Any:
             message=_("We have sent you an e-mail. Open the link in it to confirm your address."),
         )
     except MailError:
-        return render_template(
-            "message.html",
-            title=_("E-mail could not be sent"),
-            status="error",
-            message=_("Please try again in a few minutes."),
-        ), 503
+        return mail_failed()
     else:
         return render_template(
             "message.html",
@@ -318,12 +323,7 @@ def forgot() -> Any:
         try:
             _send_link(acct, email, "reset", dt.timedelta(minutes=runtime().config.password_reset_minutes))
         except MailError:
-            return render_template(
-                "message.html",
-                title=_("E-mail could not be sent"),
-                status="error",
-                message=_("Please try again in a few minutes."),
-            ), 503
+            return mail_failed()
     uow.record(
         action="password.reset_request",
         outcome="info",

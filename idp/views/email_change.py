@@ -22,7 +22,7 @@ from idp import accounts, browser, uow
 from idp.mail import MailError, send
 from idp.runtime import runtime
 from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate
-from idp.views.auth import RESEND_INTERVAL, link_sent_recently
+from idp.views.auth import RESEND_INTERVAL, link_sent_recently, mail_failed
 
 log = logging.getLogger("cityid")
 bp = Blueprint("email_change", __name__)
@@ -92,12 +92,7 @@ def request_change() -> Any:
         try:
             _send_links(acct, new_email)
         except MailError:
-            return render_template(
-                "message.html",
-                title=_("E-mail could not be sent"),
-                status="error",
-                message=_("Please try again in a few minutes."),
-            ), 503
+            return mail_failed()
         outcome = "link sent to the new address, notice to the old one"
     uow.record(
         action="email.change_request",

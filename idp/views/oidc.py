@@ -477,17 +477,13 @@ def pushed_authorization_request() -> Any:
     try:
         # RFC 9449 §10.1: a DPoP proof at the PAR endpoint binds the code to its key, as
         # dpop_jkt does; both present, they must name the same key.
-        header = dpop.header_value(request.headers)
-        proof = None
-        if header is not None:
-            proof = dpop.verify_proof(
-                uow.db(),
-                header,
-                method="POST",
-                url=f"{rt.config.issuer}/par",
-                nonce_key=rt.keys.token,
-                require_nonce=rt.config.dpop_require_nonce,
-            )
+        proof = dpop.pushed_proof(
+            uow.db(),
+            request.headers,
+            url=f"{rt.config.issuer}/par",
+            nonce_key=rt.keys.token,
+            require_nonce=rt.config.dpop_require_nonce,
+        )
     except dpop.DpopError as exc:
         resp = _par_error(400, exc.error, exc.description)
         if rt.config.dpop_require_nonce:
