@@ -312,6 +312,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             .values(used_at=utcnow())
         )
         if res.rowcount != 1:
+            # Redeemed by a concurrent request in the meantime: a replay as in query (RFC 6749
+            # §4.1.2), so the tokens issued from it are revoked here too.
+            grant = authorization_code.grant
+            _deferred_revoke(grant.id, "authorization code reused", grant.client_id)
             raise InvalidGrantError("Invalid 'code' in request.")
 
     def authenticate_user(self, authorization_code: CodeRecord) -> Principal | None:

@@ -156,6 +156,31 @@ def test_reused_code_is_refused_and_revokes_its_tokens_rfc6749_4_1_2(setup: Any)
     assert r.json()["error"] == "invalid_grant"
 
 
+def test_a_code_redeemed_by_a_concurrent_request_revokes_its_tokens_rfc6749_4_1_2(setup: Any) -> None:
+    # The race the single-use UPDATE decides: between this request's lookup of the code and its
+    # redemption, another request redeemed it. The loser must treat it as the replay it is.
+    from authlib.oauth2.rfc6749.errors import InvalidGrantError
+
+    from db import transaction, utcnow
+    from idp import uow
+    from idp.oauth.server import AuthorizationCodeGrant, CodeRecord
+
+    idp, cid, _secret, browser = setup
+    _v, ch = pkce_pair()
+    get_code(idp, cid, browser, ch)
+    with idp.sessions()() as s:  # what this request's lookup found: an unused code
+        row = s.scalars(select(AuthorizationCode)).one()
+        record = CodeRecord(row, s.get(Grant, row.grant_id))
+    with transaction(idp.sessions()) as s:  # the concurrent redemption commits first
+        s.get(AuthorizationCode, row.code_digest).used_at = utcnow()
+    with idp.app.test_request_context():
+        with pytest.raises(InvalidGrantError):
+            AuthorizationCodeGrant.delete_authorization_code(None, record)
+        uow.finish(False)
+    with idp.sessions()() as s:
+        assert s.get(Grant, record.grant.id).revoked_reason == "authorization code reused"
+
+
 def test_expired_code_is_invalid_grant(idp_factory: Any) -> None:
     idp = idp_factory(code_lifetime_seconds=1)
     cid, secret = idp.add_client(name="Svc", redirect_uris=[REDIRECT])
