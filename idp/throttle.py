@@ -11,15 +11,16 @@ Per e-mail address, across every process (the state is in the database):
   (below the hard limit).
 
 Keyed by the e-mail's blind index for known and unknown addresses alike: the answers do not
-reveal whether an account exists. Failures are recorded in their own transaction after the
-refused request's rollback (``idp.uow.on_failure``), with one atomic upsert, so that concurrent
-guesses all count.
+reveal whether an account exists. Each attempt is counted as a failure *before* the password is
+checked (:func:`claim`, one atomic upsert in a transaction of its own, committed at once), and a
+right password clears the count again. So concurrent guesses see each other: the attempt that
+starts a hold refuses every later one at once, and no number of parallel requests gets more
+guesses than the schedule allows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,7 +29,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from db import audit
 from idp.models import LoginThrottle
 
 FREE_FAILURES = 5
@@ -60,15 +60,25 @@ def delay_after(failures: int) -> dt.timedelta | None:
     return min(BASE_DELAY * (1 << doublings), MAX_DELAY)
 
 
-def blocked(session: Session, email_index: str, now: dt.datetime) -> Blocked | None:
-    row = session.get(LoginThrottle, email_index)
-    if row is None or row.blocked_until is None or row.blocked_until <= now:
-        return None
-    return Blocked(row.blocked_until, row.failures)
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt let through: the ``number``-th consecutive failure if the password is wrong."""
+
+    number: int
+
+    @property
+    def hold(self) -> dt.timedelta | None:
+        """The hold this attempt started, should it fail."""
+        return delay_after(self.number)
 
 
-def record_failure(session: Session, email_index: str, now: dt.datetime) -> int:
-    """Count one more consecutive failure (atomically); returns the new count."""
+def claim(session: Session, email_index: str, now: dt.datetime) -> Attempt | Blocked:
+    """Count an attempt as a failure before its password is checked, or refuse it while held.
+
+    One atomic upsert: the count goes up only while the address is not held, so of concurrent
+    attempts exactly those the schedule allows get through. Commit ``session`` before checking
+    the password; :func:`clear` after a right one.
+    """
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     table = cast(Table, LoginThrottle.__table__)
     new = insert(table).values(email_index=email_index, failures=1, last_failure_at=now, blocked_until=None)
@@ -85,34 +95,19 @@ def record_failure(session: Session, email_index: str, now: dt.datetime) -> int:
             ),
             "last_failure_at": now,
         },
+        where=table.c.blocked_until.is_(None) | (table.c.blocked_until <= now),
     ).returning(table.c.failures)
-    failures = int(session.execute(stmt).scalar_one())
-    delay = delay_after(failures)
-    if delay is not None:
+    failures = session.execute(stmt).scalar_one_or_none()
+    if failures is None:  # held: the password is not even checked
+        row = session.get(LoginThrottle, email_index)
+        assert row is not None and row.blocked_until is not None
+        return Blocked(row.blocked_until, row.failures)
+    attempt = Attempt(int(failures))
+    if attempt.hold is not None:
         session.execute(
-            update(table).where(table.c.email_index == email_index).values(blocked_until=now + delay)
+            update(table).where(table.c.email_index == email_index).values(blocked_until=now + attempt.hold)
         )
-    return failures
-
-
-def failure_counter(email_index: str, now: dt.datetime, account_id: str) -> Callable[[Session], None]:
-    """What a refused password check runs after its rollback (``idp.uow.on_failure``): count the
-    failure and, when it starts a hold, say so in the audit log."""
-
-    def count(session: Session) -> None:
-        failures = record_failure(session, email_index, now)
-        delay = delay_after(failures)
-        if delay is not None:
-            audit.record(
-                session,
-                action="login.throttle",
-                outcome="info",
-                actor="anonymous",
-                subject=account_id,
-                reason=f"{failures} consecutive failures: blocked for {int(delay.total_seconds())} s",
-            )
-
-    return count
+    return attempt
 
 
 def clear(session: Session, email_index: str) -> None:

@@ -18,7 +18,7 @@ from flask_babel import get_locale
 from flask_babel import gettext as _
 from sqlalchemy import select
 
-from db import utcnow
+from db import transaction, utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
 from idp.models import Account, Client, Consent
@@ -193,23 +193,58 @@ def end_account_sessions(account_id: str, reason: str, *, keep_sid: str | None =
     )
 
 
+def claim_attempt(email_index: str) -> throttle.Attempt | throttle.Blocked:
+    """Count a password attempt before it is checked (``idp.throttle.claim``), committed at once
+    in a transaction of its own, so that concurrent attempts see it.
+
+    Call it before the request changes anything: the request's transaction so far (reads only)
+    ends here; on SQLite that also lets go of the write lock the claim needs.
+    """
+    db = uow.db()
+    if db.new or db.dirty or db.deleted:
+        raise RuntimeError("a password attempt is counted before the request changes anything")
+    db.commit()
+    with transaction(runtime().sessions) as s:
+        return throttle.claim(s, email_index, utcnow())
+
+
+def settle_attempt(attempt: throttle.Attempt, email_index: str, *, right: bool, account_id: str) -> None:
+    """A right password clears the count (even if the request fails later, e.g. unverified); a
+    wrong one stays counted, and the hold it started is noted in the audit log."""
+    if right:
+        throttle.clear(uow.db(), email_index)
+        uow.on_failure(lambda s: throttle.clear(s, email_index))
+    elif attempt.hold is not None:
+        seconds = int(attempt.hold.total_seconds())
+        uow.record(
+            action="login.throttle",
+            outcome="info",
+            actor="anonymous",
+            subject=account_id,
+            reason=f"{attempt.number} consecutive failures: blocked for {seconds} s",
+        )
+
+
 def reauthenticate(acct: Account, password: str, *, action: str) -> str | None:
     """Re-authentication by password before a sensitive change (NIST SP 800-63B §7.2), under the
     login throttle (§5.2.2): guesses through a taken-over session count like login guesses.
 
     None if the password is right. Otherwise the refusal (``THROTTLED`` or why it failed) is
-    recorded as ``action`` denied, and a wrong guess is counted (after the request's rollback).
+    recorded as ``action`` denied. Call it before the request changes anything (see
+    :func:`claim_attempt`).
     """
-    now = utcnow()
-    index, who = acct.email_index, acct.id  # plain values: the failure counter runs after a rollback
+    index, who = acct.email_index, acct.id
     reason: str | None = None
-    if throttle.blocked(uow.db(), index, now) is not None:
-        reason = THROTTLED
-    elif acct.password_hash is None:
+    if acct.password_hash is None:
         reason = "no password and no recent strong factor"
-    elif not verify_password(acct.password_hash, password):
-        uow.on_failure(throttle.failure_counter(index, now, who))
-        reason = "wrong password"
+    else:
+        attempt = claim_attempt(index)
+        if isinstance(attempt, throttle.Blocked):
+            reason = THROTTLED
+        else:
+            right = verify_password(acct.password_hash, password)
+            settle_attempt(attempt, index, right=right, account_id=who)
+            reason = None if right else "wrong password"
     if reason is not None:
         uow.record(action=action, outcome="denied", actor=who, subject=who, reason=reason)
     return reason

@@ -17,6 +17,7 @@ from idp import accounts, browser, throttle, uow
 from idp.mail import MailError, send
 from idp.models import Client, EmailToken
 from idp.runtime import runtime
+from idp.views.account import claim_attempt, end_account_sessions, settle_attempt
 
 bp = Blueprint("auth", __name__)
 
@@ -252,22 +253,24 @@ def login() -> Any:
         ), 400
     now = utcnow()
     index = _keys().email_lookup(email) if len(email) <= 254 else None
-    held = throttle.blocked(uow.db(), index, now) if index else None
-    if held is not None:  # NIST SP 800-63B §5.2.2: the password is not even checked
+    attempt = claim_attempt(index) if index else None  # counted before the password is checked
+    if isinstance(attempt, throttle.Blocked):  # NIST SP 800-63B §5.2.2: the password is not checked
         uow.record(
             action="login.password",
             outcome="denied",
             actor="anonymous",
             subject="",
-            reason=f"throttled after {held.failures} failures",
+            reason=f"throttled after {attempt.failures} failures",
         )
+        held = _held(attempt, now)
         return render_template(
-            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=_held(held, now)
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=held
         ), 429
     outcome = accounts.check_login(uow.db(), _keys(), email, password)
+    if attempt is not None and index:
+        # unverified or disabled: the password was right all the same
+        settle_attempt(attempt, index, right=outcome.reason != "bad_credentials", account_id="")
     if outcome.reason != "ok":
-        if outcome.reason == "bad_credentials" and index:
-            uow.on_failure(throttle.failure_counter(index, now, ""))  # the account is not named
         uow.record(
             action="login.password",
             outcome="denied",
@@ -282,8 +285,6 @@ def login() -> Any:
             "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=message
         ), 401
     assert outcome.account is not None
-    if index:
-        throttle.clear(uow.db(), index)
     target = _continue_url()
     browser.log_in(outcome.account, "pwd")
     uow.record(
@@ -386,8 +387,6 @@ def reset() -> Any:
         ), 400
     accounts.mark_email_verified(acct)  # the link proved control of the address
     # Whoever knew the old password is logged out everywhere, at the services too (OWASP).
-    from idp.views.account import end_account_sessions
-
     ended = end_account_sessions(acct.id, "password reset")
     uow.record(
         action="password.reset",

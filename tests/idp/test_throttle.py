@@ -4,6 +4,7 @@ and unknown addresses, across processes (state in the database)."""
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -144,3 +145,29 @@ def test_quiet_runs_are_forgotten_but_a_hard_limit_is_kept(idp: Idp) -> None:
         throttle.purge(s, utcnow())
     assert _row(idp, "quiet@example.org") is None
     assert _row(idp, "held@example.org") is not None
+
+
+def test_concurrent_guesses_get_no_more_attempts_than_the_schedule_nist_63b_5_2_2(idp: Idp) -> None:
+    # Each attempt is counted before its password is checked: however many arrive at once, the
+    # one that starts the hold refuses all later ones; none sees a stale count.
+    idp.add_user("anna@example.org")
+
+    def guess(_: int) -> int:
+        return _login(Browser(idp), "anna@example.org", "wrong password 123").status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(guess, range(24)))
+    assert (
+        statuses.count(401) == throttle.FREE_FAILURES and statuses.count(429) == 24 - throttle.FREE_FAILURES
+    )
+    row = _row(idp, "anna@example.org")
+    assert row is not None and row.failures == throttle.FREE_FAILURES
+
+
+def test_a_right_password_for_an_unconfirmed_address_does_not_count_as_a_guess(idp: Idp) -> None:
+    idp.add_user("neu@example.org", verified=False)
+    b = Browser(idp)
+    for _ in range(throttle.FREE_FAILURES + 2):
+        r = _login(b, "neu@example.org", PASSWORD)
+        assert r.status_code == 401 and "confirm your e-mail address" in r.text
+    assert _row(idp, "neu@example.org") is None
