@@ -178,6 +178,17 @@ def set_password(session: Session, account: Account, password: str) -> None:
     account.password_hash = hash_password(password)
     account.password_changed_at = utcnow()
     throttle.clear(session, account.email_index)  # a new password ends a run of failed guesses
+    # Whoever knew the old password may have asked for a change of address or a reset: those
+    # links die with it (the citizen changes the password after the notice, for exactly this).
+    cancel_links(session, account.id, (EMAIL_CHANGE, "reset"))
+
+
+def cancel_links(session: Session, account_id: str, purposes: tuple[str, ...] | None = None) -> None:
+    """Mark the account's unused links (of ``purposes``, or all) as used."""
+    q = update(EmailToken).where(EmailToken.account_id == account_id, EmailToken.used_at.is_(None))
+    if purposes is not None:
+        q = q.where(EmailToken.purpose.in_(purposes))
+    session.execute(q.values(used_at=utcnow()))
 
 
 def mark_email_verified(account: Account) -> None:
@@ -200,7 +211,7 @@ def change_email(session: Session, keys: InstanceKeys, token: str) -> EmailChang
     """Follow a change-of-address link: the link sent to the new address proves control of it.
 
     Single use like every link; :class:`EmailTaken` if another account has taken the address
-    since the link was sent. Other pending changes of the account end with this one.
+    since the link was sent. Every other unused link of the account ends with this one.
     """
     acct, row = _consume(session, keys, token, EMAIL_CHANGE)
     if acct.disabled:
@@ -215,21 +226,15 @@ def change_email(session: Session, keys: InstanceKeys, token: str) -> EmailChang
     acct.email_index = index
     acct.email_enc = keys.personal_data.seal(new_email.encode(), f"email:{acct.id}")
     acct.email_verified_at = utcnow()  # the followed link proved control of the new address
-    session.execute(
-        update(EmailToken)
-        .where(
-            EmailToken.account_id == acct.id,
-            EmailToken.purpose == EMAIL_CHANGE,
-            EmailToken.used_at.is_(None),
-        )
-        .values(used_at=utcnow())
-    )
-    throttle.clear(session, old_index)
-    throttle.clear(session, index)  # guesses against the address before it was this account's
     try:
         session.flush()  # the unique address index decides a race between two accounts, here
     except IntegrityError as exc:
         raise EmailTaken("the address belongs to another account") from exc
+    # Every other link of the account went to an address that is no longer its own, or asked for
+    # another change: none of them may still act on the account.
+    cancel_links(session, acct.id)
+    throttle.clear(session, old_index)
+    throttle.clear(session, index)  # guesses against the address before it was this account's
     return EmailChange(acct, old_email, new_email)
 
 

@@ -127,15 +127,13 @@ def end_sessions(
     """
     from idp.oauth.server import revoke_grant
 
-    sids = set(
-        session.execute(
-            select(Grant.sid).where(Grant.account_id == account_id, Grant.sid.is_not(None))
-        ).scalars()
+    # sessions with a live grant or still logged in; the others ended (and were told) before
+    granted = select(Grant.sid).where(
+        Grant.account_id == account_id, Grant.sid.is_not(None), Grant.revoked_at.is_(None)
     )
-    sids |= set(
-        session.execute(select(LoginSession.sid).where(LoginSession.account_id == account_id)).scalars()
-    )
-    sids.discard(keep_sid)  # type: ignore[arg-type]
+    browsers = select(LoginSession.sid).where(LoginSession.account_id == account_id)
+    sids: set[str] = {sid for sid in session.execute(granted.union(browsers)).scalars() if sid is not None}
+    sids.discard(keep_sid or "")
     notices = sum(
         enqueue_for_session(session, keys, issuer=issuer, sid=sid, subject_key=subject_key)
         for sid in sorted(sids)

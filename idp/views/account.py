@@ -198,12 +198,12 @@ def claim_attempt(email_index: str) -> throttle.Attempt | throttle.Blocked:
     in a transaction of its own, so that concurrent attempts see it.
 
     Call it before the request changes anything: the request's transaction so far (reads only)
-    ends here; on SQLite that also lets go of the write lock the claim needs.
+    is rolled back here, which on SQLite also lets go of the write lock the claim needs.
     """
     db = uow.db()
     if db.new or db.dirty or db.deleted:
         raise RuntimeError("a password attempt is counted before the request changes anything")
-    db.commit()
+    db.rollback()
     with transaction(runtime().sessions) as s:
         return throttle.claim(s, email_index, utcnow())
 

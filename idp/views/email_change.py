@@ -5,8 +5,9 @@ the last ten minutes, NIST SP 800-63B §7.2), and we send a single-use link to t
 following it proves control of that address (as at registration) and changes the address. The old
 address hears about both steps, so a taken-over session cannot move an account away unnoticed.
 
-No enumeration: whether the new address is already someone's account, the page says the same and
-the audit log records why no link went out.
+No enumeration: whether the new address is already someone's account or not, the same happens
+(page, mails, audit record); following the link for a taken address changes nothing. A password
+change or reset cancels a pending change: it is what the notice asks a surprised owner to do.
 """
 
 from __future__ import annotations
@@ -84,16 +85,16 @@ def request_change() -> Any:
     keys = runtime().keys
     if keys.email_lookup(new_email) == acct.email_index:
         return _page(_("This is already your e-mail address."), email=wanted, **page), 400
-    if accounts.find_by_email(uow.db(), keys, new_email) is not None:
-        outcome = "address belongs to another account: no link sent"
-    elif link_sent_recently(acct, accounts.EMAIL_CHANGE, _lifetime()):
+    # Whether the new address is someone's account or not, the same happens (no enumeration):
+    # the link goes out; following it for a taken address changes nothing (409).
+    if link_sent_recently(acct, accounts.EMAIL_CHANGE, _lifetime()):
         outcome = f"link sent less than {int(RESEND_INTERVAL.total_seconds())} s ago: none sent"
     else:
         try:
             _send_links(acct, new_email)
         except MailError:
             return mail_failed()
-        outcome = "link sent to the new address, notice to the old one"
+        outcome = "link sent to the new address"
     uow.record(
         action="email.change_request",
         outcome="success",
@@ -133,10 +134,17 @@ def _send_links(acct: Any, new_email: str) -> None:
             hours=cfg.email_verification_hours,
         ),
     )
+    try:  # best effort: a dead old mailbox is a common reason to change the address
+        _notify_old_address(cfg, acct, new_email)
+    except MailError:
+        log.warning("could not tell the current address of account %s about a change", acct.id)
+
+
+def _notify_old_address(cfg: Any, acct: Any, new_email: str) -> None:
     send(
         cfg,
         accounts.email_of(runtime().keys, acct),
-        _("Your e-mail address for %(city)s is about to change", city=city),
+        _("Your e-mail address for %(city)s is about to change", city=cfg.branding.city_name),
         _(
             "Someone logged in to your account asked to change its e-mail address to %(masked)s. "
             "The change happens only once the link sent to that address is opened.\n\n"

@@ -44,6 +44,13 @@ class _Inbox:
     def __init__(self) -> None:
         self.messages: list[Any] = []
         self.cond = threading.Condition()
+        self.refused: set[str] = set()  # mailboxes that do not exist (550 at RCPT TO)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address.lower() in self.refused:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         import email

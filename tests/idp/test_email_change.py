@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from typing import Any
 
 from sqlalchemy import select
 
+from db import transaction
 from db.audit import AuditEvent
+from idp import accounts
 from idp.accounts import email_of
 from idp.config import SmtpConfig
 from idp.models import Account
@@ -114,21 +117,80 @@ def test_wrong_password_sends_nothing_and_repeated_guesses_are_throttled(
     assert "wrong password" in _reasons(idp, "email.change_request")
 
 
-def test_an_address_of_another_account_gets_no_link_and_the_page_looks_the_same(
+def test_an_address_of_another_account_is_handled_like_a_free_one_no_enumeration(
     idp_factory: Any, smtp_server: Any
 ) -> None:
     idp, inbox = _started(idp_factory, smtp_server)
-    idp.add_user("eins@example.org")
+    account_id = idp.add_user("eins@example.org")
     idp.add_user("zwei@example.org")
     b = _logged_in(idp, "eins@example.org")
-    free, taken = _ask(b, "frei@example.org"), _ask(b, "zwei@example.org")
-    assert free.status_code == taken.status_code == 200
+    free = _ask(b, "frei@example.org")
+    assert free.status_code == 200
+    other = _logged_in(idp, "zwei@example.org")
+    idp.add_user("drei@example.org")
+    taken = _ask(other, "drei@example.org")
+    assert taken.status_code == 200
     title = re.compile(r"<h1>(.*?)</h1>")
     assert title.findall(free.text) == title.findall(taken.text)
-    inbox.wait_for("frei@example.org")
-    time.sleep(0.3)
-    assert not _mails_to(inbox, "zwei@example.org")
-    assert any("another account" in r for r in _reasons(idp, "email.change_request"))
+    # the same mails either way: a link to the new address, a notice to the current one
+    for new, current in (("frei@example.org", "eins@example.org"), ("drei@example.org", "zwei@example.org")):
+        assert CONFIRM_RE.search(_body(inbox.wait_for(new)))
+        assert "***@example.org" in _body(inbox.wait_for(current))
+    # and the same audit record, which the requester can read in the data export
+    reasons = _reasons(idp, "email.change_request")
+    assert reasons == ["link sent to the new address"] * 2
+    # following the link for the taken address changes nothing
+    link = CONFIRM_RE.search(_body(inbox.wait_for("drei@example.org")))
+    assert link and _confirm(Browser(idp), link.group(1)).status_code == 409
+    assert _address(idp, account_id) == "eins@example.org"
+
+
+def test_a_password_change_cancels_a_pending_change_of_address(idp_factory: Any, smtp_server: Any) -> None:
+    # The notice tells a surprised owner to change the password: that must stop the change.
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("opfer@example.org")
+    intruder = _logged_in(idp, "opfer@example.org")
+    assert _ask(intruder, "dieb@example.org").status_code == 200
+    link = CONFIRM_RE.search(_body(inbox.wait_for("dieb@example.org")))
+    assert link
+    owner = _logged_in(idp, "opfer@example.org")
+    page = owner.get(f"{idp.url}/account/password")
+    form = {"csrf_token": csrf(page.text), "current_password": PASSWORD}
+    form |= {"password": "a new and much longer passphrase", "password2": "a new and much longer passphrase"}
+    assert owner.post(f"{idp.url}/account/password", form).status_code == 200
+    assert _confirm(Browser(idp), link.group(1)).status_code == 400
+    assert _address(idp, account_id) == "opfer@example.org"
+
+
+def test_after_a_change_no_older_link_acts_on_the_account(idp_factory: Any, smtp_server: Any) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("alt@example.org")
+    with transaction(idp.sessions()) as s:  # a reset link sent to the old mailbox earlier
+        acct = s.get(Account, account_id)
+        assert acct is not None
+        reset = accounts.issue_email_token(s, idp.keys, acct, "reset", dt.timedelta(minutes=30))
+    b = _logged_in(idp, "alt@example.org")
+    assert _ask(b, "neu@example.org").status_code == 200
+    link = CONFIRM_RE.search(_body(inbox.wait_for("neu@example.org")))
+    assert link and _confirm(Browser(idp), link.group(1)).status_code == 200
+    fresh = Browser(idp)
+    page = fresh.get(f"{idp.url}/reset?token={reset}")
+    new = "somebody else's passphrase"
+    form = {"csrf_token": csrf(page.text), "token": reset, "password": new, "password2": new}
+    assert fresh.post(f"{idp.url}/reset", form).status_code == 400
+
+
+def test_an_old_mailbox_that_refuses_mail_does_not_stop_the_change(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("tot@example.org")
+    inbox.refused.add("tot@example.org")
+    b = _logged_in(idp, "tot@example.org")
+    assert _ask(b, "lebendig@example.org").status_code == 200
+    link = CONFIRM_RE.search(_body(inbox.wait_for("lebendig@example.org")))
+    assert link and _confirm(Browser(idp), link.group(1)).status_code == 200
+    assert _address(idp, account_id) == "lebendig@example.org"
 
 
 def test_following_the_link_after_someone_else_took_the_address_changes_nothing(
