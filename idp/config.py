@@ -123,7 +123,6 @@ class Config:
     code_lifetime_seconds: int = 60
     email_verification_hours: int = 24
     password_reset_minutes: int = 30
-    trusted_proxy_count: int = 0
     mtls_client_cert_header: str = ""  # off unless set, e.g. "X-SSL-Client-Cert"
     dpop_require_nonce: bool = True  # RFC 9449 §8: server-provided nonces
     eid_connector: str = ""  # "", simulator, saml, oidc
