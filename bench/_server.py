@@ -39,6 +39,27 @@ def cli(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
     return res.stdout
 
 
+def machine_client(data: Path, scope: str) -> tuple[str, str]:
+    """A client-credentials client (RFC 6749 §4.4): its id and secret."""
+    import json
+
+    out = json.loads(
+        cli(
+            data,
+            "client",
+            "add",
+            "--name",
+            "bench",
+            "--grant-type",
+            "client_credentials",
+            "--scope",
+            scope,
+            "--json",
+        )
+    )
+    return out["client_id"], out["client_secret"]
+
+
 def _fresh_database(url: str) -> tuple[str, Callable[[], None]]:
     """A new PostgreSQL database beside the one ``url`` names, and how to drop it afterwards."""
     from sqlalchemy import create_engine, text

@@ -323,7 +323,7 @@ def dpop_over_http(seconds: int, db_url: str | None) -> dict[str, Any]:
 
     import requests
 
-    from bench._server import cli, served
+    from bench._server import machine_client, served
     from smartcard.softtoken import DpopSigner
 
     if not shutil.which("wrk"):
@@ -331,24 +331,11 @@ def dpop_over_http(seconds: int, db_url: str | None) -> dict[str, Any]:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))  # the load generator's core
     with served(db_url) as (data, url):
-        client = json.loads(
-            cli(
-                data,
-                "client",
-                "add",
-                "--name",
-                "bench",
-                "--grant-type",
-                "client_credentials",
-                "--scope",
-                "read",
-                "--json",
-            )
-        )
+        cid, secret = machine_client(data, "read")
         dpop = DpopSigner()
         token_url = f"{url}/token"
         form = {"grant_type": "client_credentials", "scope": "read"}
-        auth = (client["client_id"], client["client_secret"])
+        auth = (cid, secret)
         resp = requests.post(
             token_url, data=form, auth=auth, timeout=10, headers={"DPoP": dpop.proof("POST", token_url)}
         )

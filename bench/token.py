@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench._server import cli, served
+from bench._server import machine_client, served
 
 LUA = """
 wrk.method = "POST"
@@ -48,21 +48,8 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("bench/token.py needs wrk: apt-get install wrk")
     with served(a.postgres, threads=a.threads) as (data, url):
-        c = json.loads(
-            cli(
-                data,
-                "client",
-                "add",
-                "--name",
-                "bench",
-                "--grant-type",
-                "client_credentials",
-                "--scope",
-                "permits:read",
-                "--json",
-            )
-        )
-        basic = base64.b64encode(f"{c['client_id']}:{c['client_secret']}".encode()).decode()
+        cid, secret = machine_client(data, "permits:read")
+        basic = base64.b64encode(f"{cid}:{secret}".encode()).decode()
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(LUA % basic)
         res = subprocess.run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -223,6 +224,28 @@ def settle_attempt(attempt: throttle.Attempt, email_index: str, *, right: bool, 
             subject=account_id,
             reason=f"{attempt.number} consecutive failures: blocked for {seconds} s",
         )
+
+
+@dataclass(frozen=True)
+class Sensitive:
+    """A page that changes something sensitive: who asks, and how they confirm it is them."""
+
+    account: Account
+    strong: str | None  # a factor above low from the last ten minutes stands in for the password
+
+    @property
+    def page(self) -> dict[str, bool]:
+        return {"strong": self.strong is not None, "has_password": self.account.password_hash is not None}
+
+
+def sensitive_request() -> Sensitive | None:
+    """CSRF checked on POST; None if no one is logged in (the page sends them to the login)."""
+    if request.method == "POST":
+        browser.check_csrf()
+    acct = browser.current_account()
+    if acct is None:
+        return None
+    return Sensitive(acct, browser.recent_strong_factor())
 
 
 def reauthenticate(acct: Account, password: str, *, action: str) -> str | None:

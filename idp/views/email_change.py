@@ -22,7 +22,7 @@ from flask_babel import gettext as _
 from idp import accounts, browser, uow
 from idp.mail import MailError, send
 from idp.runtime import runtime
-from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate
+from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate, sensitive_request
 from idp.views.auth import RESEND_INTERVAL, link_sent_recently, mail_failed
 
 log = logging.getLogger("cityid")
@@ -59,13 +59,10 @@ def _lifetime() -> dt.timedelta:
 
 @bp.route(PATH, methods=["GET", "POST"])
 def request_change() -> Any:
-    if request.method == "POST":
-        browser.check_csrf()
-    acct = browser.current_account()
-    if acct is None:
+    who_asks = sensitive_request()
+    if who_asks is None:
         return redirect("/login", code=303)
-    strong = browser.recent_strong_factor()
-    page = {"strong": strong is not None, "has_password": acct.password_hash is not None}
+    acct, strong, page = who_asks.account, who_asks.strong, who_asks.page
     if request.method == "GET":
         return _page(**page)
     wanted, password = request.form.get("email", ""), request.form.get("password", "")

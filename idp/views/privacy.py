@@ -20,7 +20,7 @@ from idp.models import Client
 from idp.oauth.server import key_cache
 from idp.privacy import erase_account, export_account
 from idp.runtime import runtime
-from idp.views.account import THROTTLED, reauthenticate
+from idp.views.account import THROTTLED, reauthenticate, sensitive_request
 
 bp = Blueprint("privacy", __name__)
 
@@ -63,13 +63,10 @@ def _confirm_page(error: str | None = None, *, strong: bool = False, has_passwor
 
 @bp.route("/account/delete", methods=["GET", "POST"])
 def delete_account() -> Any:
-    if request.method == "POST":
-        browser.check_csrf()
-    acct = browser.current_account()
-    if acct is None:
+    who_asks = sensitive_request()
+    if who_asks is None:
         return redirect("/login", code=303)
-    strong = browser.recent_strong_factor()
-    page = {"strong": strong is not None, "has_password": acct.password_hash is not None}
+    acct, strong, page = who_asks.account, who_asks.strong, who_asks.page
     if request.method == "GET":
         return _confirm_page(**page)
     password = request.form.get("password", "")
