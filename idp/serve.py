@@ -19,14 +19,29 @@ from idp.config import Config
 log = logging.getLogger("cityid")
 
 
-def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
-    """Deliver back-channel logouts and purge expired rows, until stopped."""
+def purge_expired(session: Any, now: Any) -> None:
+    """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
+    assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges."""
     from sqlalchemy import delete
 
-    from db import transaction, utcnow
     from idp import throttle
     from idp.models import LoginSession, RevokedAccessToken, SeenJti
     from idp.oauth import par
+    from smartcard import challenges
+    from smartcard.models import SeenProof
+
+    session.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
+    session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now))
+    session.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
+    session.execute(delete(SeenProof).where(SeenProof.expires_at <= now))
+    challenges.purge_expired(session, now)
+    par.purge(session, now)
+    throttle.purge(session, now)
+
+
+def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
+    """Deliver back-channel logouts and purge expired rows, until stopped."""
+    from db import transaction, utcnow
     from idp.oauth.backchannel import deliver_due
 
     rt = app.extensions["cityid"]
@@ -37,12 +52,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             ticks += 1
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
-                    now = utcnow()
-                    s.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
-                    s.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now))
-                    s.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
-                    par.purge(s, now)
-                    throttle.purge(s, now)
+                    purge_expired(s, utcnow())
         except Exception:  # keep the worker alive; the outbox keeps what is not done
             log.exception("background duty failed")
 

@@ -80,6 +80,9 @@ class Assembler:
             validity = tlv(0x30, encode_time(not_before) + encode_time(not_after))
             self._validity[(not_before, not_after)] = validity
         subject_der = subject.public_bytes() if len(subject) else b"\x30\x00"
+        encoded = b"".join([self._extension(e) for e in extensions])
+        # RFC 5280 §4.1: Extensions ::= SEQUENCE SIZE (1..MAX); none at all: the field is absent
+        extensions_der = tlv(0xA3, tlv(0x30, encoded)) if encoded else b""
         body = b"".join(
             (
                 _VERSION_3,
@@ -89,7 +92,7 @@ class Assembler:
                 validity,
                 subject_der,
                 spki,
-                tlv(0xA3, tlv(0x30, b"".join([self._extension(e) for e in extensions]))),
+                extensions_der,
             )
         )
         return tlv(0x30, body)

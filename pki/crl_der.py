@@ -54,6 +54,8 @@ def encode_time(when: dt.datetime | str) -> bytes:
         year = int(when[0:4])
         digits = when[0:4] + when[5:7] + when[8:10] + when[11:13] + when[14:16] + when[17:19]
     else:
+        if when.tzinfo is None:  # astimezone would read it as local time
+            raise ValueError("naive datetime: CRL times are aware UTC")
         when = when.astimezone(dt.UTC)
         year = when.year
         digits = when.strftime("%Y%m%d%H%M%S")
@@ -98,7 +100,8 @@ def encode_entries(entries: Iterable[Entry]) -> bytes:
             body = b"\x00" + body
         content = b"\x02" + short[len(body)] + body + hit[1]  # serial <= 21 octets: short form
         append(b"\x30" + short[len(content)] + content)
-    return tlv(0x30, b"".join(parts))
+    # RFC 5280 §5.1.2.6: with nothing revoked the field is absent, not an empty SEQUENCE
+    return tlv(0x30, b"".join(parts)) if parts else b""
 
 
 def _elements(der: bytes) -> tuple[int, list[tuple[int, int]]]:
@@ -138,8 +141,8 @@ def splice_and_sign(template: x509.CertificateRevocationList, revoked: bytes, si
     der = template.public_bytes(Encoding.DER)
     _, outer = _elements(der)
     algorithm_id = der[outer[1][0] : outer[1][1]]
-    if template.signature_hash_algorithm is None or not isinstance(
-        template.signature_hash_algorithm, hashes.SHA256
+    if not isinstance(template.signature_hash_algorithm, hashes.SHA256) or not isinstance(
+        template.signature_algorithm_parameters, ec.ECDSA
     ):
         raise ValueError("template must be signed ECDSA with SHA-256")
     signature = signer.sign(new_tbs, ec.ECDSA(hashes.SHA256()))

@@ -46,8 +46,10 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
+from idp.oauth import dpop
 from idp.oauth.subjects import subject_for
 from idp.runtime import runtime
+from smartcard import replay
 
 MAX_PARAM = 2048  # longest single parameter value we accept
 MAX_QUERY = 8192  # longest query string we accept
@@ -438,15 +440,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         return [f"{self.issuer}/token", self.issuer, f"{self.issuer}/par"]
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        # RFC 7523 §3 (7): a client assertion's jti is used once.
-        s = uow.db()
-        key = f"client-assertion:{claims['sub']}:{jti}"[:200]
-        if s.get(SeenJti, key) is not None:
-            return False
+        # RFC 7523 §3 (7): a client assertion's jti is used once, decided by one atomic insert
+        # (two concurrent requests with the same assertion: exactly one wins).
+        key = f"client-assertion:{str(claims['sub'])[:64]}:{dpop.replay_digest(str(jti))}"
         exp = claims.get("exp")
         expires = dt.datetime.fromtimestamp(int(exp), dt.UTC) if exp else utcnow()
-        s.add(SeenJti(key=key, expires_at=expires + dt.timedelta(minutes=5)))
-        return True
+        return replay.first_use(uow.db(), _SEEN_JTI, key, expires + dt.timedelta(minutes=5))
 
     def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
         if not client.jwks:
@@ -691,6 +690,7 @@ class Rfc9207Issuer(IssuerParameter):  # type: ignore[misc]
 # Built once: the token endpoint looks up a client on every request. A Core row reads like the
 # ORM row (attribute per column) and costs a fraction of an ORM load.
 _CLIENTS = cast(Table, Client.__table__)
+_SEEN_JTI = cast(Table, SeenJti.__table__)
 _SELECT_CLIENT = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("cid"))
 
 

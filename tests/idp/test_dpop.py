@@ -265,3 +265,24 @@ def test_code_bound_by_dpop_jkt_needs_that_key_rfc9449_10(idp: Idp) -> None:
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     key.nonce = other.nonce
     assert _token(idp, key, data).status_code == 200
+
+
+def test_long_jtis_that_differ_late_are_not_taken_for_replays_rfc9449_11_1(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="B", grant_types=["client_credentials"], scope="x")
+    key = DpopKey()
+
+    def token(jti: str) -> requests.Response:
+        return requests.post(
+            f"{idp.url}/token",
+            auth=(cid, secret),
+            timeout=10,
+            data={"grant_type": "client_credentials"},
+            headers={"DPoP": key.proof("POST", f"{idp.url}/token", jti=jti)},
+        )
+
+    key.nonce = token("nonce-dance").headers["DPoP-Nonce"]
+    prefix = "j" * 190  # jti may be 200 characters; the replay key used to be cut at 200
+    assert token(prefix + "1").status_code == 200
+    assert token(prefix + "2").status_code == 200  # another proof, not a replay
+    replayed = token(prefix + "2")
+    assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_dpop_proof"

@@ -1,4 +1,5 @@
-"""Session cookies, the back-channel logout outbox's retries, disabling an account."""
+"""Session cookies, the back-channel logout outbox's retries, disabling an account, the
+background duty's purge."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from db import transaction
+from db import transaction, utcnow
 from idp.admin import disable_account
-from idp.models import Client, LogoutOutbox
+from idp.models import Client, LogoutOutbox, SeenJti
 from idp.oauth.backchannel import deliver_due
+from idp.serve import purge_expired
+from smartcard.models import SeenProof
 from tests.idp.conftest import Browser, Idp, csrf, free_port
 
 PASSWORD = "correct horse battery staple"
@@ -113,3 +116,16 @@ def test_disabled_account_cannot_log_in_and_its_tokens_die(idp: Idp) -> None:
         f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "eve@example.org", "password": PASSWORD}
     )
     assert r.status_code == 401
+
+
+def test_the_background_duty_purges_expired_replay_caches_and_keeps_live_entries(idp: Idp) -> None:
+    now = utcnow()
+    with transaction(idp.sessions()) as s:
+        for model in (SeenJti, SeenProof):
+            s.add(model(key="old", expires_at=now - dt.timedelta(seconds=1)))
+            s.add(model(key="live", expires_at=now + dt.timedelta(minutes=5)))
+    with transaction(idp.sessions()) as s:
+        purge_expired(s, now)
+    with transaction(idp.sessions()) as s:
+        for model in (SeenJti, SeenProof):
+            assert list(s.scalars(select(model.key))) == ["live"], model.__name__

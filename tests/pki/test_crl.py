@@ -72,9 +72,11 @@ def _entries(n: int) -> list[tuple[str, dt.datetime | str, int | None]]:
     return as_text + sqlite_style
 
 
-def test_spliced_revoked_list_is_byte_identical_to_cryptographys_encoding() -> None:
+@pytest.mark.parametrize("n", [0, 300])
+def test_spliced_revoked_list_is_byte_identical_to_cryptographys_encoding(n: int) -> None:
+    # n = 0: RFC 5280 §5.1.2.6, revokedCertificates absent rather than an empty SEQUENCE
     key = ec.generate_private_key(ec.SECP256R1())
-    entries = _entries(300)
+    entries = _entries(n) if n else []
     now = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
     builder = x509.CertificateRevocationListBuilder(
         name(CN="CA"),

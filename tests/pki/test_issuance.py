@@ -237,6 +237,7 @@ def test_assembled_certificates_are_byte_identical_to_cryptographys_own(
     after_2050 = dt.datetime(2051, 3, 4, 5, 6, 7, tzinfo=dt.UTC)  # GeneralizedTime, RFC 5280 §4.1.2.5
     variants = [plan, dataclasses.replace(plan, not_after=after_2050)]
     variants += [dataclasses.replace(plan, serial=s) for s in (1, 127, 128, 255, 256, 2**152 - 1, 2**159 - 1)]
+    variants.append(dataclasses.replace(plan, extensions=[]))  # RFC 5280 §4.1: then no [3] at all
     assembler = Assembler(ca.certificate, ca.signer())
     for p in variants:
         reference = p.builder(ca).sign(ca.signer(), hashes.SHA256())
