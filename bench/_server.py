@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -37,6 +38,55 @@ def cli(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
         env={**os.environ, **(env or {})},
     )
     return res.stdout
+
+
+# Appended to every wrk script: one JSON line with what the benches report.
+WRK_REPORT = """
+done = function(summary, latency, requests)
+  io.write(string.format("JSON {\\"requests\\": %d, \\"errors\\": %d, \\"non2xx\\": %d, \\"p50_ms\\": %.2f, \\"p99_ms\\": %.2f, \\"duration_s\\": %.3f}\\n",
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
+end
+"""
+
+
+def wrk(
+    url: str, script: str, *, seconds: int, connections: int, threads: int = 2, core: int = 1
+) -> dict[str, Any]:
+    """Run wrk (Debian package ``wrk``) pinned to ``core`` with ``script`` (Lua, without a ``done``
+    function); returns requests, errors, non2xx, p50_ms, p99_ms, duration_s and per_s."""
+    import json
+    import re
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script + WRK_REPORT)
+    try:
+        res = subprocess.run(
+            [
+                "taskset",
+                "-c",
+                str(core),
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                "-s",
+                fh.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(fh.name)
+    m = re.search(r"^JSON (\{.*\})$", res.stdout, re.M)
+    if not m:
+        raise RuntimeError(f"wrk reported nothing: {res.stdout[-400:]} {res.stderr[-400:]}")
+    data: dict[str, Any] = json.loads(m.group(1))
+    data["per_s"] = round(data["requests"] / data["duration_s"], 1)
+    return data
 
 
 def machine_client(data: Path, scope: str) -> tuple[str, str]:

@@ -24,7 +24,6 @@ import argparse
 import base64
 import datetime as dt
 import json
-import re
 import resource
 import secrets
 import shutil
@@ -222,43 +221,7 @@ def bench_crl(entries: int) -> dict[str, Any]:
 WRK_LUA = """
 wrk.method = "%s"
 %s
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, \\"p50_ms\\": %%.2f, \\"p99_ms\\": %%.2f, \\"duration_s\\": %%.3f}\\n",
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
-end
 """
-
-
-def _wrk(url: str, lua: str, seconds: int, connections: int, core: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua)
-    try:
-        out = subprocess.run(
-            [
-                "taskset",
-                "-c",
-                str(core),
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "-s",
-                fh.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-        ).stdout
-    finally:
-        os.unlink(fh.name)
-    m = re.search(r"JSON (\{.*\})", out)
-    if not m:
-        return {"error": out[-500:]}
-    data: dict[str, Any] = json.loads(m.group(1))
-    data["per_s"] = round(data["requests"] / data["duration_s"], 1)
-    return data
 
 
 def _status(der: bytes) -> str:
@@ -267,7 +230,7 @@ def _status(der: bytes) -> str:
 
 
 def bench_http(seconds: int, workers: int, threads: int) -> dict[str, Any]:
-    from bench._server import cli, served
+    from bench._server import cli, served, wrk
 
     with served(core=0, workers=workers, threads=threads) as (data, url):
         cli(data, "ca", "init")
@@ -298,13 +261,13 @@ def bench_http(seconds: int, workers: int, threads: int) -> dict[str, Any]:
             return urllib.request.urlopen(url + get_path).read()
 
         assert _status(ask_get()) == "good"  # warms the cache
-        get = _wrk(url + get_path, WRK_LUA % ("GET", ""), seconds, 32, 1)
+        get = wrk(url + get_path, WRK_LUA % ("GET", ""), seconds=seconds, connections=32, threads=1)
         body = "".join(f"\\x{b:02x}" for b in der)
         post_lua = WRK_LUA % (
             "POST",
             f'wrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/ocsp-request"',
         )
-        post = _wrk(url + "/pki/ocsp", post_lua, seconds, 32, 1)
+        post = wrk(url + "/pki/ocsp", post_lua, seconds=seconds, connections=32, threads=1)
 
         # one revocation: the next OCSP request already sees it; one shard regeneration lists it
         shard_url = (

@@ -307,23 +307,16 @@ function request()
   if i > n then i = ((i - 1) %% n) + 1 end
   return wrk.format("GET", path, {["Authorization"] = "DPoP " .. token, ["DPoP"] = proofs[i]})
 end
-done = function(summary, latency, requests)
-  io.write(string.format("JSON {\\"requests\\": %%d, \\"errors\\": %%d, \\"non2xx\\": %%d, \\"p50_ms\\": %%.2f, \\"p99_ms\\": %%.2f, \\"duration_s\\": %%.3f}\\n",
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000, summary.duration / 1e6))
-end
 """
 
 
 def dpop_over_http(seconds: int, db_url: str | None) -> dict[str, Any]:
     """``GET /api/demo/resource`` with DPoP against ``cityid serve`` on core 0, wrk on core 1."""
-    import re
     import shutil
-    import subprocess
 
     import requests
 
-    from bench._server import machine_client, served
+    from bench._server import machine_client, served, wrk
     from smartcard.softtoken import DpopSigner
 
     if not shutil.which("wrk"):
@@ -358,39 +351,14 @@ def dpop_over_http(seconds: int, db_url: str | None) -> dict[str, Any]:
         count = max(20_000, 4_000 * seconds)
         proofs = Path(data) / "proofs.txt"
         proofs.write_text("\n".join(dpop.proof("GET", resource, token) for _ in range(count)) + "\n")
-        script = Path(data) / "dpop.lua"
-        threads = 2
-        script.write_text(_WRK_PROOFS % (token, "/api/demo/resource", threads, proofs))
-        res = subprocess.run(
-            [
-                "taskset",
-                "-c",
-                "1",
-                "wrk",
-                "-t",
-                str(threads),
-                "-c",
-                "32",
-                "-d",
-                f"{seconds}s",
-                "--latency",
-                "-s",
-                str(script),
-                resource,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
+        r = wrk(
+            resource, _WRK_PROOFS % (token, "/api/demo/resource", 2, proofs), seconds=seconds, connections=32
         )
-    m = re.search(r"^JSON (.*)$", res.stdout, re.M)
-    assert m, res.stdout + res.stderr
-    r = json.loads(m.group(1))
-    rate = r["requests"] / r["duration_s"]
     return {
         "server": "`cityid serve` (default server), 1 worker x 1 thread, core 0",
-        "load_generator": f"wrk -t{threads} -c32 on core 1, {count} distinct proofs",
+        "load_generator": f"wrk -t2 -c32 on core 1, {count} distinct proofs",
         "requests": r["requests"],
-        "per_s": round(rate, 1),
+        "per_s": r["per_s"],
         "p50_ms": r["p50_ms"],
         "p99_ms": r["p99_ms"],
         "errors": r["errors"],
