@@ -369,6 +369,7 @@ def user() -> None:
 @click.option("--verified", is_flag=True, help="mark the e-mail address as verified")
 @json_option
 def user_add(data_dir: Path, email: str, password: str, verified: bool, as_json: bool) -> None:
+    """Create a citizen account (the password is asked for, or taken from the environment)."""
     from idp.accounts import AccountError, create_account
 
     try:
@@ -384,6 +385,7 @@ def user_add(data_dir: Path, email: str, password: str, verified: bool, as_json:
 @data_dir_option
 @json_option
 def user_list(data_dir: Path, as_json: bool) -> None:
+    """List the accounts: id, e-mail address, whether confirmed or disabled."""
     from idp.accounts import email_of
     from idp.models import Account
 
@@ -412,14 +414,31 @@ def user_list(data_dir: Path, as_json: bool) -> None:
 @click.argument("email_or_id")
 @json_option
 def user_disable(data_dir: Path, email_or_id: str, as_json: bool) -> None:
-    """Disable an account: it cannot log in, its sessions and tokens end."""
+    """Disable an account: it cannot log in; its sessions end (services are told) and its tokens."""
     from idp.admin import disable_account
+    from idp.keys import KeyCache
 
     with session_for(data_dir, as_json) as (cfg, s):
-        acct_id = disable_account(s, instance_keys(cfg), email_or_id)
+        keys = KeyCache(cfg.key_passphrase or cfg.secret_key)
+        acct_id = disable_account(s, instance_keys(cfg), email_or_id, key_cache=keys, issuer=cfg.issuer)
         if acct_id is None:
             fail(f"no account {email_or_id}", as_json, 4)
     out({"disabled": acct_id}, as_json, f"account {acct_id} disabled")
+
+
+@user.command("enable")
+@data_dir_option
+@click.argument("email_or_id")
+@json_option
+def user_enable(data_dir: Path, email_or_id: str, as_json: bool) -> None:
+    """Enable a disabled account again: the citizen can log in (old sessions stay ended)."""
+    from idp.admin import enable_account
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        acct_id = enable_account(s, instance_keys(cfg), email_or_id)
+        if acct_id is None:
+            fail(f"no account {email_or_id}", as_json, 4)
+    out({"enabled": acct_id}, as_json, f"account {acct_id} enabled")
 
 
 # ----------------------------------------------------------------------------- keys, audit

@@ -8,10 +8,12 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from sqlalchemy import select, update
+import requests
+from click.testing import CliRunner
+from sqlalchemy import func, select, update
 
+from cli import main as cli_main
 from db import transaction, utcnow
-from idp.admin import disable_account
 from idp.models import Client, LogoutOutbox, SeenJti
 from idp.oauth.backchannel import deliver_due
 from idp.serve import purge_expired
@@ -92,30 +94,43 @@ def test_backchannel_logout_is_retried_until_delivered(idp: Idp) -> None:
         httpd.shutdown()
 
 
-def test_disabled_account_cannot_log_in_and_its_tokens_die(idp: Idp) -> None:
+def test_disabled_account_cannot_log_in_its_services_are_told_and_enabling_lets_it_back(idp: Idp) -> None:
     from tests.idp.conftest import pkce_pair
     from tests.idp.test_bad_input import REDIRECT, get_code, token
 
-    cid, secret = idp.add_client(name="Svc", redirect_uris=[REDIRECT])
+    cid, secret = idp.add_client(
+        name="Svc", redirect_uris=[REDIRECT], backchannel_logout_uri="http://127.0.0.1:9/bcl"
+    )
     idp.add_user("eve@example.org")
     verifier, ch = pkce_pair()
     code = get_code(idp, cid, Browser(idp), ch)
     tok = token(idp, cid, secret or "", code=code, code_verifier=verifier).json()
+    runner = CliRunner()
+    env = {"CITYID_DATABASE_URL": idp.config.database_url, "CITYID_SECRET_KEY": idp.config.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": idp.config.key_passphrase, "CITYID_ISSUER": idp.config.issuer}
+    data_dir = ["--data-dir", str(idp.config.data_dir)]
+    r = runner.invoke(cli_main, ["user", "disable", "eve@example.org", *data_dir, "--json"], env=env)
+    assert r.exit_code == 0, r.output
     with transaction(idp.sessions()) as s:
-        assert disable_account(s, idp.keys, "eve@example.org") is not None
+        assert s.scalar(select(func.count()).select_from(LogoutOutbox)) == 1  # the service is told
         assert s.get(Client, cid) is not None
-    import requests
-
-    r = requests.get(
+    r2 = requests.get(
         f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10
     )
-    assert r.status_code == 401
-    b = Browser(idp)
-    page = b.get(f"{idp.url}/login")
-    r = b.post(
-        f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": "eve@example.org", "password": PASSWORD}
-    )
-    assert r.status_code == 401
+    assert r2.status_code == 401
+
+    def login() -> int:
+        b = Browser(idp)
+        page = b.get(f"{idp.url}/login")
+        form = {"csrf_token": csrf(page.text), "email": "eve@example.org", "password": PASSWORD}
+        return b.post(f"{idp.url}/login", form).status_code
+
+    assert login() == 401
+    r = runner.invoke(cli_main, ["user", "enable", "eve@example.org", *data_dir, "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    assert login() == 302
+    r = runner.invoke(cli_main, ["user", "enable", "nobody@example.org", *data_dir, "--json"], env=env)
+    assert r.exit_code == 4
 
 
 def test_the_background_duty_purges_expired_replay_caches_and_keeps_live_entries(idp: Idp) -> None:
