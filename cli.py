@@ -481,6 +481,66 @@ def audit() -> None:
     """The audit log."""
 
 
+@audit.command("list")
+@data_dir_option
+@click.option("--party", help="an account's e-mail address or id, or a client id: as actor or subject")
+@click.option("--action", "action_prefix", help="actions starting with this, e.g. login. or token.refuse")
+@click.option("--outcome", type=click.Choice(["success", "failure", "denied", "info"]))
+@click.option("--since", type=click.DateTime(), help="UTC, e.g. 2026-11-24 or 2026-11-24T06:00")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+def audit_list(
+    data_dir: Path,
+    party: str | None,
+    action_prefix: str | None,
+    outcome: str | None,
+    since: dt.datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Show audit entries, newest first, for the helpdesk or an investigation."""
+    from db import audit as audit_log
+    from idp.admin import find_account
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        if party is not None and "@" in party:
+            acct = find_account(s, instance_keys(cfg), party)
+            if acct is None:
+                fail(f"no account {party}", as_json, 4)
+            party = acct.id
+        found = audit_log.entries(
+            s,
+            party=party,
+            action_prefix=action_prefix,
+            outcome=outcome,
+            since=since.replace(tzinfo=dt.UTC) if since is not None else None,
+            limit=limit,
+        )
+        rows = [
+            {
+                "seq": e.seq,
+                "at": e.at.isoformat(),
+                "action": e.action,
+                "outcome": e.outcome,
+                "actor": e.actor,
+                "subject": e.subject,
+                "reason": e.reason,
+                "details": json.loads(e.details or "{}"),
+            }
+            for e in found
+        ]
+    out(
+        rows,
+        as_json,
+        "\n".join(
+            f"{r['seq']:>8}  {r['at'][:19]}  {r['outcome']:<7}  {r['action']:<28}  "
+            f"{r['actor']} -> {r['subject']}  {r['reason']}"
+            for r in rows
+        )
+        or "no entries",
+    )
+
+
 @audit.command("verify")
 @data_dir_option
 @json_option

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     insert,
+    or_,
     select,
     update,
 )
@@ -184,6 +185,36 @@ def verify(session: Session) -> VerifyResult:
     if head is not None and not hmac.compare_digest(head.last_hash, prev):
         return VerifyResult(False, count, None, "entries missing at the end of the chain")
     return VerifyResult(True, count, None, "")
+
+
+def entries(
+    session: Session,
+    *,
+    party: str | None = None,
+    action_prefix: str | None = None,
+    outcome: str | None = None,
+    since: dt.datetime | None = None,
+    leave_out: Iterable[str] = (),
+    limit: int | None = 100,
+) -> list[AuditEvent]:
+    """Entries newest first: where ``party`` is actor or subject, whose action starts with
+    ``action_prefix``, with ``outcome``, at or after ``since``, other than the actions in
+    ``leave_out`` (left out before the limit applies); ``limit`` None: all of them."""
+    q = select(AuditEvent).order_by(AuditEvent.seq.desc())
+    if party is not None:
+        q = q.where(or_(AuditEvent.actor == party, AuditEvent.subject == party))
+    if action_prefix:
+        q = q.where(AuditEvent.action.startswith(action_prefix, autoescape=True))
+    if outcome is not None:
+        q = q.where(AuditEvent.outcome == outcome)
+    if since is not None:
+        q = q.where(AuditEvent.at >= since)
+    left_out = list(leave_out)
+    if left_out:
+        q = q.where(AuditEvent.action.not_in(left_out))
+    if limit is not None:
+        q = q.limit(max(1, limit))
+    return list(session.execute(q).scalars())
 
 
 def pseudonymise(session: Session, party: str, pseudonym: str) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db import audit, utcnow
@@ -57,17 +57,7 @@ def audit_entries(
 ) -> list[AuditEvent]:
     """Audit entries about the account (as actor or subject), newest first, without the actions
     in ``leave_out`` (left out before the limit applies)."""
-    q = (
-        select(AuditEvent)
-        .where(or_(AuditEvent.actor == account_id, AuditEvent.subject == account_id))
-        .order_by(AuditEvent.seq.desc())
-    )
-    leave_out = list(leave_out)
-    if leave_out:
-        q = q.where(AuditEvent.action.not_in(leave_out))
-    if limit is not None:
-        q = q.limit(limit)
-    return list(session.execute(q).scalars())
+    return audit.entries(session, party=account_id, leave_out=leave_out, limit=limit)
 
 
 def export_account(
