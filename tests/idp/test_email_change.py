@@ -42,6 +42,19 @@ def _ask(b: Browser, new_email: str, password: str = PASSWORD, **extra: str) -> 
     )
 
 
+def _link_to(inbox: Any, address: str) -> str:
+    """The confirmation link in the newest mail to ``address``."""
+    link = CONFIRM_RE.search(_body(inbox.wait_for(address)))
+    assert link, f"no confirmation link to {address}"
+    return link.group(1)
+
+
+def _requested(b: Browser, inbox: Any, new_email: str) -> str:
+    """Ask (with the password) to change the address to ``new_email``; the link sent there."""
+    assert _ask(b, new_email).status_code == 200
+    return _link_to(inbox, new_email.lower())
+
+
 def _mails_to(inbox: Any, address: str) -> list[Any]:
     return [m for m in inbox.messages if address in m["To"]]
 
@@ -78,22 +91,20 @@ def test_address_changes_only_after_the_link_sent_to_the_new_address_is_followed
     idp, inbox = _started(idp_factory, smtp_server)
     account_id = idp.add_user("alt@example.org")
     b = _logged_in(idp, "alt@example.org")
-    assert _ask(b, "Neu@Example.org").status_code == 200
-    link = CONFIRM_RE.search(_body(inbox.wait_for("neu@example.org")))
-    assert link
+    link = _requested(b, inbox, "Neu@Example.org")
     notice = _body(inbox.wait_for("alt@example.org"))
     assert "ne***@example.org" in notice and "neu@example.org" not in notice  # masked for the old one
     assert _address(idp, account_id) == "alt@example.org"  # nothing changes before the link
 
     # opening the link (as a mail scanner does) changes nothing; the button does
-    assert Browser(idp).get(link.group(1)).status_code == 200
+    assert Browser(idp).get(link).status_code == 200
     assert _address(idp, account_id) == "alt@example.org"
-    assert _confirm(Browser(idp), link.group(1)).status_code == 200
+    assert _confirm(Browser(idp), link).status_code == 200
     assert _address(idp, account_id) == "neu@example.org"
     changed = [m for m in _mails_to(inbox, "alt@example.org") if "ne***@example.org" in _body(m)]
     assert len(changed) == 2  # requested, then done
 
-    assert _confirm(Browser(idp), link.group(1)).status_code == 400  # single use
+    assert _confirm(Browser(idp), link).status_code == 400  # single use
     fresh = Browser(idp)
     assert fresh.login("neu@example.org", PASSWORD, fresh.get(f"{idp.url}/login")).status_code == 200
     old = Browser(idp)
@@ -134,14 +145,14 @@ def test_an_address_of_another_account_is_handled_like_a_free_one_no_enumeration
     assert title.findall(free.text) == title.findall(taken.text)
     # the same mails either way: a link to the new address, a notice to the current one
     for new, current in (("frei@example.org", "eins@example.org"), ("drei@example.org", "zwei@example.org")):
-        assert CONFIRM_RE.search(_body(inbox.wait_for(new)))
+        assert _link_to(inbox, new)
         assert "***@example.org" in _body(inbox.wait_for(current))
     # and the same audit record, which the requester can read in the data export
     reasons = _reasons(idp, "email.change_request")
     assert reasons == ["link sent to the new address"] * 2
     # following the link for the taken address changes nothing
-    link = CONFIRM_RE.search(_body(inbox.wait_for("drei@example.org")))
-    assert link and _confirm(Browser(idp), link.group(1)).status_code == 409
+    link = _link_to(inbox, "drei@example.org")
+    assert _confirm(Browser(idp), link).status_code == 409
     assert _address(idp, account_id) == "eins@example.org"
 
 
@@ -150,15 +161,13 @@ def test_a_password_change_cancels_a_pending_change_of_address(idp_factory: Any,
     idp, inbox = _started(idp_factory, smtp_server)
     account_id = idp.add_user("opfer@example.org")
     intruder = _logged_in(idp, "opfer@example.org")
-    assert _ask(intruder, "dieb@example.org").status_code == 200
-    link = CONFIRM_RE.search(_body(inbox.wait_for("dieb@example.org")))
-    assert link
+    link = _requested(intruder, inbox, "dieb@example.org")
     owner = _logged_in(idp, "opfer@example.org")
     page = owner.get(f"{idp.url}/account/password")
     form = {"csrf_token": csrf(page.text), "current_password": PASSWORD}
     form |= {"password": "a new and much longer passphrase", "password2": "a new and much longer passphrase"}
     assert owner.post(f"{idp.url}/account/password", form).status_code == 200
-    assert _confirm(Browser(idp), link.group(1)).status_code == 400
+    assert _confirm(Browser(idp), link).status_code == 400
     assert _address(idp, account_id) == "opfer@example.org"
 
 
@@ -170,9 +179,8 @@ def test_after_a_change_no_older_link_acts_on_the_account(idp_factory: Any, smtp
         assert acct is not None
         reset = accounts.issue_email_token(s, idp.keys, acct, "reset", dt.timedelta(minutes=30))
     b = _logged_in(idp, "alt@example.org")
-    assert _ask(b, "neu@example.org").status_code == 200
-    link = CONFIRM_RE.search(_body(inbox.wait_for("neu@example.org")))
-    assert link and _confirm(Browser(idp), link.group(1)).status_code == 200
+    link = _requested(b, inbox, "neu@example.org")
+    assert _confirm(Browser(idp), link).status_code == 200
     fresh = Browser(idp)
     page = fresh.get(f"{idp.url}/reset?token={reset}")
     new = "somebody else's passphrase"
@@ -187,9 +195,8 @@ def test_an_old_mailbox_that_refuses_mail_does_not_stop_the_change(
     account_id = idp.add_user("tot@example.org")
     inbox.refused.add("tot@example.org")
     b = _logged_in(idp, "tot@example.org")
-    assert _ask(b, "lebendig@example.org").status_code == 200
-    link = CONFIRM_RE.search(_body(inbox.wait_for("lebendig@example.org")))
-    assert link and _confirm(Browser(idp), link.group(1)).status_code == 200
+    link = _requested(b, inbox, "lebendig@example.org")
+    assert _confirm(Browser(idp), link).status_code == 200
     assert _address(idp, account_id) == "lebendig@example.org"
 
 
@@ -199,11 +206,9 @@ def test_following_the_link_after_someone_else_took_the_address_changes_nothing(
     idp, inbox = _started(idp_factory, smtp_server)
     account_id = idp.add_user("erst@example.org")
     b = _logged_in(idp, "erst@example.org")
-    assert _ask(b, "begehrt@example.org").status_code == 200
-    link = CONFIRM_RE.search(_body(inbox.wait_for("begehrt@example.org")))
-    assert link
+    link = _requested(b, inbox, "begehrt@example.org")
     idp.add_user("begehrt@example.org")
-    assert _confirm(Browser(idp), link.group(1)).status_code == 409
+    assert _confirm(Browser(idp), link).status_code == 409
     assert _address(idp, account_id) == "erst@example.org"
 
 
