@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from db import make_engine, make_session_factory, transaction
 from db.migrate import SchemaMismatch, check_schema
-from idp.config import Config, load_config
+from idp.config import Config, issuer_problem, load_config
 
 data_dir_option = click.option(
     "--data-dir",
@@ -81,10 +81,14 @@ def main() -> None:
 @json_option
 def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
     """Create or migrate the instance (idempotent)."""
+    if issuer is not None and (problem := issuer_problem(issuer)) is not None:
+        fail(problem, as_json, code=2)  # before anything is written
     try:
         cfg, ca = _init_all(data_dir, issuer)
     except SchemaMismatch as exc:
         fail(str(exc), as_json, code=3)
+    except ValueError as exc:  # the issuer in an existing cityid.toml
+        fail(str(exc), as_json, code=2)
     out(
         {
             "data_dir": str(data_dir),
@@ -132,6 +136,8 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     from idp.serve import run
 
     cfg = load_config(data_dir)
+    if (problem := issuer_problem(cfg.issuer)) is not None:
+        fail(problem, code=2)
     try:
         check_schema(make_engine(cfg.db_url, pool=False))
     except SchemaMismatch as exc:
@@ -148,6 +154,8 @@ def demo(data_dir: Path, bind: str) -> None:
     from idp.serve import run
 
     host, _, port = bind.rpartition(":")
+    if (problem := issuer_problem(f"http://{host}:{port}")) is not None:
+        fail(f"{problem} (the demo serves plain http: bind it to 127.0.0.1 or localhost)", code=2)
     _init_all(data_dir, f"http://{host}:{port}")
     cfg, info = prepare_demo(data_dir, issuer=f"http://{host}:{port}")
     click.echo(info)

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
 from idp import browser, uow
-from idp.config import Config
+from idp.config import Config, issuer_problem
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.runtime import Runtime
@@ -78,6 +78,9 @@ def _security_headers(issuer: str) -> Any:
 
 
 def create_app(config: Config, *, check_schema: bool = True, demo: bool = False) -> Flask:
+    problem = issuer_problem(config.issuer)
+    if problem is not None:
+        raise ValueError(problem)
     app = Flask(__name__)
     engine = make_engine(config.db_url)
     if check_schema:

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 LEVEL_LOW = "http://eidas.europa.eu/LoA/low"
 LEVEL_SUBSTANTIAL = "http://eidas.europa.eu/LoA/substantial"
@@ -146,6 +147,36 @@ class Config:
     @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def issuer_problem(issuer: str) -> str | None:
+    """What is wrong with ``issuer`` as cityid's public base URL, or None.
+
+    RFC 8414 §2 and OIDC Discovery §3: an https URL without query or fragment. Plain http is
+    accepted on a loopback host only, for development (the demo, the tests). cityid builds every
+    URL it publishes from the issuer, never from the request's Host header.
+    """
+    try:
+        parts = urlsplit(issuer)
+        hostname = parts.hostname
+    except ValueError:
+        return f"the issuer {issuer!r} is not a URL"
+    if parts.scheme not in ("https", "http") or not hostname:
+        return f"the issuer {issuer!r} must be an https:// URL (RFC 8414 §2)"
+    if parts.scheme == "http" and hostname not in LOOPBACK_HOSTS:
+        return (
+            f"the issuer {issuer!r} must be an https:// URL (RFC 8414 §2); plain http is only for "
+            "development on 127.0.0.1 or localhost. Put a TLS-terminating proxy in front and set "
+            "the issuer to its public https:// address"
+        )
+    if parts.query or parts.fragment or "?" in issuer or "#" in issuer:
+        return f"the issuer {issuer!r} must have no query or fragment (RFC 8414 §2)"
+    if issuer.endswith("/"):
+        return f"the issuer {issuer!r} must not end with '/' (endpoints are <issuer>/token, …)"
+    return None
 
 
 def _coerce(value: str, typ: Any) -> Any:

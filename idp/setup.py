@@ -10,7 +10,7 @@ from pathlib import Path
 from db import make_engine, make_session_factory, transaction
 from db.migrate import upgrade
 from idp import keys
-from idp.config import Config, load_config
+from idp.config import Config, issuer_problem, load_config
 
 TEMPLATE = """# cityid configuration. Every key can be overridden by CITYID_<KEY> environment variables.
 issuer = "{issuer}"
@@ -46,6 +46,9 @@ def init_instance(data_dir: Path, *, issuer: str | None = None) -> Config:
     cfg = load_config(data_dir)
     if issuer and cfg.issuer != issuer:
         cfg = dataclasses.replace(cfg, issuer=issuer)
+    problem = issuer_problem(cfg.issuer)
+    if problem is not None:  # before the database is touched
+        raise ValueError(f"{problem} (set `issuer` in {data_dir / 'cityid.toml'})")
     engine = make_engine(cfg.db_url)
     upgrade(engine)
     with transaction(make_session_factory(engine)) as s:

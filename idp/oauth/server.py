@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
-from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Request
-from authlib.oauth2.rfc6749 import ClientMixin, grants
+from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
+from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -703,16 +703,38 @@ def query_client(client_id: str) -> OAuthClient | None:
     return OAuthClient(row)
 
 
+class PublicUrlRequest(FlaskOAuth2Request):  # type: ignore[misc]
+    """Authlib's Flask request with the URL the public uses: the issuer, then the path.
+
+    Authlib refuses a request whose URL is not https (InsecureTransportError). Behind the
+    TLS-terminating proxy (docs/operations.md) requests reach cityid over plain http, with the
+    Host header the proxy passes on (HAProxy and nginx's common `proxy_set_header Host $host`
+    pass the client's): a URL rebuilt from them is neither the one the client used nor one to
+    trust. The issuer is the public https URL, checked at start-up (idp.config.issuer_problem).
+    """
+
+    def __init__(self, request: Any, issuer: str) -> None:
+        query = request.query_string.decode("latin-1")
+        uri = f"{issuer}{request.path}" + (f"?{query}" if query else "")
+        # FlaskOAuth2Request.__init__ with this URI in place of request.url
+        OAuth2Request.__init__(self, method=request.method, uri=uri, headers=request.headers)
+        self._request = request
+        self.payload = FlaskOAuth2Payload(request)
+
+
 class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    issuer = ""  # set by create_server
+
     def create_oauth2_request(self, request: Any) -> FlaskOAuth2Request:
         # The token endpoint (idp.oauth.token_endpoint) runs outside Flask's request context and
         # passes its own request; the views pass none and mean Flask's.
-        return FlaskOAuth2Request(request if request is not None else flask_request)
+        return PublicUrlRequest(request if request is not None else flask_request, self.issuer)
 
 
 def create_server(app: Flask) -> AuthorizationServer:
     cfg = app.extensions["cityid"].config
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
+    server.issuer = cfg.issuer
     server.scopes_supported = None
     generator = AccessTokenGenerator(
         issuer=cfg.issuer, alg="ES256", refresh_token_generator=_refresh_token_generator

@@ -121,6 +121,7 @@ class Idp:
     config: Config
     app: Any
     keys: InstanceKeys
+    served_at: str = ""  # where the test server listens (plain http), when not at the issuer
 
     def sessions(self) -> Any:
         return self.app.extensions["cityid"].sessions
@@ -166,7 +167,13 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
         srv = make_server("127.0.0.1", port, app, threaded=True)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append((srv, app))
-        return Idp(url=cfg.issuer, config=cfg, app=app, keys=InstanceKeys.from_config(cfg))
+        return Idp(
+            url=cfg.issuer,
+            config=cfg,
+            app=app,
+            keys=InstanceKeys.from_config(cfg),
+            served_at=f"http://127.0.0.1:{port}",
+        )
 
     yield start
     for srv, app in servers:

@@ -12,7 +12,7 @@ import pki
 from idp.config import CaConfig
 from tests.conftest import SOFTHSM_MODULE
 
-BASE_URL = "http://ca.test.invalid"
+BASE_URL = "https://ca.test.invalid"
 PASSPHRASE = "test-passphrase-" + "x" * 16
 
 

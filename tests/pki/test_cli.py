@@ -21,7 +21,7 @@ from tests.pki.test_http import write_config
 @pytest.fixture
 def data_dir(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Path:
     d = tmp_path / "data"
-    write_config(d, db_url, "http://ca.test.invalid", ca_config)
+    write_config(d, db_url, "https://ca.test.invalid", ca_config)
     return d
 
 
@@ -115,7 +115,7 @@ def test_ca_init_warns_while_the_policy_arc_is_the_documentation_placeholder(
     db_url: str, ca_config: CaConfig, tmp_path: Path
 ) -> None:
     placeholder = tmp_path / "placeholder"
-    write_config(placeholder, db_url, "http://ca.test.invalid", ca_config)
+    write_config(placeholder, db_url, "https://ca.test.invalid", ca_config)
     result = CliRunner().invoke(cityid, ["ca", "init", "--json", "--data-dir", str(placeholder)])
     assert result.exit_code == 0 and json.loads(result.stdout)["created"] is True
     assert "ca.policy_arc is the documentation placeholder" in result.stderr
@@ -128,7 +128,7 @@ def test_ca_init_is_quiet_with_the_citys_own_policy_arc(
     write_config(
         own,
         db_url,
-        "http://ca.test.invalid",
+        "https://ca.test.invalid",
         dataclasses.replace(ca_config, policy_arc="1.3.6.1.4.1.99999.7"),
     )
     result = CliRunner().invoke(cityid, ["ca", "init", "--json", "--data-dir", str(own)])

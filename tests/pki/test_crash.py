@@ -60,7 +60,7 @@ def test_killed_between_signing_and_returning_the_database_knows_every_signed_ce
     db_url: str, ca_config: CaConfig, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    write_config(data_dir, db_url, "http://ca.test.invalid", ca_config)
+    write_config(data_dir, db_url, "https://ca.test.invalid", ca_config)
     init = CliRunner().invoke(cityid, ["ca", "init", "--data-dir", str(data_dir), "--json"])
     assert init.exit_code == 0, init.output
 

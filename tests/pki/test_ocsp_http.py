@@ -69,7 +69,7 @@ class Responder:
 @pytest.fixture
 def responder(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Iterator[Responder]:
     data_dir = tmp_path / "data"
-    write_config(data_dir, db_url, "http://ca.test.invalid", ca_config)
+    write_config(data_dir, db_url, "https://ca.test.invalid", ca_config)
     init = CliRunner().invoke(cityid, ["ca", "init", "--data-dir", str(data_dir), "--json"])
     assert init.exit_code == 0, init.output
     app = create_app(load_config(data_dir))
