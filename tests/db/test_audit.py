@@ -101,3 +101,48 @@ def test_newer_schema_is_refused(db_engine) -> None:
 
 def test_migrated_database_passes(db_engine) -> None:
     check_schema(db_engine)
+
+
+def test_entries_with_any_text_chain_identically_on_every_backend(db_sessions: sessionmaker[Session]) -> None:
+    """PostgreSQL computes the entry hash in the append statement; it must be the hash that
+    `cityid audit verify` recomputes, whatever the text (quotes, backslashes, umlauts, emoji,
+    control characters, SQL)."""
+    texts = [
+        '"quoted" \\ back\\slash',
+        "Müller-Lüdenscheidt ß",
+        "🔐 \u2028 \x01\ttab\nline",
+        "'); DROP--",
+        "",
+    ]
+    returned = []
+    with transaction(db_sessions) as s:
+        for t in texts:
+            returned.append(
+                audit.record(
+                    s, action=f"test.{t[:5]}", outcome="info", actor=t, subject=t, reason=t, details={t: t}
+                )
+            )
+    with db_sessions() as s:
+        assert audit.verify(s).ok
+        stored = s.execute(select(audit.AuditEvent).order_by(audit.AuditEvent.seq)).scalars().all()
+        assert [e.hash for e in stored] == returned
+        for e in stored:
+            assert e.hash == audit._entry_hash(
+                e.prev_hash, e.at, e.action, e.outcome, e.reason, e.details, e.party_commitment
+            )
+
+
+def test_concurrent_appends_form_one_unbroken_chain(db_sessions: sessionmaker[Session]) -> None:
+    """Writers in several threads (as several workers would) queue on the head row: one order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def append(i: int) -> None:
+        for j in range(10):
+            with transaction(db_sessions) as s:
+                audit.record(s, action="test.concurrent", outcome="info", actor=f"w{i}", details={"j": j})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(append, range(8)))
+    with db_sessions() as s:
+        res = audit.verify(s)
+    assert res.ok and res.entries == 80, res
