@@ -176,7 +176,24 @@ def issuer_problem(issuer: str) -> str | None:
         return f"the issuer {issuer!r} must have no query or fragment (RFC 8414 §2)"
     if issuer.endswith("/"):
         return f"the issuer {issuer!r} must not end with '/' (endpoints are <issuer>/token, …)"
+    if parts.path or parts.username is not None or parts.password is not None:
+        # cityid's pages, redirects and endpoints live at the root of its host name
+        return f"the issuer {issuer!r} must be the root of a host name, e.g. https://login.musterstadt.de"
+    try:
+        port = parts.port
+    except ValueError:
+        return f"the issuer {issuer!r} has an invalid port"
+    browser_origin = f"{parts.scheme}://{_host_for_url(hostname)}"
+    if port is not None and port != {"https": 443, "http": 80}[parts.scheme]:
+        browser_origin += f":{port}"
+    if issuer != browser_origin:
+        # WebAuthn compares the browser's origin with the issuer character for character
+        return f"the issuer {issuer!r} must be written as browsers write origins: {browser_origin}"
     return None
+
+
+def _host_for_url(hostname: str) -> str:
+    return f"[{hostname}]" if ":" in hostname else hostname
 
 
 def _coerce(value: str, typ: Any) -> Any:

@@ -100,9 +100,15 @@ def test_published_urls_come_from_the_issuer_never_from_the_host_header(proxied:
         ("https://login.example.org#top", "fragment"),
         ("https://login.example.org/", "must not end with '/'"),
         ("https://[::1", "not a URL"),
+        ("https://www.example.org/id", "root of a host name"),
+        ("https://user@login.example.org", "root of a host name"),
+        ("https://login.example.org:443", "https://login.example.org"),
+        ("https://Login.Example.org", "https://login.example.org"),
+        ("HTTPS://login.example.org", "https://login.example.org"),
+        ("https://login.example.org:99999", "invalid port"),
     ],
 )
-def test_issuer_must_be_an_https_url_without_query_or_fragment_rfc8414_2(issuer: str, fragment: str) -> None:
+def test_issuer_must_be_an_https_origin_without_query_fragment_or_path_rfc8414_2(issuer: str, fragment: str) -> None:
     problem = issuer_problem(issuer)
     assert problem is not None and fragment in problem
 
