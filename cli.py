@@ -138,11 +138,32 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     cfg = load_config(data_dir)
     if (problem := issuer_problem(cfg.issuer)) is not None:
         fail(problem, code=2)
+    engine = make_engine(cfg.db_url, pool=False)
     try:
-        check_schema(make_engine(cfg.db_url, pool=False))
+        check_schema(engine)
     except SchemaMismatch as exc:
         fail(str(exc))
+    if (problem := _ca_keys_problem(cfg, engine)) is not None:
+        fail(
+            f"this machine cannot use the CA's keys: {problem}. Every machine that serves needs the "
+            "same key store (docs/pki.md: the ca-keys directory on shared storage, or an HSM)",
+            code=2,
+        )
+    engine.dispose()
     run(cfg, bind=bind, workers=workers, threads=threads, server=server, access_log=access_log)
+
+
+def _ca_keys_problem(cfg: Config, engine: Any) -> str | None:
+    try:
+        import pki
+    except ModuleNotFoundError:
+        return None
+    with make_session_factory(engine)() as s:
+        try:
+            store = pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase)
+        except pki.PkiError as exc:
+            return str(exc)
+        return pki.check_key_store(s, cfg.ca, store, cfg.issuer)
 
 
 @main.command()

@@ -115,6 +115,11 @@ class OcspFastPath:
             self._drop_connection()
             # RFC 6960 §2.3: internalError, "the client may try again"
             return ocsp.internal_error()
+        except pki.PkiError:
+            # e.g. the OCSP signer's key is not in this machine's key store (docs/pki.md: every
+            # machine must reach the same one); RFC 6960 §2.3 internalError, never a bare 500
+            log.exception("OCSP: cannot sign")
+            return ocsp.internal_error()
 
     def _cached(
         self, ca: pki.CertificateAuthority, question: ocsp.Question, now: dt.datetime

@@ -20,7 +20,7 @@ from pki.revocation import (
     status_by_fingerprint,
     status_of_certificate,
 )
-from pki.setup import CaInitResult, init_ca, rotate_ocsp_signer
+from pki.setup import CaInitResult, check_key_store, init_ca, rotate_ocsp_signer
 
 __all__ = [
     "DEVICE_URN_PREFIX",
@@ -37,6 +37,7 @@ __all__ = [
     "OcspAnswer",
     "PkiError",
     "Signer",
+    "check_key_store",
     "decode_get_path",
     "init_ca",
     "issue",

@@ -17,7 +17,7 @@ from db import audit, new_id, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
 from pki.certpolicy import POLICY_CA, policy_oid
-from pki.errors import BadRequest, CaNotInitialised
+from pki.errors import BadRequest, CaNotInitialised, PkiError
 from pki.issuance import BACKDATE, IssueRequest, issue_batch
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
@@ -314,6 +314,24 @@ def rotate_ocsp_signer(
     )
     session.commit()
     return OcspSigner(issued.serial, key_ref, cert, issued.not_after)
+
+
+def check_key_store(session: Session, settings: CaSettings, store: KeyStore, base_url: str) -> str | None:
+    """What this machine cannot read of the CA keys in use (the issuing CA's, the OCSP signer's),
+    or None; None too before ``cityid ca init``. Every machine that serves must reach the same key
+    store: the OCSP signer is renewed by whichever machine answers first when it is due."""
+    if session.execute(select(CaAuthority.id).limit(1)).first() is None:
+        return None
+    try:
+        load_ca(session, settings, store, base_url)
+        refs = session.execute(
+            select(CaAuthority.key_ref).where(CaAuthority.kind == OCSP_SIGNER, CaAuthority.active.is_(True))
+        ).scalars()
+        for ref in refs:
+            store.signer(ref)
+    except PkiError as exc:
+        return str(exc)
+    return None
 
 
 def current_ocsp_signer(

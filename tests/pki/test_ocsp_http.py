@@ -210,3 +210,60 @@ def test_other_methods_and_paths_still_reach_flask(responder: Responder) -> None
     assert responder.client.get("/pki/chain.pem").status_code == 200
     too_large = responder.client.post("/pki/ocsp", data=b"\x30" * (64 * 1024 + 1), headers=OCSP_REQUEST)
     assert too_large.status_code == 413
+
+
+@pytest.fixture
+def file_store_instance(db_url: str, tmp_path: Path) -> Path:
+    data_dir = tmp_path / "data"
+    write_config(data_dir, db_url, "https://ca.test.invalid", CaConfig(crl_shards=4))
+    init = CliRunner().invoke(cityid, ["init", "--data-dir", str(data_dir), "--json"])
+    assert init.exit_code == 0, init.output
+    return data_dir
+
+
+def test_a_machine_without_the_ocsp_signer_key_answers_internal_error_rfc6960_2_3(
+    file_store_instance: Path, tmp_path: Path
+) -> None:
+    app = create_app(load_config(file_store_instance))
+    try:
+        responder = Responder(app.test_client(), file_store_instance, "", None)  # type: ignore[arg-type]
+        _serial, cert = responder.issue(tmp_path)
+        responder.issuing = x509.load_der_x509_certificate(responder.client.get("/pki/issuing.crt").data)
+        for key in (file_store_instance / "ca-keys").glob("*ocsp*"):
+            key.unlink()  # as on a second machine whose key store was never shared
+        resp = responder.client.post(
+            "/pki/ocsp", data=_request(cert, responder.issuing), headers=OCSP_REQUEST
+        )
+        assert resp.status_code == 200 and resp.mimetype == "application/ocsp-response"
+        answer = ocsp.load_der_ocsp_response(resp.data)
+        assert answer.response_status == ocsp.OCSPResponseStatus.INTERNAL_ERROR
+    finally:
+        app.extensions["cityid"].engine.dispose()
+
+
+def test_serve_refuses_to_start_on_a_machine_that_cannot_read_the_ca_keys(file_store_instance: Path) -> None:
+    import subprocess
+    import sys
+
+    keys = list((file_store_instance / "ca-keys").glob("*ocsp*"))
+    assert keys
+    for key in keys:
+        key.unlink()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "--data-dir",
+            str(file_store_instance),
+            "--bind",
+            "127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "cannot use the CA's keys" in res.stderr and "not found" in res.stderr
