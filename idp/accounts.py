@@ -88,8 +88,14 @@ def create_account(
         locale=locale,
         email_verified_at=utcnow() if verified else None,
     )
-    session.add(acct)
-    session.flush()
+    try:
+        # Two registrations of one address at once (a double click): the second insert waits for
+        # the first and meets the unique index; the same answer as the check above, no 500.
+        with session.begin_nested():
+            session.add(acct)
+            session.flush()
+    except IntegrityError:
+        raise EmailTaken("an account with this e-mail exists") from None
     acct.email_enc = keys.personal_data.seal(email.encode(), f"email:{acct.id}")
     audit.record(
         session,
@@ -148,22 +154,26 @@ def consume_email_token(session: Session, keys: InstanceKeys, token: str, purpos
     return _consume(session, keys, token, purpose)[0]
 
 
-def _consume(session: Session, keys: InstanceKeys, token: str, purpose: str) -> tuple[Account, EmailToken]:
+def check_email_token(session: Session, keys: InstanceKeys, token: str, purpose: str) -> EmailToken:
+    """The link's row if it could be used now (:class:`InvalidLink` otherwise); uses nothing up."""
     if not token or len(token) > 200:
         raise InvalidLink("malformed link")
-    digest = keys.token_digest(token)
-    now = utcnow()
-    row = session.get(EmailToken, digest)
+    row = session.get(EmailToken, keys.token_digest(token))
     if row is None or row.purpose != purpose:
         raise InvalidLink("unknown link")
     if row.used_at is not None:
         raise InvalidLink("link already used")
-    if row.expires_at <= now:
+    if row.expires_at <= utcnow():
         raise InvalidLink("link expired")
+    return row
+
+
+def _consume(session: Session, keys: InstanceKeys, token: str, purpose: str) -> tuple[Account, EmailToken]:
+    row = check_email_token(session, keys, token, purpose)
     res = session.execute(
         update(EmailToken)
-        .where(EmailToken.token_digest == digest, EmailToken.used_at.is_(None))
-        .values(used_at=now)
+        .where(EmailToken.token_digest == row.token_digest, EmailToken.used_at.is_(None))
+        .values(used_at=utcnow())
     )
     if res.rowcount != 1:  # type: ignore[attr-defined]
         raise InvalidLink("link already used")

@@ -26,6 +26,7 @@ class SmtpConfig:
     username: str = ""
     password: str = ""
     starttls: bool = False
+    timeout_seconds: int = 15  # per SMTP step; a mail not taken stays in the outbox for a retry
     sender: str = "cityid <noreply@localhost>"
 
 

@@ -1,14 +1,41 @@
-"""Outgoing e-mail: SMTP when configured, else .eml files in the data dir's outbox (dev)."""
+"""Outgoing e-mail through a database outbox.
+
+A view *queues* a mail in its own transaction, next to the link token the mail carries: both are
+stored or neither is. The mail is handed to the mail server once that transaction has committed
+(``uow.after_commit``), so that no database lock (SQLite's write lock, the audit chain's head row)
+is held while a slow or unreachable mail server is waited for. A mail the server did not take
+stays in the outbox and is retried by each worker's background duty with back-off; a process
+that dies after the commit loses nothing. The page says the same whether the mail went out at
+once or will be retried, so a mail server outage does not tell which addresses have accounts.
+
+SMTP when configured, else .eml files in the data dir's outbox directory (development).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from db import new_id
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import audit, new_id, transaction, utcnow
 from idp.config import Config
+from idp.instance import InstanceKeys
+from idp.models import MailOutbox
+
+log = logging.getLogger("cityid")
+
+MAX_ATTEMPTS = 8  # back-off 1, 2, 4 … 64 minutes: about two hours of retries
+# A claimed mail is not claimed again for this long: more than one SMTP conversation can take
+# (connect, STARTTLS, login and DATA each time out after 15 s).
+LEASE = dt.timedelta(minutes=5)
 
 
 class MailError(RuntimeError):
@@ -16,6 +43,7 @@ class MailError(RuntimeError):
 
 
 def send(cfg: Config, to: str, subject: str, body: str) -> None:
+    """Hand one message to the mail server (or write it to the development outbox)."""
     msg = EmailMessage()
     msg["From"] = cfg.smtp.sender
     msg["To"] = to
@@ -28,7 +56,7 @@ def send(cfg: Config, to: str, subject: str, body: str) -> None:
         (cfg.outbox_dir / f"{new_id()}.eml").write_bytes(bytes(msg))
         return
     try:
-        with smtplib.SMTP(cfg.smtp.host, cfg.smtp.port, timeout=15) as smtp:
+        with smtplib.SMTP(cfg.smtp.host, cfg.smtp.port, timeout=cfg.smtp.timeout_seconds) as smtp:
             if cfg.smtp.starttls:
                 smtp.starttls(context=ssl.create_default_context())
             if cfg.smtp.username:
@@ -36,3 +64,99 @@ def send(cfg: Config, to: str, subject: str, body: str) -> None:
             smtp.send_message(msg)
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send mail: {exc}") from exc
+
+
+def queue(session: Session, keys: InstanceKeys, to: str, subject: str, body: str) -> str:
+    """Store a mail in ``session``'s transaction; returns its id for :func:`deliver`."""
+    mail_id = new_id()
+    message = json.dumps({"subject": subject, "body": body}).encode()
+    session.add(
+        MailOutbox(
+            id=mail_id,
+            next_attempt_at=utcnow(),
+            recipient_enc=keys.personal_data.seal(to.encode(), f"mail-to:{mail_id}"),
+            message_enc=keys.personal_data.seal(message, f"mail:{mail_id}"),
+        )
+    )
+    return mail_id
+
+
+def _claim(sessions: sessionmaker[Session], mail_id: str | None) -> tuple[str, bytes, bytes, int] | None:
+    """Lease one due mail (``mail_id``, or the oldest due one): nobody else sends it meanwhile."""
+    now = utcnow()
+    with transaction(sessions) as s:
+        q = select(MailOutbox).where(MailOutbox.next_attempt_at <= now)
+        if mail_id is not None:
+            q = q.where(MailOutbox.id == mail_id)
+        q = q.order_by(MailOutbox.next_attempt_at).limit(1)
+        if s.get_bind().dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        row = s.execute(q).scalar()
+        if row is None:
+            return None
+        row.attempts += 1
+        row.next_attempt_at = now + LEASE
+        return row.id, row.recipient_enc, row.message_enc, row.attempts
+
+
+def _deliver_one(
+    cfg: Config, keys: InstanceKeys, sessions: sessionmaker[Session], mail_id: str | None
+) -> bool | None:
+    """Send one due mail. True: sent; False: not taken (kept for a retry, or given up); None:
+    none due."""
+    claimed = _claim(sessions, mail_id)
+    if claimed is None:
+        return None
+    mail_id, recipient_enc, message_enc, attempts = claimed
+    error = ""
+    try:
+        to = keys.personal_data.open(recipient_enc, f"mail-to:{mail_id}").decode()
+        message = json.loads(keys.personal_data.open(message_enc, f"mail:{mail_id}"))
+        send(cfg, to, message["subject"], message["body"])
+    except MailError as exc:
+        error = str(exc)[:500]
+    except (InvalidTag, ValueError, KeyError) as exc:  # unreadable (other keys): retrying won't help
+        error = f"unreadable: {type(exc).__name__}"
+        attempts = MAX_ATTEMPTS
+    with transaction(sessions) as s:
+        row = s.get(MailOutbox, mail_id)
+        if row is None:
+            return not error
+        if not error:
+            s.delete(row)  # the message carries a one-time link: keep no copy
+            return True
+        if attempts >= MAX_ATTEMPTS:
+            s.delete(row)
+            audit.record(s, action="mail.give_up", outcome="failure", subject=mail_id, reason=error[:300])
+            log.error("gave up sending mail %s after %s attempts: %s", mail_id, attempts, error)
+        else:
+            row.last_error = error
+            row.next_attempt_at = utcnow() + dt.timedelta(minutes=2 ** (attempts - 1))
+            log.warning("mail %s not sent (attempt %s), will retry: %s", mail_id, attempts, error)
+        return False
+
+
+def deliver(cfg: Config, keys: InstanceKeys, sessions: sessionmaker[Session], mail_id: str) -> bool:
+    """Send the queued mail ``mail_id`` now, if it is still due; True if the server took it."""
+    return _deliver_one(cfg, keys, sessions, mail_id) is True
+
+
+def deliver_due(cfg: Config, keys: InstanceKeys, sessions: sessionmaker[Session], *, limit: int = 20) -> int:
+    """Send up to ``limit`` mails whose (next) attempt is due, one lease each; how many were sent."""
+    sent = 0
+    for _ in range(limit):
+        outcome = _deliver_one(cfg, keys, sessions, None)
+        if outcome is None:
+            break
+        sent += outcome
+    return sent
+
+
+def send_after_commit(to: str, subject: str, body: str) -> None:
+    """In a request: queue the mail in the request's transaction and send it once that commits."""
+    from idp import uow
+    from idp.runtime import runtime
+
+    rt = runtime()
+    mail_id = queue(uow.db(), rt.keys, to, subject, body)
+    uow.after_commit(lambda: deliver(rt.config, rt.keys, rt.sessions, mail_id))

@@ -148,6 +148,24 @@ class EmailToken(Base):
     new_email_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
+class MailOutbox(Base):
+    """E-mails to send: written in the transaction that issues their link, sent after it commits.
+
+    The recipient and the message (which carries a one-time link) are encrypted at rest; a row is
+    deleted once the mail server has taken the message, or after the last attempt.
+    """
+
+    __tablename__ = "idp_mail_outbox"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_id)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    recipient_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    message_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
 class SigningKey(Base):
     """Token-signing keys, private part encrypted at rest."""
 

@@ -10,6 +10,7 @@ own transaction after the rollback.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from sqlalchemy.orm import Session
 
 from db import audit, transaction
 from idp.runtime import runtime
+
+log = logging.getLogger("cityid")
 
 
 def db() -> Session:
@@ -36,6 +39,20 @@ def on_failure(fn: Callable[[Session], None]) -> None:
     g.setdefault("_on_failure", []).append(fn)
 
 
+def after_commit(fn: Callable[[], object]) -> None:
+    """Run ``fn`` once this request's state has committed (never if it rolls back): for work
+    that must not hold the transaction's locks, such as talking to the mail server."""
+    g.setdefault("_after_commit", []).append(fn)
+
+
+def _run_after_commit() -> None:
+    for fn in g.pop("_after_commit", []):
+        try:
+            fn()
+        except Exception:  # the state is stored; what fn does is retried elsewhere (mail outbox)
+            log.exception("after-commit work failed")
+
+
 def _write_audit(session: Session) -> None:
     for kw in g.get("_audit", []):
         audit.record(session, **kw)
@@ -49,6 +66,8 @@ def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
 def finish(ok: bool) -> None:
     """End the unit of work: commit (ok) or roll back, and write the audit records either way."""
     session: Session | None = g.pop("_db", None)
+    if not ok:
+        g.pop("_after_commit", None)
     try:
         if session is not None:
             if ok:
@@ -87,7 +106,9 @@ def init_app(app: Flask) -> None:
             finish(ok)
         except Exception:
             g.pop("_db", None)
+            g.pop("_after_commit", None)
             raise
+        _run_after_commit()
         return response
 
     @app.teardown_request

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import requests
 from joserfc import jwt
+from joserfc.errors import JoseError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -153,7 +154,21 @@ def end_sessions(
     return Ended(sessions=int(gone.rowcount or 0), grants=len(grant_ids), notices=notices)  # type: ignore[attr-defined]
 
 
-def _claim(sessions: sessionmaker[Session], limit: int) -> list[Delivery]:
+def _renewed(session: Session, keys: KeyCache, token: str) -> str:
+    """The queued logout token signed anew with fresh ``iat``/``exp`` (same ``jti``, ``sub``,
+    ``sid``): a retry an hour later must not carry a token the service has to reject as expired
+    (Back-Channel Logout §2.6 step 3)."""
+    decoded = jwt.decode(token, keys.get(session).verify_set)  # our own, from our database
+    alg = decoded.header["alg"]
+    key = keys.get(session).signing[alg]
+    now = int(time.time())
+    claims = {**decoded.claims, "iat": now, "exp": now + 120}
+    return jwt.encode({"alg": alg, "kid": key.kid, "typ": "logout+jwt"}, claims, key)
+
+
+def _claim_one(sessions: sessionmaker[Session], keys: KeyCache) -> Delivery | None:
+    """Lease the oldest due row. One at a time: a lease covers one delivery (at most TIMEOUT to
+    connect plus TIMEOUT to read), never a batch that could outlast it."""
     now = utcnow()
     with transaction(sessions) as s:
         q = (
@@ -164,23 +179,29 @@ def _claim(sessions: sessionmaker[Session], limit: int) -> list[Delivery]:
                 LogoutOutbox.next_attempt_at <= now,
             )
             .order_by(LogoutOutbox.next_attempt_at)
-            .limit(limit)
+            .limit(1)
         )
         if s.get_bind().dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        rows = s.execute(q).scalars().all()
-        out = []
-        for r in rows:
-            r.attempts += 1
-            r.next_attempt_at = now + LEASE
-            out.append(Delivery(r.id, r.url, r.logout_token, r.attempts))
-        return out
+        r = s.execute(q).scalar()
+        if r is None:
+            return None
+        r.attempts += 1
+        r.next_attempt_at = now + LEASE
+        try:
+            token = _renewed(s, keys, r.logout_token)
+        except (JoseError, ValueError, KeyError):  # signed with a key that is gone: send as queued
+            token = r.logout_token
+        return Delivery(r.id, r.url, token, r.attempts)
 
 
-def deliver_due(sessions: sessionmaker[Session], *, limit: int = 50) -> int:
-    """Deliver what is due. Returns how many were delivered."""
+def deliver_due(sessions: sessionmaker[Session], keys: KeyCache, *, limit: int = 50) -> int:
+    """Deliver up to ``limit`` due logout tokens. Returns how many were delivered."""
     delivered = 0
-    for d in _claim(sessions, limit):
+    for _ in range(limit):
+        d = _claim_one(sessions, keys)
+        if d is None:
+            break
         error = None
         try:
             # §2.5: POST, form-encoded `logout_token`; 200 (or 204) means done.

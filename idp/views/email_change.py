@@ -13,19 +13,17 @@ change or reset cancels a pending change: it is what the notice asks a surprised
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request
 from flask_babel import gettext as _
 
 from idp import accounts, browser, uow
-from idp.mail import MailError, send
+from idp.mail import send_after_commit
 from idp.runtime import runtime
 from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate, sensitive_request
-from idp.views.auth import RESEND_INTERVAL, link_sent_recently, mail_failed
+from idp.views.auth import RESEND_INTERVAL, link_sent_recently
 
-log = logging.getLogger("cityid")
 bp = Blueprint("email_change", __name__)
 
 MAX_FIELD = 1024
@@ -87,10 +85,7 @@ def request_change() -> Any:
     if link_sent_recently(acct, accounts.EMAIL_CHANGE, _lifetime()):
         outcome = f"link sent less than {int(RESEND_INTERVAL.total_seconds())} s ago: none sent"
     else:
-        try:
-            _send_links(acct, new_email)
-        except MailError:
-            return mail_failed()
+        _send_links(acct, new_email)
         outcome = "link sent to the new address"
     uow.record(
         action="email.change_request",
@@ -119,8 +114,7 @@ def _send_links(acct: Any, new_email: str) -> None:
     token = accounts.issue_email_token(
         uow.db(), runtime().keys, acct, accounts.EMAIL_CHANGE, _lifetime(), new_email=new_email
     )
-    send(
-        cfg,
+    send_after_commit(
         new_email,
         _("Confirm your new e-mail address for %(city)s", city=city),
         _(
@@ -131,15 +125,11 @@ def _send_links(acct: Any, new_email: str) -> None:
             hours=cfg.email_verification_hours,
         ),
     )
-    try:  # best effort: a dead old mailbox is a common reason to change the address
-        _notify_old_address(cfg, acct, new_email)
-    except MailError:
-        log.warning("could not tell the current address of account %s about a change", acct.id)
+    _notify_old_address(cfg, acct, new_email)  # a dead old mailbox only means retries, then none
 
 
 def _notify_old_address(cfg: Any, acct: Any, new_email: str) -> None:
-    send(
-        cfg,
+    send_after_commit(
         accounts.email_of(runtime().keys, acct),
         _("Your e-mail address for %(city)s is about to change", city=cfg.branding.city_name),
         _(
@@ -192,28 +182,23 @@ def confirm() -> Any:
         ), 409
     acct = change.account
     cfg = runtime().config
-    try:
-        send(
-            cfg,
-            change.old_email,
-            _("Your e-mail address for %(city)s has changed", city=cfg.branding.city_name),
-            _(
-                "The e-mail address of your account is now %(masked)s. This address is no longer "
-                "used for it.\n\nIf this was not you, contact the city's service desk.",
-                masked=accounts.mask_email(change.new_email),
-            ),
-        )
-        notice = "sent"
-    except MailError:  # the change stands: the new address is proven; the old one may be gone
-        log.warning("could not notify the previous address of account %s", acct.id)
-        notice = "not delivered"
+    # the change stands whether or not the old mailbox still takes mail (the outbox retries)
+    send_after_commit(
+        change.old_email,
+        _("Your e-mail address for %(city)s has changed", city=cfg.branding.city_name),
+        _(
+            "The e-mail address of your account is now %(masked)s. This address is no longer "
+            "used for it.\n\nIf this was not you, contact the city's service desk.",
+            masked=accounts.mask_email(change.new_email),
+        ),
+    )
     uow.record(
         action="email.change",
         outcome="success",
         actor=acct.id,
         subject=acct.id,
         reason="link to the new address followed",
-        details={"notice_to_previous_address": notice},
+        details={"notice_to_previous_address": "queued"},
     )
     return render_template(
         "message.html",

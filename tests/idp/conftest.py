@@ -126,6 +126,10 @@ class Idp:
     def sessions(self) -> Any:
         return self.app.extensions["cityid"].sessions
 
+    @property
+    def key_cache(self) -> Any:
+        return self.app.extensions["cityid"].key_cache
+
     def add_client(self, **kw: Any) -> tuple[str, str | None]:
         with transaction(self.sessions()) as s:
             row, secret = add_client(s, self.keys, ClientSpec(**kw))
@@ -230,6 +234,18 @@ class Browser:
         target = self.idp.url + action.group(1).replace("&amp;", "&")
         return self.follow(
             self.post(target, {"csrf_token": csrf(page.text), "email": email, "password": password})
+        )
+
+    def confirm_link(self, link: str) -> requests.Response:
+        """Open a link from a mail (its page has a button) and press the button."""
+        page = self.get(link)
+        if page.status_code != 200 or 'name="token"' not in page.text:
+            return page
+        action = re.search(r'<form method="post" action="([^"]+)"', page.text)
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        assert action and token, page.text
+        return self.post(
+            self.idp.url + action.group(1), {"csrf_token": csrf(page.text), "token": token.group(1)}
         )
 
     def consent(self, page: requests.Response, decision: str = "allow") -> requests.Response:

@@ -108,7 +108,9 @@ def test_published_urls_come_from_the_issuer_never_from_the_host_header(proxied:
         ("https://login.example.org:99999", "invalid port"),
     ],
 )
-def test_issuer_must_be_an_https_origin_without_query_fragment_or_path_rfc8414_2(issuer: str, fragment: str) -> None:
+def test_issuer_must_be_an_https_origin_without_path_query_fragment_rfc8414_2(
+    issuer: str, fragment: str
+) -> None:
     problem = issuer_problem(issuer)
     assert problem is not None and fragment in problem
 

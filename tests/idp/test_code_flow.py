@@ -171,7 +171,7 @@ def test_code_flow_with_pkce_id_token_userinfo_refresh_revoke_logout(
     # back-channel logout delivered from the outbox
     from idp.oauth.backchannel import EVENT, deliver_due
 
-    assert deliver_due(idp.sessions()) >= 1
+    assert deliver_due(idp.sessions(), idp.key_cache) >= 1
     assert logout_receiver.event.wait(5)
     logout_token = logout_receiver.posts[-1]["logout_token"][0]
     lt = jwt.decode(logout_token, jwks, algorithms=["ES256"])

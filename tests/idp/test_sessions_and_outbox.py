@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,7 +19,7 @@ from idp.models import Client, LogoutOutbox, SeenJti
 from idp.oauth.backchannel import deliver_due
 from idp.serve import purge_expired
 from smartcard.models import SeenProof
-from tests.idp.conftest import Browser, Idp, csrf, free_port
+from tests.idp.conftest import Browser, Idp, Receiver, csrf, free_port
 
 PASSWORD = "correct horse battery staple"
 
@@ -80,18 +81,46 @@ def test_backchannel_logout_is_retried_until_delivered(idp: Idp) -> None:
                     next_attempt_at=dt.datetime.now(dt.UTC),
                 )
             )
-        assert deliver_due(idp.sessions()) == 0  # 503: kept for later
+        assert deliver_due(idp.sessions(), idp.key_cache) == 0  # 503: kept for later
         with idp.sessions()() as s:
             row = s.execute(select(LogoutOutbox)).scalar_one()
             assert row.attempts == 1 and row.last_error == "HTTP 503" and row.delivered_at is None
             assert row.next_attempt_at > dt.datetime.now(dt.UTC)
-        assert deliver_due(idp.sessions()) == 0  # not due yet: back-off
+        assert deliver_due(idp.sessions(), idp.key_cache) == 0  # not due yet: back-off
         with transaction(idp.sessions()) as s:
             s.execute(update(LogoutOutbox).values(next_attempt_at=dt.datetime.now(dt.UTC)))
-        assert deliver_due(idp.sessions()) == 1
+        assert deliver_due(idp.sessions(), idp.key_cache) == 1
         assert _Flaky.received == [b"logout_token=tok"]
     finally:
         httpd.shutdown()
+
+
+def test_a_retried_logout_token_is_signed_anew_so_it_has_not_expired_backchannel_2_6(
+    idp: Idp, logout_receiver: Receiver
+) -> None:
+    from joserfc import jwt as jose_jwt
+
+    from idp.oauth.backchannel import logout_token
+
+    cid, _ = idp.add_client(name="Svc", redirect_uris=["https://svc.example/cb"])
+    with transaction(idp.sessions()) as s:
+        client = s.get(Client, cid)
+        queued = logout_token(s, idp.key_cache, issuer=idp.url, client=client, sub="sub-1", sid="sid-1")
+        s.add(
+            LogoutOutbox(
+                client_id=cid, url=logout_receiver.url, logout_token=queued, next_attempt_at=utcnow()
+            )
+        )
+    old = jose_jwt.decode(queued, idp.key_cache.get(idp.sessions()()).verify_set).claims
+    time.sleep(1.1)  # the retry comes later (in production: minutes to an hour)
+    assert deliver_due(idp.sessions(), idp.key_cache) == 1
+    sent = logout_receiver.posts[0]["logout_token"][0]
+    new = jose_jwt.decode(sent, idp.key_cache.get(idp.sessions()()).verify_set)
+    assert new.header["typ"] == "logout+jwt"
+    assert new.claims["exp"] > old["exp"] and new.claims["iat"] > old["iat"]
+    assert {k: new.claims[k] for k in ("iss", "aud", "jti", "sub", "sid", "events")} == {
+        k: old[k] for k in ("iss", "aud", "jti", "sub", "sid", "events")
+    }
 
 
 def test_disabled_account_cannot_log_in_its_services_are_told_and_enabling_lets_it_back(idp: Idp) -> None:

@@ -138,7 +138,7 @@ def test_deletion_revokes_tokens_notifies_services_erases_data_and_pseudonymises
     assert refreshed.status_code == 400
     # the service hears of it by back-channel logout (OIDC Back-Channel Logout §2.5)
     assert count(idp, LogoutOutbox) >= 1
-    assert deliver_due(idp.sessions()) >= 1
+    assert deliver_due(idp.sessions(), idp.key_cache) >= 1
     assert logout_receiver.event.wait(5)
     claims = jwt.decode(logout_receiver.posts[0]["logout_token"][0], jwks).claims
     assert claims["sub"] == sub and EVENT in claims["events"]

@@ -109,7 +109,7 @@ def register(world: World, browser: Browser, address: str) -> None:
             m = re.search(r"(http\S+/verify\?token=\S+)", body.get_content())
             link = m.group(1) if m else None
     assert link, "no verification mail"
-    assert browser.get(link).status_code == 200
+    assert browser.confirm_link(link).status_code == 200
 
 
 def app_code_request(world: World, browser: Browser, address: str, scope: str) -> dict[str, str]:
