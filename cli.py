@@ -115,7 +115,7 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 
 @main.command()
 @data_dir_option
-@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT or unix:PATH")
 @click.option("--workers", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int, help="request threads per worker")
 @click.option(

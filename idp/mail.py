@@ -21,6 +21,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+import idna
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,11 +43,24 @@ class MailError(RuntimeError):
     pass
 
 
+def smtp_address(address: str) -> str:
+    """The address with an internationalised domain (anna@müller-bau.de) as its IDNA A-label
+    (RFC 5891; anna@xn--mller-bau-q9a.de), which every mail server takes; an ASCII address
+    unchanged. A non-ASCII local part still needs a server with SMTPUTF8 (RFC 6531)."""
+    local, _, domain = address.rpartition("@")
+    if domain.isascii():
+        return address
+    try:
+        return f"{local}@{idna.encode(domain, uts46=True).decode()}"
+    except idna.IDNAError as exc:
+        raise MailError(f"not a valid domain name: {exc}") from exc
+
+
 def send(cfg: Config, to: str, subject: str, body: str) -> None:
     """Hand one message to the mail server (or write it to the development outbox)."""
     msg = EmailMessage()
     msg["From"] = cfg.smtp.sender
-    msg["To"] = to
+    msg["To"] = smtp_address(to)
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = make_msgid(domain="cityid")

@@ -26,7 +26,7 @@ from urllib.parse import unquote
 from sqlalchemy.exc import SQLAlchemyError
 
 import pki
-from db import utcnow
+from db import make_engine, utcnow
 from pki import ocsp
 from pki.urls import PATH_OCSP
 
@@ -77,6 +77,11 @@ class OcspFastPath:
         # the reader runs on the DBAPI connection: its errors come unwrapped
         self._db_errors: tuple[type[Exception], ...] = (SQLAlchemyError, rt.engine.dialect.loaded_dbapi.Error)
         self._local = threading.local()  # one DBAPI connection per server thread, kept between requests
+        # Those connections come from an engine of their own, outside the application's pool: a
+        # thread keeps its reader connection as long as it lives, and with more server threads
+        # than the pool holds, the pages would wait for connections the readers never return.
+        self._reader_engine: Any = None
+        self._reader_lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -126,7 +131,10 @@ class OcspFastPath:
     ) -> pki.OcspAnswer | None:
         dbapi = getattr(self._local, "dbapi", None)
         if dbapi is None:
-            dbapi = self._local.dbapi = self._rt.engine.raw_connection()
+            with self._reader_lock:
+                if self._reader_engine is None:
+                    self._reader_engine = make_engine(self._rt.config.db_url, pool=False)
+            dbapi = self._local.dbapi = self._reader_engine.raw_connection()
         return self._reader.lookup(dbapi, ca, question, now)
 
     def _drop_connection(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -93,11 +94,17 @@ def _run_granian(cfg: Config, *, bind: str, workers: int, threads: int, demo: bo
     from granian import Granian
     from granian.constants import Interfaces
 
-    host, _, port = bind.rpartition(":")
+    where: dict[str, Any]
+    if bind.startswith("unix:"):  # a Unix socket for the proxy on the same machine (as gunicorn)
+        where = {"uds": Path(bind[len("unix:") :]), "uds_permissions": 0o660}
+    else:
+        host, _, port = bind.rpartition(":")
+        if not port.isdigit():
+            raise ValueError(f"--bind {bind!r}: expected HOST:PORT or unix:PATH")
+        where = {"address": host.strip("[]") or "127.0.0.1", "port": int(port)}
     server = Granian(
         "cityid",  # a name for the logs: the app comes from the loader below
-        address=host.strip("[]") or "127.0.0.1",
-        port=int(port),
+        **where,
         interface=Interfaces.WSGI,
         workers=workers,
         blocking_threads=threads,

@@ -139,3 +139,14 @@ def test_double_submitted_registration_answers_both_without_an_error(
         from idp.models import Account
 
         assert s.execute(select(func.count()).select_from(Account)).scalar() == 4
+
+
+def test_an_address_with_an_internationalised_domain_gets_its_link_rfc5891(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    inbox, port = smtp_server
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port))
+    assert _register(Browser(idp), "anna@müller-bau.de").status_code == 200
+    msg = inbox.wait_for("anna@xn--mller-bau-q9a.de")  # the IDNA A-label every server takes
+    assert Browser(idp).confirm_link(_link(msg, "verify")).status_code == 200
+    assert _outbox(idp) == []

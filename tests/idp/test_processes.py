@@ -200,3 +200,35 @@ def test_init_is_idempotent_and_client_commands_round_trip(tmp_path: Path) -> No
     assert bad.returncode == 2 and "https" in json.loads(bad.stdout)["error"]
     cityid(data, "client", "remove", added["client_id"])
     assert cityid(data, "client", "show", added["client_id"], check=False).returncode == 4
+
+
+def test_serve_listens_on_a_unix_socket_for_a_proxy_on_the_same_machine(tmp_path: Path) -> None:
+    import socket as sock
+
+    data = tmp_path / "d"
+    cityid(data, "init")
+    path = tmp_path / "cityid.sock"
+    proc = subprocess.Popen(
+        [*CITYID, "serve", "--data-dir", str(data), "--bind", f"unix:{path}", "--workers", "1"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        reply = b""
+        for _ in range(100):
+            try:
+                with sock.socket(sock.AF_UNIX) as s:
+                    s.connect(str(path))
+                    s.sendall(b"GET /jwks.json HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                    while chunk := s.recv(65536):
+                        reply += chunk
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                time.sleep(0.1)
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert b'"keys"' in reply
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -267,3 +267,28 @@ def test_serve_refuses_to_start_on_a_machine_that_cannot_read_the_ca_keys(file_s
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "cannot use the CA's keys" in res.stderr and "not found" in res.stderr
+
+
+def test_ocsp_reader_connections_do_not_starve_the_pages_of_the_pool(
+    responder: Responder, tmp_path: Path
+) -> None:
+    """Each server thread keeps one reader connection for OCSP; with more threads than the pool
+    holds (5 + 10 overflow), page requests must still get theirs."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    _serial, cert = responder.issue(tmp_path)
+    req = _request(cert, responder.issuing)
+    threads = 20
+    barrier = threading.Barrier(threads)
+
+    def ask(_: int) -> ocsp.OCSPResponseStatus:
+        barrier.wait()  # one request on each of 20 threads, all alive together
+        return responder.post(req).response_status
+
+    with ThreadPoolExecutor(threads) as pool:
+        assert set(pool.map(ask, range(threads))) == {ocsp.OCSPResponseStatus.SUCCESSFUL}
+        started = time.monotonic()
+        assert responder.client.get("/login").status_code == 200  # a page that writes its session
+        assert time.monotonic() - started < 5
