@@ -167,24 +167,24 @@ def record(
     at = utcnow()
     details_json = json.dumps(dict(details or {}), sort_keys=True, default=str)
     commitment = _commitment(salt, actor, subject)
+    entry: dict[str, Any] = {
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "outcome": outcome,
+        "subject": subject,
+        "reason": reason,
+        "details": details_json,
+        "salt": salt,
+        "party_commitment": commitment,
+    }
     if session.connection().dialect.name == "postgresql":
-        values = {
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "outcome": outcome,
-            "subject": subject,
-            "reason": reason,
-            "details": details_json,
-            "salt": salt,
-            "party_commitment": commitment,
-            "tail": _hash_tail(at, action, outcome, reason, details_json, commitment),
-        }
-        appended = _APPEND_PG.run(session, values)
+        entry["tail"] = _hash_tail(at, action, outcome, reason, details_json, commitment)
+        appended = _APPEND_PG.run(session, entry)
         if not appended:  # the first entry ever: no head row yet (other workers may add it too)
             first = pg_insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None)
             session.connection().execute(first.on_conflict_do_nothing(index_elements=["id"]))
-            appended = _APPEND_PG.run(session, values)
+            appended = _APPEND_PG.run(session, entry)
         return str(appended[0][0])
     head = _SELECT_HEAD.run(session, {})
     if head:
@@ -193,23 +193,8 @@ def record(
         session.connection().execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
         prev = GENESIS
     entry_hash = _entry_hash(prev, at, action, outcome, reason, details_json, commitment)
-    seq = _INSERT_EVENT.run(
-        session,
-        {
-            "at": at,
-            "actor": actor,
-            "action": action,
-            "outcome": outcome,
-            "subject": subject,
-            "reason": reason,
-            "details": details_json,
-            "salt": salt,
-            "party_commitment": commitment,
-            "pseudonymised": False,
-            "prev_hash": prev,
-            "hash": entry_hash,
-        },
-    )[0][0]
+    entry |= {"pseudonymised": False, "prev_hash": prev, "hash": entry_hash}
+    seq = _INSERT_EVENT.run(session, entry)[0][0]
     _UPDATE_HEAD.run(session, {"h": entry_hash, "s": seq})
     return entry_hash
 

@@ -202,7 +202,14 @@ def verify() -> Any:
     try:
         if request.method == "GET":
             accounts.check_email_token(uow.db(), _keys(), token, "verify")
-            return render_template("verify_confirm.html", csrf_token=browser.csrf_token(), token=token)
+            return render_template(
+                "link_confirm.html",  # mail scanners open links; only the button confirms
+                title=_("Confirm your e-mail address"),
+                message=_("Confirm that this e-mail address is yours to finish your registration."),
+                action="/verify",
+                csrf_token=browser.csrf_token(),
+                token=token,
+            )
         browser.check_csrf()
         acct = accounts.consume_email_token(uow.db(), _keys(), token, "verify")
     except accounts.InvalidLink as exc:

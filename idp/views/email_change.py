@@ -158,7 +158,14 @@ def confirm() -> Any:
     """GET shows a button, POST changes: mail scanners that open links change nothing."""
     token = request.values.get("token", "")[:200]
     if request.method == "GET":
-        return render_template("email_change_confirm.html", csrf_token=browser.csrf_token(), token=token)
+        return render_template(
+            "link_confirm.html",
+            title=_("Confirm your new e-mail address"),
+            message=_("Your account will use this address from now on."),
+            action=CONFIRM_PATH,
+            csrf_token=browser.csrf_token(),
+            token=token,
+        )
     browser.check_csrf()
     keys = runtime().keys
     try:
