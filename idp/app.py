@@ -16,6 +16,7 @@ from idp import browser, uow
 from idp.config import Config, issuer_problem
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
+from idp.mail import Courier
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
@@ -87,12 +88,15 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         from db.migrate import check_schema as _check
 
         _check(engine)
+    sessions = make_session_factory(engine)
+    keys = InstanceKeys.from_config(config)
     app.extensions["cityid"] = Runtime(
         config=config,
         engine=engine,
-        sessions=make_session_factory(engine),
-        keys=InstanceKeys.from_config(config),
+        sessions=sessions,
+        keys=keys,
         key_cache=KeyCache(config.key_passphrase or config.secret_key),
+        courier=Courier(config, keys, sessions),
     )
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.config["BABEL_DEFAULT_LOCALE"] = "de"

@@ -16,8 +16,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import queue
 import smtplib
 import ssl
+import threading
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -75,12 +77,12 @@ def send(cfg: Config, to: str, subject: str, body: str) -> None:
                 smtp.starttls(context=ssl.create_default_context())
             if cfg.smtp.username:
                 smtp.login(cfg.smtp.username, cfg.smtp.password)
-            smtp.send_message(msg)
+            smtp.send_message(msg, to_addrs=[msg["To"]])  # the envelope: exactly this address
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send mail: {exc}") from exc
 
 
-def queue(session: Session, keys: InstanceKeys, to: str, subject: str, body: str) -> str:
+def queue_mail(session: Session, keys: InstanceKeys, to: str, subject: str, body: str) -> str:
     """Store a mail in ``session``'s transaction; returns its id for :func:`deliver`."""
     mail_id = new_id()
     message = json.dumps({"subject": subject, "body": body}).encode()
@@ -166,11 +168,53 @@ def deliver_due(cfg: Config, keys: InstanceKeys, sessions: sessionmaker[Session]
     return sent
 
 
+class Courier:
+    """Each process's mail thread: sends each queued mail right after its request committed, and
+    the due retries every few seconds. The request does not wait for the mail server: a page
+    that sends a mail answers as fast as one that sends none (no account enumeration by timing),
+    and a hanging mail server delays no other background duty (back-channel logouts)."""
+
+    def __init__(
+        self, cfg: Config, keys: InstanceKeys, sessions: sessionmaker[Session], interval: float = 5.0
+    ) -> None:
+        self._cfg, self._keys, self._sessions, self._interval = cfg, keys, sessions, interval
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Start the thread (once per process, after a fork: in the worker that uses it)."""
+        with self._lock:
+            if not self._started:
+                self._started = True
+                threading.Thread(target=self._run, daemon=True, name="cityid-mail").start()
+
+    def post(self, mail_id: str) -> None:
+        """Send this committed mail soon; if the process dies first, the retries send it."""
+        self.start()
+        self._queue.put(mail_id)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                mail_id: str | None = self._queue.get(timeout=self._interval)
+            except queue.Empty:
+                mail_id = None
+            try:
+                if mail_id is not None:
+                    deliver(self._cfg, self._keys, self._sessions, mail_id)
+                else:
+                    deliver_due(self._cfg, self._keys, self._sessions)
+            except Exception:  # keep the thread alive; the outbox keeps what was not sent
+                log.exception("mail delivery failed")
+
+
 def send_after_commit(to: str, subject: str, body: str) -> None:
-    """In a request: queue the mail in the request's transaction and send it once that commits."""
+    """In a request: queue the mail in the request's transaction; once that has committed, the
+    process's :class:`Courier` sends it (never if the request rolls back)."""
     from idp import uow
     from idp.runtime import runtime
 
     rt = runtime()
-    mail_id = queue(uow.db(), rt.keys, to, subject, body)
-    uow.after_commit(lambda: deliver(rt.config, rt.keys, rt.sessions, mail_id))
+    mail_id = queue_mail(uow.db(), rt.keys, to, subject, body)
+    uow.after_commit(lambda: rt.courier.post(mail_id))

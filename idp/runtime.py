@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app
 from sqlalchemy import Engine
@@ -12,6 +13,9 @@ from idp.config import Config
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 
+if TYPE_CHECKING:
+    from idp.mail import Courier
+
 
 @dataclass
 class Runtime:
@@ -20,6 +24,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     keys: InstanceKeys
     key_cache: KeyCache
+    courier: Courier  # sends mails after their request committed (idp.mail)
 
 
 def runtime() -> Runtime:

@@ -41,18 +41,17 @@ def purge_expired(session: Any, now: Any) -> None:
 
 
 def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
-    """Deliver back-channel logouts and mails left in the outbox, purge expired rows, until
-    stopped."""
+    """Deliver back-channel logouts and purge expired rows, until stopped (mails have their own
+    thread: idp.mail.Courier)."""
     from db import transaction, utcnow
-    from idp import mail
     from idp.oauth.backchannel import deliver_due
 
     rt = app.extensions["cityid"]
+    rt.courier.start()  # retries of mails left in the outbox, also before this worker sends one
     ticks = 0
     while not stop.wait(interval):
         try:
             deliver_due(rt.sessions, rt.key_cache)
-            mail.deliver_due(rt.config, rt.keys, rt.sessions)
             ticks += 1
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:

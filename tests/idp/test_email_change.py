@@ -101,6 +101,8 @@ def test_address_changes_only_after_the_link_sent_to_the_new_address_is_followed
     assert _address(idp, account_id) == "alt@example.org"
     assert _confirm(Browser(idp), link).status_code == 200
     assert _address(idp, account_id) == "neu@example.org"
+    with inbox.cond:  # the mail thread sends it right after the request
+        assert inbox.cond.wait_for(lambda: len(_mails_to(inbox, "alt@example.org")) >= 2, 10)
     changed = [m for m in _mails_to(inbox, "alt@example.org") if "ne***@example.org" in _body(m)]
     assert len(changed) == 2  # requested, then done
 

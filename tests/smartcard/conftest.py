@@ -6,6 +6,7 @@ import email
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from email import policy
 from pathlib import Path
@@ -101,13 +102,16 @@ def register(world: World, browser: Browser, address: str) -> None:
     )
     assert r.status_code == 200, r.text
     link = None
-    for eml in sorted(idp.config.outbox_dir.glob("*.eml")):
-        msg = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
-        if address in str(msg["To"]):
-            body = msg.get_body(preferencelist=("plain",))
-            assert body is not None
-            m = re.search(r"(http\S+/verify\?token=\S+)", body.get_content())
-            link = m.group(1) if m else None
+    deadline = time.monotonic() + 10  # the mail thread writes it right after the request
+    while link is None and time.monotonic() < deadline:
+        for eml in sorted(idp.config.outbox_dir.glob("*.eml")):
+            msg = email.message_from_bytes(eml.read_bytes(), policy=policy.default)
+            if address in str(msg["To"]):
+                body = msg.get_body(preferencelist=("plain",))
+                assert body is not None
+                m = re.search(r"(http\S+/verify\?token=\S+)", body.get_content())
+                link = m.group(1) if m else None
+        time.sleep(0.02)
     assert link, "no verification mail"
     assert browser.confirm_link(link).status_code == 200
 
