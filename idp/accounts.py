@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+import idna
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,7 +18,10 @@ from idp.instance import InstanceKeys, normalise_email
 from idp.models import Account, EmailToken
 
 # Deliberately simple: one @, no spaces, a dot in the domain; the verification link proves it.
-EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# No white space, no control characters and none of RFC 5322's specials, which would let an
+# address written into a mail header name another recipient ("a<b@example.org").
+_ATOM = r"[^@\s\x00-\x1f\x7f<>()\[\]\\,;:\"]"
+EMAIL_RE = re.compile(rf"^{_ATOM}{{1,64}}@{_ATOM}+\.{_ATOM}{{2,}}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 
@@ -61,9 +65,22 @@ def check_password_policy(password: str) -> None:
 def checked_email(email: str) -> str:
     """The normalised address, or :class:`InvalidEmail`."""
     email = normalise_email(email)
-    if len(email) > 254 or not EMAIL_RE.match(email):
+    if len(email) > 254 or not EMAIL_RE.match(email) or not _domain_as_written(email.rpartition("@")[2]):
         raise InvalidEmail("not a valid e-mail address")
     return email
+
+
+def _domain_as_written(domain: str) -> bool:
+    """An internationalised domain must be written as IDNA writes it back (RFC 5891/UTS 46):
+    invisible characters (zero-width space, soft hyphen) and full-width letters, which the
+    mapping drops or folds, would make one mailbox look like many addresses (many accounts, and
+    a way round the one-mail-a-minute limit)."""
+    if domain.isascii():
+        return True
+    try:
+        return bool(idna.decode(idna.encode(domain, uts46=True)) == domain)
+    except idna.IDNAError:
+        return False
 
 
 def create_account(

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
+import idna
+
 LEVEL_LOW = "http://eidas.europa.eu/LoA/low"
 LEVEL_SUBSTANTIAL = "http://eidas.europa.eu/LoA/substantial"
 LEVEL_HIGH = "http://eidas.europa.eu/LoA/high"
@@ -184,6 +186,11 @@ def issuer_problem(issuer: str) -> str | None:
         port = parts.port
     except ValueError:
         return f"the issuer {issuer!r} has an invalid port"
+    if not hostname.isascii():
+        try:
+            hostname = idna.encode(hostname, uts46=True).decode()  # browsers send the xn-- form
+        except idna.IDNAError:
+            return f"the issuer {issuer!r} has an invalid host name"
     browser_origin = f"{parts.scheme}://{_host_for_url(hostname)}"
     if port is not None and port != {"https": 443, "http": 80}[parts.scheme]:
         browser_origin += f":{port}"

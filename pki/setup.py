@@ -323,7 +323,7 @@ def check_key_store(session: Session, settings: CaSettings, store: KeyStore, bas
     if session.execute(select(CaAuthority.id).limit(1)).first() is None:
         return None
     try:
-        load_ca(session, settings, store, base_url)
+        load_ca(session, settings, store, base_url).signer()
         refs = session.execute(
             select(CaAuthority.key_ref).where(CaAuthority.kind == OCSP_SIGNER, CaAuthority.active.is_(True))
         ).scalars()

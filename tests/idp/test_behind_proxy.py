@@ -106,6 +106,7 @@ def test_published_urls_come_from_the_issuer_never_from_the_host_header(proxied:
         ("https://Login.Example.org", "https://login.example.org"),
         ("HTTPS://login.example.org", "https://login.example.org"),
         ("https://login.example.org:99999", "invalid port"),
+        ("https://login.münchen.de", "https://login.xn--mnchen-3ya.de"),
     ],
 )
 def test_issuer_must_be_an_https_origin_without_path_query_fragment_rfc8414_2(

@@ -241,11 +241,14 @@ def test_a_machine_without_the_ocsp_signer_key_answers_internal_error_rfc6960_2_
         app.extensions["cityid"].engine.dispose()
 
 
-def test_serve_refuses_to_start_on_a_machine_that_cannot_read_the_ca_keys(file_store_instance: Path) -> None:
+@pytest.mark.parametrize("missing", ["ocsp-*", "issuing-*"])
+def test_serve_refuses_to_start_on_a_machine_that_cannot_read_the_ca_keys(
+    file_store_instance: Path, missing: str
+) -> None:
     import subprocess
     import sys
 
-    keys = list((file_store_instance / "ca-keys").glob("*ocsp*"))
+    keys = list((file_store_instance / "ca-keys").glob(missing))
     assert keys
     for key in keys:
         key.unlink()
