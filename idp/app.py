@@ -12,7 +12,7 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
-from idp import browser, uow
+from idp import browser, cors, uow
 from idp.config import Config, issuer_problem
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
@@ -105,6 +105,13 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     browser.init_app(app)
     security_headers = _security_headers(config.issuer)
     app.after_request(security_headers)
+
+    @app.after_request
+    def _cors(response: Response) -> Response:
+        if request.path in cors.CORS_PATHS:
+            preflight = cors.is_preflight(request.method, request.headers)
+            response.headers.extend(cors.PREFLIGHT if preflight else cors.SIMPLE)
+        return response
 
     from idp.oauth.server import create_server
 

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import uow
+from idp import cors, uow
 from idp.oauth import dpop, mtls
 from idp.oauth.server import oversized
 from idp.runtime import runtime
@@ -114,6 +114,13 @@ class TokenEndpoint:
         return [body]
 
     def handle(self, req: TokenRequest) -> Response:
+        resp = self._handle(req)
+        resp.headers.extend(cors.PREFLIGHT if cors.is_preflight(req.method, req.headers) else cors.SIMPLE)
+        return resp
+
+    def _handle(self, req: TokenRequest) -> Response:
+        if cors.is_preflight(req.method, req.headers):
+            return Response(status=204)
         if req.method != "POST":  # RFC 6749 §3.2
             resp = _json(405, {"error": "invalid_request", "error_description": "use POST"})
             resp.headers["Allow"] = "POST"
