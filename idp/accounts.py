@@ -65,21 +65,23 @@ def check_password_policy(password: str) -> None:
 def checked_email(email: str) -> str:
     """The normalised address, or :class:`InvalidEmail`."""
     email = normalise_email(email)
-    if len(email) > 254 or not EMAIL_RE.match(email) or not _domain_as_written(email.rpartition("@")[2]):
+    local, _, domain = email.rpartition("@")
+    if len(email) > 254 or not EMAIL_RE.match(email) or "=?" in local or not _domain_as_written(domain):
         raise InvalidEmail("not a valid e-mail address")
     return email
 
 
 def _domain_as_written(domain: str) -> bool:
-    """An internationalised domain must be written as IDNA writes it back (RFC 5891/UTS 46):
-    invisible characters (zero-width space, soft hyphen) and full-width letters, which the
-    mapping drops or folds, would make one mailbox look like many addresses (many accounts, and
-    a way round the one-mail-a-minute limit)."""
-    if domain.isascii():
-        return True
+    """A host name (RFC 5890 LDH or IDN labels, no trailing dot) written as IDNA writes it back
+    in Unicode (RFC 5891, UTS 46): one spelling per mailbox. Invisible characters (zero-width
+    space, soft hyphen) and full-width letters, which the mapping drops or folds, the xn-- form
+    of a Unicode domain and RFC 2047 encoded-words would each make one mailbox look like many
+    addresses (many accounts, and a way round the one-mail-a-minute limit)."""
+    if domain.endswith("."):
+        return False
     try:
         return bool(idna.decode(idna.encode(domain, uts46=True)) == domain)
-    except idna.IDNAError:
+    except (idna.IDNAError, UnicodeError):
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from idp.config import Config
@@ -40,4 +41,5 @@ class InstanceKeys:
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    # NFC: "ü" typed as u + combining diaeresis is the same address as the precomposed one
+    return unicodedata.normalize("NFC", email.strip()).lower()

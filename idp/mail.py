@@ -20,6 +20,7 @@ import queue
 import smtplib
 import ssl
 import threading
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
@@ -60,9 +61,12 @@ def smtp_address(address: str) -> str:
 
 def send(cfg: Config, to: str, subject: str, body: str) -> None:
     """Hand one message to the mail server (or write it to the development outbox)."""
+    address = smtp_address(to)
     msg = EmailMessage()
     msg["From"] = cfg.smtp.sender
-    msg["To"] = smtp_address(to)
+    msg["To"] = address
+    if str(msg["To"]) != address:  # e.g. RFC 2047 encoded-words, which the header parser decodes
+        raise MailError("the address does not survive a mail header unchanged")
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = make_msgid(domain="cityid")
@@ -77,7 +81,7 @@ def send(cfg: Config, to: str, subject: str, body: str) -> None:
                 smtp.starttls(context=ssl.create_default_context())
             if cfg.smtp.username:
                 smtp.login(cfg.smtp.username, cfg.smtp.password)
-            smtp.send_message(msg, to_addrs=[msg["To"]])  # the envelope: exactly this address
+            smtp.send_message(msg, to_addrs=[address])  # the envelope: exactly the checked address
     except (OSError, smtplib.SMTPException) as exc:
         raise MailError(f"could not send mail: {exc}") from exc
 
@@ -181,6 +185,7 @@ class Courier:
         self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._started = False
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         """Start the thread (once per process, after a fork: in the worker that uses it)."""
@@ -194,16 +199,25 @@ class Courier:
         self.start()
         self._queue.put(mail_id)
 
+    def stop(self) -> None:
+        """End the thread after what it is doing (tests; a worker's shutdown)."""
+        self._stopped.set()
+        self._queue.put("")
+
     def _run(self) -> None:
-        while True:
+        retried = time.monotonic()
+        while not self._stopped.is_set():
+            wait = max(0.0, self._interval - (time.monotonic() - retried))
             try:
-                mail_id: str | None = self._queue.get(timeout=self._interval)
+                mail_id = self._queue.get(timeout=wait)
             except queue.Empty:
-                mail_id = None
+                mail_id = ""
             try:
-                if mail_id is not None:
+                if mail_id:
                     deliver(self._cfg, self._keys, self._sessions, mail_id)
-                else:
+                # the retries on a clock of their own: steady new mail must not starve them
+                if not self._stopped.is_set() and time.monotonic() - retried >= self._interval:
+                    retried = time.monotonic()
                     deliver_due(self._cfg, self._keys, self._sessions)
             except Exception:  # keep the thread alive; the outbox keeps what was not sent
                 log.exception("mail delivery failed")

@@ -182,6 +182,7 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
     yield start
     for srv, app in servers:
         srv.shutdown()
+        app.extensions["cityid"].courier.stop()
         app.extensions["cityid"].engine.dispose()
 
 

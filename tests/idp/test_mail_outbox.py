@@ -190,6 +190,10 @@ def test_an_address_with_an_internationalised_domain_gets_its_link_rfc5891(
         "victim@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org",  # full-width letters, folded to ASCII
         "a<b@example.org",  # a mail header would read the address in the angle brackets
         "a,b@example.org",
+        "=?utf-8?q?victim?=@example.org",  # RFC 2047 encoded-words, decoded by header parsers
+        "victim@=?utf-8?q?example.org?=",
+        "anna@xn--mller-kva.de",  # the xn-- spelling of müller.de: one mailbox, two addresses
+        "victim@example.org.",  # a trailing dot
     ],
 )
 def test_addresses_that_would_reach_another_mailbox_are_refused(idp_factory: Any, address: str) -> None:
@@ -197,3 +201,26 @@ def test_addresses_that_would_reach_another_mailbox_are_refused(idp_factory: Any
     r = _register(Browser(idp), address)
     assert r.status_code == 400
     assert _outbox(idp) == []
+
+
+def test_steady_new_mail_does_not_starve_the_retries(idp_factory: Any) -> None:
+    idp = idp_factory()  # mails go to the data dir's outbox directory
+    with transaction(idp.sessions()) as s:
+        left = mail.queue_mail(s, idp.keys, "left@example.org", "left behind", "by a worker that died")
+    courier = mail.Courier(idp.config, idp.keys, idp.sessions(), interval=0.5)
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and any(r.id == left for r in _outbox(idp)):
+            with transaction(idp.sessions()) as s:
+                fresh = mail.queue_mail(s, idp.keys, "new@example.org", "new", "mail")
+            courier.post(fresh)  # a new mail every 0.2 s: the queue never waits a whole interval
+            time.sleep(0.2)
+        assert not any(r.id == left for r in _outbox(idp)), "the retry never ran"
+    finally:
+        courier.stop()
+
+
+def test_an_address_a_mail_header_would_rewrite_is_not_sent_anywhere_else(idp_factory: Any) -> None:
+    idp = idp_factory()
+    with pytest.raises(mail.MailError):
+        mail.send(idp.config, "=?utf-8?q?victim?=@example.org", "s", "b")  # stored before the check
