@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, exc
+from sqlalchemy import DateTime, Engine, MetaData, Select, create_engine, event, exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -155,6 +155,15 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def first_unclaimed(session: Session, query: Select[Any]) -> Any:
+    """The first row of ``query``, locked for this transaction; on PostgreSQL, rows another
+    worker has locked are skipped (``SKIP LOCKED``), on SQLite the write lock taken at BEGIN
+    serialises the claimers. For outboxes whose rows each worker claims with a lease."""
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return session.execute(query.limit(1)).scalar()
 
 
 def import_all_models() -> None:

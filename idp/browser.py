@@ -18,6 +18,7 @@ from sqlalchemy import delete
 
 from db import utcnow
 from idp import uow
+from idp.config import LOOPBACK_HOSTS
 from idp.crypto import keyed_digest, random_token
 from idp.models import Account, LoginSession
 from idp.runtime import runtime
@@ -32,7 +33,7 @@ def cookie_name() -> str:
 
 def _secure() -> bool:
     parts = urlsplit(runtime().config.issuer)
-    return not (parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+    return not (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
 def _keys():  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import audit, new_id
-from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
+from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL, LOOPBACK_HOSTS
 from idp.crypto import random_token
 from idp.instance import InstanceKeys
 from idp.models import Client
@@ -49,7 +49,7 @@ def _check_uri(uri: str, *, what: str) -> None:
         raise ClientError(f"{what} must not have a fragment: {uri}")
     if parts.scheme == "https" and parts.netloc:
         return
-    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+    if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
         return  # RFC 8252 §7.3 loopback, and local development
     if parts.scheme and parts.scheme not in ("http", "https", "javascript", "data") and "." in parts.scheme:
         return  # RFC 8252 §7.1 private-use scheme of a native app (reverse domain name)

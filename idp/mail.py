@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import audit, new_id, transaction, utcnow
+from db import audit, first_unclaimed, new_id, transaction, utcnow
 from idp.config import Config
 from idp.instance import InstanceKeys
 from idp.models import MailOutbox
@@ -108,10 +108,7 @@ def _claim(sessions: sessionmaker[Session], mail_id: str | None) -> tuple[str, b
         q = select(MailOutbox).where(MailOutbox.next_attempt_at <= now)
         if mail_id is not None:
             q = q.where(MailOutbox.id == mail_id)
-        q = q.order_by(MailOutbox.next_attempt_at).limit(1)
-        if s.get_bind().dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        row = s.execute(q).scalar()
+        row = first_unclaimed(s, q.order_by(MailOutbox.next_attempt_at))
         if row is None:
             return None
         row.attempts += 1

@@ -18,7 +18,7 @@ from joserfc.errors import JoseError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from db import audit, transaction, utcnow
+from db import audit, first_unclaimed, transaction, utcnow
 from idp.crypto import random_token
 from idp.keys import KeyCache
 from idp.models import Client, Grant, LoginSession, LogoutOutbox
@@ -179,11 +179,8 @@ def _claim_one(sessions: sessionmaker[Session], keys: KeyCache) -> Delivery | No
                 LogoutOutbox.next_attempt_at <= now,
             )
             .order_by(LogoutOutbox.next_attempt_at)
-            .limit(1)
         )
-        if s.get_bind().dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        r = s.execute(q).scalar()
+        r = first_unclaimed(s, q)
         if r is None:
             return None
         r.attempts += 1

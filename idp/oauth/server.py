@@ -722,6 +722,27 @@ class PublicUrlRequest(FlaskOAuth2Request):  # type: ignore[misc]
         self.payload = FlaskOAuth2Payload(request)
 
 
+def endpoint_proof(headers: Any, path: str) -> dpop.DpopProof | None:
+    """The DPoP proof of a POST to our endpoint ``path`` (/token, /par), or None without one
+    (RFC 9449 §4.3: htu is the endpoint's public URL; a server nonce where configured, §8)."""
+    rt = runtime()
+    return dpop.pushed_proof(
+        uow.db(),
+        headers,
+        url=f"{rt.config.issuer}{path}",
+        nonce_key=rt.keys.token,
+        require_nonce=rt.config.dpop_require_nonce,
+    )
+
+
+def with_dpop_nonce(resp: Any) -> Any:
+    """``resp`` with a fresh server nonce when nonces are required (RFC 9449 §8, §8.2)."""
+    rt = runtime()
+    if rt.config.dpop_require_nonce:
+        resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
+    return resp
+
+
 class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     issuer = ""  # set by create_server
 

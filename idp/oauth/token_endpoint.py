@@ -23,7 +23,7 @@ from werkzeug.wrappers import Request
 from db import utcnow
 from idp import cors, uow
 from idp.oauth import dpop, mtls
-from idp.oauth.server import oversized
+from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -67,13 +67,7 @@ def token_response(req: Request, srv: Any) -> Response:
         cert = mtls.presented(req.headers, rt.config.mtls_client_cert_header)
         if cert is not None:  # RFC 8705 §3: bind the tokens to this device certificate
             g.mtls = mtls.device_certificate(uow.db(), cert, utcnow())
-        proof = dpop.pushed_proof(
-            uow.db(),
-            req.headers,
-            url=f"{rt.config.issuer}{PATH}",
-            nonce_key=rt.keys.token,
-            require_nonce=rt.config.dpop_require_nonce,
-        )
+        proof = endpoint_proof(req.headers, PATH)
         if proof is not None:
             g.dpop = proof
     except mtls.MtlsError as exc:
@@ -81,13 +75,11 @@ def token_response(req: Request, srv: Any) -> Response:
         return _json(401, {"error": exc.error, "error_description": exc.description})
     except dpop.DpopError as exc:
         _refusal(req, f"{exc.error}: {exc.description}")
-        resp = _json(400, {"error": exc.error, "error_description": exc.description})  # RFC 9449 §5
-        if rt.config.dpop_require_nonce:
-            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
-        return resp
+        # RFC 9449 §5
+        return with_dpop_nonce(_json(400, {"error": exc.error, "error_description": exc.description}))
     resp: Response = srv.create_token_response(req)
-    if proof is not None and rt.config.dpop_require_nonce:
-        resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # RFC 9449 §8.2: a fresh one
+    if proof is not None:
+        with_dpop_nonce(resp)  # RFC 9449 §8.2: a fresh one
     if resp.status_code >= 400:
         body = resp.get_json(silent=True) or {}
         _refusal(req, f"{body.get('error')}: {body.get('error_description', '')}")
@@ -114,13 +106,15 @@ class TokenEndpoint:
         return [body]
 
     def handle(self, req: TokenRequest) -> Response:
+        if cors.is_preflight(req.method, req.headers):
+            resp = Response(status=204)
+            resp.headers.extend(cors.PREFLIGHT)
+            return resp
         resp = self._handle(req)
-        resp.headers.extend(cors.PREFLIGHT if cors.is_preflight(req.method, req.headers) else cors.SIMPLE)
+        resp.headers.extend(cors.SIMPLE)
         return resp
 
     def _handle(self, req: TokenRequest) -> Response:
-        if cors.is_preflight(req.method, req.headers):
-            return Response(status=204)
         if req.method != "POST":  # RFC 6749 §3.2
             resp = _json(405, {"error": "invalid_request", "error_description": "use POST"})
             resp.headers["Allow"] = "POST"

@@ -26,7 +26,15 @@ from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, par
-from idp.oauth.server import ALL_AUTH, OAuthClient, key_cache, oversized, principal_for
+from idp.oauth.server import (
+    ALL_AUTH,
+    OAuthClient,
+    endpoint_proof,
+    key_cache,
+    oversized,
+    principal_for,
+    with_dpop_nonce,
+)
 from idp.runtime import runtime
 from policies import AskStep, Refused, Satisfied, Step, next_step, required_level
 
@@ -477,18 +485,9 @@ def pushed_authorization_request() -> Any:
     try:
         # RFC 9449 §10.1: a DPoP proof at the PAR endpoint binds the code to its key, as
         # dpop_jkt does; both present, they must name the same key.
-        proof = dpop.pushed_proof(
-            uow.db(),
-            request.headers,
-            url=f"{rt.config.issuer}/par",
-            nonce_key=rt.keys.token,
-            require_nonce=rt.config.dpop_require_nonce,
-        )
+        proof = endpoint_proof(request.headers, "/par")
     except dpop.DpopError as exc:
-        resp = _par_error(400, exc.error, exc.description)
-        if rt.config.dpop_require_nonce:
-            resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)  # RFC 9449 §8
-        return resp
+        return with_dpop_nonce(_par_error(400, exc.error, exc.description))  # RFC 9449 §8
     if proof is not None:
         if dpop_jkt is None:
             params.append(("dpop_jkt", proof.jkt))
