@@ -159,7 +159,12 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
 
     def start(*, host: str = "127.0.0.1", **over: Any) -> Idp:
         """``host``: the issuer's host name, e.g. ``localhost`` for WebAuthn (an IP is no RP ID)."""
-        port = free_port()
+        # The socket is bound now and handed to the server later: a port only looked up here
+        # could be taken meanwhile (e.g. as the local port of a database connection).
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = int(listener.getsockname()[1])
         issuer = over.pop("issuer", f"http://{host}:{port}")
         cfg = make_config(tmp_path / f"data{port}", db_url, issuer, **over)
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +173,8 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
             ensure_keys(s, cfg.key_passphrase)
         engine.dispose()
         app = create_app(cfg)
-        srv = make_server("127.0.0.1", port, app, threaded=True)
+        srv = make_server("127.0.0.1", port, app, threaded=True, fd=listener.fileno())
+        listener.close()  # the server holds its own duplicate of the socket
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append((srv, app))
         return Idp(
