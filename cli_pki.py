@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import pki
@@ -25,6 +26,7 @@ from db import make_engine, make_session_factory
 from idp.config import Config, load_config
 from pki import crl
 from pki.certpolicy import PLACEHOLDER_POLICY_ARC
+from pki.serials import parse_serial
 from pki.setup import rotate_ocsp_signer
 
 P = ParamSpec("P")
@@ -80,8 +82,15 @@ def refusals(func: Callable[P, R]) -> Callable[P, R]:
 
 @contextmanager
 def _session(cfg: Config) -> Iterator[Session]:
+    from db.migrate import SchemaMismatch, check_schema
+
     engine = make_engine(cfg.db_url, pool=False)
     try:
+        try:
+            check_schema(engine)  # as every other command: not on an unmigrated or newer schema
+        except SchemaMismatch as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(3)
         with make_session_factory(engine)() as session:
             yield session
     finally:
@@ -297,8 +306,31 @@ def cert_issue(
 def cert_revoke(data_dir: Path | None, serial: str, reason: str, as_json: bool) -> None:
     """Revoke a certificate (idempotent); OCSP and its CRL shard show it at once."""
     with _authority(data_dir) as (session, ca):
+        device_id = _active_device(session, parse_serial(serial))  # UnknownCertificate: a refusal
+        if device_id is not None:
+            # The device would stay an active factor, its sessions and tokens alive: that is
+            # what `cityid device revoke` ends too (ARCHITECTURE flow 6).
+            _fail(
+                as_json,
+                "device_certificate",
+                f"this certificate belongs to the citizen's device {device_id}: revoke it with "
+                f"`cityid device revoke {device_id}`, which also revokes the certificate and ends "
+                "the sessions and tokens bound to the device",
+            )
         st = pki.revoke(session, ca, serial, reason, actor=ACTOR)
     _emit(as_json, _status_dict(st), _status_text(st))
+
+
+def _active_device(session: Session, serial: str) -> str | None:
+    """The enrolled, not removed device whose certificate this is, if any."""
+    try:
+        from smartcard.models import Device
+    except ModuleNotFoundError:  # installed without the smartcard package
+        return None
+    found = session.execute(
+        select(Device.id).where(Device.cert_serial == serial, Device.revoked_at.is_(None))
+    ).scalar()
+    return str(found) if found is not None else None
 
 
 @cert_group.command("reinstate")

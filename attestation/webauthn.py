@@ -312,10 +312,17 @@ def load_mds3(
         statuses = {str(r.status) for r in entry.status_reports}
         keys = [bytes(entry.aaguid)] if entry.aaguid else []
         keys += list(entry.attestation_certificate_key_identifiers or [])
+        # FIDO MDS3 §3.1.4 ATTESTATION_KEY_COMPROMISE: with `certificate`, only attestations
+        # chaining to that certificate are refused; without one, every new registration of the
+        # model is (the leaked key could sign any attestation).
+        whole_model = False
         for report in entry.status_reports:
-            if str(report.status) == "ATTESTATION_KEY_COMPROMISE" and report.certificate:
-                compromised_certs.add(bytes(report.certificate))
-        if statuses & (_BAD_STATUSES - {"ATTESTATION_KEY_COMPROMISE"}):
+            if str(report.status) == "ATTESTATION_KEY_COMPROMISE":
+                if report.certificate:
+                    compromised_certs.add(bytes(report.certificate))
+                else:
+                    whole_model = True
+        if whole_model or statuses & (_BAD_STATUSES - {"ATTESTATION_KEY_COMPROMISE"}):
             compromised.update(k for k in keys if len(k) == 16)
             continue
         statement = entry.metadata_statement

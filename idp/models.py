@@ -80,7 +80,8 @@ class Grant(Base):
     auth_time: Mapped[int | None]
     acr: Mapped[str | None] = mapped_column(String(80))
     amr: Mapped[str] = mapped_column(Text, default="[]")
-    cnf_jkt: Mapped[str | None] = mapped_column(String(64))
+    cnf_jkt: Mapped[str | None] = mapped_column(String(64))  # RFC 9449 §5: DPoP key (public clients)
+    cnf_x5t: Mapped[str | None] = mapped_column(String(64))  # RFC 8705 §4: device certificate (same)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[dt.datetime | None]
     revoked_reason: Mapped[str | None] = mapped_column(String(100))

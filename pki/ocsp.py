@@ -217,6 +217,9 @@ def _utc(value: dt.datetime | str) -> dt.datetime:
 def sign(session: Session, ca: CertificateAuthority, question: Question, now: dt.datetime) -> OcspAnswer:
     """Sign a fresh answer from the certificate's row; cache it when it carries no nonce."""
     serial = question.stored_serial
+    # The signer first: renewing it commits the session (issue_batch), which would release the
+    # row lock below and let a revocation slip between our read and our cache write.
+    signer = current_ocsp_signer(session, ca, now=now)
     # lock the row: a revocation in flight cannot slip between our read and our cache write
     lock = question.nonce is None
     row = session.get(CaCertificate, serial, with_for_update=lock) if serial is not None else None
@@ -236,7 +239,6 @@ def sign(session: Session, ca: CertificateAuthority, question: Question, now: dt
         reason = _FLAGS.get(row.revocation_reason or 0)
     else:
         status, status_name = ocsp.OCSPCertStatus.GOOD, "good"
-    signer = current_ocsp_signer(session, ca, now=now)
     this_update = now.replace(microsecond=0)
     validity = dt.timedelta(minutes=ca.settings.ocsp_validity_minutes)
     name_hash, key_hash = ca.ocsp_issuer_hashes[question.algorithm]

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 import pki
+from pki.models import CaCertificate
 from policies import Level
 from smartcard import challenges, proof, sql
 from smartcard.errors import (
@@ -106,8 +107,9 @@ def start(
         and live.level == level
     ):
         return _pending_view(live)
-    if live is not None and live.state == PENDING:
-        live.state = DENIED  # superseded: a different request now waits
+    if live is not None:
+        # superseded (pending, or approved and not yet taken): a different request now waits
+        live.state = DENIED
     _, row = challenges.create(
         session,
         purpose=AUTH,
@@ -208,17 +210,32 @@ def status(
 
 
 def take(
-    session: Session, public_id: str, *, account_id: str, session_sid: str, now: dt.datetime
+    session: Session,
+    public_id: str,
+    *,
+    account_id: str,
+    session_sid: str,
+    now: dt.datetime,
+    service_name: str,
+    amount: str | None,
+    level: Level,
 ) -> Approval:
-    """The browser takes an approval, once; returns the approving device's level."""
+    """The browser takes an approval, once, for the request it is waiting for now: what the
+    citizen approved on the device (service, amount, level) must be what it completes (dynamic
+    linking, PSD2 RTS (EU) 2018/389 Art. 5). Returns the approving device's level."""
     row = _own(session, public_id, account_id, session_sid)
     if row.state != APPROVED:
         raise InvalidChallenge(f"challenge is {row.state}")
+    if (row.service_name, row.amount, row.level) != (service_name[:MAX_SERVICE], amount, int(level)):
+        raise InvalidChallenge("the approval was for another request than the one waiting now")
     if row.expires_at <= now:
         raise InvalidChallenge("challenge expired")
     device = session.get(Device, row.device_id) if row.device_id else None
     if device is None or device.revoked_at is not None:
         raise InvalidChallenge("the approving device was removed")
+    certificate = session.get(CaCertificate, device.cert_serial)
+    if certificate is None or certificate.status != "issued":  # e.g. revoked for key compromise
+        raise InvalidChallenge("the approving device's certificate is no longer good")
     result = session.execute(
         update(Challenge)
         .where(Challenge.id == row.id, Challenge.state == APPROVED)
@@ -227,8 +244,8 @@ def take(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise InvalidChallenge("approval already used")
-    level = Level(device.max_level) if device.max_level else None
-    return Approval(row.public_id, row.account_id, device.id, APPROVED, level)
+    device_level = Level(device.max_level) if device.max_level else None
+    return Approval(row.public_id, row.account_id, device.id, APPROVED, device_level)
 
 
 def _own(session: Session, public_id: str, account_id: str, session_sid: str) -> Challenge:

@@ -60,6 +60,7 @@ class EnrolResult:
     max_level: Level | None
     reason_code: str
     reason_text: str
+    replaced_fingerprint_sha256: str | None = None  # a renewal: the certificate it superseded
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,17 @@ def summary(result: AttestationResult | None) -> str:
     )
 
 
+def csr_key(csr_data: bytes) -> bytes:
+    """The SPKI (DER) of the key a CSR certifies, after its proof of possession: RFC 2986 §3 /
+    RFC 4211 §4, the CSR is signed by that key."""
+    try:
+        csr = pki.load_csr(csr_data)
+        check_proof_of_possession(csr)
+    except pki.PkiError as exc:
+        raise InvalidCsr(f"{exc.code}: {exc.detail}") from exc
+    return csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
 def check_key(
     settings: SmartcardSettings,
     csr_data: bytes,
@@ -112,13 +124,7 @@ def check_key(
     now: dt.datetime,
 ) -> CheckedKey:
     """CSR proof of possession, attestation bound to ``challenge``, same key, policy."""
-    # RFC 2986 §3 / RFC 4211 §4: the CSR is signed by the key it certifies (proof of possession)
-    try:
-        csr = pki.load_csr(csr_data)
-        check_proof_of_possession(csr)
-    except pki.PkiError as exc:
-        raise InvalidCsr(f"{exc.code}: {exc.detail}") from exc
-    csr_spki = csr.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    csr_spki = csr_key(csr_data)
     result: AttestationResult | None = None
     if evidence is None:
         if not settings.allow_software_keys:

@@ -95,3 +95,12 @@ class UnknownDevice(SmartcardError):
     code = "not_found"
     status = 404
     description = "no such device"
+
+
+class StepUpRequired(SmartcardError):
+    code = "step_up_required"
+    status = 403
+    description = (
+        "this account already has a means at substantial: adding a device needs a fresh "
+        "authorization at substantial (acr_values) first"
+    )

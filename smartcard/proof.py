@@ -141,8 +141,8 @@ def check_certificate(
     """A device certificate we issued, valid now, not revoked, of an active device."""
     try:
         cert, _key = _parsed(der)
-    except ValueError as exc:
-        raise InvalidCertificate("x5c[0] is not a DER certificate") from exc
+    except (ValueError, JoseError) as exc:  # JoseError: a key that is not EC (RSA, Ed25519 …)
+        raise InvalidCertificate("x5c[0] is not a DER certificate with an EC key") from exc
     # RFC 5280 §6.1.3 (a)(2): the certificate validity period includes the current time
     if not _within(cert, now):
         raise InvalidCertificate("certificate expired or not yet valid", "the device certificate has expired")
@@ -211,7 +211,7 @@ def verify(
         raise InvalidProof("signature does not verify with the certificate's key")
     try:
         claims = json.loads(compact.payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise InvalidProof("payload is not JSON") from exc
     if not isinstance(claims, dict):
         raise InvalidProof("payload is not an object")
@@ -220,9 +220,12 @@ def verify(
         raise InvalidProof("jti, htm or htu missing")
     if not isinstance(iat, int) or isinstance(iat, bool):
         raise InvalidProof("iat missing")
-    if not hmac.compare_digest(htm, method):  # as RFC 9449 §4.3 (9)
+    # bytes: compare_digest refuses text with non-ASCII characters (a 500, not a refusal)
+    if not hmac.compare_digest(htm.encode(), method.encode()):  # as RFC 9449 §4.3 (9)
         raise InvalidProof("htm does not match the request")
-    if not hmac.compare_digest(htu.split("?")[0].rstrip("/"), url.split("?")[0].rstrip("/")):
+    if not hmac.compare_digest(
+        htu.split("?")[0].rstrip("/").encode(), url.split("?")[0].rstrip("/").encode()
+    ):
         raise InvalidProof("htu does not match the request")  # as RFC 9449 §4.3 (10)
     if abs(now.timestamp() - iat) > window.total_seconds():  # as RFC 9449 §4.3 (12)
         raise InvalidProof("iat outside the acceptable window")

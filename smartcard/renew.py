@@ -7,6 +7,7 @@ New key (or attestation required): fresh attestation bound to a renewal challeng
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pki
 from attestation import Evidence
 from policies import DeviceAssessment, Level, Reason
 from smartcard import challenges, proof
-from smartcard.enroll import CheckedKey, EnrolResult, certify, check_key, result_of
+from smartcard.enroll import CheckedKey, EnrolResult, certify, check_key, csr_key, result_of
 from smartcard.errors import AttestationFailed, InvalidRequest, RenewalNotAllowed
 from smartcard.models import RENEW, Device
 from smartcard.settings import SmartcardSettings
@@ -80,9 +81,10 @@ def renew(
         raise InvalidRequest("csr missing")
     csr = challenges.b64url_decode(csr_b64, "csr")
     evidence: Evidence | None = evidence_from_json(claims.get("attestation"))
-    checked = check_key(settings, csr, evidence, raw, now)
-    same_key = checked.spki_sha256 == device.spki_sha256
+    same_key = hashlib.sha256(csr_key(csr)).hexdigest() == device.spki_sha256
     if evidence is None and same_key:
+        # the unchanged key (the software-key policy was applied at enrolment: a key attested
+        # then cannot be attested again on Android, which is why this path exists)
         if settings.renew_requires_attestation:
             raise AttestationFailed("policy asks for fresh attestation on renewal")
         # key continuity is proven by the signature: the earlier attestation still describes it
@@ -97,7 +99,9 @@ def renew(
             ),
             summary=device.attestation,
         )
-    old_serial = device.cert_serial
+    else:
+        checked = check_key(settings, csr, evidence, raw, now)
+    old_serial, old_fingerprint = device.cert_serial, device.cert_fingerprint
     issued = certify(session, ca, settings, checked.csr, device.id, device.account_id)
     device.type = checked.device_type
     device.security_level = checked.security_level
@@ -112,7 +116,9 @@ def renew(
     session.flush()
     # RFC 5280 §5.3.1 superseded: the old certificate is replaced
     pki.revoke(session, ca, old_serial, "superseded", actor=device.account_id)
-    return result_of(device.id, issued, checked)
+    return dataclasses.replace(
+        result_of(device.id, issued, checked), replaced_fingerprint_sha256=old_fingerprint
+    )
 
 
 def fingerprint(der: bytes) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -22,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+
+from idp.crypto import equal
 
 MAX_HEADER = 8192
 
@@ -61,7 +62,12 @@ def presented(headers: Any, header_name: str) -> x509.Certificate | None:
 
 
 def thumbprint(cert: x509.Certificate) -> str:
-    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).digest()
+    return thumbprint_of_digest(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
+
+
+def thumbprint_of_digest(digest: bytes) -> str:
+    """RFC 8705 §3.1 x5t#S256: base64url of the SHA-256 of the certificate's DER (for a digest
+    already known, e.g. the CA's recorded fingerprint)."""
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
@@ -87,4 +93,4 @@ def device_certificate(session: Session, cert: x509.Certificate, now: dt.datetim
 
 def matches(bound: str, cert: x509.Certificate | None) -> bool:
     """RFC 8705 §3.2: the presented certificate's SHA-256 thumbprint equals ``cnf.x5t#S256``."""
-    return cert is not None and hmac.compare_digest(bound, thumbprint(cert))
+    return cert is not None and equal(bound, thumbprint(cert))

@@ -14,7 +14,7 @@ from flask_babel import gettext as _
 
 from db import utcnow
 from idp import browser, uow
-from idp.views.account import ACCOUNT_LINKS, local_time
+from idp.views.account import ACCOUNT_LINKS, local_time, may_change_strong_factors, notify_factor_change
 from smartcard import devices
 from smartcard.errors import SmartcardError
 
@@ -62,15 +62,24 @@ def rename(device_id: str) -> Any:
             uow.db(), account_id=acct.id, device_id=device_id[:40], name=request.form.get("name", "")
         )
     except SmartcardError as exc:
+        # the subject is the acting account: a device id from the URL could name another
+        # account and write into its security log (the id of a device not found is a detail)
         uow.record(
             action="smartcard.device_rename",
             outcome="denied",
             actor=acct.id,
-            subject=device_id[:40],
+            subject=acct.id,
             reason=exc.code,
+            details={"device_id": device_id[:40]},
         )
         return _page(acct, _("Please enter a name of 1 to 100 characters."), 400)
-    uow.record(action="smartcard.device_rename", outcome="success", actor=acct.id, subject=device_id[:40])
+    uow.record(
+        action="smartcard.device_rename",
+        outcome="success",
+        actor=acct.id,
+        subject=acct.id,
+        details={"device_id": device_id[:40]},
+    )
     return redirect("/account/devices", code=303)
 
 
@@ -82,6 +91,23 @@ def remove(device_id: str) -> Any:
         return redirect("/login")
     from idp.views.smartcard import ca_in, revoke_for
 
+    if not may_change_strong_factors(acct):  # else: remove the owner's device, then enrol one's own
+        uow.record(
+            action="smartcard.device_remove",
+            outcome="denied",
+            actor=acct.id,
+            subject=acct.id,
+            reason="step_up_required",
+            details={"device_id": device_id[:40]},
+        )
+        return _page(
+            acct,
+            _(
+                "To remove a device, first log in with a device, a security key or your ID card "
+                "(within the last ten minutes). A lost phone: ask the city's service desk to block it."
+            ),
+            403,
+        )
     try:
         revoked = revoke_for(uow.db(), ca_in(uow.db()))(
             device_id[:40], actor=acct.id, reason="removed by citizen", now=utcnow(), owner=acct.id
@@ -91,8 +117,9 @@ def remove(device_id: str) -> Any:
             action="smartcard.device_remove",
             outcome="denied",
             actor=acct.id,
-            subject=device_id[:40],
+            subject=acct.id,
             reason=exc.code,
+            details={"device_id": device_id[:40]},
         )
         return _page(acct, _("This device is not one of yours."), 404)
     uow.record(
@@ -103,6 +130,7 @@ def remove(device_id: str) -> Any:
         reason="removed by citizen",
         details={"device_id": revoked.device_id, "serial": revoked.serial, "grants": len(revoked.grant_ids)},
     )
+    notify_factor_change(acct, _("A device was removed from your account."))
     return redirect("/account/devices", code=303)
 
 

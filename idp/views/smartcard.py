@@ -18,7 +18,9 @@ Only views here: the decisions are in ``smartcard/``; this module maps them to H
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,18 +37,20 @@ from attestation import AndroidApp, AppIdentity, AppleApp, RevocationList, Trust
 from attestation.config import APPLE_APP_ATTEST_ROOT_FILES, GOOGLE_ROOT_FILES, packaged_roots
 from db import utcnow
 from idp import browser, levels, uow
-from idp.models import Client, Grant, LoginSession
+from idp.models import Account, Client, Grant, LoginSession
+from idp.oauth import mtls
 from idp.oauth.resource import ResourceError, authenticate
 from idp.oauth.server import revoke_grant
 from idp.ocsp_wsgi import load_issuing_ca
 from idp.runtime import runtime
+from idp.views.account import notify_factor_change
 from idp.views.auth import complete_step
 from idp.views.pki import pki_holder
-from policies import Level
+from policies import Level, parse_acr
 from smartcard import authenticate as pki2fa
 from smartcard import challenges, devices
 from smartcard.enroll import EnrolRequest, EnrolResult, enrol
-from smartcard.errors import InvalidProof, InvalidRequest, SmartcardError
+from smartcard.errors import InvalidProof, InvalidRequest, SmartcardError, StepUpRequired
 from smartcard.models import ENROL
 from smartcard.renew import renew, renewal_challenge
 from smartcard.revoke import RevokedDevice
@@ -64,7 +68,6 @@ DEVICE_SCHEME = "device"
 
 def settings_from_config() -> SmartcardSettings:
     """Built once per application from ``Config.smartcard`` (trust anchors, app identity)."""
-    import datetime as dt
 
     cfg = runtime().config
     sc = cfg.smartcard
@@ -239,6 +242,7 @@ def enroll() -> Any:
     except ResourceError as err:
         return err.response()
     try:
+        _may_enrol(account_id, str(claims.get("gid", "")))
         body = _body()
         csr = body.get("csr")
         if not isinstance(csr, str) or len(csr) > 16_000:
@@ -266,7 +270,34 @@ def enroll() -> Any:
         reason=f"{result.device_type}/{result.security_level}: max {_label(result.max_level)}",
         details={"device_id": result.device_id, "serial": result.serial, "assessment": result.reason_code},
     )
+    account = uow.db().get(Account, account_id)
+    if account is not None:
+        name = req.name[:100] if isinstance(req.name, str) and req.name.strip() else result.device_type
+        notify_factor_change(account, _("A device was added to your account: %(name)s.", name=name))
     return _ok(_enrol_json(result), 201)
+
+
+def _may_enrol(account_id: str, grant_id: str) -> None:
+    """A password alone must not add a device next to a means at substantial (a phished password
+    plus the attacker's own genuine phone would reach substantial): then the app's token must
+    come from an authorization at substantial within the last ten minutes (eIDAS 2015/1502
+    Annex 2.2.4; NIST SP 800-63B §6.1.2.1). The first device of an account is bound with the
+    password (docs/device-api.md), and the citizen is told by e-mail either way."""
+    account = uow.db().get(Account, account_id)
+    grant = uow.db().get(Grant, grant_id)
+    if account is None or grant is None or not levels.holds_strong_factor(uow.db(), account):
+        return
+    level = parse_acr(grant.acr) if grant.acr else None
+    # auth_time: the oldest factor the login counted (the app asks with max_age=600); a grant
+    # made now from a session that proved its device hours ago is not fresh
+    age = time.time() - grant.auth_time if grant.auth_time is not None else None
+    if (
+        level is None
+        or level < Level.SUBSTANTIAL
+        or age is None
+        or age > browser.RECENT_STRONG_FACTOR_SECONDS
+    ):
+        raise StepUpRequired("token of a login below substantial or with factors older than ten minutes")
 
 
 @bp.get("/api/smartcard/pending")
@@ -330,18 +361,42 @@ def renew_certificate() -> Any:
         result = renew(uow.db(), _ca(), settings(), token, url=_url(), now=utcnow())
     except SmartcardError as exc:
         return _error(exc, "smartcard.renew")
+    moved = _carry_certificate_binding(result)
     uow.record(
         action="smartcard.renew",
         outcome="success",
         actor=result.device_id,
         subject=result.device_id,
         reason=f"max {_label(result.max_level)}",
-        details={"serial": result.serial},
+        details={"serial": result.serial, "bound_grants_moved": moved},
     )
     return _ok(_enrol_json(result), 201)
 
 
+def _carry_certificate_binding(result: EnrolResult) -> int:
+    """Grants bound to the old certificate (RFC 8705 §4: a public client's refresh tokens) move
+    to the new one: the renewal was asked for with the old certificate's key, which the device
+    still holds or rotated itself. Else every renewal would end the app's login."""
+    if result.replaced_fingerprint_sha256 is None:
+        return 0
+    moved = uow.db().execute(
+        update(Grant)
+        .where(
+            Grant.cnf_x5t == mtls.thumbprint_of_digest(bytes.fromhex(result.replaced_fingerprint_sha256)),
+            Grant.revoked_at.is_(None),
+        )
+        .values(cnf_x5t=mtls.thumbprint_of_digest(bytes.fromhex(result.fingerprint_sha256)))
+        .execution_options(synchronize_session=False)
+    )
+    return int(moved.rowcount or 0)  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- login step
+
+
+def _service_name(client: Client | None) -> str:
+    """What the device shows as the requesting service."""
+    return client.name if client is not None else runtime().config.branding.city_name
 
 
 def _pending_request() -> tuple[Client | None, str | None]:
@@ -364,7 +419,7 @@ def _pending_request() -> tuple[Client | None, str | None]:
                         f"{str(money.get('amount', ''))[:20]} {str(money.get('currency', ''))[:3]}".strip()
                     )
                     break
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested too deep
             amount = None
     return client, amount
 
@@ -384,13 +439,12 @@ def device_step() -> Any:
         return redirect("/login" + (f"?{request.query_string.decode()}" if request.query_string else ""))
     account, s = ctx
     client, amount = _pending_request()
-    service = client.name if client is not None else runtime().config.branding.city_name
     login = pki2fa.start(
         uow.db(),
         settings(),
         account_id=account.id,
         session_sid=s.sid,
-        service_name=service,
+        service_name=_service_name(client),
         amount=amount,
         level=Level.SUBSTANTIAL,
         now=utcnow(),
@@ -440,7 +494,17 @@ def device_continue() -> Any:
                 csrf_token=browser.csrf_token(),
                 not_yet=True,
             )
-        taken = pki2fa.take(uow.db(), public_id, account_id=account.id, session_sid=s.sid, now=utcnow())
+        client, amount = _pending_request()
+        taken = pki2fa.take(
+            uow.db(),
+            public_id,
+            account_id=account.id,
+            session_sid=s.sid,
+            now=utcnow(),
+            service_name=_service_name(client),
+            amount=amount,
+            level=Level.SUBSTANTIAL,
+        )
     except SmartcardError as exc:
         uow.record(
             action="login.pki2fa",

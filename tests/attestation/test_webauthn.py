@@ -377,9 +377,13 @@ def test_webauthn_mds3_blob_gives_anchors_by_aaguid(test_root, mds_root):
     assert result.security_level is SecurityLevel.SECURITY_KEY
 
 
-def test_webauthn_mds3_revoked_authenticator_is_refused(test_root, mds_root):
+@pytest.mark.parametrize("status", ["REVOKED", "ATTESTATION_KEY_COMPROMISE"])
+def test_webauthn_mds3_revoked_or_key_compromised_authenticator_is_refused_mds3_3_1_4(
+    test_root, mds_root, status
+):
+    # a key compromise report without `certificate`: every new registration of the model
     signer = make_intermediate(mds_root, "TEST MDS signer", now=NOW, ca=False)
-    blob = _jws(_mds_payload(AAGUID, test_root.certificate, "REVOKED"), signer, [signer.der])
+    blob = _jws(_mds_payload(AAGUID, test_root.certificate, status), signer, [signer.der])
     trust = load_mds3(blob, mds_root=mds_root.certificate, now=NOW)
     obj, _ = make_packed_attestation(
         root=test_root, rp_id=CITY_RP.rp_id, client_data_hash=CDH, aaguid=AAGUID, now=NOW

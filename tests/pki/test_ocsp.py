@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 import pki
 from pki.models import CaOcspCache
@@ -225,3 +226,31 @@ def test_get_requests_whose_base64_ends_in_a_slash_decode_rfc6960_appendix_a1(de
     assert decode_get_path("/" + text) == der  # a doubled slash in front of the path element
     if text.endswith("/"):
         assert decode_get_path(text[:-1]) != der  # the slash is a base64 digit, not decoration
+
+
+def test_a_revocation_while_the_signer_is_renewed_is_never_answered_good_from_the_cache_rfc6960_2_2(
+    db_session: Session, db_sessions: sessionmaker[Session], ca: pki.CertificateAuthority, monkeypatch: Any
+) -> None:
+    """Renewing the OCSP signer commits the responder's session; a revocation committed at that
+    moment must still show, and no "good" may be cached for half the validity."""
+    import pki.ocsp as ocsp_mod
+    from pki.models import CaAuthority
+
+    issued = _device(db_session, ca)
+    signer = db_session.query(CaAuthority).filter_by(kind="ocsp-signer", active=True).one()
+    now = signer.not_after - dt.timedelta(days=1)  # the signer is due for renewal
+    renew = ocsp_mod.current_ocsp_signer
+
+    def renew_then_a_revocation_commits(session: Session, ca_: Any, **kw: Any) -> Any:
+        result = renew(session, ca_, **kw)  # commits the responder's session
+        with db_sessions() as other:  # the citizen removes the device right now
+            pki.revoke(other, ca_, issued.serial, "keyCompromise", now=now)
+        return result
+
+    monkeypatch.setattr(ocsp_mod, "current_ocsp_signer", renew_then_a_revocation_commits)
+    req = _request(issued.certificate, ca.certificate)
+    pki.respond(db_session, ca, req, now=now)
+    monkeypatch.setattr(ocsp_mod, "current_ocsp_signer", renew)
+    db_session.rollback()
+    again = pki.respond(db_session, ca, req, now=now + dt.timedelta(minutes=1))
+    assert ocsp.load_der_ocsp_response(again.der).certificate_status == ocsp.OCSPCertStatus.REVOKED

@@ -116,8 +116,11 @@ def register(world: World, browser: Browser, address: str) -> None:
     assert browser.confirm_link(link).status_code == 200
 
 
-def app_code_request(world: World, browser: Browser, address: str, scope: str) -> dict[str, str]:
-    """The city app's code flow up to the code: returns the token request's form (code + PKCE)."""
+def app_code_request(
+    world: World, browser: Browser, address: str, scope: str, device: DeviceClient | None = None
+) -> dict[str, str]:
+    """The city app's code flow up to the code: returns the token request's form (code + PKCE).
+    With ``device``, the app asks for substantial and ``device`` confirms (PKI-2FA)."""
     idp = world.idp
     verifier, challenge = pkce_pair()
     params = {
@@ -129,9 +132,16 @@ def app_code_request(world: World, browser: Browser, address: str, scope: str) -
         "code_challenge": challenge,
         "code_challenge_method": "S256",
     }
+    if device is not None:  # a further device: every factor of this login at most 10 minutes old
+        params["acr_values"] = "http://eidas.europa.eu/LoA/substantial"
+        params["max_age"] = "600"
     r = browser.follow(browser.get(f"{idp.url}/authorize?{urlencode(params)}"))
     if r.status_code == 200 and 'name="password"' in r.text:
         r = browser.login(address, PASSWORD, r)
+    if device is not None and r.status_code == 200 and "/login/device" in r.url:
+        (item,) = device.pending()
+        assert device.answer(item) == {"status": "approved"}
+        r = continue_device(browser, r)
     if r.status_code == 200 and 'name="decision"' in r.text:
         r = browser.consent(r)
     return {
@@ -143,10 +153,13 @@ def app_code_request(world: World, browser: Browser, address: str, scope: str) -
     }
 
 
-def app_token(world: World, browser: Browser, address: str) -> tuple[str, DpopSigner]:
-    """The city app logs the citizen in (low) and gets a DPoP-bound smartcard:enroll token."""
+def app_token(
+    world: World, browser: Browser, address: str, device: DeviceClient | None = None
+) -> tuple[str, DpopSigner]:
+    """The city app logs the citizen in (low; with ``device``: substantial, the device confirms)
+    and gets a DPoP-bound smartcard:enroll token. A further device needs the latter."""
     idp = world.idp
-    data = app_code_request(world, browser, address, "openid smartcard:enroll")
+    data = app_code_request(world, browser, address, "openid smartcard:enroll", device)
     dpop = DpopSigner()
     for _ in range(2):
         resp = requests.post(

@@ -18,11 +18,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import pki
 from db import transaction
+from idp.models import Grant
 from smartcard.evidence import make_intermediate, make_test_root
 from smartcard.models import Challenge, Device
 from smartcard.softtoken import DeviceClient, SoftToken, b64url, b64url_decode, es256_jws
 from smartcard.wire import evidence_to_json
-from tests.smartcard.conftest import World, app_token, citizen, device_page_id, enrolled, rp_authorize
+from tests.idp.conftest import Browser
+from tests.smartcard.conftest import (
+    World,
+    app_token,
+    citizen,
+    continue_device,
+    device_page_id,
+    enrolled,
+    rp_authorize,
+)
 
 ESSENTIAL = json.dumps(
     {"id_token": {"acr": {"essential": True, "value": "http://eidas.europa.eu/LoA/substantial"}}}
@@ -74,11 +84,10 @@ def test_replayed_enrolment_challenge_is_refused(world: World) -> None:
     token, client = world.device()
     url = f"{world.idp.url}/api/smartcard/challenge"
     ch = client._with_dpop("POST", "/api/smartcard/challenge", at, dpop, json={})
-    raw = b64url_decode(ch["challenge"])
     body = {
         "challenge": ch["challenge"],
         "csr": b64url(token.csr()),
-        "attestation": evidence_to_json(token.attestation(raw, world.profile())),
+        "attestation": None,  # a software key (low): the account gets no means at substantial
         "name": "one",
     }
     client._with_dpop("POST", "/api/smartcard/enroll", at, dpop, json=body)
@@ -225,8 +234,9 @@ def test_revoked_certificate_is_refused_from_the_database(world: World, alice: A
 
 
 def test_software_key_cannot_confirm_substantial(world: World, alice: Any) -> None:
-    browser, _device = alice
-    at, dpop = app_token(world, browser, "alice@example.org")
+    browser, device = alice
+    # the app (its own browser session) adds a further device: at substantial, the phone confirms
+    at, dpop = app_token(world, Browser(world.idp), "alice@example.org", device)
     soft, soft_client = world.device("soft")
     result = soft_client.enrol(at, dpop, name="laptop", attestation=None)  # no attestation
     assert result["security_level"] == "software" and result["max_level"] == "low"
@@ -286,3 +296,140 @@ def test_malformed_approvals_are_protocol_errors(world: World, body: str) -> Non
     )
     assert r.status_code in (400, 401)
     assert set(r.json()) == {"error", "error_description"}
+
+
+def test_a_password_alone_cannot_add_a_device_next_to_one_at_substantial_eidas_annex_2_2_4(
+    world: World, alice: Any
+) -> None:
+    """A phished password plus the attacker's own genuine phone must not reach substantial."""
+    _browser, device = alice
+    thief = Browser(world.idp)  # knows the password only
+    at, dpop = app_token(world, thief, "alice@example.org")
+    _token, phone = world.device("thief's phone")
+    with pytest.raises(Exception) as exc:
+        phone.enrol(at, dpop, name="mine", attestation=world.profile("tee"))
+    assert getattr(exc.value, "error", "") == "step_up_required"
+    _denied(world, "smartcard.enroll", "step_up_required")
+    # the owner, confirming with the phone she has, adds a second one
+    at, dpop = app_token(world, Browser(world.idp), "alice@example.org", device)
+    _token, tablet = world.device("tablet")
+    assert (
+        tablet.enrol(at, dpop, name="Tablet", attestation=world.profile("tee"))["max_level"] == "substantial"
+    )
+    # a login at substantial whose factors are hours old (an unattended browser) is not enough
+    at, dpop = app_token(world, Browser(world.idp), "alice@example.org", device)
+    with transaction(world.idp.sessions()) as s:
+        for grant in s.query(Grant).filter(Grant.acr == "http://eidas.europa.eu/LoA/substantial"):
+            grant.auth_time = int(time.time()) - 7200
+    _token, third = world.device("third")
+    with pytest.raises(Exception) as exc:
+        third.enrol(at, dpop, name="third", attestation=world.profile("tee"))
+    assert getattr(exc.value, "error", "") == "step_up_required"
+
+
+def test_a_device_proof_with_a_non_ec_certificate_is_refused_and_audited_not_a_500(world: World) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
+    url = f"{world.idp.url}/api/smartcard/pending"
+    claims = {"jti": "j1", "htm": "GET", "htu": url, "iat": int(time.time())}
+    proof = es256_jws(
+        ec.generate_private_key(ec.SECP256R1()),
+        {"typ": "device-proof+jwt", "alg": "ES256", "x5c": x5c},
+        claims,
+    )
+    r = requests.get(url, headers={"Authorization": f"Device {proof}"}, timeout=10)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_certificate"
+    _denied(world, "smartcard.pending", "invalid_certificate")
+
+
+def test_an_approval_for_one_service_does_not_complete_another_dynamic_linking(world: World) -> None:
+    """PSD2 RTS (EU) 2018/389 Art. 5: what the citizen approved on the phone ("Library") must be
+    what the browser completes; a stale approval taken while "Parking permits" waits is refused."""
+    import re
+    from urllib.parse import urlencode
+
+    from tests.idp.conftest import csrf, pkce_pair
+    from tests.smartcard.conftest import RP_REDIRECT
+
+    library, _secret = world.idp.add_client(name="Library", redirect_uris=[RP_REDIRECT], scope="openid")
+    browser, device = enrolled(world, "erika@example.org")
+    _v, challenge = pkce_pair()
+    q = {
+        "response_type": "code",
+        "client_id": library,
+        "redirect_uri": RP_REDIRECT,
+        "scope": "openid",
+        "state": "a",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "claims": ESSENTIAL,
+    }
+    page_a = browser.follow(browser.get(f"{world.idp.url}/authorize?{urlencode(q)}"))
+    id_a, _ = device_page_id(page_a)
+    (item,) = device.pending()
+    assert item["service_name"] == "Library" and device.answer(item) == {"status": "approved"}
+
+    page_b, _verifier = rp_authorize(world, browser, claims=ESSENTIAL)  # now Parking permits waits
+    assert "Parking permits" in page_b.text
+    action = re.search(r'<form method="post" action="([^"]+)" id="device-continue"', page_b.text)
+    assert action
+    target = world.idp.url + action.group(1).replace("&amp;", "&")
+    r = browser.post(target, {"csrf_token": csrf(page_b.text), "id": id_a})
+    assert r.status_code == 403 and "Location" not in r.headers
+    _denied(world, "login.pki2fa", "invalid_challenge")
+
+
+def test_an_approval_from_a_device_whose_certificate_was_revoked_is_not_taken_rfc5280_3_3(
+    world: World, alice: Any
+) -> None:
+    browser, device = alice
+    page, _ = rp_authorize(world, browser, claims=ESSENTIAL)
+    (item,) = device.pending()
+    assert device.answer(item) == {"status": "approved"}
+    cfg = world.idp.config
+    with transaction(world.idp.sessions()) as s:  # e.g. revoked for key compromise at the CA
+        ca = pki.load_ca(s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer)
+        pki.revoke(s, ca, s.query(Device).one().cert_serial, "keyCompromise", actor="test")
+    r = continue_device(browser, page)
+    assert r.status_code == 403
+    _denied(world, "login.pki2fa", "invalid_challenge")
+
+
+def test_hostile_json_in_proofs_and_authorization_details_is_refused_not_a_500(
+    world: World, alice: Any
+) -> None:
+    from joserfc import jws as joserfc_jws
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True)
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key.as_dict(private=False)}
+    nested = joserfc_jws.serialize_compact(header, b"[" * 2000, key)  # JSON nested too deep
+    r = requests.post(
+        f"{world.idp.url}/token",
+        data={"grant_type": "client_credentials"},
+        headers={"DPoP": nested},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
+    browser, _device = alice
+    details = "[" * 2000
+    page, _ = rp_authorize(
+        world, browser, claims=ESSENTIAL, scope="openid payment", authorization_details=details
+    )
+    assert page.status_code == 200 and "/login/device" in page.url  # the step page, without an amount

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
+from smartcard.models import Device
 from tests.conftest import SOFTHSM_MODULE
 from tests.smartcard.conftest import World, app_token, citizen, continue_device, device_page_id, rp_authorize
 
@@ -58,6 +59,10 @@ def test_reference_device_enrols_approves_and_admin_revokes(world: World, tmp_pa
         main, ["device", "list", *data_dir, "--json"], env=env, catch_exceptions=False
     )
     assert device_id in listed.output
+    with world.idp.sessions()() as s:  # the device's certificate: `cert revoke` sends the admin on
+        serial = s.get(Device, device_id).cert_serial  # type: ignore[union-attr]
+    refused = _run("cert", "revoke", serial, "--reason", "keyCompromise", *data_dir, env=env, ok=False)
+    assert refused["error"] == "device_certificate" and device_id in refused["error_description"]
     revoked = _run("device", "revoke", device_id, *data_dir, env=env)
     assert revoked["revoked"] is True
     status = _run("device", "status", "--state", str(state), ok=False)

@@ -7,6 +7,7 @@ the tests play that proxy by setting the header.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any
 from urllib.parse import quote
 
@@ -85,3 +86,36 @@ def test_revoked_or_foreign_certificate_is_refused_at_the_token_endpoint(world: 
     r = _token_with_cert(world, browser, "ria@example.org", "-----BEGIN CERTIFICATE-----\nnope\n")
     assert r.status_code == 401
     assert world.audit("token.refuse", "denied")
+
+
+def test_a_public_clients_refresh_token_needs_its_device_certificate_rfc8705_4(world: World) -> None:
+    _configure_proxy_header(world)
+    browser, device = enrolled(world, "mara@example.org")
+    cert_pem = device.token.state["certificate"]
+    tok = _token_with_cert(world, browser, "mara@example.org", cert_pem).json()
+
+    def refresh(rt: str, pem: str | None) -> requests.Response:
+        data = {"grant_type": "refresh_token", "refresh_token": rt, "client_id": world.app_id}
+        headers = {HEADER: quote(pem)} if pem else {}
+        return requests.post(f"{world.idp.url}/token", timeout=10, headers=headers, data=data)
+
+    assert refresh(tok["refresh_token"], None).status_code == 400  # a leaked refresh token alone
+    _b2, other = enrolled(world, "otto@example.org", name="other")
+    assert refresh(tok["refresh_token"], other.token.state["certificate"]).status_code == 400
+    r = refresh(tok["refresh_token"], cert_pem)
+    assert r.status_code == 200, r.text
+    jwks = KeySet.import_key_set(requests.get(f"{world.idp.url}/jwks.json", timeout=10).json())
+    assert "x5t#S256" in jwt.decode(r.json()["access_token"], jwks).claims["cnf"]  # still bound
+
+
+def test_the_refresh_token_binding_moves_with_a_certificate_renewal_rfc8705_4(world: World) -> None:
+    _configure_proxy_header(world)
+    browser, device = enrolled(world, "mara@example.org")
+    tok = _token_with_cert(world, browser, "mara@example.org", device.token.state["certificate"]).json()
+    holder = world.idp.app.extensions["cityid.smartcard"]
+    holder["settings"] = dataclasses.replace(holder["settings"], renew_before=dt.timedelta(days=3650))
+    device.renew()  # a new certificate for the same key; the old one is superseded
+    data = {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"], "client_id": world.app_id}
+    headers = {HEADER: quote(device.token.state["certificate"])}
+    r = requests.post(f"{world.idp.url}/token", timeout=10, headers=headers, data=data)
+    assert r.status_code == 200, r.text  # the app stays logged in

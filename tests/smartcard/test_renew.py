@@ -24,10 +24,17 @@ def test_renewal_is_refused_long_before_expiry(world: World) -> None:
     assert any(r.reason == "renewal_not_allowed" for r in world.audit("smartcard.renew", "denied"))
 
 
-def test_renewal_same_key_keeps_level_and_supersedes_old_certificate(world: World) -> None:
+@pytest.mark.parametrize("software_keys", [True, False], ids=["software-keys-allowed", "attested-keys-only"])
+def test_renewal_same_key_keeps_level_and_supersedes_old_certificate(
+    world: World, software_keys: bool
+) -> None:
+    # Android cannot attest a key again: without attestation the unchanged key renews, even where
+    # software keys are not allowed (the policy was applied to this key at enrolment)
     _browser, device = enrolled(world, "rolf@example.org")
     old = device.token.state["certificate"]
     _open_renewal_window(world)
+    holder = world.idp.app.extensions["cityid.smartcard"]
+    holder["settings"] = dataclasses.replace(holder["settings"], allow_software_keys=software_keys)
     result = device.renew()
     assert result["max_level"] == "substantial" and device.token.state["certificate"] != old
     assert device.pending() == []  # the new certificate is accepted
