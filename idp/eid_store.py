@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-import hmac
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from db import utcnow
-from idp.crypto import Sealer, keyed_digest
+from idp.crypto import Sealer, equal, keyed_digest
 from idp.eid.connector import EidAttribute, EidResult, PendingEid
 from idp.eid_models import EidLink, EidPending, EidSeenAssertion, EidVerifiedAttribute
 from policies import Level
@@ -80,7 +79,7 @@ def link(
     if by_pseudonym is not None and by_pseudonym.account_id != account_id:
         raise LinkRefused("pseudonym_linked_elsewhere", "this eID is linked to another account")
     by_account = link_of_account(session, account_id)
-    if by_account is not None and not hmac.compare_digest(by_account.pseudonym_digest, digest):
+    if by_account is not None and not equal(by_account.pseudonym_digest, digest):
         raise LinkRefused("account_linked_to_other_eid", "this account is linked to another eID")
     now = utcnow()
     created = by_account is None
@@ -95,6 +94,17 @@ def link(
         session.flush()
     _store_attributes(session, sealer, row, result)
     return row, created
+
+
+def unlink(session: Session, account_id: str) -> bool:
+    """Remove the account's ID card link and its verified attributes (a new card has a new
+    pseudonym; a lost card must not log in): the service desk's way out. True if there was one."""
+    row = link_of_account(session, account_id)
+    if row is None:
+        return False
+    session.execute(delete(EidVerifiedAttribute).where(EidVerifiedAttribute.link_id == row.id))
+    session.delete(row)
+    return True
 
 
 def _store_attributes(session: Session, sealer: Sealer, row: EidLink, result: EidResult) -> None:
@@ -238,8 +248,18 @@ def find_pending(session: Session, sealer: Sealer, digest: str) -> tuple[EidPend
     return row, _pending_from(sealer.open(row.pending_enc, f"eid-pending:{digest}"))
 
 
-def store_result(sealer: Sealer, row: EidPending, result: EidResult) -> None:
-    row.result_enc = sealer.seal(_result_json(result), f"eid-result:{row.state_digest}")
+def store_result(sealer: Sealer, row: EidPending, result: EidResult, *, handover_digest: str) -> None:
+    """Keep the verified answer with the digest of the one-time handover secret that only the
+    browser which delivered the answer receives (see ``idp.views.eid.callback``)."""
+    sealed = {**json.loads(_result_json(result)), "handover": handover_digest}
+    row.result_enc = sealer.seal(json.dumps(sealed).encode(), f"eid-result:{row.state_digest}")
+
+
+def handover_matches(sealer: Sealer, row: EidPending, handover_digest: str) -> bool:
+    if row.result_enc is None:
+        return False
+    stored = json.loads(sealer.open(row.result_enc, f"eid-result:{row.state_digest}")).get("handover", "")
+    return bool(stored) and equal(str(stored), handover_digest)
 
 
 def result_of(sealer: Sealer, row: EidPending) -> EidResult | None:

@@ -40,7 +40,7 @@ def parse_claims_acr(raw: str | None) -> AcrClaimRequest | None:
         return None
     try:
         claims = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise BadClaimsParameter("claims is not JSON") from exc
     if not isinstance(claims, dict):
         raise BadClaimsParameter("claims must be a JSON object")
@@ -55,6 +55,12 @@ def parse_claims_acr(raw: str | None) -> AcrClaimRequest | None:
     return AcrClaimRequest(values=tuple(values), essential=bool(acr.get("essential")))
 
 
+def valid_max_age(value: str | None) -> bool:
+    """OIDC Core §3.1.2.1: max_age is a non-negative integer of seconds (ASCII digits only:
+    ``str.isdigit`` also takes "²", which ``int`` refuses)."""
+    return value is None or (value.isascii() and value.isdigit() and len(value) <= 12)
+
+
 def request_facts(values: Mapping[str, str], requested_at: dt.datetime, scope: str) -> AuthnRequestFacts:
     max_age = values.get("max_age")
     # An RFC 9470 step-up arrives as ordinary acr_values and max_age (RFC 9470 §4): nothing in
@@ -65,7 +71,7 @@ def request_facts(values: Mapping[str, str], requested_at: dt.datetime, scope: s
         scopes=frozenset(scope.split()),
         acr_values=tuple(values.get("acr_values", "").split()),
         acr_claim=parse_claims_acr(values.get("claims")),
-        max_age=int(max_age) if max_age is not None and max_age.isdigit() else None,
+        max_age=int(max_age) if max_age is not None and valid_max_age(max_age) else None,
         prompt=frozenset(values.get("prompt", "").split()),
     )
 
@@ -115,3 +121,24 @@ def account_facts(session: Session, account: Account) -> AccountFacts:
         webauthn=extra["webauthn"],
         eid_level=extra["eid_level"],
     )
+
+
+def holds_strong_factor(session: Session, account: Account) -> bool:
+    """Whether the account has a means at *substantial* or above: an enrolled device or a
+    passkey that reaches it, or a linked ID card (``eid_level`` only says a card *could* be
+    used, so the link itself is asked for).
+
+    Such an account binds or removes a factor of that kind only in a session that proved that
+    level recently (eIDAS Implementing Regulation 2015/1502, Annex 2.2.4: replacing a means
+    relies on a valid means of the same or higher level; NIST SP 800-63B §6.1.2.1). Without one
+    (the first device or passkey), the password is enough and the citizen is told by e-mail.
+    """
+    from idp.eid_store import link_of_account
+
+    facts = account_facts(session, account)
+    reached = [d.max_level for d in facts.devices] + [w.max_level for w in facts.webauthn]
+    if any(level is not None and level >= Level.SUBSTANTIAL for level in reached):
+        return True
+    # a linked card counts while an eID connector can use it (else the guard would lock out a
+    # citizen whose only strong means is a card nobody can read any more)
+    return facts.eid_level is not None and link_of_account(session, account.id) is not None

@@ -59,6 +59,7 @@ from attestation import (
     load_mds3,
     verify_webauthn,
 )
+from idp.crypto import equal
 from idp.webauthn_models import WebAuthnChallenge, WebAuthnCredential
 from policies import DeviceAttestationFacts, Level, WebAuthnFacts, assess_device
 
@@ -374,7 +375,7 @@ def _take_state(
         raise ChallengeUnknown("The request has expired. Please try again.", "challenge unknown or used")
     if (
         row.purpose != purpose
-        or not hmac.compare_digest(row.session_digest, session_digest)
+        or not equal(row.session_digest, session_digest)
         or row.account_id != account_id
     ):
         raise ChallengeUnknown(

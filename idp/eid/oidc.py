@@ -3,7 +3,6 @@ upstream's acr values to eIDAS levels. Authlib speaks OAuth; joserfc checks the 
 
 from __future__ import annotations
 
-import hmac
 import json
 import secrets
 from collections.abc import Callable, Mapping
@@ -20,6 +19,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from idp.crypto import equal
 from idp.eid.connector import EidAttribute, EidRequest, EidResponse, EidResult, EidStart, PendingEid
 from idp.eid.errors import (
     AudienceMismatch,
@@ -109,7 +109,7 @@ class OidcConnector:
     def finish(self, response: EidResponse) -> EidResult:
         params, pending = response.params, response.pending
         # RFC 6749 §10.12: state binds the response to this browser's request.
-        if not hmac.compare_digest(params.get("state", ""), pending.relay_state):
+        if not equal(params.get("state", ""), pending.relay_state):
             raise StateMismatch("state does not match the pending request")
         # RFC 6749 §4.1.2.1: the upstream refused (e.g. access_denied when cancelled).
         if "error" in params:
@@ -167,7 +167,7 @@ class OidcConnector:
             raise Expired(f"iat {iat.isoformat()} is too old")
         # §3.1.3.7 (11): nonce equals the one we sent.
         nonce = claims.get("nonce")
-        if not isinstance(nonce, str) or not hmac.compare_digest(nonce, pending.nonce):
+        if not isinstance(nonce, str) or not equal(nonce, pending.nonce):
             raise NonceMismatch("nonce does not match the pending request")
         # §3.1.3.7 (12) and §5.5.1.1: the acr reached, mapped to an eIDAS level.
         acr = claims.get("acr")

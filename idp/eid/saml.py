@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import secrets
 import shutil
 from collections.abc import Callable, Mapping
@@ -28,6 +27,7 @@ from saml2.config import SPConfig
 from saml2.sigver import DecryptError, MissingKey, SignatureError
 from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
 
+from idp.crypto import equal
 from idp.eid.connector import EidAttribute, EidRequest, EidResponse, EidResult, EidStart, PendingEid
 from idp.eid.errors import (
     AssertionNotEncrypted,
@@ -214,7 +214,7 @@ class SamlConnector:
         params, pending = response.params, response.pending
         now = self._clock()
         # SAML Bindings §3.5.3: RelayState comes back unchanged and ties it to this browser.
-        if not hmac.compare_digest(params.get("RelayState", ""), pending.relay_state):
+        if not equal(params.get("RelayState", ""), pending.relay_state):
             raise StateMismatch("RelayState does not match the pending request")
         xml = _decode_post(params.get("SAMLResponse", ""))
         resp = _parse(samlp.response_from_string, xml, "Response")
@@ -267,6 +267,7 @@ class SamlConnector:
                 f"{len(resp.assertion)} plain, {len(resp.encrypted_assertion)} encrypted"
             )
         self._check_encryption_algorithms(xml)
+        _check_encrypted_structure(xml)
         try:
             plain = self._client.sec.decrypt_keys(xml, keys=[self._sp_key])
         except DecryptError as exc:
@@ -453,8 +454,26 @@ def _check_conditions(assertion: saml.Assertion, sp_entity_id: str, now: datetim
             raise AudienceMismatch(f"audiences {audiences}")
 
 
+def _check_encrypted_structure(xml: str) -> None:
+    """The one ciphertext in the document is the EncryptedAssertion's, and that element holds
+    nothing but it (and its key). xmlsec decrypts the first EncryptedData anywhere: a signed
+    plaintext Assertion placed in an EncryptedAssertion next to some ciphertext elsewhere (in
+    Extensions, say) would otherwise pass as "encrypted" (SAML Core §2.3.4, Profiles §4.1.4.2)."""
+    root = safe_et.fromstring(xml)
+    wrappers = [child for child in root if child.tag == f"{{{SAML_ASSERTION_NS}}}EncryptedAssertion"]
+    if len(wrappers) != 1:
+        raise AssertionNotEncrypted("the EncryptedAssertion is not a child of the Response")
+    allowed = {f"{{{XMLENC_NS}}}EncryptedData", f"{{{XMLENC_NS}}}EncryptedKey"}
+    inside = list(wrappers[0])
+    if not inside or any(child.tag not in allowed for child in inside):
+        raise AssertionNotEncrypted("the EncryptedAssertion holds more than its ciphertext")
+    ciphertexts = list(root.iter(f"{{{XMLENC_NS}}}EncryptedData"))
+    if len(ciphertexts) != 1 or ciphertexts[0] not in inside:
+        raise AssertionNotEncrypted(f"{len(ciphertexts)} EncryptedData elements in the Response")
+
+
 def _same(value: str | None, expected: str) -> bool:
-    return value is not None and hmac.compare_digest(value, expected)
+    return value is not None and equal(value, expected)
 
 
 def _time(value: str) -> datetime:

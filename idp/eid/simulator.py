@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from idp.crypto import equal
 from idp.eid.connector import EidAttribute, EidRequest, EidResponse, EidResult, EidStart, PendingEid
 from idp.eid.errors import LevelTooLow, LevelUnknown, MalformedResponse, SimulatorDisabled, StateMismatch
 from policies import Level
@@ -80,7 +81,7 @@ class SimulatorConnector:
 
     def finish(self, response: EidResponse) -> EidResult:
         params, pending = response.params, response.pending
-        if not hmac.compare_digest(params.get("state", ""), pending.relay_state):
+        if not equal(params.get("state", ""), pending.relay_state):
             raise StateMismatch("simulator state does not match the pending request")
         seed = params.get("persona", "")
         persona = PERSONAS.get(seed)

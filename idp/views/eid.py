@@ -8,9 +8,12 @@ never needs the browser session):
 1. ``POST /login/eid`` (CSRF-protected): the connector's secrets are sealed server-side in
    ``eid_pending``, bound to this browser session; the browser goes to the eID service.
 2. ``GET|POST /login/eid/callback``: found by its state (``RelayState`` / ``state``), the
-   response is verified by the connector; the sealed result waits in the pending row.
-3. ``GET /login/eid/complete``: only the browser session that started it may complete it:
-   link (or log in by) the eID and continue the pending authorization.
+   response is verified by the connector; the sealed result waits in the pending row, with the
+   digest of a one-time handover secret that goes only to the browser that delivered it.
+3. ``GET /login/eid/complete?state&handover``: only that browser, and only if it is also the
+   browser session that started the login, may complete it: link (or log in by) the eID and
+   continue the pending authorization. The state alone is no proof: it is in the SAML form and
+   the upstream URL, so whoever starts a login could get a card holder to authenticate it.
 
 First eID use (docs/levels.md): an eID is linked to an account that is already logged in
 (password on a verified e-mail address). An eID nobody linked yet cannot create an account:
@@ -21,7 +24,8 @@ levels) and accounts are found by their e-mail address.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
+import threading
+import time
 from collections import defaultdict
 from typing import Any
 from urllib.parse import urlencode
@@ -31,13 +35,14 @@ from flask import Blueprint, current_app, redirect, render_template, request
 from flask_babel import gettext as _
 from sqlalchemy.orm import Session
 
-from idp import browser, eid_store, levels, uow
-from idp.crypto import derive_key
+from idp import browser, eid_store, levels, privacy, uow
+from idp.crypto import derive_key, equal, keyed_digest, random_token
 from idp.eid.connector import EidConnector, EidRequest, EidResponse, EidResult
 from idp.eid.errors import EidError
 from idp.models import Account, Client, Consent
 from idp.oauth import server as oauth_server
 from idp.runtime import runtime
+from idp.views.account import may_change_strong_factors, notify_factor_change
 from idp.views.auth import complete_step, continue_url
 from policies import Level
 
@@ -70,15 +75,34 @@ def configured_kind() -> str | None:
     return cfg.eid_connector if cfg.eid_connector in ("saml", "oidc") else None
 
 
+# Building a connector may fetch the upstream's metadata and keys (OIDC): a failure is remembered
+# for a minute (an unreachable upstream must not cost every anonymous visitor a blocked thread),
+# a working connector is rebuilt hourly (the upstream rotates its keys); one build at a time.
+RETRY_AFTER_FAILURE = 60.0
+REBUILD_AFTER = 3600.0
+_BUILDING = threading.Lock()
+
+
 def connector() -> EidConnector | None:
     cache = current_app.extensions.setdefault("cityid_eid", {})
-    if "connector" not in cache:
+    now = time.monotonic()
+    conn, built_at = cache.get("connector", (None, None))
+    fresh_for = REBUILD_AFTER if conn is not None else RETRY_AFTER_FAILURE
+    if built_at is not None and now - built_at < fresh_for:
+        return conn  # type: ignore[no-any-return]
+    if not _BUILDING.acquire(blocking=False):  # another request is building it: use what there is
+        return conn  # type: ignore[no-any-return]
+    try:
         built = _build_connector()
-        if built is None:
-            return None
-        cache["connector"] = built
-    conn: EidConnector = cache["connector"]
-    return conn
+        if built is not None:
+            cache["connector"] = (built, now)
+        elif conn is not None:  # the upstream is away for now: keep the working one, retry soon
+            cache["connector"] = (conn, now - REBUILD_AFTER + RETRY_AFTER_FAILURE)
+        else:
+            cache["connector"] = (None, now)
+        return cache["connector"][0]  # type: ignore[no-any-return]
+    finally:
+        _BUILDING.release()
 
 
 class _RequestReplayStore:
@@ -136,10 +160,10 @@ def _oidc_connector() -> EidConnector | None:
     e = cfg.eid
     try:
         # OIDC Discovery §4: the upstream's metadata; its issuer must be the one configured.
-        meta = requests.get(f"{e.oidc_issuer}/.well-known/openid-configuration", timeout=10).json()
+        meta = requests.get(f"{e.oidc_issuer}/.well-known/openid-configuration", timeout=5).json()
         if meta.get("issuer") != e.oidc_issuer:
             raise ValueError(f"discovery names issuer {meta.get('issuer')!r}")
-        jwks = requests.get(meta["jwks_uri"], timeout=10).json()
+        jwks = requests.get(meta["jwks_uri"], timeout=5).json()
     except (requests.RequestException, ValueError, KeyError) as exc:
         current_app.logger.error("eID OIDC upstream unavailable: %s", exc)
         return None
@@ -217,7 +241,38 @@ def _verified_claims(
     }
 
 
+def export_eid(session: Session, account_id: str) -> dict[str, Any]:
+    """``idp.privacy.EXPORT_HOOKS``: the linked ID card and the attributes the eID service vouched
+    for (GDPR Art. 15, 20); not the pseudonym's digest, which identifies nothing for the citizen."""
+    row = eid_store.link_of_account(session, account_id)
+    if row is None:
+        return {"eid": None}
+    attributes = eid_store.verified_attributes(session, runtime().keys.personal_data, account_id)
+    return {
+        "eid": {
+            "connector": row.connector,
+            "issuer": row.issuer,
+            "level": Level(row.level).label,
+            "simulation": row.simulation,
+            "linked_at": row.linked_at.isoformat(),
+            "last_used_at": row.last_used_at.isoformat(),
+            "verified_attributes": [
+                {
+                    "name": a.name,
+                    "value": a.value,
+                    "source": a.source,
+                    "level": a.level.label,
+                    "verified_at": a.verified_at.isoformat(),
+                }
+                for a in attributes
+            ],
+        }
+    }
+
+
 def _register_hooks() -> None:
+    if export_eid not in privacy.EXPORT_HOOKS:
+        privacy.EXPORT_HOOKS.append(export_eid)
     if eid_account_facts not in levels.ACCOUNT_FACT_HOOKS:
         levels.ACCOUNT_FACT_HOOKS.append(eid_account_facts)
     if eid_verified_claims not in oauth_server.CLAIM_HOOKS:
@@ -352,7 +407,12 @@ def callback() -> Any:
     if again is None or again[0].result_enc is not None:
         return _refused_callback("callback answered concurrently")  # single use, raced
     row = again[0]
-    eid_store.store_result(sealer, row, result)
+    # The answer is handed over only to this browser (the one that went through the eID
+    # service): a one-time secret in the redirect below, which /complete requires together with
+    # the session that started the login. Knowing `state` (it is in the SAML form, the upstream
+    # URL) must not let someone else's browser finish a login another person's card completed.
+    handover = random_token(32)
+    eid_store.store_result(sealer, row, result, handover_digest=_handover_digest(handover))
     uow.record(
         action="eid.verify",
         outcome="success",
@@ -361,7 +421,11 @@ def callback() -> Any:
         reason=f"{conn.name}: {result.level.label} from {result.issuer}"[:300],
         details={"simulation": result.simulation},
     )
-    return redirect(f"/login/eid/complete?{urlencode({'state': state})}", code=303)
+    return redirect(f"/login/eid/complete?{urlencode({'state': state, 'handover': handover})}", code=303)
+
+
+def _handover_digest(handover: str) -> str:
+    return keyed_digest(_keys()[1], f"eid-handover\x00{handover}")
 
 
 def _refused_callback(why: str) -> Any:
@@ -388,23 +452,26 @@ def complete() -> Any:
     state_key = _keys()[1]
     digest = eid_store.state_digest(state_key, state)
     sealer = runtime().keys.personal_data
+    handover = request.args.get("handover", "")[:100]
     s = browser.current()
     found = eid_store.find_pending(uow.db(), sealer, digest) if state else None
     result = eid_store.result_of(sealer, found[0]) if found else None
-    if (
-        found is None
-        or result is None
-        or s is None
-        # The browser that started the eID login must be the one finishing it (login CSRF).
-        or not hmac.compare_digest(found[0].session_digest, s.id_digest)
-    ):
-        uow.record(
-            action="eid.complete",
-            outcome="denied",
-            actor="anonymous",
-            subject="",
-            reason="no verified eID answer for this browser session",
-        )
+    # The browser that went through the eID service (it holds the handover secret) must be the
+    # one that started the login (its session): no login CSRF, and no relay of a card holder's
+    # authentication into someone else's browser (SAML Profiles §4.1.3: the user agent that
+    # presents the response is the one the security context is set up with).
+    handed_over = found is not None and eid_store.handover_matches(
+        sealer, found[0], _handover_digest(handover)
+    )
+    starter = found is not None and s is not None and equal(found[0].session_digest, s.id_digest)
+    if found is None or result is None or not handed_over or not starter:
+        reason = "no verified eID answer for this browser session"
+        if handed_over and not starter:
+            # The card holder's browser is not the one that started: someone else did and got
+            # her to authenticate. The answer is spent so that the starter cannot use it either.
+            _consume_even_on_failure(digest)
+            reason = "eID answer relayed: it reached a browser that did not start this login"
+        uow.record(action="eid.complete", outcome="denied", actor="anonymous", subject="", reason=reason)
         return _problem(
             400,
             _("This eID answer cannot be used"),
@@ -416,6 +483,24 @@ def complete() -> Any:
     account = browser.current_account()
     if account is None:
         return _login_by_eid(pseudonym, result)
+    if eid_store.link_of_account(uow.db(), account.id) is None and not may_change_strong_factors(account):
+        # A first card next to a device or passkey at substantial: a password alone must not
+        # link someone else's card (and with it level high) to the account.
+        uow.record(
+            action="eid.link",
+            outcome="denied",
+            actor=account.id,
+            subject=account.id,
+            reason="step_up_required",
+        )
+        return _problem(
+            403,
+            _("Please confirm it is you first"),
+            _(
+                "To link an ID card to this account, first log in with your device or security key "
+                "(within the last ten minutes), then use the ID card."
+            ),
+        )
     try:
         _link, created = eid_store.link(
             uow.db(),
@@ -444,6 +529,8 @@ def complete() -> Any:
         reason=("linked" if created else "confirmed") + f" at {result.level.label}",
         details={"simulation": result.simulation, "issuer": result.issuer},
     )
+    if created:
+        notify_factor_change(account, _("An ID card was linked to your account."))
     return complete_step("eid", int(result.level), method="eid")
 
 

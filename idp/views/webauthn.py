@@ -14,7 +14,6 @@ changes no state, except that the challenge it named is used up (single use, §1
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,10 +24,11 @@ from sqlalchemy.orm import Session
 from db import utcnow
 from idp import browser, levels, uow
 from idp import webauthn as wa
+from idp.crypto import equal
 from idp.models import Account, Client
 from idp.runtime import runtime
+from idp.views.account import may_change_strong_factors, notify_factor_change
 from idp.views.auth import complete_step
-from policies import Level
 
 bp = Blueprint("webauthn", __name__)
 
@@ -92,7 +92,7 @@ def _json_request(action: str) -> tuple[Account, Any] | Response:
         return _json_error("login_required", "Please log in first.", 401)
     sent = request.headers.get("X-CSRF-Token", "")
     # OWASP CSRF cheat sheet: synchroniser token in a custom header, bound to this session
-    if not sent or not hmac.compare_digest(sent, browser.csrf_token()):
+    if not sent or not equal(sent, browser.csrf_token()):
         uow.record(
             action="csrf.reject",
             outcome="denied",
@@ -139,25 +139,13 @@ def _email(account: Account) -> str:
     return runtime().keys.personal_data.open(account.email_enc, f"email:{account.id}").decode()
 
 
-def _holds_substantial_device() -> bool:
-    """Whether this session proved a device key at *substantial* (for adding another one)."""
-    for kind, value in browser.factors(browser.current()).items():
-        level = value[1] if isinstance(value, list) else None
-        if kind == "hwk" and level is not None and level >= Level.SUBSTANTIAL:
-            return True
-    return False
-
-
-def _account_reaches_substantial_by_device(account: Account) -> bool:
-    facts = levels.account_facts(uow.db(), account)
-    levels_ = [d.max_level for d in facts.devices] + [w.max_level for w in facts.webauthn]
-    return any(level is not None and level >= Level.SUBSTANTIAL for level in levels_)
-
-
 def _step_up_required() -> wa.StepUpRequired:
     return wa.StepUpRequired(
-        _("To add another security key, first confirm with one you already have."),
-        "account has a device key reaching substantial; this session does not hold that level",
+        _(
+            "To add or remove a security key, first log in with a security key, the city app or "
+            "your ID card (within the last ten minutes)."
+        ),
+        "account has a means at substantial; this session has no recent factor at that level",
     )
 
 
@@ -170,9 +158,9 @@ def register_begin() -> Any:
     if isinstance(got, Response):
         return got
     account, _body = got
-    # A password alone must not add a second factor next to an existing one: with a key that
+    # A password alone must not add a second factor next to an existing one: with a means that
     # reaches substantial, adding another needs that level in this session (docs/webauthn.md).
-    if _account_reaches_substantial_by_device(account) and not _holds_substantial_device():
+    if not may_change_strong_factors(account):
         return _refuse("webauthn.register", account, _step_up_required())
     try:
         options = wa.begin_registration(
@@ -201,7 +189,7 @@ def register_finish() -> Any:
     account, body = got
     credential = body.get("credential")
     name = wa.clean_name(body.get("name"), _("Security key"))
-    if _account_reaches_substantial_by_device(account) and not _holds_substantial_device():
+    if not may_change_strong_factors(account):
         return _refuse("webauthn.register", account, _step_up_required(), credential)
     try:
         done = wa.finish_registration(
@@ -225,6 +213,7 @@ def register_finish() -> Any:
             :500
         ],
     )
+    notify_factor_change(account, _("A security key was added to your account: %(name)s.", name=done.name))
     return jsonify(
         id=done.credential_id,
         name=done.name,
@@ -343,7 +332,7 @@ def rename(key_id: str) -> Any:
     if not name:
         return _page(400, error=_("Please enter a name."))
     try:
-        old = wa.rename_credential(uow.db(), account.id, key_id, name)
+        wa.rename_credential(uow.db(), account.id, key_id, name)
     except wa.WebAuthnError as exc:
         uow.record(
             action="webauthn.rename",
@@ -358,7 +347,7 @@ def rename(key_id: str) -> Any:
         outcome="success",
         actor=account.id,
         subject=account.id,
-        reason=f"{key_id}: {old!r}",
+        reason=f"{key_id} renamed",  # no names: the citizen types them, and audit entries are never erased
     )
     return redirect("/account/security-keys")
 
@@ -369,6 +358,17 @@ def remove(key_id: str) -> Any:
     account = browser.current_account()
     if account is None:
         return redirect("/login")
+    if not may_change_strong_factors(account):  # else: remove the owner's key, then add one's own
+        refusal = _step_up_required()
+        uow.record(
+            action="webauthn.remove",
+            outcome="denied",
+            actor=account.id,
+            subject=account.id,
+            reason=refusal.detail,
+            details={"key_id": key_id[:100]},
+        )
+        return _page(403, error=refusal.description)
     try:
         name = wa.remove_credential(uow.db(), account.id, key_id)
     except wa.WebAuthnError as exc:
@@ -385,6 +385,7 @@ def remove(key_id: str) -> Any:
         outcome="success",
         actor=account.id,
         subject=account.id,
-        reason=f"{key_id}: {name!r}",
+        reason=f"{key_id} removed",  # no names (typed by the citizen; audit entries stay)
     )
+    notify_factor_change(account, _("A security key was removed from your account: %(name)s.", name=name))
     return redirect("/account/security-keys")

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -194,3 +195,39 @@ def test_error_status_is_refused_saml_core_3_2_2_2(saml_idp, connector):
         connector.finish(
             EidResponse({"SAMLResponse": response, "RelayState": start.pending.relay_state}, start.pending)
         )
+
+
+def test_a_plain_assertion_wrapped_as_encrypted_is_refused_saml_core_2_3_4(saml_idp: Any) -> None:
+    """A signed assertion in plaintext inside <EncryptedAssertion>, with a ciphertext for our
+    (public) key from another response placed before it in <Extensions>: xmlsec decrypts that
+    one, and the plaintext would pass as "encrypted"."""
+    import base64
+    import re
+
+    conn = SamlConnector(saml_idp.settings, InMemoryReplayStore())
+    s0 = conn.start(EidRequest(Level.HIGH, ("given_name",)))
+    other = base64.b64decode(saml_idp.respond(saml_idp.receive(dict(s0.form)["SAMLRequest"]))).decode()
+    enc_data = re.search(r"<(\w+:)?EncryptedData.*?</(\w+:)?EncryptedData>", other, re.S)
+    assert enc_data
+    start = conn.start(EidRequest(Level.HIGH, ("given_name",)))
+    form = dict(start.form)
+    plain = base64.b64decode(
+        saml_idp.respond(saml_idp.receive(form["SAMLRequest"]), Issue(encrypt=False))
+    ).decode()
+    m = re.search(r"<(ns\d+:|saml:)?Assertion\b.*?</(ns\d+:|saml:)?Assertion>", plain, re.S)
+    assert m
+    wrapped = plain.replace(
+        m.group(0),
+        f'<saml:EncryptedAssertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion">{m.group(0)}'
+        "</saml:EncryptedAssertion>",
+    )
+    wrapped = re.sub(
+        r"(<(\w+:)?Status\b)",
+        '<samlp:Extensions xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol">'
+        f"{enc_data.group(0)}</samlp:Extensions>\\1",
+        wrapped,
+        count=1,
+    )
+    params = {"SAMLResponse": base64.b64encode(wrapped.encode()).decode(), "RelayState": form["RelayState"]}
+    with pytest.raises(errors.AssertionNotEncrypted):
+        conn.finish(EidResponse(params, start.pending))

@@ -36,6 +36,18 @@ def _count(idp: Idp, model: Any) -> int:
         return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 
+def _card_linked(
+    eid_idp: Idp, email: str = "anna@example.org", persona: str = "erika"
+) -> tuple[Browser, Any]:
+    """A citizen who logged in at a service asking for high and so linked her ID card: her
+    browser, and that service."""
+    rp = _service(eid_idp, min_level=LEVEL_HIGH)
+    b = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    walk(b, b.follow(b.get(url)), email, persona=persona)
+    return b, rp
+
+
 def test_pseudonym_of_another_account_is_refused_and_audited(eid_idp: Idp) -> None:
     eid_idp.add_user("anna@example.org")
     eid_idp.add_user("bert@example.org")
@@ -151,8 +163,9 @@ def test_hostile_callbacks_change_nothing(eid_idp: Idp) -> None:
     state = re.search(r'name="state" value="([^"]+)"', sim.text).group(1)  # type: ignore[union-attr]
     answered = browser.post(cb, {"state": state, "persona": "erika"})
     assert answered.status_code == 303
-    attacker = Browser(eid_idp)
-    assert attacker.get(eid_idp.url + answered.headers["Location"]).status_code == 400
+    attacker = Browser(eid_idp)  # knows the state (it is in the form), not the handover secret
+    assert attacker.get(f"{eid_idp.url}/login/eid/complete?state={state}").status_code == 400
+    assert browser.get(f"{eid_idp.url}/login/eid/complete?state={state}").status_code == 400  # nor here
     assert browser.post(cb, {"state": state, "persona": "erika"}).status_code == 400  # callback once
     assert _count(eid_idp, EidLink) == 0
     assert browser.follow(browser.get(eid_idp.url + answered.headers["Location"])).status_code == 200
@@ -202,3 +215,103 @@ def test_recent_id_card_login_confirms_account_deletion_without_password_nist_63
     assert _count(eid_idp, Account) == 0 and _count(eid_idp, EidLink) == 0
     (done,) = _audit(eid_idp, "account.delete", "success")
     assert '"confirmed_by": "recent eid factor"' in done.details
+
+
+def test_a_login_someone_else_started_cannot_be_finished_with_a_card_holders_authentication(
+    eid_idp: Idp,
+) -> None:
+    """The relay: Mallory starts an eID login in his browser (he sees its state), gets Erika to
+    authenticate with her card (the upstream URL or SAML form carries his state), and finishes in
+    his browser. He must neither be logged in as her nor get her card linked to his account."""
+    eid_idp.add_user("erika@example.org")
+    erika = Browser(eid_idp)
+    erika.login("erika@example.org", PASSWORD, erika.follow(erika.get(f"{eid_idp.url}/login")))
+    sim = post_form(erika, erika.follow(erika.get(f"{eid_idp.url}/login/eid")), {"eid": "start"})
+    own = re.search(r'name="state" value="([^"]+)"', sim.text).group(1)  # type: ignore[union-attr]
+    done = erika.follow(erika.post(f"{eid_idp.url}/login/eid/callback", {"state": own, "persona": "erika"}))
+    assert done.status_code == 200 and _count(eid_idp, EidLink) == 1  # her card is hers
+
+    eid_idp.add_user("mallory@example.org")
+    for mallory_logged_in in (False, True):
+        mallory = Browser(eid_idp)
+        if mallory_logged_in:
+            mallory.login(
+                "mallory@example.org", PASSWORD, mallory.follow(mallory.get(f"{eid_idp.url}/login"))
+            )
+        sim = post_form(mallory, mallory.follow(mallory.get(f"{eid_idp.url}/login/eid")), {"eid": "start"})
+        state = re.search(r'name="state" value="([^"]+)"', sim.text).group(1)  # type: ignore[union-attr]
+        victim = Browser(eid_idp)  # Erika's browser, following Mallory's link; no cookie needed
+        answered = victim.post(f"{eid_idp.url}/login/eid/callback", {"state": state, "persona": "erika"})
+        assert answered.status_code == 303
+        assert victim.get(eid_idp.url + answered.headers["Location"]).status_code == 400  # not hers
+        r = mallory.get(f"{eid_idp.url}/login/eid/complete?state={state}")
+        assert r.status_code == 400  # spent: the relay was seen
+        account = mallory.get(f"{eid_idp.url}/account")  # Browser.get does not follow redirects
+        assert account.status_code == (200 if mallory_logged_in else 302)
+        assert "erika@example.org" not in account.text
+    assert _count(eid_idp, EidLink) == 1  # still only Erika's link
+
+
+def test_a_card_no_connector_can_read_does_not_lock_the_account_out_of_new_factors(eid_idp: Idp) -> None:
+    """A linked ID card counts as a means at high only while an eID connector can use it: with
+    the connector switched off, a password session may add a passkey again (no lockout)."""
+    import dataclasses
+
+    eid_idp.add_user("anna@example.org")
+    _card_linked(eid_idp)
+    assert _count(eid_idp, EidLink) == 1
+
+    def register_begin() -> int:
+        b = Browser(eid_idp)  # the password only
+        b.login("anna@example.org", PASSWORD, b.follow(b.get(f"{eid_idp.url}/login")))
+        page = b.get(f"{eid_idp.url}/account/security-keys")
+        token = re.search(r'data-csrf="([^"]+)"', page.text)
+        assert token, page.text[:300]
+        r = b.http.post(
+            f"{eid_idp.url}/account/security-keys/register/begin",
+            json={},
+            headers={"X-CSRF-Token": token.group(1)},
+            timeout=10,
+        )
+        return r.status_code
+
+    assert register_begin() == 403  # the card is a means at high: the password alone adds nothing
+    rt = eid_idp.app.extensions["cityid"]
+    rt.config = dataclasses.replace(rt.config, eid_connector="")
+    assert register_begin() == 200
+
+
+def test_the_data_export_carries_the_linked_card_and_its_verified_attributes_gdpr_15_20(eid_idp: Idp) -> None:
+    eid_idp.add_user("anna@example.org")
+    b, _rp = _card_linked(eid_idp)
+    page = b.get(f"{eid_idp.url}/account")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    data = b.post(f"{eid_idp.url}/account/export", {"csrf_token": token.group(1)}).json()
+    card = data["eid"]
+    assert card["connector"] == "simulator" and card["level"] and card["linked_at"]
+    assert {a["name"] for a in card["verified_attributes"]} >= {"family_name", "given_name"}
+    assert "Mustermann" in {a["value"] for a in card["verified_attributes"]}
+    assert "pseudonym" not in str(card)
+
+
+def test_the_service_desk_unlinks_a_card_so_a_new_one_can_be_linked(eid_idp: Idp) -> None:
+    """A renewed ID card has a new pseudonym and cannot be linked next to the old one."""
+    from click.testing import CliRunner
+
+    from cli import main as cli_main
+
+    eid_idp.add_user("anna@example.org")
+    _b, rp = _card_linked(eid_idp)
+    cfg = eid_idp.config
+    env = {"CITYID_DATABASE_URL": cfg.database_url, "CITYID_SECRET_KEY": cfg.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": cfg.key_passphrase, "CITYID_ISSUER": cfg.issuer}
+    args = ["user", "unlink-eid", "anna@example.org", "--data-dir", str(cfg.data_dir), "--json"]
+    r = CliRunner().invoke(cli_main, args, env=env)
+    assert r.exit_code == 0, r.output
+    assert _count(eid_idp, EidLink) == 0 and _audit(eid_idp, "eid.unlink", "success")
+    assert CliRunner().invoke(cli_main, args, env=env).exit_code == 4  # nothing left to unlink
+    new_card = Browser(eid_idp)
+    url, _v, _s = rp.authorize_url()
+    walk(new_card, new_card.follow(new_card.get(url)), "anna@example.org", persona="max")
+    assert _count(eid_idp, EidLink) == 1

@@ -74,3 +74,36 @@ def test_oidc_connector_maps_upstream_acr_to_our_level(idp_factory: Any, tmp_pat
     with transaction(ours.sessions()) as s:
         link = s.execute(select(EidLink)).scalar_one()
         assert link.connector == "oidc" and link.issuer == upstream.url and link.simulation is False
+
+
+def test_an_unreachable_upstream_is_asked_once_a_minute_not_for_every_visitor(idp_factory: Any) -> None:
+    """Every anonymous GET /login/eid would otherwise fetch the upstream's metadata again and,
+    with an upstream that does not answer, hold a server thread for the whole timeout."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Broken(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    try:
+        ours = idp_factory(eid_connector="oidc")
+        rt = ours.app.extensions["cityid"]
+        rt.config = dataclasses.replace(
+            rt.config,
+            eid=EidConfig(oidc_issuer=f"http://127.0.0.1:{upstream.server_address[1]}", oidc_client_id="x"),
+        )
+        for _ in range(5):
+            assert Browser(ours).get(f"{ours.url}/login/eid").status_code == 404  # not available now
+        assert len(hits) == 1
+    finally:
+        upstream.shutdown()

@@ -221,6 +221,49 @@ def test_second_key_needs_the_first_when_it_reaches_substantial(idp_factory, tmp
     assert erika.register(dataclasses.replace(SoftAuthenticator(), counter=0))["level"] == "low"
 
 
+def test_a_password_alone_cannot_swap_the_key_that_reaches_substantial_eidas_annex_2_2_4(
+    idp_factory, tmp_path, test_root
+):
+    """Someone with only the password removes the owner's key, then registers his own: refused,
+    and the owner is told by e-mail of every key added or removed."""
+    from idp.config import WebAuthnConfig
+    from tests.webauthn.conftest import TRUSTED_AAGUID
+    from tests.webauthn.mds import write_test_mds3
+
+    blob, root = write_test_mds3(tmp_path, TRUSTED_AAGUID, test_root.certificate)  # TEST-only trust
+    served: Idp = idp_factory(
+        host="localhost", webauthn=WebAuthnConfig(mds3_blob_file=str(blob), mds3_root_file=str(root))
+    )
+    erika = Citizen(served, "erika@example.org")
+    assert erika.register(SoftAuthenticator(aaguid=TRUSTED_AAGUID, root=test_root))["level"] == "substantial"
+    with served.sessions()() as s:
+        key_id = s.execute(select(WebAuthnCredential.id)).scalar_one()
+
+    thief = Browser(served)  # knows the password, nothing more
+    thief.login("erika@example.org", PASSWORD, thief.get(f"{served.url}/login"))
+    page = thief.get(f"{served.url}/account/security-keys")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    r = thief.post(f"{served.url}/account/security-keys/{key_id}/remove", {"csrf_token": token.group(1)})
+    assert r.status_code == 403
+    assert _state(served, erika.account_id)["sign_counts"] != []  # the owner's key is still there
+    assert [e.reason for e in _audit(served, "webauthn.remove")][-1].startswith("account has a means")
+    import email
+    import time
+    from email import policy
+
+    def mails() -> list[str]:
+        return [
+            email.message_from_bytes(m.read_bytes(), policy=policy.default).get_body().get_content()  # type: ignore[union-attr]
+            for m in served.config.outbox_dir.glob("*.eml")
+        ]
+
+    deadline = time.monotonic() + 10  # the mail thread writes it right after the commit
+    while not any("Key" in m and "/account" in m for m in mails()):  # "a security key was added: Key"
+        assert time.monotonic() < deadline, mails()
+        time.sleep(0.05)
+
+
 def test_security_keys_page_renames_and_removes_with_csrf_and_audit(idp):
     erika = Citizen(idp, "erika@example.org")
     max_ = Citizen(idp, "max@example.org")
