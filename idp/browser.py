@@ -8,7 +8,6 @@ Secure except on plain-http loopback (development).
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import time
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ from sqlalchemy import delete
 from db import utcnow
 from idp import uow
 from idp.config import LOOPBACK_HOSTS
-from idp.crypto import keyed_digest, random_token
+from idp.crypto import equal, keyed_digest, random_token
 from idp.models import Account, LoginSession
 from idp.runtime import runtime
 from policies import Level
@@ -97,17 +96,25 @@ def factors(s: LoginSession | None) -> dict[str, list[int | None]]:
 
 
 def log_in(account: Account, factor: str, level: int | None = None) -> LoginSession:
-    """Start an authenticated session (new id), carrying over a pending authorization."""
+    """Start an authenticated session (new cookie token and id: session fixation), carrying
+    over a pending authorization; within the same account, its factors and OIDC `sid` too."""
     old = current()
     pending = old.pending if old is not None else None
     locale = old.locale if old is not None else None
     keep: dict[str, list[int | None]] = {}
+    sid = None
     if old is not None and old.account_id == account.id:
         keep = factors(old)  # stepping up: the earlier factors stay, with their own times
+        # ... and so does the OIDC session id: services that got ID tokens before the step-up
+        # are logged out with this session (Back-Channel Logout §2.4 `sid`)
+        sid = old.sid
     if old is not None:
         uow.db().delete(old)
+        uow.db().flush()  # the old row (and its unique sid) is gone before the new one is written
     lifetime = dt.timedelta(minutes=runtime().config.session_lifetime_minutes)
     row = _new(account_id=account.id, lifetime=lifetime)
+    if sid is not None:
+        row.sid = sid
     keep[factor] = [int(time.time()), level]
     row.factors = json.dumps(keep)
     row.pending = pending
@@ -156,7 +163,7 @@ def check_csrf() -> None:
     """Synchroniser token (OWASP CSRF cheat sheet), bound to this browser session."""
     s = current()
     sent = request.form.get("csrf_token", "")
-    if s is None or not sent or not hmac.compare_digest(sent, keyed_digest(_keys().csrf, s.csrf_secret)):
+    if s is None or not sent or not equal(sent, keyed_digest(_keys().csrf, s.csrf_secret)):
         uow.record(
             action="csrf.reject",
             outcome="denied",

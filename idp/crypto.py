@@ -24,6 +24,16 @@ def derive_key(secret: str, purpose: str) -> bytes:
     )
 
 
+def equal(a: str | bytes, b: str | bytes) -> bool:
+    """Constant-time comparison of two secrets, text or bytes (text as UTF-8).
+
+    ``hmac.compare_digest`` refuses text with non-ASCII characters (TypeError): for a value from
+    the network that would be a 500 instead of a refusal."""
+    return hmac.compare_digest(
+        a.encode() if isinstance(a, str) else a, b.encode() if isinstance(b, str) else b
+    )
+
+
 def keyed_digest(key: bytes, value: str) -> str:
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 

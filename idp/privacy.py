@@ -174,7 +174,7 @@ def erase_account(
         session.execute(delete(RefreshToken).where(RefreshToken.grant_id.in_(grant_ids)))
     for hook in DELETE_HOOKS:
         hook(session, account_id)
-    pseudonym = f"erased:{random_token(12)}"
+    pseudonym = f"{audit.PSEUDONYM_PREFIX}{random_token(12)}"
     entries = audit.pseudonymise(session, account_id, pseudonym)
     session.execute(delete(Grant).where(Grant.account_id == account_id))
     session.execute(delete(Consent).where(Consent.account_id == account_id))

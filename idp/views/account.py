@@ -20,8 +20,9 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from db import transaction, utcnow
-from idp import accounts, browser, throttle, uow
+from idp import accounts, browser, levels, throttle, uow
 from idp.crypto import verify_password
+from idp.mail import send_after_commit
 from idp.models import Account, Client, Consent
 from idp.oauth import backchannel
 from idp.privacy import audit_entries
@@ -166,18 +167,89 @@ def withdraw_consent() -> Any:
     row = uow.db().get(Consent, (acct.id, cid))
     if row is not None:
         uow.db().delete(row)
+        # Withdrawn means the service can no longer act in the citizen's name: its tokens stop
+        # working now, not when they expire (GDPR Art. 7(3); OWASP ASVS V3.5.1)
+        rt = runtime()
+        revoked = backchannel.end_client_grants(
+            uow.db(),
+            rt.key_cache,
+            issuer=rt.config.issuer,
+            subject_key=rt.keys.subject,
+            account_id=acct.id,
+            client_id=cid,
+            reason="consent withdrawn",
+        )
         uow.record(
             action="consent.withdraw",
             outcome="success",
             actor=acct.id,
             subject=cid,
             reason="withdrawn by citizen",
+            details={"grants_revoked": revoked},
         )
     return redirect("/account", code=303)
 
 
 MAX_PASSWORD_FIELD = 1024
 THROTTLED = "throttled"
+
+
+def password_context(email: str) -> list[str]:
+    """Words a citizen's password must not be built on: the address, the city, the service."""
+    return [email, runtime().config.branding.city_name, "cityid"]
+
+
+def password_problem(exc: accounts.WeakPassword) -> str:
+    if isinstance(exc, accounts.GuessablePassword):
+        return _(
+            "This password is too easy to guess: it is a common password, a word or a name, or a "
+            "simple pattern. Please choose another one, for example several unrelated words."
+        )
+    return _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+
+
+def mail_account(acct: Account, subject: str, body: str) -> None:
+    """A notice to the account's own address, sent once this request's state has committed."""
+    send_after_commit(accounts.email_of(runtime().keys, acct), subject, body)
+
+
+def may_change_strong_factors(acct: Account) -> bool:
+    """Whether this browser session may add or remove a device, passkey or eID link: always
+    for an account without a means at substantial, else only after a recent login at that level
+    (``levels.holds_strong_factor``: a password alone must not swap the second factor)."""
+    return not levels.holds_strong_factor(uow.db(), acct) or browser.recent_strong_factor() is not None
+
+
+def notify_factor_change(acct: Account, what: str) -> None:
+    """Tell the account's address that a way of logging in was added or removed (NIST SP
+    800-63B §6.1.2.1): the owner learns of a factor someone else bound."""
+    cfg = runtime().config
+    mail_account(
+        acct,
+        _("A change to how you log in to %(city)s", city=cfg.branding.city_name),
+        _(
+            "%(what)s\n\nIf this was not you, log in, remove it under “My account” and change your "
+            "password: %(link)s",
+            what=what,
+            link=f"{cfg.issuer}/account",
+        ),
+    )
+
+
+def notify_password_changed(acct: Account) -> None:
+    """Tell the account's address that its password changed (ASVS V2.2.3): the owner of an
+    account someone else took over learns of it, with the way back."""
+    cfg = runtime().config
+    mail_account(
+        acct,
+        _("Your password for %(city)s was changed", city=cfg.branding.city_name),
+        _(
+            "The password of your account was changed just now, and the browsers logged in to "
+            "it elsewhere were logged out.\n\nIf this was not you, choose a new password now with "
+            "“Forgot your password?”: %(link)s",
+            link=f"{cfg.issuer}/forgot",
+        ),
+    )
 
 
 def end_account_sessions(account_id: str, reason: str, *, keep_sid: str | None = None) -> backchannel.Ended:
@@ -309,10 +381,9 @@ def change_password() -> Any:
     if new != again:
         return _password_page(_("The two passwords do not match.")), 400
     try:
-        accounts.set_password(uow.db(), acct, new)
-    except accounts.WeakPassword:
-        msg = _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
-        return _password_page(msg), 400
+        accounts.set_password(uow.db(), acct, new, password_context(accounts.email_of(runtime().keys, acct)))
+    except accounts.WeakPassword as exc:
+        return _password_page(password_problem(exc)), 400
     # OWASP Session Management: other sessions end when the password changes, at the services
     # too (back-channel logout, their grants revoked); this one is renewed.
     here = browser.current()
@@ -332,6 +403,7 @@ def change_password() -> Any:
             "factors_kept": sorted(factors),
         },
     )
+    notify_password_changed(acct)
     return render_template(
         "message.html",
         title=_("Password changed"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import secrets
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, Flask, abort, redirect, render_template, request, session, url_for
 
+from idp.crypto import equal
 from idp.demo import DEMO_CLIENT
 from idp.runtime import runtime
 
@@ -72,7 +72,7 @@ def callback() -> Any:
 def logout() -> Any:
     sent = request.form.get("csrf_token", "")
     expected = session.get("demo_csrf", "")
-    if not sent or not expected or not hmac.compare_digest(sent, expected):
+    if not sent or not expected or not equal(sent, expected):
         abort(400, "csrf")  # another site cannot log the demo visitor out
     user = session.pop("demo_user", None)
     iss = runtime().config.issuer

@@ -21,7 +21,7 @@ from flask_babel import gettext as _
 from idp import accounts, browser, uow
 from idp.mail import send_after_commit
 from idp.runtime import runtime
-from idp.views.account import ACCOUNT_LINKS, THROTTLED, reauthenticate, sensitive_request
+from idp.views.account import ACCOUNT_LINKS, THROTTLED, mail_account, reauthenticate, sensitive_request
 from idp.views.auth import RESEND_INTERVAL, link_sent_recently
 
 bp = Blueprint("email_change", __name__)
@@ -111,6 +111,9 @@ def request_change() -> Any:
 def _send_links(acct: Any, new_email: str) -> None:
     cfg = runtime().config
     city = cfg.branding.city_name
+    # Only the latest request counts: a link sent to a mistyped address must not stay usable
+    # once the citizen asked again for the right one.
+    accounts.cancel_links(uow.db(), acct.id, (accounts.EMAIL_CHANGE,))
     token = accounts.issue_email_token(
         uow.db(), runtime().keys, acct, accounts.EMAIL_CHANGE, _lifetime(), new_email=new_email
     )
@@ -129,8 +132,8 @@ def _send_links(acct: Any, new_email: str) -> None:
 
 
 def _notify_old_address(cfg: Any, acct: Any, new_email: str) -> None:
-    send_after_commit(
-        accounts.email_of(runtime().keys, acct),
+    mail_account(
+        acct,
         _("Your e-mail address for %(city)s is about to change", city=cfg.branding.city_name),
         _(
             "Someone logged in to your account asked to change its e-mail address to %(masked)s. "

@@ -101,6 +101,7 @@ def test_citizen_journey_by_keyboard(
     page.goto(link.group(0))  # opening the link confirms nothing yet (mail scanners open links)
     assert h1(page) == "E-Mail-Adresse bestätigen"
     check(page, "04-confirm-email-de")
+    type_into(page, "#password", PASSWORD)  # the password chosen at registration confirms it
     tab_to(page, "button[type=submit]")
     with page.expect_navigation():
         page.keyboard.press("Enter")

@@ -164,11 +164,15 @@ def test_a_password_change_cancels_a_pending_change_of_address(idp_factory: Any,
     account_id = idp.add_user("opfer@example.org")
     intruder = _logged_in(idp, "opfer@example.org")
     link = _requested(intruder, inbox, "dieb@example.org")
+    inbox.wait_for("opfer@example.org")  # the notice of the request: it comes apart from the link
     owner = _logged_in(idp, "opfer@example.org")
     page = owner.get(f"{idp.url}/account/password")
     form = {"csrf_token": csrf(page.text), "current_password": PASSWORD}
     form |= {"password": "a new and much longer passphrase", "password2": "a new and much longer passphrase"}
+    inbox.messages.clear()
     assert owner.post(f"{idp.url}/account/password", form).status_code == 200
+    notice = inbox.wait_for("opfer@example.org")  # ASVS V2.2.3: the owner hears of the change
+    assert "/forgot" in _body(notice) and "/account/password" not in _body(notice)
     assert _confirm(Browser(idp), link).status_code == 400
     assert _address(idp, account_id) == "opfer@example.org"
 
@@ -233,3 +237,22 @@ def test_bad_input_is_refused_without_a_mail(idp_factory: Any, smtp_server: Any)
     assert _confirm(Browser(idp), f"{idp.url}/account/email/confirm?token=made-up").status_code == 400
     time.sleep(0.3)
     assert not inbox.messages
+
+
+def test_a_new_request_cancels_the_link_sent_to_a_mistyped_address(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    from idp.models import EmailToken
+
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("maria@example.org")
+    b = _logged_in(idp, "maria@example.org")
+    typo = _requested(b, inbox, "maira@example.org")
+    with transaction(idp.sessions()) as s:  # the first request was over a minute ago (the mail limit)
+        for row in s.scalars(select(EmailToken)):
+            row.expires_at -= dt.timedelta(minutes=2)
+    right = _requested(b, inbox, "maria.neu@example.org")
+    assert _confirm(Browser(idp), typo).status_code == 400  # whoever reads the typo's mailbox: nothing
+    assert _address(idp, account_id) == "maria@example.org"
+    assert _confirm(Browser(idp), right).status_code == 200
+    assert _address(idp, account_id) == "maria.neu@example.org"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from db.audit import AuditEvent
 from idp.config import SmtpConfig
-from idp.models import EmailToken
+from idp.models import Account, EmailToken
 from tests.idp.conftest import Browser, csrf
 
 PASSWORD = "a long and memorable passphrase"
@@ -59,8 +60,9 @@ def test_registration_verifies_email_through_smtp_link_single_use(idp_factory: A
         {"csrf_token": csrf(page.text), "email": "fritz@example.org", "password": PASSWORD},
     )
     assert r.status_code == 401  # still unconfirmed
-    assert browser.confirm_link(link).status_code == 200  # the button
-    assert browser.confirm_link(link).status_code == 400  # single use
+    assert browser.confirm_link(link, "not the password").status_code == 400  # link still usable
+    assert browser.confirm_link(link, PASSWORD).status_code == 200  # the button
+    assert browser.confirm_link(link, PASSWORD).status_code == 400  # single use
     page = browser.get(f"{idp.url}/login")
     r = browser.post(
         f"{idp.url}/login",
@@ -88,6 +90,33 @@ def test_weak_or_mismatched_passwords_and_bad_email_are_refused(idp: Any) -> Non
     assert _register(b, "x" * 2000 + "@example.org", PASSWORD).status_code == 400
 
 
+@pytest.mark.parametrize(
+    "password",
+    [
+        "1234567890",  # a sequence
+        "passwordpassword",  # a leaked password, repeated
+        "qwertyuiop",  # a keyboard walk
+        "aaaaaaaaaaaa",  # a repeat
+        "passwort123",  # German, and leaked
+        "hallo12345",
+        "musterstadt2026",  # the city's name and a year
+        "anna.schmidt1",  # the address itself
+        "a" * 200,  # long, but nothing to guess
+    ],
+)
+def test_common_or_expected_passwords_are_refused_nist_800_63b_5_1_1_2(idp: Any, password: str) -> None:
+    b = Browser(idp)
+    r = _register(b, "anna.schmidt@example.org", password)
+    assert r.status_code == 400 and "anna.schmidt@example.org" in r.text  # the form again
+    with idp.sessions()() as s:
+        assert s.execute(select(func.count()).select_from(Account)).scalar() == 0
+
+
+def test_passphrases_and_random_passwords_are_accepted(idp: Any) -> None:
+    for i, password in enumerate(["correct horse battery staple", "Sommer2024!wind", "k7#Qm2!xZp9w"]):
+        assert _register(Browser(idp), f"user{i}@example.org", password).status_code == 200, password
+
+
 def test_password_reset_same_answer_for_unknown_address_and_link_expires(
     idp_factory: Any, smtp_server: Any
 ) -> None:
@@ -105,11 +134,21 @@ def test_password_reset_same_answer_for_unknown_address_and_link_expires(
     token = link.split("token=")[1]
     page = b.get(link)
     new_pw = "another long passphrase"
+    weak = {
+        "csrf_token": csrf(page.text),
+        "token": token,
+        "password": "passwordpassword",
+        "password2": "passwordpassword",
+    }
+    assert b.post(f"{idp.url}/reset", weak).status_code == 400  # refused, and the link stays usable
+    inbox.messages.clear()
     r = b.post(
         f"{idp.url}/reset",
         {"csrf_token": csrf(page.text), "token": token, "password": new_pw, "password2": new_pw},
     )
     assert r.status_code == 200
+    notice = inbox.wait_for("greta@example.org")  # ASVS V2.2.3: the owner hears of the change
+    assert "/forgot" in notice.get_content() and "reset?token=" not in notice.get_content()
     r = b.post(
         f"{idp.url}/reset",
         {"csrf_token": csrf(page.text), "token": token, "password": new_pw, "password2": new_pw},
@@ -139,3 +178,86 @@ def test_reset_links_are_sent_at_most_once_a_minute_per_address(idp_factory: Any
         suppressed = s.execute(select(AuditEvent).where(AuditEvent.action == "mail.suppressed")).all()
         assert len(suppressed) == 2
     assert len([m for m in inbox.messages if "greta@example.org" in m["To"]]) == 1
+
+
+def _login_status(idp: Any, email: str, password: str) -> int:
+    browser = Browser(idp)
+    page = browser.get(f"{idp.url}/login")
+    r = browser.post(
+        f"{idp.url}/login", {"csrf_token": csrf(page.text), "email": email, "password": password}
+    )
+    return r.status_code
+
+
+def test_an_address_registered_first_by_someone_else_cannot_be_taken_over_account_pre_hijacking(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    """Sudhodanan & Paverd (USENIX Security 2022), "classic federated merge" aside: the attacker
+    registers the citizen's address with his own password and waits for her to confirm it."""
+    inbox, port = smtp_server
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port))
+    attacker_pw, victim_pw = "attacker's own passphrase", "vera's own passphrase"
+    assert _register(Browser(idp), "vera@example.org", attacker_pw).status_code == 200
+    unsolicited = _link(inbox.wait_for("vera@example.org"), "verify")
+
+    # Vera opens the mail she never asked for: without his password the link confirms nothing
+    victim = Browser(idp)
+    assert victim.confirm_link(unsolicited, victim_pw).status_code == 400
+    assert _login_status(idp, "vera@example.org", attacker_pw) == 401  # still unconfirmed
+
+    # She registers herself: the same page; the old links die, hers lets her choose the password
+    inbox.messages.clear()
+    assert _register(victim, "vera@example.org", victim_pw).status_code == 200
+    mail = inbox.wait_for("vera@example.org")
+    assert "registration" in mail["Subject"].lower() or "registrierung" in mail["Subject"].lower()
+    assert victim.confirm_link(unsolicited, attacker_pw).status_code == 400  # cancelled
+    reset = _link(mail, "reset")
+    page = victim.get(reset)
+    r = victim.post(
+        f"{idp.url}/reset",
+        {
+            "csrf_token": csrf(page.text),
+            "token": reset.split("token=")[1],
+            "password": victim_pw,
+            "password2": victim_pw,
+        },
+    )
+    assert r.status_code == 200
+    assert _login_status(idp, "vera@example.org", victim_pw) == 302
+    assert _login_status(idp, "vera@example.org", attacker_pw) == 401
+
+
+def test_a_taken_address_is_hashed_like_a_new_one_no_enumeration_by_timing(
+    idp: Any, monkeypatch: Any
+) -> None:
+    """OWASP WSTG-IDNT-04: the argon2id hash (tens of ms) runs for a taken address too, so the
+    answer comes no sooner. Counted, not timed (timings are for bench/, not tests)."""
+    import idp.accounts as accounts
+    from db import transaction
+
+    hashed: list[str] = []
+    real = accounts.hash_password
+    monkeypatch.setattr(accounts, "hash_password", lambda pw: hashed.append(pw) or real(pw))
+    with transaction(idp.sessions()) as s:
+        accounts.create_account(s, idp.keys, "hans@example.org", PASSWORD)
+    try:
+        with transaction(idp.sessions()) as s:
+            accounts.create_account(s, idp.keys, "Hans@Example.org", PASSWORD)
+    except accounts.EmailTaken:
+        pass
+    else:
+        raise AssertionError("a taken address was registered twice")
+    assert len(hashed) == 2
+
+
+def test_guessing_the_registration_password_at_verify_is_throttled_like_login_nist_800_63b_5_2_2(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    inbox, port = smtp_server
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port))
+    assert _register(Browser(idp), "lisa@example.org").status_code == 200
+    link = _link(inbox.wait_for("lisa@example.org"), "verify")
+    guesser = Browser(idp)  # holds the link (a forwarded mail), not the password
+    answers = [guesser.confirm_link(link, f"guess number {i}").status_code for i in range(7)]
+    assert answers[:5] == [400] * 5 and 429 in answers[5:]  # the login throttle's free failures, then holds
+    assert guesser.confirm_link(link, PASSWORD).status_code == 429  # held: the password is not even checked

@@ -180,3 +180,22 @@ def test_mail_is_sent_in_german(idp_factory: Any, smtp_server: Any) -> None:
     msg = inbox.wait_for("mia@example.org")
     assert "Bestätigen Sie Ihre E-Mail-Adresse" in msg["Subject"]
     assert "indem Sie diesen Link öffnen" in msg.get_content()
+
+
+def test_ui_locales_of_the_authorization_request_reach_the_login_page_oidc_core_3_1_2_1(idp: Any) -> None:
+    from tests.idp.conftest import Browser, pkce_pair
+
+    cid, _secret = idp.add_client(name="Svc", redirect_uris=["http://127.0.0.1:9/cb"])
+    _v, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": cid,
+        "redirect_uri": "http://127.0.0.1:9/cb",
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "ui_locales": "en",
+    }
+    b = Browser(idp)
+    page = b.follow(b.get(f"{idp.url}/authorize", params=params))
+    assert 'lang="en"' in page.text and "Password" in page.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -192,3 +193,40 @@ def test_deletion_password_guesses_are_throttled_like_logins_nist_800_63b_5_2_2(
     with idp.sessions()() as s:
         reasons = list(s.scalars(select(AuditEvent.reason).where(AuditEvent.action == "account.delete")))
     assert reasons.count("wrong password") == 5 and reasons.count("throttled") == 2
+
+
+def test_an_administrator_exports_and_erases_an_account_on_request_gdpr_12_15_17(
+    idp: Idp, tmp_path: Path
+) -> None:
+    """A citizen who cannot log in (disabled, lost access) asks by letter: the city's admin
+    exports and erases the account with the same code as the citizen's own pages."""
+    from click.testing import CliRunner
+
+    from cli import main as cli_main
+    from db import audit
+    from idp.models import Account
+
+    account_id = idp.add_user("lena@example.org")
+    env = {"CITYID_DATABASE_URL": idp.config.database_url, "CITYID_SECRET_KEY": idp.config.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": idp.config.key_passphrase, "CITYID_ISSUER": idp.config.issuer}
+    data_dir = ["--data-dir", str(idp.config.data_dir)]
+    runner = CliRunner()
+    out = tmp_path / "lena.json"
+    r = runner.invoke(cli_main, ["user", "export", "lena@example.org", "--out", str(out), *data_dir], env=env)
+    assert r.exit_code == 0, r.output
+    exported = json.loads(out.read_text())
+    assert exported["account"]["email"] == "lena@example.org" and oct(out.stat().st_mode)[-3:] == "600"
+    r = runner.invoke(cli_main, ["user", "delete", "lena@example.org", *data_dir, "--json"], env=env)
+    assert r.exit_code == 2  # not without --yes
+    r = runner.invoke(cli_main, ["user", "delete", "lena@example.org", "--yes", *data_dir, "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    pseudonym = json.loads(r.output)["erased"]
+    with idp.sessions()() as s:
+        assert s.get(Account, account_id) is None
+        assert audit.verify(s).ok
+        rows = (
+            s.execute(select(audit.AuditEvent).where(audit.AuditEvent.subject == pseudonym)).scalars().all()
+        )
+        assert "account.delete" in {e.action for e in rows}
+    r = runner.invoke(cli_main, ["user", "export", "lena@example.org", *data_dir], env=env)
+    assert r.exit_code == 4

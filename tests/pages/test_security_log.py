@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
+from db import transaction
 from db.audit import AuditEvent
-from tests.idp.conftest import Browser, Idp
+from idp.models import LoginThrottle
+from tests.idp.conftest import Browser, Idp, csrf
 from tests.pages.helpers import logged_in
 
 
@@ -32,3 +34,45 @@ def test_refused_requests_naming_the_account_cannot_crowd_the_security_log(idp: 
         ).all()
     assert set(named) <= {"login.password", "account.create"}  # no refusal speaks in its name
     assert len(claimed) == 50 and all(account_id in d for d in claimed)  # kept as a claim, for admins
+
+
+def test_a_strangers_device_requests_naming_the_account_stay_out_of_its_security_log(idp: Idp) -> None:
+    account_id = idp.add_user("vera@example.org")
+    idp.add_user("eve@example.org")
+    vera, _ = logged_in(idp, "vera@example.org")
+    vera.http.headers["Accept-Language"] = "en"
+    eve, eve_page = logged_in(idp, "eve@example.org")
+    token = csrf(eve_page)
+    for _ in range(25):  # more than the log shows
+        r = eve.post(f"{idp.url}/account/devices/{account_id}/rename", {"csrf_token": token, "name": "x"})
+        assert r.status_code == 400
+    assert "Logged in with password" in vera.get(idp.url + "/account").text
+    with idp.sessions()() as s:
+        about_vera = s.scalars(select(AuditEvent.action).where(AuditEvent.subject == account_id)).all()
+    assert not any(a.startswith("smartcard.device_") for a in about_vera)
+
+
+def test_wrong_passwords_for_the_account_are_logged_and_shown_to_the_citizen_asvs_7_2_1(idp: Idp) -> None:
+    account_id = idp.add_user("olga@example.org")
+    guesser = Browser(idp)
+    for i in range(6):
+        page = guesser.get(idp.url + "/login")
+        r = guesser.post(
+            idp.url + "/login",
+            {"csrf_token": csrf(page.text), "email": "olga@example.org", "password": f"guess{i}x" * 2},
+        )
+        assert r.status_code in (401, 429)
+    with idp.sessions()() as s:
+        rows = s.execute(
+            select(AuditEvent.action, AuditEvent.actor, AuditEvent.reason).where(
+                AuditEvent.subject == account_id
+            )
+        ).all()
+    failed = [r for r in rows if r.action == "login.password" and r.reason == "bad_credentials"]
+    assert failed and all(r.actor == "anonymous" for r in failed)  # someone, not the citizen
+    assert any(r.action == "login.throttle" for r in rows)  # the hold it started, for admins
+    with transaction(idp.sessions()) as s:  # the hold ends (as after its time, or an admin's unblock)
+        s.execute(delete(LoginThrottle))
+    olga, _ = logged_in(idp, "olga@example.org")
+    olga.http.headers["Accept-Language"] = "en"
+    assert "Failed login attempt" in olga.get(idp.url + "/account").text
