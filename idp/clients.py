@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -44,9 +46,19 @@ class ClientSpec:
 
 
 def _check_uri(uri: str, *, what: str) -> None:
+    if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cf") for c in uri) or "*" in uri:
+        raise ClientError(
+            f"{what} must be one exact URI (no spaces, control characters or wildcards): {uri!r}"
+        )
     parts = urlsplit(uri)
-    if parts.fragment:  # RFC 6749 §3.1.2: no fragment
+    if parts.fragment or "#" in uri:  # RFC 6749 §3.1.2: no fragment (an empty one neither)
         raise ClientError(f"{what} must not have a fragment: {uri}")
+    if parts.username is not None or parts.password is not None:
+        raise ClientError(f"{what} must not carry a user or password: {uri}")
+    try:
+        parts.port  # noqa: B018 - urlsplit checks the port only when asked
+    except ValueError:
+        raise ClientError(f"{what} has an invalid port: {uri}") from None
     if parts.scheme == "https" and parts.netloc:
         return
     if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
@@ -56,9 +68,28 @@ def _check_uri(uri: str, *, what: str) -> None:
     raise ClientError(f"{what} must be https (or http on loopback): {uri}")
 
 
+def _check_jwks(jwks: Any) -> None:
+    """A client's JWKS for private_key_jwt: public EC, RSA or OKP keys only (RFC 7517 §5). A
+    private or symmetric key would sit here in clear, and a symmetric one would let HS256
+    assertions stand for the client."""
+    keys = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(keys, list) or not 0 < len(keys) <= 10:
+        raise ClientError('the JWKS must be {"keys": [...]} with 1 to 10 keys')
+    for key in keys:
+        if not isinstance(key, dict) or key.get("kty") not in ("EC", "RSA", "OKP"):
+            raise ClientError("JWKS keys must be public EC, RSA or OKP keys")
+        if any(member in key for member in ("d", "p", "q", "dp", "dq", "qi", "oth", "k")):
+            raise ClientError("the JWKS holds private key material: register the public keys only")
+
+
 def validate_spec(spec: ClientSpec) -> None:
     if not spec.name.strip():
         raise ClientError("a client needs a name")
+    if len(spec.name) > 100 or any(unicodedata.category(c) in ("Cc", "Cf") for c in spec.name):
+        # the name is shown on the login and consent pages: no line breaks or bidi overrides
+        raise ClientError("a client name has at most 100 characters and no control characters")
+    if spec.jwks is not None:
+        _check_jwks(spec.jwks)
     if spec.auth_method not in AUTH_METHODS:
         raise ClientError(f"auth method must be one of {', '.join(AUTH_METHODS)}")
     for gt in spec.grant_types:

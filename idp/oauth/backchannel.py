@@ -7,12 +7,17 @@ retried when its lease expires.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import http.client
 import json
+import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
 
-import requests
 from joserfc import jwt
 from joserfc.errors import JoseError
 from sqlalchemy import delete, select
@@ -154,6 +159,47 @@ def end_sessions(
     return Ended(sessions=int(gone.rowcount or 0), grants=len(grant_ids), notices=notices)  # type: ignore[attr-defined]
 
 
+def end_client_grants(
+    session: Session,
+    keys: KeyCache,
+    *,
+    issuer: str,
+    subject_key: bytes,
+    account_id: str,
+    client_id: str,
+    reason: str,
+) -> int:
+    """The citizen withdrew consent from one service: every grant the service holds from this
+    account is revoked (its refresh and access tokens stop working), and the service is told to
+    end the citizen's sessions: a logout token with ``sub`` and no ``sid`` (Back-Channel Logout
+    §2.4: all of this subject's sessions at the service). Returns the grants revoked."""
+    from idp.oauth.server import revoke_grant
+    from idp.oauth.subjects import subject_for
+
+    grant_ids = list(
+        session.execute(
+            select(Grant.id).where(
+                Grant.account_id == account_id, Grant.client_id == client_id, Grant.revoked_at.is_(None)
+            )
+        ).scalars()
+    )
+    for gid in grant_ids:
+        revoke_grant(session, gid, reason)
+    client = session.get(Client, client_id)
+    if grant_ids and client is not None and client.backchannel_logout_uri:
+        sub = subject_for(subject_key, client, account_id)
+        token = logout_token(session, keys, issuer=issuer, client=client, sub=sub, sid=None)
+        session.add(
+            LogoutOutbox(
+                client_id=client_id,
+                url=client.backchannel_logout_uri,
+                logout_token=token,
+                next_attempt_at=utcnow(),
+            )
+        )
+    return len(grant_ids)
+
+
 def _renewed(session: Session, keys: KeyCache, token: str) -> str:
     """The queued logout token signed anew with fresh ``iat``/``exp`` (same ``jti``, ``sub``,
     ``sid``): a retry an hour later must not carry a token the service has to reject as expired
@@ -192,6 +238,55 @@ def _claim_one(sessions: sessionmaker[Session], keys: KeyCache) -> Delivery | No
         return Delivery(r.id, r.url, token, r.attempts)
 
 
+# One delivery ends after this long whatever the service does (a socket timeout bounds each read,
+# not a response trickled a byte at a time); below LEASE, so no other worker claims it meanwhile.
+DEADLINE = 15.0
+MAX_RESPONSE = 4096  # what is read of the service's answer
+
+
+def post_logout_token(url: str, token: str) -> str | None:
+    """§2.5: POST the form-encoded ``logout_token``; 200 (or 204) means done. None on success,
+    else what went wrong. No redirects are followed; at most MAX_RESPONSE bytes are read; the
+    whole exchange ends after DEADLINE (the socket is shut down from a timer)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s) URL"
+    body = urlencode({"logout_token": token}).encode()
+    conn: http.client.HTTPConnection
+    try:
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=TIMEOUT, context=ssl.create_default_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
+    except ValueError:  # a port out of range
+        return "not an http(s) URL"
+    expired = threading.Event()
+
+    def abort() -> None:
+        expired.set()
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)
+
+    timer = threading.Timer(DEADLINE, abort)
+    timer.start()
+    try:
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": "cityid"}
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(MAX_RESPONSE)
+        status = resp.status
+    except (OSError, http.client.HTTPException) as exc:
+        return "deadline passed" if expired.is_set() else type(exc).__name__
+    finally:
+        timer.cancel()
+        conn.close()
+    return None if status in (200, 204) else f"HTTP {status}"
+
+
 def deliver_due(sessions: sessionmaker[Session], keys: KeyCache, *, limit: int = 50) -> int:
     """Deliver up to ``limit`` due logout tokens. Returns how many were delivered."""
     delivered = 0
@@ -199,14 +294,7 @@ def deliver_due(sessions: sessionmaker[Session], keys: KeyCache, *, limit: int =
         d = _claim_one(sessions, keys)
         if d is None:
             break
-        error = None
-        try:
-            # §2.5: POST, form-encoded `logout_token`; 200 (or 204) means done.
-            r = requests.post(d.url, data={"logout_token": d.token}, timeout=TIMEOUT, allow_redirects=False)
-            if r.status_code not in (200, 204):
-                error = f"HTTP {r.status_code}"
-        except requests.RequestException as exc:
-            error = type(exc).__name__
+        error = post_logout_token(d.url, d.token)
         with transaction(sessions) as s:
             row = s.get(LogoutOutbox, d.id)
             if row is None:

@@ -24,14 +24,18 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
+from idp.crypto import equal
 from idp.models import SeenJti
 from smartcard import replay
 
-ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
+ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "Ed25519", "EdDSA"]  # Ed25519: RFC 9864
 IAT_WINDOW = 60  # seconds either side (§11.1)
 NONCE_PERIOD = 300
 MAX_PROOF = 4096
+# A proof's header carries its public key: 2,048 bytes hold an RSA-4096 key (joserfc's default of
+# 512 refused every RSA-2048 proof); MAX_PROOF still bounds the whole proof.
 REGISTRY = jws.JWSRegistry(algorithms=ALGORITHMS)
+REGISTRY.max_header_length = 2048
 _SEEN = cast(Table, SeenJti.__table__)
 _KEY_TYPES: dict[str, type[ECKey] | type[RSAKey] | type[OKPKey]] = {"EC": ECKey, "RSA": RSAKey, "OKP": OKPKey}
 
@@ -157,7 +161,7 @@ def verify_proof(
         raise DpopError("DPoP proof signature does not verify")
     try:
         claims = json.loads(compact.payload)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise DpopError("DPoP payload is not JSON") from exc
     if not isinstance(claims, dict):
         raise DpopError("DPoP payload is not an object")
@@ -173,7 +177,11 @@ def verify_proof(
         raise DpopError("DPoP proof lacks jti, htm, htu or iat")
     if htm != method:  # (9) htm
         raise DpopError("htm does not match the request method")
-    if _normalise_htu(htu) != _normalise_htu(url):  # (10) htu
+    try:
+        same_uri = _normalise_htu(htu) == _normalise_htu(url)
+    except ValueError:  # e.g. a port out of range: urlsplit refuses it
+        raise DpopError("htu is not a valid URI") from None
+    if not same_uri:  # (10) htu
         raise DpopError("htu does not match the request URI")
     nonce = claims.get("nonce")
     if require_nonce and not (isinstance(nonce, str) and nonce_valid(nonce_key, nonce, now)):
@@ -182,7 +190,7 @@ def verify_proof(
         raise DpopError("iat outside the acceptable window")
     if access_token is not None:  # §4.3 (13): ath, when presenting an access token
         ath = claims.get("ath")
-        if not isinstance(ath, str) or not hmac.compare_digest(ath, access_token_hash(access_token)):
+        if not isinstance(ath, str) or not equal(ath, access_token_hash(access_token)):
             raise DpopError("ath does not match the access token")
     # §11.1: a proof is used once within its window; remember jti per key, in the database
     # (shared by every process), decided by its unique key

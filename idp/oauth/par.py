@@ -14,14 +14,13 @@ at most, and never after a code was issued from it (one-time use, RFC 9126 §4).
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 from dataclasses import dataclass
 
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from idp.crypto import random_token
+from idp.crypto import equal, random_token
 from idp.instance import InstanceKeys
 from idp.models import PushedRequest
 
@@ -76,7 +75,7 @@ def resolve(
     row = session.get(PushedRequest, digest)
     if row is None:
         raise ParError("unknown request_uri")
-    if not hmac.compare_digest(row.client_id, client_id):  # RFC 9126 §4: the same client
+    if not equal(row.client_id, client_id):  # RFC 9126 §4: the same client
         raise ParError("request_uri of another client")
     if row.consumed_at is not None:
         raise ParError("request_uri already used")  # RFC 9126 §4: one-time use
@@ -101,4 +100,11 @@ def consume(session: Session, digest: str, now: dt.datetime) -> bool:
 
 
 def purge(session: Session, now: dt.datetime) -> None:
-    session.execute(delete(PushedRequest).where(PushedRequest.created_at < now - CONTINUE))
+    """Requests never used within their lifetime go at once; used ones when the login they
+    started can no longer continue."""
+    session.execute(
+        delete(PushedRequest).where(
+            (PushedRequest.created_at < now - CONTINUE)
+            | (PushedRequest.first_used_at.is_(None) & (PushedRequest.expires_at <= now))
+        )
+    )

@@ -7,13 +7,13 @@ this token (``ath``).
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Response, jsonify, request
 
 from idp import uow
+from idp.crypto import equal
 from idp.oauth import dpop
 from idp.oauth.server import decode_access_token
 from idp.runtime import runtime
@@ -87,7 +87,7 @@ def authenticate(required_scope: str | None = None) -> dict[str, Any]:
                 reason=f"{exc.error}: {exc.description}",
             )
             raise ResourceError(401, exc.error, exc.description, scheme="DPoP") from exc
-        if not hmac.compare_digest(proof.jkt, jkt):  # §7.1: the key the token is bound to
+        if not equal(proof.jkt, jkt):  # §7.1: the key the token is bound to
             uow.record(
                 action="resource.refuse",
                 outcome="denied",

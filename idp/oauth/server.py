@@ -7,7 +7,6 @@ save_token, codes, refresh tokens) and the OpenID Connect claims.
 from __future__ import annotations
 
 import datetime as dt
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any, cast
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -35,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from db import utcnow
 from idp import uow
-from idp.crypto import random_token
+from idp.crypto import equal, random_token
 from idp.keys import KeyCache
 from idp.models import (
     Account,
@@ -104,7 +103,7 @@ class OAuthClient(ClientMixin):  # type: ignore[misc]
         if not self.row.secret_digest or not isinstance(client_secret, str):
             return False
         digest = runtime_keys().secret_digest(client_secret)
-        return hmac.compare_digest(digest, self.row.secret_digest)
+        return equal(digest, self.row.secret_digest)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return bool(method == self.row.token_endpoint_auth_method)
@@ -299,7 +298,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         if row.expires_at <= utcnow():  # RFC 6749 §4.1.2: short-lived codes
             return None
         proof = _dpop_proof()
-        if grant.cnf_jkt and (proof is None or not hmac.compare_digest(proof.jkt, grant.cnf_jkt)):
+        if grant.cnf_jkt and (proof is None or not equal(proof.jkt, grant.cnf_jkt)):
             return None  # RFC 9449 §10: the code is bound to the dpop_jkt key
         return CodeRecord(row, grant)
 
@@ -349,7 +348,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         client = s.get(Client, grant.client_id)
         if client is not None and client.token_endpoint_auth_method == "none" and grant.cnf_jkt:
             # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
-            if proof is None or not hmac.compare_digest(proof.jkt, grant.cnf_jkt):
+            if proof is None or not equal(proof.jkt, grant.cnf_jkt):
+                return None
+        if client is not None and client.token_endpoint_auth_method == "none" and grant.cnf_x5t:
+            # RFC 8705 §4: ... and to the device certificate it was issued with
+            device_cert = _mtls_certificate()
+            if device_cert is None or not equal(device_cert.thumbprint, grant.cnf_x5t):
                 return None
         return RefreshRecord(row, grant)
 
@@ -427,6 +431,10 @@ def userinfo_claims(user: Principal, scope: str) -> UserInfo:
     return info
 
 
+# private_key_jwt (discovery advertises these); Ed25519 is RFC 9864's name for EdDSA on Ed25519
+ASSERTION_ALGORITHMS = ["ES256", "RS256", "Ed25519", "EdDSA"]
+
+
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
@@ -438,6 +446,16 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         # RFC 7523 §3 (3): the token endpoint URL; OIDC Core §9 also allows the issuer; RFC 9126
         # §2: the PAR endpoint URL too
         return [f"{self.issuer}/token", self.issuer, f"{self.issuer}/par"]
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        # RFC 7523 §3.1 as Authlib does it, with the algorithms discovery advertises (joserfc's
+        # default set lacks EdDSA and has HS256, which no client key should ever stand for)
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
+        except JoseError as e:
+            raise InvalidClientError(description=e.description) from e
+        self.verify_claims(token.claims)
+        return token.claims
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
         # RFC 7523 §3 (7): a client assertion's jti is used once, decided by one atomic insert
@@ -511,13 +529,22 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     if isinstance(user, Principal) and proof is not None and request.client.is_public:
         if user.grant.cnf_jkt is None:
             user.grant.cnf_jkt = proof.jkt  # RFC 9449 §5: refresh tokens bound to the key
+    device_cert = _mtls_certificate()
+    if isinstance(user, Principal) and device_cert is not None and request.client.is_public:
+        if user.grant.cnf_x5t is None:
+            user.grant.cnf_x5t = device_cert.thumbprint  # RFC 8705 §4: ... and to the certificate
     if isinstance(user, Principal) and token.get("refresh_token"):
         days = runtime().config.refresh_token_lifetime_days
+        scope = token.get("scope", "")
+        if isinstance(getattr(request, "refresh_token", None), RefreshRecord):
+            # RFC 6749 §6: the new refresh token has exactly the scope of the one it replaces,
+            # even when this refresh asked for less (the access token has the narrower scope)
+            scope = request.refresh_token.row.scope
         s.add(
             RefreshToken(
                 token_digest=runtime_keys().token_digest(token["refresh_token"]),
                 grant_id=user.grant.id,
-                scope=token.get("scope", ""),
+                scope=scope,
                 expires_at=utcnow() + dt.timedelta(days=days),
             )
         )
@@ -576,21 +603,43 @@ _SELECT_REVOKED_JTI = select(_REVOKED.c.jti).where(_REVOKED.c.jti == bindparam("
 _SELECT_GRANT_STATE = select(_GRANTS.c.revoked_at).where(_GRANTS.c.id == bindparam("gid"))
 
 
+def find_token(token: str, token_type_hint: str | None) -> Any:
+    """("access_token", claims) or ("refresh_token", RefreshRecord) for /introspect and /revoke.
+
+    RFC 7009 §2.1 / RFC 7662 §2.1: the hint only says where to look first; a token not found
+    there is looked for under the other type (a wrong hint must not leave an access token working
+    while /revoke answers 200)."""
+    lookups = [_access_token, _refresh_token]
+    if token_type_hint == "refresh_token":
+        lookups.reverse()
+    for lookup in lookups:
+        found = lookup(uow.db(), token)
+        if found is not None:
+            return found
+    return None
+
+
+def _access_token(s: Session, token: str) -> Any:
+    valid = decode_access_token(s, token)
+    return ("access_token", valid.claims) if valid is not None else None
+
+
+def _refresh_token(s: Session, token: str) -> Any:
+    row = s.get(RefreshToken, runtime_keys().token_digest(token)) if len(token) <= 200 else None
+    grant = s.get(Grant, row.grant_id) if row is not None else None
+    return ("refresh_token", RefreshRecord(row, grant)) if row is not None and grant is not None else None
+
+
 class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH
 
     def query_token(self, token: str, token_type_hint: str | None) -> Any:
-        s = uow.db()
-        if token_type_hint != "refresh_token":
-            valid = decode_access_token(s, token)
-            if valid is not None:
-                return ("access_token", valid.claims)
-        row = s.get(RefreshToken, runtime_keys().token_digest(token)) if len(token) <= 200 else None
-        if row is not None:
-            grant = s.get(Grant, row.grant_id)
-            if grant is not None:
-                return ("refresh_token", RefreshRecord(row, grant))
-        return None
+        return find_token(token, token_type_hint)
+
+    def check_params(self, request: Any, client: Any) -> None:
+        # RFC 7662 §2.1 / RFC 7009 §2.1: an unknown hint is no error; the search covers all types
+        if "token" not in request.form:
+            raise InvalidRequestError()
 
     def check_permission(self, token: Any, client: OAuthClient, request: Any) -> bool:
         # RFC 7662 §4: only the client the token was issued to may introspect it.
@@ -643,7 +692,9 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     CLIENT_AUTH_METHODS = ALL_AUTH
 
     def query_token(self, token: str, token_type_hint: str | None) -> Any:
-        return Introspection.query_token(self, token, token_type_hint)  # type: ignore[arg-type]
+        return find_token(token, token_type_hint)
+
+    check_params = Introspection.check_params
 
     def check_permission(self, token: Any, client: OAuthClient, request: Any) -> bool:
         return Introspection.check_permission(self, token, client, request)  # type: ignore[arg-type]

@@ -14,10 +14,18 @@ from sqlalchemy import select
 
 from db import utcnow
 from idp import accounts, browser, throttle, uow
-from idp.mail import send_after_commit
-from idp.models import Client, EmailToken
+from idp.crypto import verify_password
+from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
-from idp.views.account import claim_attempt, end_account_sessions, settle_attempt
+from idp.views.account import (
+    claim_attempt,
+    end_account_sessions,
+    mail_account,
+    notify_password_changed,
+    password_context,
+    password_problem,
+    settle_attempt,
+)
 
 bp = Blueprint("auth", __name__)
 
@@ -99,7 +107,9 @@ def link_sent_recently(account: Any, purpose: str, lifetime: dt.timedelta) -> bo
     return uow.db().execute(q.limit(1)).first() is not None
 
 
-def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -> None:
+def _send_link(account: Any, purpose: str, lifetime: dt.timedelta, *, registering: bool = False) -> None:
+    """Mail a single-use link to the account's own address (never to an address as typed: two
+    spellings that reach the same account must not reach two mailboxes)."""
     if link_sent_recently(account, purpose, lifetime):
         uow.record(
             action="mail.suppressed",
@@ -122,6 +132,16 @@ def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -
             link=link,
             hours=cfg.email_verification_hours,
         )
+    elif registering:
+        link = f"{cfg.issuer}/reset?token={token}"
+        subject = _("Finish your registration for %(city)s", city=city)
+        body = _(
+            "Someone asked to register an account with this e-mail address. To finish the "
+            "registration, choose your password with this link:\n\n%(link)s\n\nThe link is valid "
+            "for %(minutes)s minutes and can be used once. If it was not you, ignore this message.",
+            link=link,
+            minutes=cfg.password_reset_minutes,
+        )
     else:
         link = f"{cfg.issuer}/reset?token={token}"
         subject = _("Reset your password for %(city)s", city=city)
@@ -132,7 +152,7 @@ def _send_link(account: Any, email: str, purpose: str, lifetime: dt.timedelta) -
             link=link,
             minutes=cfg.password_reset_minutes,
         )
-    send_after_commit(email, subject, body)
+    mail_account(account, subject, body)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -154,22 +174,31 @@ def register() -> Any:
         ), 400
     try:
         acct = accounts.create_account(
-            uow.db(), _keys(), email, password, locale=request.cookies.get("lang", "de")[:2]
+            uow.db(),
+            _keys(),
+            email,
+            password,
+            locale=request.cookies.get("lang", "de")[:2],
+            context=password_context(email),
         )
-        _send_link(acct, email, "verify", dt.timedelta(hours=runtime().config.email_verification_hours))
+        _send_link(acct, "verify", dt.timedelta(hours=runtime().config.email_verification_hours))
     except accounts.InvalidEmail:
         error = _("Please enter a valid e-mail address.")
-    except accounts.WeakPassword:
-        error = _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+    except accounts.WeakPassword as exc:
+        error = password_problem(exc)
     except accounts.EmailTaken:
-        # No account enumeration: the page says the same; an unconfirmed account gets a new link.
+        # No account enumeration: the page says the same. An unconfirmed account may have been
+        # registered by someone else to take the address over once its owner confirms it
+        # (account pre-hijacking): its confirmation links are cancelled, and the mailbox's owner
+        # gets a link to choose the password (which confirms the address and ends all sessions).
         existing = accounts.find_by_email(uow.db(), _keys(), email)
         if existing is not None and existing.email_verified_at is None:
+            accounts.cancel_links(uow.db(), existing.id, ("verify",))
             _send_link(
                 existing,
-                email,
-                "verify",
-                dt.timedelta(hours=runtime().config.email_verification_hours),
+                "reset",
+                dt.timedelta(minutes=runtime().config.password_reset_minutes),
+                registering=True,
             )
         uow.record(
             action="account.register_existing",
@@ -199,18 +228,57 @@ def verify() -> Any:
     """GET shows a button, POST confirms: mail gateways open the links in mails they scan, and
     such a visit must neither use the link up nor confirm an address its owner never saw."""
     token = request.values.get("token", "")[:200]
+
+    def form(error: str | None = None) -> Any:
+        return render_template(
+            "link_confirm.html",  # mail scanners open links; only the button confirms
+            title=_("Confirm your e-mail address"),
+            message=_("Enter the password you chose at registration to confirm this e-mail address."),
+            action="/verify",
+            csrf_token=browser.csrf_token(),
+            token=token,
+            ask_password=True,
+            error=error,
+        )
+
     try:
+        row = accounts.check_email_token(uow.db(), _keys(), token, "verify")
         if request.method == "GET":
-            accounts.check_email_token(uow.db(), _keys(), token, "verify")
-            return render_template(
-                "link_confirm.html",  # mail scanners open links; only the button confirms
-                title=_("Confirm your e-mail address"),
-                message=_("Confirm that this e-mail address is yours to finish your registration."),
-                action="/verify",
-                csrf_token=browser.csrf_token(),
-                token=token,
-            )
+            return form()
         browser.check_csrf()
+        # The link proves the mailbox, the password proves who registered: someone who registered
+        # another person's address first cannot have it confirmed for him by its owner's click
+        # (account pre-hijacking). The link stays usable after a wrong password.
+        owner = uow.db().get(Account, row.account_id)
+        # the link's holder guesses no more often than at /login: the same count per address
+        attempt = claim_attempt(owner.email_index) if owner is not None else None
+        if isinstance(attempt, throttle.Blocked):  # NIST SP 800-63B §5.2.2
+            uow.record(
+                action="email.verify",
+                outcome="denied",
+                actor="anonymous",
+                subject=row.account_id,
+                reason=f"throttled after {attempt.failures} failures",
+            )
+            return form(_held(attempt, utcnow())), 429
+        hashed = owner.password_hash if owner is not None else None
+        right = verify_password(hashed, _field("password")[: accounts.MAX_PASSWORD])
+        if owner is not None and attempt is not None:
+            settle_attempt(attempt, owner.email_index, right=right, account_id=owner.id)
+        if not right:
+            uow.record(
+                action="email.verify",
+                outcome="denied",
+                actor="anonymous",
+                subject=row.account_id,
+                reason="wrong password",
+            )
+            return form(
+                _(
+                    "This is not the password chosen at registration. If you did not register with "
+                    "this address, or forgot the password, choose a new one with “Forgot your password?”."
+                )
+            ), 400
         acct = accounts.consume_email_token(uow.db(), _keys(), token, "verify")
     except accounts.InvalidLink as exc:
         uow.record(action="email.verify", outcome="denied", actor="anonymous", subject="", reason=str(exc))
@@ -268,15 +336,16 @@ def login() -> Any:
             "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=held
         ), 429
     outcome = accounts.check_login(uow.db(), _keys(), email, password)
+    named = outcome.account.id if outcome.account else ""  # the account the address names
+    right = outcome.reason != "bad_credentials"  # unverified or disabled: the password was right
     if attempt is not None and index:
-        # unverified or disabled: the password was right all the same
-        settle_attempt(attempt, index, right=outcome.reason != "bad_credentials", account_id="")
+        settle_attempt(attempt, index, right=right, account_id=named)
     if outcome.reason != "ok":
         uow.record(
             action="login.password",
             outcome="denied",
-            actor=outcome.account.id if outcome.account else "anonymous",
-            subject=outcome.account.id if outcome.account else "",
+            actor=named if right else "anonymous",  # a wrong password: someone, not the citizen
+            subject=named,  # shown in the citizen's security log (ASVS V7.2.1)
             reason=outcome.reason,
         )
         message = {
@@ -322,7 +391,7 @@ def forgot() -> Any:
     email = _field("email")
     acct = accounts.find_by_email(uow.db(), _keys(), email) if len(email) <= 254 else None
     if acct is not None and not acct.disabled:
-        _send_link(acct, email, "reset", dt.timedelta(minutes=runtime().config.password_reset_minutes))
+        _send_link(acct, "reset", dt.timedelta(minutes=runtime().config.password_reset_minutes))
     uow.record(
         action="password.reset_request",
         outcome="info",
@@ -357,15 +426,15 @@ def reset() -> Any:
             error=_("The two passwords do not match."),
         ), 400
     try:
-        accounts.check_password_policy(password)
+        # A refused password answers 400: the unit of work rolls the link's use back with it
         acct = accounts.consume_email_token(uow.db(), _keys(), token, "reset")
-        accounts.set_password(uow.db(), acct, password)
-    except accounts.WeakPassword:
+        accounts.set_password(uow.db(), acct, password, password_context(accounts.email_of(_keys(), acct)))
+    except accounts.WeakPassword as exc:
         return render_template(
             "reset.html",
             csrf_token=browser.csrf_token(),
             token=token,
-            error=_("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD),
+            error=password_problem(exc),
         ), 400
     except accounts.InvalidLink as exc:
         uow.record(
@@ -394,6 +463,7 @@ def reset() -> Any:
         reason="new password set",
         details={"sessions_ended": ended.sessions, "grants_revoked": ended.grants},
     )
+    notify_password_changed(acct)
     return render_template(
         "message.html",
         title=_("Password changed"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import hmac
 import json
 import re
 import time
@@ -17,6 +16,8 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 from flask_babel import gettext as _
+from joserfc import jws
+from joserfc.errors import JoseError
 from sqlalchemy import select
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
@@ -24,10 +25,12 @@ from werkzeug.wrappers import Request
 from db import utcnow
 from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
+from idp.crypto import equal
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, par
 from idp.oauth.server import (
     ALL_AUTH,
+    ASSERTION_ALGORITHMS,
     OAuthClient,
     endpoint_proof,
     key_cache,
@@ -78,12 +81,15 @@ def discovery() -> Response:
             "private_key_jwt",
             "none",
         ],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "introspection_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
             "private_key_jwt",
         ],
+        # RFC 8414 §2: present when private_key_jwt is listed for the endpoint
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGORITHMS,
         "revocation_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
@@ -130,8 +136,7 @@ def discovery() -> Response:
             "family_name",
             "birthdate",
             "place_of_birth",
-            "address",
-            "nationality",
+            "nationalities",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
     }
@@ -290,9 +295,13 @@ def authorize() -> Any:
             )
         )
     data = _values()
+    if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
+        err = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
+        return _error_redirect(err, error="request_not_supported")
+    if data.get("response_mode", "query") != "query":  # the only mode discovery advertises
+        return _error_redirect(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
     prompts = set(data.get("prompt", "").split())
-    max_age = data.get("max_age")
-    if max_age is not None and not max_age.isdigit():
+    if not levels.valid_max_age(data.get("max_age")):
         return _error_redirect(
             InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri)
         )
@@ -335,7 +344,10 @@ def authorize() -> Any:
             reason=f"{outcome.step}: {outcome.reason.code}",
         )
         target = STEP_URLS[str(outcome.step)]
-        return redirect(f"{target}?{urlencode({'client_id': client.client_id})}")
+        step_query = {"client_id": client.client_id}
+        if data.get("ui_locales"):  # OIDC Core §3.1.2.1: the login pages in the language asked for
+            step_query["ui_locales"] = data["ui_locales"][:100]
+        return redirect(f"{target}?{urlencode(step_query)}")
     assert account is not None and session is not None and isinstance(outcome, Satisfied)
 
     if request.method == "POST":
@@ -430,6 +442,11 @@ def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Respons
 CLIENT_AUTH_PARAMS = {"client_secret", "client_assertion", "client_assertion_type"}
 
 
+# An authorization request has about 15 parameters of at most MAX_PARAM characters each.
+MAX_PUSHED_PARAMS = 40
+MAX_PUSHED_BYTES = 16 * 1024
+
+
 def _par_error(status: int, error: str, description: str) -> Response:
     uow.record(
         action="par.refuse",
@@ -448,13 +465,18 @@ def _par_error(status: int, error: str, description: str) -> Response:
 @bp.post("/par")
 def pushed_authorization_request() -> Any:
     """RFC 9126 §2: the client pushes its authorization request and gets a request_uri."""
-    if oversized(request):
-        return _par_error(400, "invalid_request", "a parameter is too long")
+    too_big = (request.content_length or 0) > MAX_PUSHED_BYTES or len(request.form) > MAX_PUSHED_PARAMS
+    if oversized(request) or too_big:
+        # what is stored for up to half an hour stays small: a public client's id is no secret
+        return _par_error(400, "invalid_request", "the request is too large")
     srv = server()
     try:  # §2.1 (1): client authentication as at the token endpoint
         client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
     except OAuth2Error as err:
-        return _par_error(401, err.error, err.description or "client authentication failed")
+        resp = _par_error(401, err.error, err.description or "client authentication failed")
+        if request.authorization is not None:  # RFC 6749 §5.2: the scheme the client used
+            resp.headers["WWW-Authenticate"] = f'Basic error="{err.error}"'
+        return resp
     form = request.form
     if "request_uri" in form:  # §2.1 (2)
         return _par_error(400, "invalid_request", "request_uri must not be pushed")
@@ -466,6 +488,8 @@ def pushed_authorization_request() -> Any:
     params.append(("client_id", client.client_id))
     # §2.1 (3): validated as the authorization endpoint validates (redirect URI, PKCE, scope…)
     areq = _as_request(params)
+    if not levels.valid_max_age(areq.values.get("max_age")):
+        return _par_error(400, "invalid_request", "max_age must be a non-negative integer")
     try:
         grant = srv.get_authorization_grant(srv.create_oauth2_request(areq))
         grant.validate_no_multiple_request_parameter(grant.request)
@@ -475,9 +499,6 @@ def pushed_authorization_request() -> Any:
         return _par_error(400, "invalid_request", str(exc))
     except OAuth2Error as err:
         return _par_error(400, err.error, err.description or err.error)
-    max_age = areq.values.get("max_age")
-    if max_age is not None and not max_age.isdigit():
-        return _par_error(400, "invalid_request", "max_age must be a non-negative integer")
     dpop_jkt = areq.values.get("dpop_jkt")
     if dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt):
         return _par_error(400, "invalid_request", "malformed dpop_jkt")
@@ -491,7 +512,7 @@ def pushed_authorization_request() -> Any:
     if proof is not None:
         if dpop_jkt is None:
             params.append(("dpop_jkt", proof.jkt))
-        elif not hmac.compare_digest(dpop_jkt, proof.jkt):
+        elif not equal(dpop_jkt, proof.jkt):
             return _par_error(400, "invalid_dpop_proof", "dpop_jkt names another key than the DPoP proof")
     request_uri, expires_in = par.push(uow.db(), rt.keys, client.client_id, params, utcnow())
     uow.record(
@@ -550,6 +571,18 @@ class EndSession(EndSessionEndpoint):  # type: ignore[misc]
 
     def get_algorithms(self) -> list[str]:
         return ["ES256", "RS256"]
+
+    def _validate_id_token_hint(self, id_token_hint: str) -> dict[str, Any]:
+        claims: dict[str, Any] = super()._validate_id_token_hint(id_token_hint)  # signed by us (§2)
+        try:
+            header = jws.extract_compact(id_token_hint.encode()).protected
+        except (JoseError, ValueError) as exc:
+            raise InvalidRequestError("malformed id_token_hint") from exc
+        # RFC 8725 §3.11: our ID tokens are typed "JWT"; an access token (at+jwt) or a logout
+        # token (logout+jwt) signed by the same keys is no ID token and no hint.
+        if header.get("typ") != "JWT" or claims.get("iss") != runtime().config.issuer:
+            raise InvalidRequestError("id_token_hint is not an ID token of this provider")
+        return claims
 
     def resolve_client_from_id_token_claims(self, claims: dict[str, Any]) -> Any:
         aud = claims.get("aud")
@@ -611,11 +644,23 @@ def logout() -> Any:
             detail=err.description,
             status="error",
         ), 400
-    # RP-Initiated Logout §2 / §6: without a valid id_token_hint, ask the citizen first
-    # (a third party must not log people out), and POST with a CSRF token.
+    # RP-Initiated Logout §2 / §6: the citizen confirms (a POST with a CSRF token) unless the
+    # hint is an ID token issued in this very browser session (its `sid`). Any ID token would
+    # not do: a third party could use its own, or a service's, to log people out with a link.
+    session = browser.current()
+    hint_sid = str((req.id_token_claims or {}).get("sid", ""))
+    this_session = session is not None and equal(hint_sid, session.sid)
     if request.method == "POST":
         browser.check_csrf()
-    elif req.needs_confirmation and browser.current_account() is not None:
+    elif not this_session and (account := browser.current_account()) is not None:
+        if req.id_token_claims is not None:
+            uow.record(
+                action="logout.confirm",
+                outcome="info",
+                actor=account.id,
+                subject=req.client.client_id if req.client else "",
+                reason="id_token_hint of another session: the citizen is asked",
+            )
         return render_template(
             "logout_confirm.html",
             client=req.client and req.client.row,

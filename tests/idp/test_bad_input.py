@@ -98,6 +98,8 @@ def test_unverifiable_client_or_redirect_gets_a_page_not_a_redirect_rfc6749_4_1_
         ({"response_type": "token"}, "unsupported_response_type"),
         ({"scope": "openid", "prompt": "none login"}, "invalid_request"),
         ({"max_age": "-5"}, "invalid_request"),
+        ({"max_age": "\u00b2"}, "invalid_request"),  # a digit to str.isdigit, not to int()
+        ({"claims": "[" * 2000}, "invalid_request"),  # nested too deep for the JSON parser
     ],
 )
 def test_bad_authorization_parameters_are_redirected_as_errors_with_iss(
@@ -385,6 +387,31 @@ def test_private_key_jwt_client_authentication_and_replay_rfc7523(idp: Idp) -> N
     assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client"
 
 
+@pytest.mark.parametrize("alg", ["Ed25519", "EdDSA"])  # RFC 9864's name, and the older one
+def test_private_key_jwt_with_eddsa_as_discovery_advertises_rfc7523(idp: Idp, alg: str) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import OKPKey
+
+    key = OKPKey.generate_key("Ed25519", private=True)
+    cid, _ = idp.add_client(
+        name="Registry",
+        grant_types=["client_credentials"],
+        scope="x",
+        auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False) | {"kid": "e1"}]},
+    )
+    now = int(time.time())
+    claims = {"iss": cid, "sub": cid, "aud": idp.url, "iat": now, "exp": now + 60, "jti": f"ed-{alg}"}
+    assertion = jwt.encode({"alg": alg, "kid": "e1"}, claims, key, algorithms=[alg])
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    }
+    r = requests.post(f"{idp.url}/token", data=data, timeout=10)
+    assert r.status_code == 200, r.text
+
+
 def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
     idp, cid, secret, browser = setup
     other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
@@ -406,3 +433,64 @@ def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
         data={"grant_type": "refresh_token", "refresh_token": rt},
     )
     assert r.status_code == 200
+
+
+def test_hostile_values_get_protocol_errors_not_a_server_error(setup: Any) -> None:
+    """Non-ASCII where a secret is compared, digits int() refuses, a port out of range: each a
+    4xx with its protocol's error, never a 500 (constant-time comparison of text included)."""
+    from tests.idp.dpop_client import DpopKey
+
+    idp, cid, secret, browser = setup
+    _v, ch = pkce_pair()
+    pushed = authorize_params(cid, ch)
+    del pushed["client_id"]
+    for hostile in ({"max_age": "\u00b2"}, {"claims": "[" * 2000}):  # int() refuses; JSON too deep
+        r = requests.post(f"{idp.url}/par", auth=(cid, secret), data={**pushed, **hostile}, timeout=10)
+        assert r.status_code == 400 and r.json()["error"] == "invalid_request"  # RFC 9126 §2.3
+    uri = requests.post(f"{idp.url}/par", auth=(cid, secret), data=pushed, timeout=10).json()["request_uri"]
+    r = browser.get(f"{idp.url}/authorize", params={"client_id": "\u00e9", "request_uri": uri})
+    assert r.status_code == 400 and "Location" not in r.headers  # no such client: a page
+    r = requests.post(
+        f"{idp.url}/token",
+        auth=(cid, secret),
+        headers={"DPoP": DpopKey().proof("POST", "https://login.example.org:99999/token")},
+        data={"grant_type": "client_credentials"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"  # RFC 9449 §5
+    before = counts(idp)
+    for path in ("/login", "/register", "/forgot"):
+        r = browser.post(f"{idp.url}{path}", {"csrf_token": "\u00e9" * 40, "email": "eve@example.org"})
+        assert r.status_code == 400, path  # the "form has expired" page (a CSRF refusal)
+    assert counts(idp) == before
+
+
+def test_what_discovery_says_is_not_supported_is_refused_not_ignored_oidc_core_6(setup: Any) -> None:
+    """A request object or a response_mode other than query would otherwise be dropped silently:
+    the login goes through without the request object's nonce or acr, or in another mode."""
+    idp, cid, _secret, browser = setup
+    _v, ch = pkce_pair()
+    get_code(idp, cid, browser, ch)  # logged in: errors are not masked by the login page
+    for extra, error in (
+        ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+        ({"response_mode": "form_post"}, "invalid_request"),
+    ):
+        r = browser.get(f"{idp.url}/authorize", params=authorize_params(cid, ch, **extra))
+        assert r.status_code == 302 and query(r.headers["Location"])["error"] == error, extra
+    meta = requests.get(f"{idp.url}/.well-known/openid-configuration", timeout=10).json()
+    assert meta["request_parameter_supported"] is False and meta["response_modes_supported"] == ["query"]
+    # RFC 8414 §2: with private_key_jwt listed, the signing algorithms are named too
+    assert meta["introspection_endpoint_auth_signing_alg_values_supported"]
+    assert meta["revocation_endpoint_auth_signing_alg_values_supported"]
+
+
+def test_an_unknown_token_type_hint_is_ignored_rfc7662_2_1(setup: Any) -> None:
+    idp, cid, secret, _browser = setup
+    for path in ("/introspect", "/revoke"):
+        r = requests.post(
+            f"{idp.url}{path}",
+            auth=(cid, secret),
+            data={"token": "x" * 40, "token_type_hint": "id_token"},
+            timeout=10,
+        )
+        assert r.status_code == 200, (path, r.text)

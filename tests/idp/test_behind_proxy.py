@@ -151,3 +151,30 @@ def test_cli_init_and_serve_refuse_an_insecure_issuer_before_writing_anything(tm
     assert not (tmp_path / "db.sqlite3").exists()  # refused before the database was touched
     res = cityid(data, "serve", check=False)
     assert res.returncode == 2 and "https://" in res.stderr, res.stderr
+
+
+def test_scope_levels_by_name_are_understood_and_unknown_ones_refuse_to_serve(tmp_path: Path) -> None:
+    """An entry the policy cannot read would release its scope at level low: names are mapped,
+    anything else stops `cityid serve` (exit 2)."""
+    from idp.config import LEVEL_HIGH, LEVEL_SUBSTANTIAL, load_config
+    from tests.idp.test_processes import cityid, write_config
+
+    data = tmp_path / "data"
+    write_config(data, f"sqlite:///{tmp_path / 'db.sqlite3'}", "http://127.0.0.1:8000")
+    with (data / "cityid.toml").open("a") as fh:
+        fh.write('\n[scope_levels]\npayment = "Substantial"\n"records:read" = "high"\n')
+    assert load_config(data).scope_levels == {"payment": LEVEL_SUBSTANTIAL, "records:read": LEVEL_HIGH}
+    cityid(data, "init")
+    res = cityid(data, "serve", check=False, env={"CITYID_SCOPE_LEVELS": "payment=strong"})
+    assert res.returncode == 2 and "scope_levels" in res.stderr, res.stderr
+
+
+def test_cli_init_does_not_pretend_to_change_the_issuer_of_an_existing_instance(tmp_path: Path) -> None:
+    from tests.idp.test_processes import cityid
+
+    data = tmp_path / "d"
+    cityid(data, "init")
+    res = cityid(data, "init", "--issuer", "https://login.example.de", "--json", check=False)
+    assert res.returncode == 2 and "cityid.toml" in res.stdout, res.stdout + res.stderr
+    assert 'issuer = "http://127.0.0.1:8000"' in (data / "cityid.toml").read_text()
+    assert cityid(data, "init", "--issuer", "http://127.0.0.1:8000").returncode == 0  # the same: fine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import requests
 from authlib.integrations.requests_client import OAuth2Session
@@ -10,7 +11,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from idp.config import LEVEL_LOW
-from tests.idp.conftest import Browser, Idp, Receiver, query
+from tests.idp.conftest import Browser, Idp, Receiver, csrf, query
 
 PASSWORD = "correct horse battery staple"
 
@@ -264,3 +265,94 @@ def test_consent_is_remembered_and_can_be_denied(idp: Idp) -> None:
     # prompt=none without consent -> consent_required (OIDC Core §3.1.2.6)
     url, _ = rp.create_authorization_url(f"{idp.url}/authorize", code_verifier="v" * 50, prompt="none")
     assert query(browser.get(url).headers["Location"])["error"] == "consent_required"
+
+
+def tokens_alive(idp: Idp, client: str, secret: str | None, tok: Any) -> tuple[int, int]:
+    """/userinfo with the access token and a refresh with the refresh token (which rotates it):
+    (200, 200) while the grant lives, (401, 400) once it is revoked."""
+    ui = requests.get(
+        f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=10
+    )
+    rt = requests.post(
+        f"{idp.url}/token",
+        auth=(client, secret or ""),
+        data={"grant_type": "refresh_token", "refresh_token": tok["refresh_token"]},
+        timeout=10,
+    )
+    return ui.status_code, rt.status_code
+
+
+def _tokens(idp: Idp, cid: str, secret: str | None, email: str, scope: str) -> Any:
+    rp = _rp(idp, cid, secret, "http://127.0.0.1:9/cb", scope=scope)
+    callback, verifier, _nonce, _state = login_and_get_code(idp, Browser(idp), rp, email)
+    return rp.fetch_token(f"{idp.url}/token", authorization_response=callback, code_verifier=verifier)
+
+
+def test_a_wrong_token_type_hint_does_not_stop_the_search_rfc7009_2_1_rfc7662_2_1(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="Svc", redirect_uris=["http://127.0.0.1:9/cb"])
+    idp.add_user("anna@example.org")
+    tok = _tokens(idp, cid, secret, "anna@example.org", "openid email")
+    at, rt = tok["access_token"], tok["refresh_token"]
+    post = {"auth": (cid, secret or ""), "timeout": 10}
+    for token, wrong_hint in ((at, "refresh_token"), (rt, "access_token")):
+        r = requests.post(
+            f"{idp.url}/introspect", data={"token": token, "token_type_hint": wrong_hint}, **post
+        )
+        assert r.json()["active"] is True, wrong_hint
+    r = requests.post(f"{idp.url}/revoke", data={"token": at, "token_type_hint": "refresh_token"}, **post)
+    assert r.status_code == 200
+    r = requests.get(f"{idp.url}/userinfo", headers={"Authorization": f"Bearer {at}"}, timeout=10)
+    assert r.status_code == 401  # revoked, whatever the hint said
+
+
+def test_a_narrowed_refresh_keeps_the_refresh_tokens_scope_rfc6749_6(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="Svc", redirect_uris=["http://127.0.0.1:9/cb"])
+    idp.add_user("anna@example.org")
+    tok = _tokens(idp, cid, secret, "anna@example.org", "openid email")
+
+    def refresh(rt: str, scope: str | None = None) -> Any:
+        data = {"grant_type": "refresh_token", "refresh_token": rt, **({"scope": scope} if scope else {})}
+        r = requests.post(f"{idp.url}/token", auth=(cid, secret or ""), data=data, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    narrow = refresh(tok["refresh_token"], "openid")
+    assert narrow["scope"] == "openid"  # this access token: only what was asked for
+    again = refresh(narrow["refresh_token"], "openid email")  # the granted scope, still there
+    assert set(again["scope"].split()) == {"openid", "email"}
+    assert set(refresh(again["refresh_token"])["scope"].split()) == {"openid", "email"}
+
+
+def test_withdrawn_consent_stops_the_services_tokens_and_logs_it_out_gdpr_7_3(
+    idp: Idp, logout_receiver: Receiver
+) -> None:
+    from idp.oauth.backchannel import deliver_due
+
+    redirect = "http://127.0.0.1:9/cb"
+    cid, secret = idp.add_client(
+        name="Kasse", redirect_uris=[redirect], backchannel_logout_uri=logout_receiver.url
+    )
+    other, other_secret = idp.add_client(name="Bibliothek", redirect_uris=[redirect])
+    idp.add_user("ines@example.org")
+    browser = Browser(idp)
+    tokens = []
+    for client, sec in ((cid, secret), (other, other_secret)):
+        rp = _rp(idp, client, sec, redirect)
+        callback, verifier, _nonce, _state = login_and_get_code(idp, browser, rp, "ines@example.org")
+        tokens.append(
+            rp.fetch_token(f"{idp.url}/token", authorization_response=callback, code_verifier=verifier)
+        )
+
+    page = browser.get(f"{idp.url}/account")
+    r = browser.post(
+        f"{idp.url}/account/consents/withdraw", {"csrf_token": csrf(page.text), "client_id": cid}
+    )
+    assert r.status_code == 303
+
+    assert tokens_alive(idp, cid, secret, tokens[0]) == (401, 400)  # the withdrawn service: at once
+    assert tokens_alive(idp, other, other_secret, tokens[1]) == (200, 200)  # the other one: untouched
+    assert browser.get(f"{idp.url}/account").status_code == 200  # the citizen stays logged in
+    assert deliver_due(idp.sessions(), idp.key_cache) == 1
+    assert logout_receiver.event.wait(5)
+    claims = jwt.decode(logout_receiver.posts[-1]["logout_token"][0], _jwks(idp)).claims
+    assert claims["aud"] == cid and "sub" in claims and "sid" not in claims  # all its sessions

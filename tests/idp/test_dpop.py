@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
 
 import pytest
@@ -120,6 +122,8 @@ def test_resource_accepts_proof_by_the_bound_key_rfc9449_7(bound: Any) -> None:
         "two-headers",
         "private-key-in-header",
         "alg-none",
+        "non-ascii-ath",
+        "htu-port-out-of-range",
     ],
 )
 def test_resource_refuses_bad_dpop_proofs_rfc9449_4_3(bound: Any, case: str) -> None:
@@ -151,6 +155,12 @@ def test_resource_refuses_bad_dpop_proofs_rfc9449_4_3(bound: Any, case: str) -> 
         headers["DPoP"] = key.proof("GET", url, access_token=at + "x")
     elif case == "no-ath":
         headers["DPoP"] = key.proof("GET", url)
+    elif case == "non-ascii-ath":
+        headers["DPoP"] = key.proof("GET", url, ath="\u00e9" * 43)
+    elif case == "htu-port-out-of-range":
+        headers["DPoP"] = key.proof(
+            "GET", "https://login.example.org:99999/api/demo/resource", access_token=at
+        )
     elif case == "no-nonce":
         key.nonce = None
         headers["DPoP"] = key.proof("GET", url, access_token=at)
@@ -286,3 +296,35 @@ def test_long_jtis_that_differ_late_are_not_taken_for_replays_rfc9449_11_1(idp: 
     assert token(prefix + "2").status_code == 200  # another proof, not a replay
     replayed = token(prefix + "2")
     assert replayed.status_code == 400 and replayed.json()["error"] == "invalid_dpop_proof"
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256"])
+def test_rsa_dpop_proofs_as_discovery_advertises_rfc9449_5_1(idp: Idp, alg: str) -> None:
+    """An RSA-2048 key in the proof's header makes it longer than joserfc's default limit."""
+    import json
+
+    from joserfc import jws as joserfc_jws
+    from joserfc.jwk import RSAKey
+
+    cid, secret = idp.add_client(name="M2M", grant_types=["client_credentials"], scope="x")
+    key = RSAKey.generate_key(2048, private=True)
+    url = f"{idp.url}/token"
+
+    def proof(nonce: str | None = None) -> str:
+        claims = {"jti": secrets.token_urlsafe(16), "htm": "POST", "htu": url, "iat": int(time.time())}
+        if nonce:
+            claims["nonce"] = nonce
+        header = {"typ": "dpop+jwt", "alg": alg, "jwk": key.as_dict(private=False)}
+        return joserfc_jws.serialize_compact(header, json.dumps(claims).encode(), key, algorithms=[alg])
+
+    data = {"grant_type": "client_credentials"}
+    r = requests.post(url, auth=(cid, secret or ""), data=data, headers={"DPoP": proof()}, timeout=10)
+    if r.status_code == 400 and r.json()["error"] == "use_dpop_nonce":
+        r = requests.post(
+            url,
+            auth=(cid, secret or ""),
+            data=data,
+            headers={"DPoP": proof(r.headers["DPoP-Nonce"])},
+            timeout=10,
+        )
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text

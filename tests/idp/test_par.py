@@ -146,6 +146,7 @@ def test_push_needs_client_authentication_rfc9126_2_1(svc: tuple[Idp, str, str])
     _v, challenge = pkce_pair()
     r = push(idp, cid, "wrong secret", _params(cid, challenge))
     assert r.status_code == 401 and r.json()["error"] == "invalid_client"
+    assert r.headers["WWW-Authenticate"].startswith("Basic")  # RFC 6749 §5.2, as at /token
     other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
     r = push(idp, other, other_secret or "", _params(cid, challenge))  # pushes for another client
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
@@ -249,3 +250,24 @@ def test_private_key_jwt_may_name_the_par_endpoint_as_audience_rfc9126_2(idp: Id
     }
     r = requests.post(f"{idp.url}/par", data=data, timeout=10)
     assert r.status_code == 201, r.text
+
+
+def test_pushed_requests_stay_small_and_unused_ones_are_purged_when_they_expire(
+    svc: tuple[Idp, str, str],
+) -> None:
+    """A public client's id is no secret: anyone can push. What is stored stays small, and a
+    request nobody used goes once its 90 s are over, not half an hour later."""
+    import datetime as dt
+
+    from db import transaction, utcnow
+    from idp.oauth import par
+
+    idp, cid, secret = svc
+    _v, challenge = pkce_pair()
+    padded = _params(cid, challenge) | {f"x{i}": "y" * 2000 for i in range(400)}
+    r = push(idp, cid, secret, padded)
+    assert r.status_code == 400 and _count(idp, PushedRequest) == 0
+    assert push(idp, cid, secret, _params(cid, challenge)).status_code == 201
+    with transaction(idp.sessions()) as s:
+        par.purge(s, utcnow() + dt.timedelta(seconds=91))
+    assert _count(idp, PushedRequest) == 0

@@ -173,3 +173,83 @@ def test_the_background_duty_purges_expired_replay_caches_and_keeps_live_entries
     with transaction(idp.sessions()) as s:
         for model in (SeenJti, SeenProof):
             assert list(s.scalars(select(model.key))) == ["live"], model.__name__
+
+
+def test_links_codes_tokens_revoked_grants_and_sent_logouts_are_purged_a_day_after_their_end_gdpr_5_1_e(
+    idp: Idp,
+) -> None:
+    from idp.models import AuthorizationCode, EmailToken, Grant, RefreshToken
+
+    cid, _secret = idp.add_client(name="Svc", redirect_uris=["http://127.0.0.1:9/cb"])
+    account_id = idp.add_user("paula@example.org")
+    now = utcnow()
+    gone, kept = now - dt.timedelta(days=2), now + dt.timedelta(days=1)
+    with transaction(idp.sessions()) as s:
+        for name, revoked in (("old", gone), ("live", None)):
+            grant = Grant(id=name, client_id=cid, account_id=account_id, scope="openid", revoked_at=revoked)
+            s.add(grant)
+        s.flush()
+        for name, at in (("old", gone), ("live", kept)):
+            s.add(EmailToken(token_digest=name, account_id=account_id, purpose="verify", expires_at=at))
+            s.add(
+                AuthorizationCode(
+                    code_digest=name,
+                    grant_id="live",
+                    client_id=cid,
+                    redirect_uri="x",
+                    scope="",
+                    expires_at=at,
+                )
+            )
+            s.add(RefreshToken(token_digest=name, grant_id="live", scope="", expires_at=at))
+        s.add(
+            LogoutOutbox(
+                id="old", client_id=cid, url="x", logout_token="t", next_attempt_at=gone, delivered_at=gone
+            )
+        )
+        s.add(LogoutOutbox(id="live", client_id=cid, url="x", logout_token="t", next_attempt_at=now))
+    with transaction(idp.sessions()) as s:
+        purge_expired(s, now)
+    with transaction(idp.sessions()) as s:
+        assert list(s.scalars(select(Grant.id))) == ["live"]
+        assert list(s.scalars(select(EmailToken.token_digest))) == ["live"]
+        assert list(s.scalars(select(AuthorizationCode.code_digest))) == ["live"]
+        assert list(s.scalars(select(RefreshToken.token_digest))) == ["live"]
+        assert list(s.scalars(select(LogoutOutbox.id))) == ["live"]
+
+
+def test_a_service_that_trickles_its_answer_holds_a_logout_delivery_no_longer_than_the_deadline(
+    monkeypatch: Any,
+) -> None:
+    """Back-Channel Logout §2.5 delivery from the one background thread: a slow or hostile
+    endpoint (a byte every half second, well within the socket timeout) must not hold it, nor
+    may a huge answer be read into memory."""
+    import socket
+    import threading
+    import time
+
+    from idp.oauth import backchannel
+
+    monkeypatch.setattr(backchannel, "DEADLINE", 1.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        try:
+            for _ in range(60):  # 30 s of "HTTP/1.1 200 ..." a byte at a time
+                conn.send(b"H")
+                time.sleep(0.5)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    error = backchannel.post_logout_token(f"http://127.0.0.1:{port}/bcl", "token")
+    assert error == "deadline passed" and time.monotonic() - started < 10
+    listener.close()
