@@ -59,7 +59,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
 
 bench: $(STAMP)
-	@for b in token login attestation ca smartcard; do \
+	@for b in token layers login attestation ca smartcard; do \
 		if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; done
 
 clean:

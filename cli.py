@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from db import make_engine, make_session_factory, transaction
 from db.migrate import SchemaMismatch, check_schema
-from idp.config import Config, issuer_problem, load_config
+from idp.config import Config, issuer_problem, load_config, scope_levels_problem, smtp_problem
 
 data_dir_option = click.option(
     "--data-dir",
@@ -83,6 +84,15 @@ def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
     """Create or migrate the instance (idempotent)."""
     if issuer is not None and (problem := issuer_problem(issuer)) is not None:
         fail(problem, as_json, code=2)  # before anything is written
+    if issuer is not None and (data_dir / "cityid.toml").exists():
+        written = load_config(data_dir).issuer
+        if written != issuer:  # the toml is what `serve` reads; the CA's URLs were made from it
+            fail(
+                f"cityid.toml already names the issuer {written}; to change it, edit `issuer` in "
+                f"{data_dir / 'cityid.toml'} (the CA's certificates keep URLs of the first issuer)",
+                as_json,
+                code=2,
+            )
     try:
         cfg, ca = _init_all(data_dir, issuer)
     except SchemaMismatch as exc:
@@ -136,13 +146,14 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     from idp.serve import run
 
     cfg = load_config(data_dir)
-    if (problem := issuer_problem(cfg.issuer)) is not None:
+    problem = issuer_problem(cfg.issuer) or smtp_problem(cfg.smtp) or scope_levels_problem(cfg.scope_levels)
+    if problem is not None:
         fail(problem, code=2)
     engine = make_engine(cfg.db_url, pool=False)
     try:
         check_schema(engine)
     except SchemaMismatch as exc:
-        fail(str(exc))
+        fail(str(exc), code=3)  # as `cityid init` (docs/operations.md)
     if (problem := _ca_keys_problem(cfg, engine)) is not None:
         fail(
             f"this machine cannot use the CA's keys: {problem}. Every machine that serves needs the "
@@ -470,6 +481,136 @@ def user_enable(data_dir: Path, email_or_id: str, as_json: bool) -> None:
     out({"enabled": acct_id}, as_json, f"account {acct_id} enabled")
 
 
+def _account_or_fail(s: Session, keys: Any, email_or_id: str, as_json: bool) -> Any:
+    """The account an administrator names by e-mail address or id; exit 4 if there is none."""
+    from idp.admin import find_account
+
+    acct = find_account(s, keys, email_or_id)
+    if acct is None:
+        fail(f"no account {email_or_id}", as_json, 4)
+    return acct
+
+
+@contextmanager
+def _app_transaction(data_dir: Path, as_json: bool) -> Iterator[tuple[Config, Any, Session]]:
+    """The application (its packages' export and erasure hooks, the CA) and one transaction:
+    for what an administrator does on a citizen's behalf."""
+    from idp.app import create_app
+
+    cfg = load_config(data_dir)
+    try:
+        app = create_app(cfg)
+    except SchemaMismatch as exc:
+        fail(str(exc), as_json, code=3)
+    rt = app.extensions["cityid"]
+    try:
+        with app.app_context(), transaction(rt.sessions) as s:
+            yield cfg, rt, s
+    finally:
+        rt.courier.stop()
+        rt.engine.dispose()
+
+
+@user.command("unlink-eid")
+@data_dir_option
+@click.argument("email_or_id")
+@json_option
+def user_unlink_eid(data_dir: Path, email_or_id: str, as_json: bool) -> None:
+    """Remove an account's ID card link (a new card has a new pseudonym and cannot be linked
+    next to the old one; a lost card must not log in). The citizen is told by e-mail; after it,
+    the next ID card login with the password links the card she has now."""
+    from db import audit
+    from idp import eid_store
+    from idp.accounts import email_of
+    from idp.mail import queue_mail
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        keys = instance_keys(cfg)
+        acct = _account_or_fail(s, keys, email_or_id, as_json)
+        if not eid_store.unlink(s, acct.id):
+            fail(f"account {acct.id} has no ID card linked", as_json, 4)
+        audit.record(
+            s,
+            action="eid.unlink",
+            outcome="success",
+            actor="admin",
+            subject=acct.id,
+            reason="by the service desk",
+        )
+        queue_mail(  # sent by the next worker's mail thread (the outbox)
+            s,
+            keys,
+            email_of(keys, acct),
+            f"{cfg.branding.city_name}: ID card removed from your account",
+            "The city's service desk removed the ID card from your account. If you did not ask for "
+            f"this, contact the service desk and change your password: {cfg.issuer}/account/password\n\n"
+            "Der Service der Stadt hat den Personalausweis von Ihrem Konto entfernt. Wenn Sie das "
+            "nicht veranlasst haben, wenden Sie sich an den Service und ändern Sie Ihr Passwort.",
+        )
+    out({"unlinked": acct.id}, as_json, f"ID card removed from account {acct.id}")
+
+
+@user.command("export")
+@data_dir_option
+@click.argument("email_or_id")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), help="default: stdout")
+def user_export(data_dir: Path, email_or_id: str, out_file: Path | None) -> None:
+    """Everything held about an account, as the citizen's own download (GDPR Art. 15, 20): for a
+    request by letter, or an account that is disabled or cannot log in any more."""
+    from db import audit
+    from idp.privacy import export_account
+
+    with _app_transaction(data_dir, True) as (cfg, rt, s):
+        acct = _account_or_fail(s, rt.keys, email_or_id, True)
+        data = export_account(s, rt.keys, acct.id, controller=cfg.branding.city_name)
+        audit.record(
+            s,
+            action="data.export",
+            outcome="success",
+            actor="admin",
+            subject=acct.id,
+            reason="exported by an administrator (GDPR Art. 15)",
+        )
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+    if out_file is None:
+        click.echo(text)
+    else:
+        out_file.write_text(text + "\n", encoding="utf-8")
+        os.chmod(out_file, 0o600)  # personal data
+
+
+@user.command("delete")
+@data_dir_option
+@click.argument("email_or_id")
+@click.option("--yes", is_flag=True, help="confirm: the account and its data are erased for good")
+@json_option
+def user_delete(data_dir: Path, email_or_id: str, yes: bool, as_json: bool) -> None:
+    """Erase an account as the citizen's own deletion does (GDPR Art. 17): services are told,
+    tokens revoked, device certificates revoked, the audit log pseudonymised."""
+    from db import audit
+    from idp.privacy import erase_account
+
+    if not yes:
+        fail("erasure cannot be undone: add --yes", as_json, 2)
+    with _app_transaction(data_dir, as_json) as (cfg, rt, s):
+        acct = _account_or_fail(s, rt.keys, email_or_id, as_json)
+        result = erase_account(s, rt.keys, rt.key_cache, issuer=cfg.issuer, account_id=acct.id)
+        audit.record(
+            s,
+            action="account.delete",
+            outcome="success",
+            actor="admin",
+            subject=result.pseudonym,
+            reason="erased by an administrator (GDPR Art. 17)",
+            details={
+                "sessions": result.sessions,
+                "grants": result.grants,
+                "logout_notices": result.logout_notices,
+            },
+        )
+    out({"erased": result.pseudonym}, as_json, f"account erased; the audit log names it {result.pseudonym}")
+
+
 # ----------------------------------------------------------------------------- keys, audit
 
 
@@ -485,7 +626,7 @@ def keys() -> None:
     "--publish-ahead",
     default=3600,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=0),
     help="seconds the new key is published before it signs",
 )
 @json_option
@@ -515,7 +656,11 @@ def audit() -> None:
 @click.option("--party", help="an account's e-mail address or id, or a client id: as actor or subject")
 @click.option("--action", "action_prefix", help="actions starting with this, e.g. login. or token.refuse")
 @click.option("--outcome", type=click.Choice(["success", "failure", "denied", "info"]))
-@click.option("--since", type=click.DateTime(), help="UTC, e.g. 2026-11-24 or 2026-11-24T06:00")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]),
+    help="UTC, e.g. 2026-11-24 or 2026-11-24T06:00",
+)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 def audit_list(

@@ -27,7 +27,9 @@ class SmtpConfig:
     port: int = 25
     username: str = ""
     password: str = ""
-    starttls: bool = False
+    starttls: bool = False  # STARTTLS after connecting (RFC 3207), usually port 587
+    implicit_tls: bool = False  # TLS from the first byte (RFC 8314 §3.3), usually port 465
+    ca_file: str = ""  # PEM certificates to trust for the mail server instead of the system's
     timeout_seconds: int = 15  # per SMTP step; a mail not taken stays in the outbox for a retry
     sender: str = "cityid <noreply@localhost>"
 
@@ -200,6 +202,37 @@ def issuer_problem(issuer: str) -> str | None:
     return None
 
 
+# `[scope_levels]` (and CITYID_SCOPE_LEVELS) take a level by name, as `cityid client add
+# --scope-level` does, or its eIDAS acr URI.
+LEVEL_BY_NAME = {"low": LEVEL_LOW, "substantial": LEVEL_SUBSTANTIAL, "high": LEVEL_HIGH}
+
+
+def scope_levels_problem(levels: dict[str, str]) -> str | None:
+    """Why a ``[scope_levels]`` entry cannot be used, or None. Checked before serving: an entry
+    that would be skipped would release its scope at level low."""
+    for scope, level in levels.items():
+        if level not in LEVEL_BY_NAME.values():
+            return f"[scope_levels] {scope} = {level!r}: use low, substantial or high (or an eIDAS acr URI)"
+    return None
+
+
+def smtp_problem(smtp: SmtpConfig) -> str | None:
+    """Why ``[smtp]`` cannot be used as configured, or None. Checked before serving."""
+    if not smtp.host:
+        return None  # development: .eml files in the data dir
+    if smtp.starttls and smtp.implicit_tls:
+        return "[smtp] starttls and implicit_tls are exclusive: port 587 uses starttls, port 465 implicit_tls"
+    if smtp.username and not (smtp.starttls or smtp.implicit_tls) and smtp.host not in LOOPBACK_HOSTS:
+        # RFC 8314 §3, RFC 4954 §4: no password over an unencrypted connection
+        return (
+            f"[smtp] would send its password to {smtp.host} unencrypted: set implicit_tls = true "
+            "(port 465) or starttls = true (port 587)"
+        )
+    if smtp.ca_file and not Path(smtp.ca_file).is_file():
+        return f"[smtp] ca_file {smtp.ca_file!r} is not a readable file"
+    return None
+
+
 def _host_for_url(hostname: str) -> str:
     return f"[{hostname}]" if ":" in hostname else hostname
 
@@ -243,4 +276,8 @@ def load_config(data_dir: Path | str | None = None) -> Config:
         data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
     data["data_dir"] = str(base)
     cfg: Config = _build(Config, data, "CITYID_")
-    return dataclasses.replace(cfg, data_dir=base)
+    levels = {
+        scope: LEVEL_BY_NAME.get(str(v).strip().lower(), str(v).strip())
+        for scope, v in cfg.scope_levels.items()
+    }
+    return dataclasses.replace(cfg, data_dir=base, scope_levels=levels)

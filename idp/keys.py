@@ -79,13 +79,18 @@ def rotate(
     """Publish a new key now; it signs from ``now + publish_ahead``; old keys retire then."""
     now = utcnow()
     new = create_key(session, passphrase, alg, active_from=now + publish_ahead)
+    retire_at, expire_at = new.active_from, new.active_from + max_token_lifetime
     for old in session.execute(
         select(SigningKey).where(
-            SigningKey.alg == alg, SigningKey.retired_at.is_(None), SigningKey.kid != new.kid
+            SigningKey.alg == alg,
+            SigningKey.kid != new.kid,
+            # not yet retired, or due to retire later than the new key starts (an earlier rotation
+            # scheduled further ahead: an emergency rotation must not leave it signing longer)
+            SigningKey.retired_at.is_(None) | (SigningKey.retired_at > retire_at),
         )
     ).scalars():
-        old.retired_at = new.active_from
-        old.expires_at = new.active_from + max_token_lifetime
+        old.retired_at = retire_at
+        old.expires_at = min(old.expires_at, expire_at) if old.expires_at is not None else expire_at
     audit.record(
         session,
         action="keys.rotate",

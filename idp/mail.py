@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import audit, first_unclaimed, new_id, transaction, utcnow
-from idp.config import Config
+from idp.config import Config, SmtpConfig, smtp_problem
 from idp.instance import InstanceKeys
 from idp.models import MailOutbox
 
@@ -56,7 +56,7 @@ def smtp_address(address: str) -> str:
     try:
         return f"{local}@{idna.encode(domain, uts46=True).decode()}"
     except idna.IDNAError as exc:
-        raise MailError(f"not a valid domain name: {exc}") from exc
+        raise MailError("not a valid domain name") from exc
 
 
 def send(cfg: Config, to: str, subject: str, body: str) -> None:
@@ -75,15 +75,46 @@ def send(cfg: Config, to: str, subject: str, body: str) -> None:
         cfg.outbox_dir.mkdir(parents=True, exist_ok=True)
         (cfg.outbox_dir / f"{new_id()}.eml").write_bytes(bytes(msg))
         return
+    problem = smtp_problem(cfg.smtp)  # `cityid serve` refuses these; never send a password in clear
+    if problem is not None:
+        raise MailError(problem)
     try:
-        with smtplib.SMTP(cfg.smtp.host, cfg.smtp.port, timeout=cfg.smtp.timeout_seconds) as smtp:
+        with _connect(cfg.smtp) as smtp:
             if cfg.smtp.starttls:
-                smtp.starttls(context=ssl.create_default_context())
+                # RFC 3207: smtplib refuses (SMTPNotSupportedError) rather than go on in clear
+                # when the server does not offer STARTTLS
+                smtp.starttls(context=_tls_context(cfg.smtp))
             if cfg.smtp.username:
                 smtp.login(cfg.smtp.username, cfg.smtp.password)
             smtp.send_message(msg, to_addrs=[address])  # the envelope: exactly the checked address
-    except (OSError, smtplib.SMTPException) as exc:
-        raise MailError(f"could not send mail: {exc}") from exc
+    except (OSError, smtplib.SMTPException) as exc:  # ssl.SSLError (e.g. an untrusted certificate) too
+        raise MailError(f"could not send mail: {_failure(exc)}") from exc
+
+
+def _failure(exc: Exception) -> str:
+    """What went wrong, without the recipient's address: this text goes to the outbox row, the
+    log and, after the last attempt, the audit log, whose entries erasure cannot change
+    (GDPR Art. 17); a server's refusal of a recipient quotes the address."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = sorted({code for code, _text in exc.recipients.values()})
+        return f"recipient refused ({', '.join(map(str, codes))})"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{type(exc).__name__} ({exc.smtp_code})"
+    return f"{type(exc).__name__}: {exc}"  # connection and TLS errors name no recipient
+
+
+def _tls_context(smtp: SmtpConfig) -> ssl.SSLContext:
+    # Certificate and host name checked (RFC 8314 §4.1, RFC 6125) against the system's trust store
+    # or the city's own CA for an internal relay.
+    return ssl.create_default_context(cafile=smtp.ca_file or None)
+
+
+def _connect(smtp: SmtpConfig) -> smtplib.SMTP:
+    if smtp.implicit_tls:  # RFC 8314 §3.3: TLS from the first byte (port 465)
+        return smtplib.SMTP_SSL(
+            smtp.host, smtp.port, timeout=smtp.timeout_seconds, context=_tls_context(smtp)
+        )
+    return smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
 
 
 def queue_mail(session: Session, keys: InstanceKeys, to: str, subject: str, body: str) -> str:

@@ -8,6 +8,7 @@ available (`cityid serve --server gunicorn`) for sites that already run it.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from pathlib import Path
@@ -20,17 +21,40 @@ from idp.config import Config
 log = logging.getLogger("cityid")
 
 
+# Rows kept a day past their use, for support questions; then they go (GDPR Art. 5(1)(e)).
+KEEP_AFTER_USE = dt.timedelta(days=1)
+
+
 def purge_expired(session: Any, now: Any) -> None:
     """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
-    assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges."""
+    assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges;
+    a day after their end: e-mail links (a change of address holds the new address), codes,
+    refresh tokens, revoked grants, delivered or abandoned logout tokens (they name the subject)."""
     from sqlalchemy import delete
 
     from idp import throttle
-    from idp.models import LoginSession, RevokedAccessToken, SeenJti
+    from idp.models import (
+        AuthorizationCode,
+        EmailToken,
+        Grant,
+        LoginSession,
+        LogoutOutbox,
+        RefreshToken,
+        RevokedAccessToken,
+        SeenJti,
+    )
     from idp.oauth import par
     from smartcard import challenges
     from smartcard.models import SeenProof
 
+    cutoff = now - KEEP_AFTER_USE
+    session.execute(delete(EmailToken).where(EmailToken.expires_at <= cutoff))
+    session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at <= cutoff))
+    session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= cutoff))
+    session.execute(delete(Grant).where(Grant.revoked_at <= cutoff))  # its codes, tokens go with it
+    session.execute(
+        delete(LogoutOutbox).where((LogoutOutbox.delivered_at <= cutoff) | (LogoutOutbox.failed_at <= cutoff))
+    )
     session.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
     session.execute(delete(RevokedAccessToken).where(RevokedAccessToken.expires_at <= now))
     session.execute(delete(SeenJti).where(SeenJti.expires_at <= now))

@@ -22,7 +22,10 @@ key_passphrase = "{key_passphrase}"
 [smtp]
 # host = "mail.example.org"   # empty: mails are written to <data dir>/outbox
 # port = 587
-# starttls = true
+# starttls = true             # port 587; or implicit_tls = true with port 465
+# username = "cityid"         # sent only over TLS
+# password = "..."
+# ca_file = "/etc/cityid/mail-ca.pem"   # the relay's CA if not in the system's trust store
 
 [branding]
 city_name = "Musterstadt"

@@ -71,10 +71,34 @@ def test_pseudonymisation_keeps_chain_verifiable_gdpr_art17(
 ) -> None:
     _fill(db_sessions)
     with transaction(db_sessions) as s:
-        assert audit.pseudonymise(s, "acct-1", "erased-7f3a") == 5
+        assert audit.pseudonymise(s, "acct-1", "erased:7f3a") == 5
     with db_sessions() as s:
         assert audit.verify(s).ok
         assert not s.execute(select(audit.AuditEvent).where(audit.AuditEvent.subject == "acct-1")).first()
+
+
+def test_a_pseudonymised_flag_set_by_hand_does_not_hide_a_changed_actor(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        s.execute(
+            update(audit.AuditEvent)
+            .where(audit.AuditEvent.actor == "user1")
+            .values(actor="mallory", subject="someone-else", pseudonymised=True)
+        )
+    with db_sessions() as s:
+        assert audit.verify(s).problem == "marked pseudonymised but names no pseudonym"
+
+
+def test_a_wiped_or_cut_log_without_its_head_record_is_detected(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions)
+    with transaction(db_sessions) as s:
+        s.execute(delete(audit.AuditHead))
+        last = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq.desc())).scalar()
+        s.execute(delete(audit.AuditEvent).where(audit.AuditEvent.seq == last))
+    with db_sessions() as s:
+        assert audit.verify(s).problem == "the chain's head record is missing"
 
 
 def test_unmigrated_database_is_refused(tmp_path) -> None:

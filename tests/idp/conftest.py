@@ -30,11 +30,26 @@ from idp.config import Config
 from idp.instance import InstanceKeys
 from idp.keys import ensure_keys
 
+# Ports for test servers come from below the kernel's ephemeral range (32768-60999 by default):
+# a port from bind(0) is an ephemeral one, and between this lookup and the server's own bind an
+# outgoing connection (a database or HTTP client) may be given that same port.
+_TEST_PORTS = range(20000, 32768)
+
+
+PASSWORD = "correct horse battery staple"  # what the tests' citizens chose
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no one listens on now that no outgoing connection will be given meanwhile."""
+    for _ in range(200):
+        port = secrets.choice(_TEST_PORTS)  # random: the two xdist workers do not pick in step
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 # ----------------------------------------------------------------------------- SMTP
@@ -135,9 +150,7 @@ class Idp:
             row, secret = add_client(s, self.keys, ClientSpec(**kw))
             return row.client_id, secret
 
-    def add_user(
-        self, email: str, password: str = "correct horse battery staple", verified: bool = True
-    ) -> str:
+    def add_user(self, email: str, password: str = PASSWORD, verified: bool = True) -> str:
         with transaction(self.sessions()) as s:
             return create_account(s, self.keys, email, password, verified=verified).id
 
@@ -243,17 +256,19 @@ class Browser:
             self.post(target, {"csrf_token": csrf(page.text), "email": email, "password": password})
         )
 
-    def confirm_link(self, link: str) -> requests.Response:
-        """Open a link from a mail (its page has a button) and press the button."""
+    def confirm_link(self, link: str, password: str = PASSWORD) -> requests.Response:
+        """Open a link from a mail (its page has a button) and press the button, with
+        ``password`` where the page asks for one (an address is confirmed with it)."""
         page = self.get(link)
         if page.status_code != 200 or 'name="token"' not in page.text:
             return page
         action = re.search(r'<form method="post" action="([^"]+)"', page.text)
         token = re.search(r'name="token" value="([^"]+)"', page.text)
         assert action and token, page.text
-        return self.post(
-            self.idp.url + action.group(1), {"csrf_token": csrf(page.text), "token": token.group(1)}
-        )
+        form = {"csrf_token": csrf(page.text), "token": token.group(1)}
+        if 'name="password"' in page.text:
+            form["password"] = password
+        return self.post(self.idp.url + action.group(1), form)
 
     def consent(self, page: requests.Response, decision: str = "allow") -> requests.Response:
         assert page.status_code == 200, page.text

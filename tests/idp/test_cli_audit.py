@@ -48,5 +48,7 @@ def test_audit_list_filters_by_account_action_outcome_and_time(idp: Idp) -> None
     assert code == 0 and len(rows) == 1 and rows[0]["subject"] != anna  # bert's, the newest
     code, rows = _cli(idp, "--since", "2999-01-01")
     assert code == 0 and rows == []
+    code, rows = _cli(idp, "--since", "2999-01-01T06:00")  # the form the help and the docs show
+    assert code == 0 and rows == []
     code, _ = _cli(idp, "--party", "nobody@example.org")
     assert code == 4

@@ -63,3 +63,46 @@ def test_private_keys_are_encrypted_at_rest(idp: Idp) -> None:
     with idp.sessions()() as s:
         for row in s.execute(select(SigningKey)).scalars():
             assert b'"d"' not in row.private_enc and b'"d":' not in row.private_enc
+
+
+def test_an_emergency_rotation_after_a_scheduled_one_retires_every_older_key_at_once(idp: Idp) -> None:
+    """`keys rotate --publish-ahead 3600`, then (the key may be compromised) `--publish-ahead 0`:
+    the first key must not keep signing for the hour the earlier rotation scheduled."""
+    from sqlalchemy import select
+
+    from db import utcnow
+    from idp.models import SigningKey
+
+    def rotate_now(ahead: dt.timedelta) -> str:
+        with transaction(idp.sessions()) as s:
+            key = rotate(
+                s,
+                idp.config.key_passphrase,
+                alg="ES256",
+                publish_ahead=ahead,
+                max_token_lifetime=dt.timedelta(minutes=10),
+            )
+            return str(key.kid)
+
+    rotate_now(dt.timedelta(hours=1))
+    newest = rotate_now(dt.timedelta(0))
+    with idp.sessions()() as s:
+        others = [
+            k
+            for k in s.execute(select(SigningKey).where(SigningKey.alg == "ES256")).scalars()
+            if k.kid != newest
+        ]
+    soon = utcnow() + dt.timedelta(seconds=5)
+    assert others and all(k.retired_at is not None and k.retired_at <= soon for k in others)
+    assert all(k.expires_at is not None and k.expires_at <= soon + dt.timedelta(minutes=10) for k in others)
+
+
+def test_cityid_keys_rotate_refuses_a_negative_publish_ahead(idp: Idp) -> None:
+    from click.testing import CliRunner
+
+    from cli import main
+
+    res = CliRunner().invoke(
+        main, ["keys", "rotate", "--publish-ahead", "-3600", "--data-dir", str(idp.config.data_dir)]
+    )
+    assert res.exit_code == 2 and "-3600" in res.output

@@ -162,7 +162,10 @@ def test_cli_refuses_unmigrated_database_with_clear_message(tmp_path: Path) -> N
     res = cityid(data, "client", "list", "--json", check=False)
     assert res.returncode == 3 and "cityid init" in json.loads(res.stdout)["error"]
     res = cityid(data, "serve", check=False)
-    assert res.returncode != 0 and "cityid init" in res.stderr
+    assert res.returncode == 3 and "cityid init" in res.stderr  # as client commands and init
+    for args in (("cert", "list"), ("device", "list")):  # the CA and device commands too
+        res = cityid(data, *args, check=False)
+        assert res.returncode == 3 and "cityid init" in res.stderr, (args, res.stderr[-300:])
 
 
 def test_init_is_idempotent_and_client_commands_round_trip(tmp_path: Path) -> None:
