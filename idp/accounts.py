@@ -140,6 +140,7 @@ def create_account(
         password_hash=password_hash,
         locale=locale,
         email_verified_at=utcnow() if verified else None,
+        self_registered=actor == "self",  # the citizen on /register, not an admin or the demo
     )
     try:
         # Two registrations of one address at once (a double click): the second insert waits for

@@ -23,6 +23,8 @@ class Account(Base):
     locale: Mapped[str] = mapped_column(String(8), default="de")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     password_changed_at: Mapped[dt.datetime | None]
+    # Registered on /register (not by an administrator): purged if never confirmed (idp.privacy)
+    self_registered: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class Client(Base):

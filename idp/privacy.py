@@ -14,12 +14,13 @@ caller's transaction, before the account row goes. A hook that raises aborts the
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from db import audit, utcnow
@@ -188,3 +189,43 @@ def erase_account(
         logout_notices=ended.notices,
         audit_entries=entries,
     )
+
+
+# A self-registration whose address was never confirmed is kept this long (and while a link to
+# confirm it or to choose its password is still valid), then erased: storage limitation
+# (GDPR Art. 5(1)(e)); and the address is free again without anyone's help.
+UNCONFIRMED_KEEP = dt.timedelta(days=7)
+PURGE_BATCH = 100
+
+
+def purge_unconfirmed(
+    session: Session, keys: InstanceKeys, key_cache: KeyCache, *, issuer: str, now: dt.datetime
+) -> int:
+    """Erase up to PURGE_BATCH unconfirmed self-registrations older than UNCONFIRMED_KEEP without
+    a live e-mail link, each as an Art. 17 erasure; return how many. Accounts an administrator
+    added unconfirmed (an invitation to choose a password) are never purged."""
+    live_link = exists().where(EmailToken.account_id == Account.id, EmailToken.expires_at > now)
+    candidates = (
+        select(Account.id)
+        .where(
+            Account.self_registered,
+            Account.email_verified_at.is_(None),
+            Account.created_at <= now - UNCONFIRMED_KEEP,
+            ~live_link,
+        )
+        .limit(PURGE_BATCH)
+        # another worker purging at the same time skips these rows (PostgreSQL; SQLite serialises)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.execute(candidates).scalars())
+    for account_id in ids:
+        result = erase_account(session, keys, key_cache, issuer=issuer, account_id=account_id)
+        audit.record(
+            session,
+            action="account.purge",
+            outcome="success",
+            actor="system",
+            subject=result.pseudonym,
+            reason=f"address not confirmed within {UNCONFIRMED_KEEP.days} days (GDPR Art. 5(1)(e))",
+        )
+    return len(ids)

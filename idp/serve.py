@@ -69,6 +69,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     thread: idp.mail.Courier)."""
     from db import transaction, utcnow
     from idp.oauth.backchannel import deliver_due
+    from idp.privacy import purge_unconfirmed
 
     rt = app.extensions["cityid"]
     rt.courier.start()  # retries of mails left in the outbox, also before this worker sends one
@@ -80,6 +81,8 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
                     purge_expired(s, utcnow())
+                with transaction(rt.sessions) as s:
+                    purge_unconfirmed(s, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow())
         except Exception:  # keep the worker alive; the outbox keeps what is not done
             log.exception("background duty failed")
 

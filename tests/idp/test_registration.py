@@ -261,3 +261,58 @@ def test_guessing_the_registration_password_at_verify_is_throttled_like_login_ni
     answers = [guesser.confirm_link(link, f"guess number {i}").status_code for i in range(7)]
     assert answers[:5] == [400] * 5 and 429 in answers[5:]  # the login throttle's free failures, then holds
     assert guesser.confirm_link(link, PASSWORD).status_code == 429  # held: the password is not even checked
+
+
+def test_unconfirmed_self_registrations_are_erased_after_a_week_gdpr_5_1_e(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    from db import transaction, utcnow
+    from idp.accounts import create_account, find_by_email
+    from idp.privacy import UNCONFIRMED_KEEP, purge_unconfirmed
+
+    inbox, port = smtp_server
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=port))
+    for email in ("alt@example.org", "frisch@example.org", "wieder@example.org"):
+        assert _register(Browser(idp), email).status_code == 200
+        inbox.wait_for(email)
+    with transaction(idp.sessions()) as s:  # an administrator's invitation: never purged
+        create_account(s, idp.keys, "eingeladen@example.org", PASSWORD, actor="admin")
+    now = utcnow()
+
+    def account(email: str) -> Any:
+        with idp.sessions()() as s:
+            return find_by_email(s, idp.keys, email)
+
+    aged = [account(e).id for e in ("alt@example.org", "wieder@example.org", "eingeladen@example.org")]
+    with transaction(idp.sessions()) as s:  # a week and a minute later, every link expired
+        s.execute(
+            update(Account)
+            .where(Account.id.in_(aged))
+            .values(created_at=now - UNCONFIRMED_KEEP, email_verified_at=None)
+        )
+        s.execute(update(EmailToken).values(expires_at=now - dt.timedelta(minutes=1)))
+    assert _register(Browser(idp), "wieder@example.org").status_code == 200  # her new reset link is live
+    inbox.wait_for("wieder@example.org")
+    alt_id = aged[0]
+
+    with transaction(idp.sessions()) as s:
+        assert purge_unconfirmed(s, idp.keys, idp.key_cache, issuer=idp.url, now=now) == 1
+    assert account("alt@example.org") is None
+    for kept in ("frisch@example.org", "wieder@example.org", "eingeladen@example.org"):
+        assert account(kept) is not None, kept
+    with idp.sessions()() as s:
+        entries = s.execute(select(AuditEvent)).scalars().all()
+        assert not [e for e in entries if alt_id in (e.actor, e.subject)]  # pseudonymised (Art. 17)
+        purged = [e for e in entries if e.action == "account.purge"]
+        assert len(purged) == 1 and purged[0].subject.startswith("erased:") and purged[0].actor == "system"
+        assert not s.execute(select(EmailToken).where(EmailToken.account_id == alt_id)).first()
+    # the address is free again: a new registration gets a confirmation link of its own
+    inbox.messages.clear()
+    assert _register(Browser(idp), "alt@example.org").status_code == 200
+    _link(inbox.wait_for("alt@example.org"), "verify")
+    with transaction(idp.sessions()) as s:  # nothing else is due
+        assert purge_unconfirmed(s, idp.keys, idp.key_cache, issuer=idp.url, now=now) == 0
