@@ -438,11 +438,14 @@ ASSERTION_ALGORITHMS = ["ES256", "RS256", "Ed25519", "EdDSA"]
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, issuer: str) -> None:
+    def __init__(self, issuer: str, *, issuer_audience_only: bool = False) -> None:
         super().__init__(leeway=30)
         self.issuer = issuer
+        self.issuer_audience_only = issuer_audience_only
 
     def get_audiences(self) -> list[str]:
+        if self.issuer_audience_only:
+            return [self.issuer]
         # RFC 7523 §3 (3): the token endpoint URL; OIDC Core §9 also allows the issuer; RFC 9126
         # §2: the PAR endpoint URL too
         return [f"{self.issuer}/token", self.issuer, f"{self.issuer}/par"]
@@ -454,6 +457,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
         except JoseError as e:
             raise InvalidClientError(description=e.description) from e
+        if self.issuer_audience_only and token.claims.get("aud") != self.issuer:
+            # draft-ietf-oauth-rfc7523bis §4 (audience injection): aud is the issuer identifier as
+            # one string; an endpoint URL, or a list that holds another audience, is refused
+            raise InvalidClientError(description=f"the assertion's aud must be {self.issuer!r} alone")
         self.verify_claims(token.claims)
         return token.claims
 
@@ -813,7 +820,10 @@ def create_server(app: Flask) -> AuthorizationServer:
     )
     generator.expires_generator = lambda client, grant_type: cfg.access_token_lifetime_seconds
     server.register_token_generator("default", generator)
-    server.register_client_auth_method("private_key_jwt", PrivateKeyJwt(issuer=cfg.issuer))
+    server.register_client_auth_method(
+        "private_key_jwt",
+        PrivateKeyJwt(issuer=cfg.issuer, issuer_audience_only=cfg.client_assertion_issuer_audience_only),
+    )
     server.register_grant(AuthorizationCodeGrant, [PkceS256(required=True), OpenIDConnect()])
     server.register_grant(RefreshTokenGrant)
     server.register_grant(ClientCredentialsGrant)

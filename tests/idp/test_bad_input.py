@@ -412,6 +412,40 @@ def test_private_key_jwt_with_eddsa_as_discovery_advertises_rfc7523(idp: Idp, al
     assert r.status_code == 200, r.text
 
 
+def test_private_key_jwt_audience_is_the_issuer_alone_when_configured_rfc7523bis(idp_factory: Any) -> None:
+    # audience injection (draft-ietf-oauth-rfc7523bis §4): an assertion a client made for an
+    # endpoint URL another server told it could be replayed here; with the switch on, only the
+    # issuer identifier, as one string, is an audience
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    idp = idp_factory(client_assertion_issuer_audience_only=True)
+    key = ECKey.generate_key("P-256", private=True)
+    cid, _ = idp.add_client(
+        name="Registry",
+        grant_types=["client_credentials"],
+        scope="x",
+        auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
+    )
+
+    def token_status(aud: Any, jti: str) -> tuple[int, str]:
+        now = int(time.time())
+        claims = {"iss": cid, "sub": cid, "aud": aud, "iat": now, "exp": now + 60, "jti": jti}
+        data = {
+            "grant_type": "client_credentials",
+            "client_assertion": jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key),
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }
+        r = requests.post(f"{idp.url}/token", data=data, timeout=10)
+        return r.status_code, r.json().get("error", "")
+
+    for n, aud in enumerate((f"{idp.url}/token", f"{idp.url}/par", [idp.url, f"{idp.url}/token"])):
+        status, error = token_status(aud, f"refused-{n}")
+        assert status in (400, 401) and error == "invalid_client", aud  # RFC 6749 §5.2
+    assert token_status(idp.url, "accepted")[0] == 200
+
+
 def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
     idp, cid, secret, browser = setup
     other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
