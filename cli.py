@@ -9,6 +9,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -715,25 +716,49 @@ def audit_list(
     )
 
 
+_ANCHOR = re.compile(r"([0-9]{1,18}):([0-9a-f]{64})")
+
+
+def _anchor(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[int, str]:
+    anchors: dict[int, str] = {}
+    for value in values:
+        m = _ANCHOR.fullmatch(value.strip().lower())
+        if m is None:
+            raise click.BadParameter(f"{value!r}: use SEQ:HASH as `audit verify --json` prints them")
+        anchors[int(m.group(1))] = m.group(2)
+    return anchors
+
+
 @audit.command("verify")
 @data_dir_option
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    callback=_anchor,
+    metavar="SEQ:HASH",
+    help="an entry's hash from an earlier run (last_seq:last_hash), kept outside the database",
+)
 @json_option
-def audit_verify(data_dir: Path, as_json: bool) -> None:
-    """Check the audit log's hash chain."""
+def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None:
+    """Check the audit log's hash chain (and that anchored entries are unchanged)."""
     from db import audit as audit_log
 
     with session_for(data_dir, as_json) as (_cfg, s):
-        res = audit_log.verify(s)
+        res = audit_log.verify(s, anchors)
     data = {
         "ok": res.ok,
         "entries": res.entries,
         "first_bad_seq": res.first_bad_seq,
         "problem": res.problem,
+        "last_seq": res.last_seq,
+        "last_hash": res.last_hash,
+        "anchors_checked": len(anchors),
     }
     out(
         data,
         as_json,
-        f"audit log intact ({res.entries} entries)"
+        f"audit log intact ({res.entries} entries; keep as anchor: {res.last_seq}:{res.last_hash})"
         if res.ok
         else f"audit log BROKEN at {res.first_bad_seq}: {res.problem}",
     )

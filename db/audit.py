@@ -205,6 +205,9 @@ class VerifyResult:
     entries: int
     first_bad_seq: int | None
     problem: str
+    # the last entry walked: kept outside the database, it is an anchor for later checks
+    last_seq: int | None = None
+    last_hash: str = ""
 
 
 # What account erasure writes in place of an account id (idp.privacy.erase_account).
@@ -227,11 +230,18 @@ _VERIFY_COLUMNS = (
 )
 
 
-def verify(session: Session) -> VerifyResult:
+def verify(session: Session, anchors: Mapping[int, str] | None = None) -> VerifyResult:
     """Walk the chain and recompute every hash. Rows are streamed (columns, not ORM objects):
-    memory stays flat however long the log is."""
+    memory stays flat however long the log is.
+
+    ``anchors`` maps an entry's seq to the hash an earlier run reported for it (``last_seq``,
+    ``last_hash``), kept outside the database. The chain is not keyed: whoever can write to the
+    database can rewrite it and recompute every hash, but not make an anchored entry keep its
+    hash, so a rewrite of anything up to an anchor is found."""
+    want = dict(anchors or {})
     prev = GENESIS
     count = 0
+    last_seq: int | None = None
     rows = session.execute(
         select(*_VERIFY_COLUMNS).order_by(AuditEvent.seq).execution_options(yield_per=5_000)
     )
@@ -248,13 +258,20 @@ def verify(session: Session) -> VerifyResult:
         expected = _entry_hash(prev, ev.at, ev.action, ev.outcome, ev.reason, ev.details, ev.party_commitment)
         if not hmac.compare_digest(ev.hash, expected):
             return VerifyResult(False, count, ev.seq, "entry content changed")
-        prev = ev.hash
+        anchored = want.pop(ev.seq, None)
+        if anchored is not None and not hmac.compare_digest(ev.hash, anchored):
+            problem = "entry differs from its anchor: the chain was rewritten"
+            return VerifyResult(False, count, ev.seq, problem)
+        prev, last_seq = ev.hash, ev.seq
+    if want:
+        problem = "an anchored entry is missing: the chain was cut or rewritten"
+        return VerifyResult(False, count, min(want), problem)
     head = session.get(AuditHead, 1)
     if head is None and count:
         return VerifyResult(False, count, None, "the chain's head record is missing")
     if head is not None and not hmac.compare_digest(head.last_hash, prev):
         return VerifyResult(False, count, None, "entries missing at the end of the chain")
-    return VerifyResult(True, count, None, "")
+    return VerifyResult(True, count, None, "", last_seq, prev if count else "")
 
 
 def entries(

@@ -170,3 +170,51 @@ def test_concurrent_appends_form_one_unbroken_chain(db_sessions: sessionmaker[Se
     with db_sessions() as s:
         res = audit.verify(s)
     assert res.ok and res.entries == 80, res
+
+
+def _rewrite_from(db_sessions: sessionmaker[Session], index: int) -> None:
+    """What someone with write access to the database can do to an unkeyed chain: change an
+    entry and recompute every hash after it, and the head."""
+    ev = audit.AuditEvent
+    with transaction(db_sessions) as s:
+        rows = s.execute(select(ev).order_by(ev.seq)).scalars().all()
+        rows[index].outcome = "failure"
+        prev = rows[index].prev_hash
+        for row in rows[index:]:
+            row.prev_hash = prev
+            row.hash = prev = audit._entry_hash(
+                prev, row.at, row.action, row.outcome, row.reason, row.details, row.party_commitment
+            )
+        s.execute(update(audit.AuditHead).values(last_hash=prev))
+
+
+def test_an_anchor_kept_outside_finds_a_rewritten_chain(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions, 5)
+    with db_sessions() as s:
+        earlier = audit.verify(s)
+    assert earlier.ok and earlier.last_seq is not None and len(earlier.last_hash) == 64
+    anchor = {earlier.last_seq: earlier.last_hash}
+    _fill(db_sessions, 2)
+    with transaction(db_sessions) as s:  # erasure after the anchor does not disturb it (Art. 17)
+        audit.pseudonymise(s, "acct-1", f"{audit.PSEUDONYM_PREFIX}x")
+    with db_sessions() as s:
+        assert audit.verify(s, anchor).ok
+    _rewrite_from(db_sessions, 2)
+    with db_sessions() as s:
+        assert audit.verify(s).ok  # the limit of an unkeyed chain on its own
+        res = audit.verify(s, anchor)
+    assert not res.ok and res.first_bad_seq == earlier.last_seq and "anchor" in res.problem
+
+
+def test_an_anchor_finds_a_log_deleted_with_its_head(db_sessions: sessionmaker[Session]) -> None:
+    _fill(db_sessions, 3)
+    with db_sessions() as s:
+        earlier = audit.verify(s)
+    assert earlier.last_seq is not None
+    with transaction(db_sessions) as s:
+        s.execute(delete(audit.AuditHead))  # the head points at the last entry
+        s.execute(delete(audit.AuditEvent))
+    with db_sessions() as s:
+        assert audit.verify(s).ok  # an empty log is consistent with itself
+        res = audit.verify(s, {earlier.last_seq: earlier.last_hash})
+    assert not res.ok and res.first_bad_seq == earlier.last_seq and "missing" in res.problem

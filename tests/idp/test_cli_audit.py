@@ -52,3 +52,24 @@ def test_audit_list_filters_by_account_action_outcome_and_time(idp: Idp) -> None
     assert code == 0 and rows == []
     code, _ = _cli(idp, "--party", "nobody@example.org")
     assert code == 4
+
+
+def test_audit_verify_prints_an_anchor_and_checks_anchors_given_back(idp: Idp) -> None:
+    idp.add_user("anna@example.org")
+    env = {"CITYID_DATABASE_URL": idp.config.database_url, "CITYID_SECRET_KEY": idp.config.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": idp.config.key_passphrase, "CITYID_ISSUER": idp.config.issuer}
+
+    def verify(*args: str) -> Any:
+        cmd = ["audit", "verify", *args, "--data-dir", str(idp.config.data_dir), "--json"]
+        return CliRunner().invoke(cli_main, cmd, env=env)
+
+    r = verify()
+    first = json.loads(r.stdout)
+    assert r.exit_code == 0 and first["ok"] and first["anchors_checked"] == 0
+    anchor = f"{first['last_seq']}:{first['last_hash']}"
+    assert _login(idp, "anna@example.org", PASSWORD) == 302  # the log grows past the anchor
+    r = verify("--anchor", anchor)
+    assert r.exit_code == 0 and json.loads(r.stdout)["anchors_checked"] == 1
+    r = verify("--anchor", f"{first['last_seq']}:{'0' * 64}")  # the entry is not what was kept
+    assert r.exit_code == 5 and json.loads(r.stdout)["first_bad_seq"] == first["last_seq"]
+    assert verify("--anchor", "last").exit_code == 2  # usage error, nothing checked
