@@ -227,7 +227,8 @@ def verify(
         htu.split("?")[0].rstrip("/").encode(), url.split("?")[0].rstrip("/").encode()
     ):
         raise InvalidProof("htu does not match the request")  # as RFC 9449 §4.3 (10)
-    if abs(now.timestamp() - iat) > window.total_seconds():  # as RFC 9449 §4.3 (12)
+    # as RFC 9449 §4.3 (12), in whole numbers: a float of `now - 10**400` overflows
+    if abs(int(now.timestamp()) - iat) > window.total_seconds():
         raise InvalidProof("iat outside the acceptable window")
     # as RFC 9449 §11.1: single use, decided by the database's unique key
     if not replay.first_use(conn, _SEEN, f"dev:{device.id}:{jti}", now + 2 * window):

@@ -173,6 +173,7 @@ def verify_proof(
         and isinstance(htm, str)
         and isinstance(htu, str)
         and isinstance(iat, int)
+        and not isinstance(iat, bool)
     ):
         raise DpopError("DPoP proof lacks jti, htm, htu or iat")
     if htm != method:  # (9) htm
@@ -186,7 +187,8 @@ def verify_proof(
     nonce = claims.get("nonce")
     if require_nonce and not (isinstance(nonce, str) and nonce_valid(nonce_key, nonce, now)):
         raise UseDpopNonce("a fresh DPoP nonce is required")  # (11) / §8
-    if abs(now - iat) > IAT_WINDOW:  # (12) iat window
+    # (12) iat window; in whole numbers: a float of `now - 10**400` overflows (a 500, not a refusal)
+    if abs(int(now) - iat) > IAT_WINDOW:
         raise DpopError("iat outside the acceptable window")
     if access_token is not None:  # §4.3 (13): ath, when presenting an access token
         ath = claims.get("ath")

@@ -115,6 +115,8 @@ def test_resource_accepts_proof_by_the_bound_key_rfc9449_7(bound: Any) -> None:
         "wrong-htm",
         "stale-iat",
         "future-iat",
+        "iat-beyond-float",
+        "iat-true",
         "wrong-ath",
         "no-ath",
         "no-nonce",
@@ -151,6 +153,10 @@ def test_resource_refuses_bad_dpop_proofs_rfc9449_4_3(bound: Any, case: str) -> 
         headers["DPoP"] = key.proof("GET", url, access_token=at, iat=int(time.time()) - 600)
     elif case == "future-iat":
         headers["DPoP"] = key.proof("GET", url, access_token=at, iat=int(time.time()) + 600)
+    elif case == "iat-beyond-float":  # `now - iat` as a float overflowed: a 500
+        headers["DPoP"] = key.proof("GET", url, access_token=at, iat=10**400)
+    elif case == "iat-true":  # JSON true is no NumericDate (RFC 7519 §2)
+        headers["DPoP"] = key.proof("GET", url, access_token=at, iat=True)
     elif case == "wrong-ath":
         headers["DPoP"] = key.proof("GET", url, access_token=at + "x")
     elif case == "no-ath":
@@ -256,6 +262,16 @@ def test_token_request_with_bad_proof_is_invalid_dpop_proof(idp: Idp) -> None:
         headers={"DPoP": key.proof("POST", f"{idp.url}/token")},
     )
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP"
+
+
+def test_token_request_with_an_iat_beyond_a_float_is_invalid_dpop_proof_rfc9449_4_3(idp: Idp) -> None:
+    # before the client is authenticated: anyone could turn the proof check into a 500
+    key = DpopKey()
+    r = _token(idp, key, {"grant_type": "client_credentials"})
+    key.nonce = r.headers["DPoP-Nonce"]
+    proof = key.proof("POST", f"{idp.url}/token", iat=-(10**400))
+    r = _token(idp, key, {"grant_type": "client_credentials"}, proof=proof)
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof"
 
 
 def test_code_bound_by_dpop_jkt_needs_that_key_rfc9449_10(idp: Idp) -> None:

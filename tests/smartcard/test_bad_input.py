@@ -163,6 +163,19 @@ def test_signature_by_another_key_is_refused(world: World, alice: Any) -> None:
     assert device.pending()  # still waiting: nothing changed
 
 
+@pytest.mark.parametrize("iat", [10**400, -(10**400)])
+def test_a_device_proof_with_an_iat_beyond_a_float_is_refused_not_a_500(
+    world: World, alice: Any, iat: int
+) -> None:
+    browser, device = alice
+    _login_waiting(world, browser)
+    item = device.pending()[0]
+    r = _approve(world, device.token, item, iat=iat)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_device_proof"
+    _denied(world, "smartcard.approve", "invalid_device_proof")
+    assert device.pending()  # still waiting: nothing changed
+
+
 def test_changed_binding_data_is_refused(world: World, alice: Any) -> None:
     browser, device = alice
     _login_waiting(world, browser)
