@@ -212,7 +212,10 @@ def _timestamp(claims: Mapping[str, Any], name: str) -> datetime:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedResponse(f"ID token claim {name} is not a NumericDate")
-    return datetime.fromtimestamp(value, UTC)
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, ValueError, OSError):  # e.g. 10**400 or 1e300: no date at all
+        raise MalformedResponse(f"ID token claim {name} is out of range") from None
 
 
 def _text(value: Any) -> str:

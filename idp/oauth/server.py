@@ -433,6 +433,7 @@ def userinfo_claims(user: Principal, scope: str) -> UserInfo:
 
 # private_key_jwt (discovery advertises these); Ed25519 is RFC 9864's name for EdDSA on Ed25519
 ASSERTION_ALGORITHMS = ["ES256", "RS256", "Ed25519", "EdDSA"]
+MAX_ASSERTION_LIFETIME = 3600  # seconds from now that a client assertion's exp may reach
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -461,6 +462,11 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             # draft-ietf-oauth-rfc7523bis §4 (audience injection): aud is the issuer identifier as
             # one string; an endpoint URL, or a list that holds another audience, is refused
             raise InvalidClientError(description=f"the assertion's aud must be {self.issuer!r} alone")
+        exp = token.claims.get("exp")
+        if isinstance(exp, int | float) and exp > time.time() + MAX_ASSERTION_LIFETIME:
+            # RFC 7523 §3 (4): an exp unreasonably far in the future may be refused; its jti
+            # would have to be kept until then (and a year 10**400 is no date at all)
+            raise InvalidClientError(description="the assertion's exp is too far in the future")
         self.verify_claims(token.claims)
         return token.claims
 

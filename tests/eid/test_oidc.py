@@ -108,6 +108,10 @@ NOW = int(time.time())
         pytest.param({"iat": NOW + 3600}, None, errors.NotYetValid, id="fail/iat-future-3.1.3.7-10"),
         pytest.param({"iat": NOW - 3600}, None, errors.Expired, id="fail/iat-too-old-3.1.3.7-10"),
         pytest.param({"exp": "soon"}, None, errors.MalformedResponse, id="fail/exp-not-numeric"),
+        pytest.param({"exp": 10**400}, None, errors.MalformedResponse, id="fail/exp-beyond-any-date"),
+        pytest.param(
+            {"auth_time": 1e300}, None, errors.MalformedResponse, id="fail/auth-time-beyond-any-date"
+        ),
         pytest.param({"nonce": "replayed"}, None, errors.NonceMismatch, id="fail/nonce-3.1.3.7-11"),
         pytest.param({"acr": "urn:weird"}, None, errors.LevelUnknown, id="fail/acr-unknown-3.1.3.7-12"),
         pytest.param({"acr": ACR_LOW}, None, errors.LevelTooLow, id="fail/acr-too-low-5.5.1.1"),

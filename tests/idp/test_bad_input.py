@@ -446,6 +446,35 @@ def test_private_key_jwt_audience_is_the_issuer_alone_when_configured_rfc7523bis
     assert token_status(idp.url, "accepted")[0] == 200
 
 
+@pytest.mark.parametrize("lifetime", [2 * 3600, 10**400])
+def test_a_client_assertion_expiring_unreasonably_late_is_refused_rfc7523_3(idp: Idp, lifetime: int) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", private=True)
+    cid, _ = idp.add_client(
+        name="Registry",
+        grant_types=["client_credentials"],
+        scope="x",
+        auth_method="private_key_jwt",
+        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
+    )
+
+    def token_status(exp: int, jti: str) -> tuple[int, str]:
+        claims = {"iss": cid, "sub": cid, "aud": idp.url, "iat": int(time.time()), "exp": exp, "jti": jti}
+        data = {
+            "grant_type": "client_credentials",
+            "client_assertion": jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key),
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }
+        r = requests.post(f"{idp.url}/token", data=data, timeout=10)
+        return r.status_code, r.json().get("error", "")
+
+    status, error = token_status(int(time.time()) + lifetime, "late")
+    assert status in (400, 401) and error == "invalid_client"  # not a 500
+    assert token_status(int(time.time()) + 1800, "in-time")[0] == 200
+
+
 def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
     idp, cid, secret, browser = setup
     other, other_secret = idp.add_client(name="Other", redirect_uris=[REDIRECT])
