@@ -145,8 +145,13 @@ def revoke(
     *,
     actor: str = "system",
     now: dt.datetime | None = None,
+    commit: bool = True,
 ) -> CertificateStatus:
-    """Revoke a certificate; idempotent. Commits: OCSP and the shard CRL reflect it at once."""
+    """Revoke a certificate; idempotent. Commits: OCSP and the shard CRL reflect it at once.
+
+    ``commit=False``: part of the caller's transaction (an account's erasure, which must happen
+    whole or not at all); the caller commits, and a refusal is raised without a rollback or an
+    audit entry of its own, for the caller's rollback to undo everything."""
     now = (now or utcnow()).replace(microsecond=0)
     try:
         code = reason_code(reason)
@@ -155,6 +160,8 @@ def revoke(
         if row is None:
             raise UnknownCertificate(f"no certificate {serial[:60]!r}")
     except (BadRevocationReason, UnknownCertificate) as exc:
+        if not commit:
+            raise
         session.rollback()
         audit.record(
             session,
@@ -178,7 +185,8 @@ def revoke(
             reason="already revoked",
             details={"serial": row.serial, "reason": REASON_NAMES.get(row.revocation_reason or 0)},
         )
-        session.commit()
+        if commit:
+            session.commit()
         return CertificateStatus.of(row)
     row.status = REVOKED
     row.revoked_at = now if row.revoked_at is None else row.revoked_at
@@ -194,7 +202,8 @@ def revoke(
         reason=REASON_NAMES[code],
         details={"serial": row.serial, "profile": row.profile, "shard": row.shard},
     )
-    session.commit()
+    if commit:
+        session.commit()
     return CertificateStatus.of(row)
 
 

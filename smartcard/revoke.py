@@ -41,8 +41,10 @@ def revoke_device(
     now: dt.datetime,
     owner: str | None = None,
     end_bindings: Callable[[Session, RevokedDevice], None] | None = None,
+    commit: bool = True,
 ) -> RevokedDevice:
-    """Revoke one device (``owner``: only if it is this account's). Commits ``session``."""
+    """Revoke one device (``owner``: only if it is this account's). Commits ``session`` unless
+    ``commit`` is False (see ``pki.revoke``)."""
     device = session.get(Device, device_id) if isinstance(device_id, str) and len(device_id) <= 40 else None
     if device is None or (owner is not None and not hmac.compare_digest(device.account_id, owner)):
         raise UnknownDevice(f"no device {str(device_id)[:40]!r} for {owner or 'admin'}")
@@ -70,7 +72,7 @@ def revoke_device(
     session.flush()
     if end_bindings is not None:
         end_bindings(session, revoked)
-    pki.revoke(session, ca, device.cert_serial, REASON, actor=actor, now=now)
+    pki.revoke(session, ca, device.cert_serial, REASON, actor=actor, now=now, commit=commit)
     return revoked
 
 
@@ -83,6 +85,7 @@ def revoke_account_devices(
     reason: str,
     now: dt.datetime,
     end_bindings: Callable[[Session, RevokedDevice], None] | None = None,
+    commit: bool = True,
 ) -> list[RevokedDevice]:
     ids = list(
         session.execute(
@@ -90,6 +93,8 @@ def revoke_account_devices(
         ).scalars()
     )
     return [
-        revoke_device(session, ca, i, actor=actor, reason=reason, now=now, end_bindings=end_bindings)
+        revoke_device(
+            session, ca, i, actor=actor, reason=reason, now=now, end_bindings=end_bindings, commit=commit
+        )
         for i in ids
     ]

@@ -604,8 +604,14 @@ def delete_devices(session: Session, account_id: str) -> None:
 
     if session.execute(select(Device.id).where(Device.account_id == account_id).limit(1)).first() is None:
         return  # nothing to revoke: do not need (or load) the CA
-    revoke_account_devices(
-        session, ca_in(session), account_id, actor=account_id, reason="account deleted", now=utcnow()
+    revoke_account_devices(  # in the erasure's transaction: all of it happens, or none
+        session,
+        ca_in(session),
+        account_id,
+        actor=account_id,
+        reason="account deleted",
+        now=utcnow(),
+        commit=False,
     )
 
 
