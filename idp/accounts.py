@@ -151,6 +151,7 @@ def create_account(
     except IntegrityError:
         raise EmailTaken("an account with this e-mail exists") from None
     acct.email_enc = keys.personal_data.seal(email.encode(), f"email:{acct.id}")
+    throttle.clear(session, index)  # guesses against the address before it was anyone's account
     audit.record(
         session,
         action="account.create",
@@ -162,8 +163,11 @@ def create_account(
     return acct
 
 
-def find_by_email(session: Session, keys: InstanceKeys, email: str) -> Account | None:
-    return session.execute(select(Account).where(Account.email_index == keys.email_lookup(email))).scalar()
+def find_by_email(session: Session, keys: InstanceKeys, email: str, *, lock: bool = False) -> Account | None:
+    """The account of ``email``. ``lock``: the row locked for this transaction (PostgreSQL), for a
+    link about to be issued: a purge erasing the account meanwhile is waited for (then: None)."""
+    q = select(Account).where(Account.email_index == keys.email_lookup(email))
+    return session.execute(q.with_for_update() if lock else q).scalar()
 
 
 def check_login(session: Session, keys: InstanceKeys, email: str, password: str) -> LoginOutcome:

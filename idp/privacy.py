@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, exists, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from db import audit, utcnow
+from db import audit, transaction, utcnow
 from db.audit import AuditEvent
+from idp import throttle
 from idp.crypto import random_token
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
@@ -181,6 +182,9 @@ def erase_account(
     session.execute(delete(Consent).where(Consent.account_id == account_id))
     session.execute(delete(EmailToken).where(EmailToken.account_id == account_id))
     session.execute(delete(LoginSession).where(LoginSession.account_id == account_id))
+    # the failed-login record of the address (its keyed index): it must not outlive the account
+    for index in session.execute(select(Account.email_index).where(Account.id == account_id)).scalars():
+        throttle.clear(session, index)
     session.execute(delete(Account).where(Account.id == account_id))
     return Erasure(
         pseudonym=pseudonym,
@@ -198,34 +202,46 @@ UNCONFIRMED_KEEP = dt.timedelta(days=7)
 PURGE_BATCH = 100
 
 
+def _unconfirmed_due(now: dt.datetime) -> Any:
+    live_link = exists().where(EmailToken.account_id == Account.id, EmailToken.expires_at > now)
+    return (
+        Account.self_registered,
+        Account.email_verified_at.is_(None),
+        Account.created_at <= now - UNCONFIRMED_KEEP,
+        ~live_link,
+    )
+
+
 def purge_unconfirmed(
-    session: Session, keys: InstanceKeys, key_cache: KeyCache, *, issuer: str, now: dt.datetime
+    sessions: sessionmaker[Session], keys: InstanceKeys, key_cache: KeyCache, *, issuer: str, now: dt.datetime
 ) -> int:
     """Erase up to PURGE_BATCH unconfirmed self-registrations older than UNCONFIRMED_KEEP without
     a live e-mail link, each as an Art. 17 erasure; return how many. Accounts an administrator
-    added unconfirmed (an invitation to choose a password) are never purged."""
-    live_link = exists().where(EmailToken.account_id == Account.id, EmailToken.expires_at > now)
-    candidates = (
-        select(Account.id)
-        .where(
-            Account.self_registered,
-            Account.email_verified_at.is_(None),
-            Account.created_at <= now - UNCONFIRMED_KEEP,
-            ~live_link,
-        )
-        .limit(PURGE_BATCH)
-        # another worker purging at the same time skips these rows (PostgreSQL; SQLite serialises)
-        .with_for_update(skip_locked=True)
-    )
-    ids = list(session.execute(candidates).scalars())
-    for account_id in ids:
-        result = erase_account(session, keys, key_cache, issuer=issuer, account_id=account_id)
-        audit.record(
-            session,
-            action="account.purge",
-            outcome="success",
-            actor="system",
-            subject=result.pseudonym,
-            reason=f"address not confirmed within {UNCONFIRMED_KEEP.days} days (GDPR Art. 5(1)(e))",
-        )
-    return len(ids)
+    added unconfirmed (an invitation to choose a password) are never purged.
+
+    One transaction per account, so a row is locked only for its own erasure: a citizen who
+    registers the address again or asks for a link at that moment waits milliseconds, not for
+    the batch (idp.views.auth locks the row it finds; here a row so locked is skipped)."""
+    with sessions() as s:
+        due = list(s.execute(select(Account.id).where(*_unconfirmed_due(now)).limit(PURGE_BATCH)).scalars())
+    erased = 0
+    for account_id in due:
+        with transaction(sessions) as s:
+            still_due = (
+                select(Account.id)
+                .where(Account.id == account_id, *_unconfirmed_due(now))
+                .with_for_update(skip_locked=True)  # PostgreSQL; SQLite's writers take turns
+            )
+            if s.execute(still_due).first() is None:  # confirmed, re-registered or taken meanwhile
+                continue
+            result = erase_account(s, keys, key_cache, issuer=issuer, account_id=account_id)
+            audit.record(
+                s,
+                action="account.purge",
+                outcome="success",
+                actor="system",
+                subject=result.pseudonym,
+                reason=f"address not confirmed within {UNCONFIRMED_KEEP.days} days (GDPR Art. 5(1)(e))",
+            )
+            erased += 1
+    return erased

@@ -81,8 +81,10 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
                     purge_expired(s, utcnow())
-                with transaction(rt.sessions) as s:
-                    purge_unconfirmed(s, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow())
+                with app.app_context():  # erasure hooks of other packages may load the CA
+                    purge_unconfirmed(
+                        rt.sessions, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow()
+                    )
         except Exception:  # keep the worker alive; the outbox keeps what is not done
             log.exception("background duty failed")
 

@@ -24,12 +24,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, case, delete, update
+from sqlalchemy import Table, case, delete, exists, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from idp.models import LoginThrottle
+from idp.models import Account, LoginThrottle
 
 FREE_FAILURES = 5
 BASE_DELAY = dt.timedelta(seconds=30)
@@ -116,12 +116,18 @@ def clear(session: Session, email_index: str) -> None:
 
 
 def purge(session: Session, now: dt.datetime) -> None:
-    """Forget runs that ended by a quiet day (rows for made-up addresses must not pile up)."""
+    """Forget runs that ended by a quiet day (rows for made-up addresses must not pile up); for
+    an address without an account also a run at the hard limit: there is no password to guess,
+    and the hold would otherwise meet whoever registers the address later."""
     table = cast(Table, LoginThrottle.__table__)
+    no_account = ~exists().where(Account.email_index == table.c.email_index)
     session.execute(
         delete(table).where(
             table.c.last_failure_at < now - QUIET_RESET,
-            table.c.failures < HARD_LIMIT,
-            (table.c.blocked_until.is_(None)) | (table.c.blocked_until <= now),
+            (
+                (table.c.failures < HARD_LIMIT)
+                & ((table.c.blocked_until.is_(None)) | (table.c.blocked_until <= now))
+            )
+            | no_account,
         )
     )

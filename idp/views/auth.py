@@ -191,7 +191,7 @@ def register() -> Any:
         # registered by someone else to take the address over once its owner confirms it
         # (account pre-hijacking): its confirmation links are cancelled, and the mailbox's owner
         # gets a link to choose the password (which confirms the address and ends all sessions).
-        existing = accounts.find_by_email(uow.db(), _keys(), email)
+        existing = accounts.find_by_email(uow.db(), _keys(), email, lock=True)
         if existing is not None and existing.email_verified_at is None:
             accounts.cancel_links(uow.db(), existing.id, ("verify",))
             _send_link(
@@ -389,7 +389,7 @@ def forgot() -> Any:
         return render_template("forgot.html", csrf_token=browser.csrf_token())
     browser.check_csrf()
     email = _field("email")
-    acct = accounts.find_by_email(uow.db(), _keys(), email) if len(email) <= 254 else None
+    acct = accounts.find_by_email(uow.db(), _keys(), email, lock=True) if len(email) <= 254 else None
     if acct is not None and not acct.disabled:
         _send_link(acct, "reset", dt.timedelta(minutes=runtime().config.password_reset_minutes))
     uow.record(

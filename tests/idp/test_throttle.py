@@ -134,17 +134,35 @@ def test_hard_limit_holds_until_the_password_is_reset(idp: Idp) -> None:
     assert r.status_code in (200, 302, 303) and _sessions(idp) == 1
 
 
-def test_quiet_runs_are_forgotten_but_a_hard_limit_is_kept(idp: Idp) -> None:
+def test_quiet_runs_are_forgotten_but_a_hard_limit_on_an_account_is_kept(idp: Idp) -> None:
+    idp.add_user("held@example.org")
     b = Browser(idp)
-    for email in ("quiet@example.org", "held@example.org"):
+    for email in ("quiet@example.org", "held@example.org", "made-up@example.org"):
         _login(b, email, "wrong password 123")
     _set(idp, "quiet@example.org", last_failure_at=utcnow() - dt.timedelta(days=2))
-    _set(idp, "held@example.org", failures=100, last_failure_at=utcnow() - dt.timedelta(days=2))
-    _set(idp, "held@example.org", blocked_until=utcnow() + throttle.UNTIL_RESET)
+    for email in ("held@example.org", "made-up@example.org"):
+        _set(idp, email, failures=100, last_failure_at=utcnow() - dt.timedelta(days=2))
+        _set(idp, email, blocked_until=utcnow() + throttle.UNTIL_RESET)
     with transaction(idp.sessions()) as s:
         throttle.purge(s, utcnow())
     assert _row(idp, "quiet@example.org") is None
     assert _row(idp, "held@example.org") is not None
+    # no account, no password to guess: the hold would only meet whoever registers it one day
+    assert _row(idp, "made-up@example.org") is None
+
+
+def test_the_failed_login_record_of_an_address_ends_with_its_account_and_before_a_new_one(idp: Idp) -> None:
+    from idp.privacy import erase_account
+
+    account_id = idp.add_user("weg@example.org")
+    for email in ("weg@example.org", "neu@example.org"):
+        _login(Browser(idp), email, "wrong password 123")
+        assert _row(idp, email) is not None
+    with transaction(idp.sessions()) as s:  # GDPR Art. 17: nothing keyed by the address stays
+        erase_account(s, idp.keys, idp.key_cache, issuer=idp.url, account_id=account_id)
+    assert _row(idp, "weg@example.org") is None
+    idp.add_user("neu@example.org")  # guesses before it was an account do not count against it
+    assert _row(idp, "neu@example.org") is None
 
 
 def test_concurrent_guesses_get_no_more_attempts_than_the_schedule_nist_63b_5_2_2(idp: Idp) -> None:
