@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
+from db import utcnow
 from idp import uow
 from idp.crypto import equal
 from idp.oauth import dpop
@@ -29,7 +30,10 @@ class ResourceError(Exception):
     def response(self) -> Response:
         resp = jsonify(error=self.error, error_description=self.description)
         resp.status_code = self.status
-        if self.scheme == "DPoP":
+        if self.scheme == "any":
+            # RFC 6750 §3.1: no credentials, no error code; both schemes we take (RFC 9449 §7.1)
+            resp.headers["WWW-Authenticate"] = f"Bearer, {dpop.www_authenticate()}"
+        elif self.scheme == "DPoP":
             resp.headers["WWW-Authenticate"] = dpop.www_authenticate(self.error, self.description)
         else:
             resp.headers["WWW-Authenticate"] = (
@@ -45,8 +49,10 @@ def authenticate(required_scope: str | None = None) -> dict[str, Any]:
     auth = request.headers.get("Authorization", "")
     scheme, _, token = auth.partition(" ")
     scheme_l = scheme.lower()
+    if not auth:
+        raise ResourceError(401, "invalid_token", "access token missing", scheme="any")
     if scheme_l not in ("bearer", "dpop") or not token:
-        raise ResourceError(401, "invalid_token", "access token missing", scheme="DPoP")
+        raise ResourceError(401, "invalid_request", "use the Bearer or DPoP scheme", scheme="any")
     claims = decode_access_token(uow.db(), token.strip())
     if claims is None:
         uow.record(
@@ -107,15 +113,21 @@ def authenticate(required_scope: str | None = None) -> dict[str, Any]:
             cert = mtls.presented(request.headers, runtime().config.mtls_client_cert_header)
         except mtls.MtlsError:
             cert = None
-        if not mtls.matches(x5t, cert):
+        problem = None if mtls.matches(x5t, cert) else "certificate does not match cnf.x5t#S256"
+        if problem is None and cert is not None:
+            try:  # RFC 5280 §6.1.3, as at the token endpoint: a removed device's certificate is done
+                mtls.device_certificate(uow.db(), cert, utcnow())
+            except mtls.MtlsError as exc:
+                problem = str(exc)
+        if problem is not None:
             uow.record(
                 action="resource.refuse",
                 outcome="denied",
                 actor=c.get("client_id", ""),
                 subject=request.path,
-                reason="certificate does not match cnf.x5t#S256",
+                reason=problem,
             )
-            raise ResourceError(401, "invalid_token", "token is bound to another certificate")
+            raise ResourceError(401, "invalid_token", "the certificate the token is bound to is not accepted")
     if scheme_l == "dpop" and not jkt:
         raise ResourceError(401, "invalid_token", "token is not DPoP-bound", scheme="DPoP")
     if required_scope and required_scope not in str(c.get("scope", "")).split():

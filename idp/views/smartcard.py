@@ -51,7 +51,7 @@ from smartcard import authenticate as pki2fa
 from smartcard import challenges, devices
 from smartcard.enroll import EnrolRequest, EnrolResult, enrol
 from smartcard.errors import InvalidProof, InvalidRequest, SmartcardError, StepUpRequired
-from smartcard.models import ENROL
+from smartcard.models import ENROL, Device
 from smartcard.renew import renew, renewal_challenge
 from smartcard.revoke import RevokedDevice
 from smartcard.settings import SmartcardSettings
@@ -546,6 +546,16 @@ def end_device_bindings(session: Session, revoked: RevokedDevice) -> None:
     """Tokens and sessions bound to a removed device end with it (ARCHITECTURE, flow 6)."""
     for gid in revoked.grant_ids:
         revoke_grant(session, gid, "device removed")
+    device = session.get(Device, revoked.device_id)
+    if device is not None:
+        # RFC 8705 §4: the city app's token families bound to the device certificate
+        x5t = mtls.thumbprint_of_digest(bytes.fromhex(device.cert_fingerprint))
+        for gid in session.execute(
+            select(Grant.id).where(
+                Grant.account_id == revoked.account_id, Grant.cnf_x5t == x5t, Grant.revoked_at.is_(None)
+            )
+        ).scalars():
+            revoke_grant(session, gid, "device removed")
     if revoked.dpop_jkt:
         # RFC 9449 §6: token families bound to the device app's DPoP key
         for gid in session.execute(
@@ -599,7 +609,6 @@ def export_devices(session: Session, account_id: str) -> dict[str, Any]:
 
 def delete_devices(session: Session, account_id: str) -> None:
     """privacy.DELETE_HOOKS: every certificate of the account revoked before it goes."""
-    from smartcard.models import Device
     from smartcard.revoke import revoke_account_devices
 
     if session.execute(select(Device.id).where(Device.account_id == account_id).limit(1)).first() is None:

@@ -344,3 +344,13 @@ def test_rsa_dpop_proofs_as_discovery_advertises_rfc9449_5_1(idp: Idp, alg: str)
             timeout=10,
         )
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+
+
+def test_a_request_without_credentials_gets_both_challenges_and_no_error_code_rfc6750_3_1(idp: Idp) -> None:
+    for path in ("/userinfo", "/api/demo/resource"):
+        r = requests.get(f"{idp.url}{path}", timeout=10)
+        challenge = r.headers["WWW-Authenticate"]
+        assert r.status_code == 401 and "error=" not in challenge, challenge
+        assert challenge.startswith("Bearer") and 'DPoP algs="' in challenge  # RFC 9449 §7.1
+    r = requests.get(f"{idp.url}/userinfo", timeout=10, headers={"Authorization": "Basic eDp5"})
+    assert r.status_code == 401 and r.json()["error"] == "invalid_request"

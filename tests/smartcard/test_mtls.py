@@ -119,3 +119,36 @@ def test_the_refresh_token_binding_moves_with_a_certificate_renewal_rfc8705_4(wo
     headers = {HEADER: quote(device.token.state["certificate"])}
     r = requests.post(f"{world.idp.url}/token", timeout=10, headers=headers, data=data)
     assert r.status_code == 200, r.text  # the app stays logged in
+
+
+def test_removing_a_device_ends_its_certificate_bound_tokens_rfc8705_3_and_4(world: World) -> None:
+    from sqlalchemy import select
+
+    from idp.models import Grant
+    from idp.views.smartcard import revoke_for
+
+    _configure_proxy_header(world)
+    url = f"{world.idp.url}/api/demo/resource"
+    for how in ("device removal", "certificate revocation alone"):
+        email = "lea@example.org" if how == "device removal" else "ben@example.org"
+        browser, device = enrolled(world, email, name=how)
+        cert_pem = device.token.state["certificate"]
+        at = _token_with_cert(world, browser, email, cert_pem).json()["access_token"]
+        headers = {"Authorization": f"Bearer {at}", HEADER: quote(cert_pem)}
+        assert requests.get(url, timeout=10, headers=headers).status_code == 200
+        cfg = world.idp.config
+        with world.idp.app.app_context(), transaction(world.idp.sessions()) as s:
+            ca = pki.load_ca(
+                s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer
+            )
+            device_id = device.token.state["device_id"]
+            if how == "device removal":  # what the citizen's page and `cityid device revoke` do
+                revoke_for(s, ca)(device_id, actor="admin", reason="lost", now=utcnow())
+            else:  # the grant stays: the resource must still see the certificate is done
+                revoke_device(s, ca, device_id, actor="admin", reason="lost", now=utcnow())
+        r = requests.get(url, timeout=10, headers=headers)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_token", how
+        if how == "device removal":
+            with world.idp.sessions()() as s:
+                bound = s.execute(select(Grant).where(Grant.cnf_x5t.is_not(None))).scalars().all()
+                assert bound and all(g.revoked_at is not None for g in bound)  # refresh tokens too
