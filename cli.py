@@ -547,6 +547,7 @@ def user_unlink_eid(data_dir: Path, email_or_id: str, as_json: bool) -> None:
             f"this, contact the service desk and change your password: {cfg.issuer}/account/password\n\n"
             "Der Service der Stadt hat den Personalausweis von Ihrem Konto entfernt. Wenn Sie das "
             "nicht veranlasst haben, wenden Sie sich an den Service und ändern Sie Ihr Passwort.",
+            account_id=acct.id,
         )
     out({"unlinked": acct.id}, as_json, f"ID card removed from account {acct.id}")
 

@@ -117,8 +117,11 @@ def _connect(smtp: SmtpConfig) -> smtplib.SMTP:
     return smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout_seconds)
 
 
-def queue_mail(session: Session, keys: InstanceKeys, to: str, subject: str, body: str) -> str:
-    """Store a mail in ``session``'s transaction; returns its id for :func:`deliver`."""
+def queue_mail(
+    session: Session, keys: InstanceKeys, to: str, subject: str, body: str, *, account_id: str | None = None
+) -> str:
+    """Store a mail in ``session``'s transaction; returns its id for :func:`deliver`.
+    ``account_id``: the account it is about, whose erasure removes it if still unsent."""
     mail_id = new_id()
     message = json.dumps({"subject": subject, "body": body}).encode()
     session.add(
@@ -127,6 +130,7 @@ def queue_mail(session: Session, keys: InstanceKeys, to: str, subject: str, body
             next_attempt_at=utcnow(),
             recipient_enc=keys.personal_data.seal(to.encode(), f"mail-to:{mail_id}"),
             message_enc=keys.personal_data.seal(message, f"mail:{mail_id}"),
+            account_id=account_id,
         )
     )
     return mail_id
@@ -251,12 +255,12 @@ class Courier:
                 log.exception("mail delivery failed")
 
 
-def send_after_commit(to: str, subject: str, body: str) -> None:
+def send_after_commit(to: str, subject: str, body: str, *, account_id: str | None = None) -> None:
     """In a request: queue the mail in the request's transaction; once that has committed, the
     process's :class:`Courier` sends it (never if the request rolls back)."""
     from idp import uow
     from idp.runtime import runtime
 
     rt = runtime()
-    mail_id = queue_mail(uow.db(), rt.keys, to, subject, body)
+    mail_id = queue_mail(uow.db(), rt.keys, to, subject, body, account_id=account_id)
     uow.after_commit(lambda: rt.courier.post(mail_id))

@@ -167,6 +167,8 @@ class MailOutbox(Base):
     recipient_enc: Mapped[bytes] = mapped_column(LargeBinary)
     message_enc: Mapped[bytes] = mapped_column(LargeBinary)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # the account the mail is about (none for a mail to an address only): erasure removes it
+    account_id: Mapped[str | None] = mapped_column(String(40), index=True)
 
 
 class SigningKey(Base):

@@ -37,6 +37,7 @@ from idp.models import (
     EmailToken,
     Grant,
     LoginSession,
+    MailOutbox,
     RefreshToken,
 )
 from idp.oauth import backchannel
@@ -181,6 +182,7 @@ def erase_account(
     session.execute(delete(Grant).where(Grant.account_id == account_id))
     session.execute(delete(Consent).where(Consent.account_id == account_id))
     session.execute(delete(EmailToken).where(EmailToken.account_id == account_id))
+    session.execute(delete(MailOutbox).where(MailOutbox.account_id == account_id))  # unsent mails
     session.execute(delete(LoginSession).where(LoginSession.account_id == account_id))
     # the failed-login record of the address (its keyed index): it must not outlive the account
     for index in session.execute(select(Account.email_index).where(Account.id == account_id)).scalars():

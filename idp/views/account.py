@@ -210,7 +210,7 @@ def password_problem(exc: accounts.WeakPassword) -> str:
 
 def mail_account(acct: Account, subject: str, body: str) -> None:
     """A notice to the account's own address, sent once this request's state has committed."""
-    send_after_commit(accounts.email_of(runtime().keys, acct), subject, body)
+    send_after_commit(accounts.email_of(runtime().keys, acct), subject, body, account_id=acct.id)
 
 
 def may_change_strong_factors(acct: Account) -> bool:

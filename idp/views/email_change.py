@@ -127,6 +127,7 @@ def _send_links(acct: Any, new_email: str) -> None:
             link=f"{cfg.issuer}{CONFIRM_PATH}?token={token}",
             hours=cfg.email_verification_hours,
         ),
+        account_id=acct.id,
     )
     _notify_old_address(cfg, acct, new_email)  # a dead old mailbox only means retries, then none
 
@@ -201,6 +202,7 @@ def confirm() -> Any:
             "used for it.\n\nIf this was not you, contact the city's service desk.",
             masked=accounts.mask_email(change.new_email),
         ),
+        account_id=acct.id,
     )
     uow.record(
         action="email.change",

@@ -250,3 +250,21 @@ def test_an_address_a_mail_header_would_rewrite_is_not_sent_anywhere_else(idp_fa
     idp = idp_factory()
     with pytest.raises(mail.MailError):
         mail.send(idp.config, "=?utf-8?q?victim?=@example.org", "s", "b")  # stored before the check
+
+
+def test_an_erasure_removes_the_mails_still_waiting_for_the_account_gdpr_17(idp_factory: Any) -> None:
+    from idp.privacy import erase_account
+
+    idp = idp_factory(smtp=SmtpConfig(host="127.0.0.1", port=free_port(), timeout_seconds=2))  # down
+    account_id = idp.add_user("karl@example.org")
+    b = Browser(idp)
+    for email in ("karl@example.org", "nobody@example.org"):
+        page = b.get(f"{idp.url}/forgot")
+        assert b.post(f"{idp.url}/forgot", {"csrf_token": csrf(page.text), "email": email}).status_code == 200
+    with transaction(idp.sessions()) as s:  # a mail to an address only, no account: kept
+        mail.queue_mail(s, idp.keys, "hallo@example.org", "Hallo", "Text")
+    _wait(lambda: len(_outbox(idp)) == 2)
+    assert [r.account_id for r in _outbox(idp)].count(account_id) == 1
+    with transaction(idp.sessions()) as s:
+        erase_account(s, idp.keys, idp.key_cache, issuer=idp.url, account_id=account_id)
+    assert [r.account_id for r in _outbox(idp)] == [None]  # the reset link to karl is gone unsent
