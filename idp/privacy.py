@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import audit, transaction, utcnow
@@ -37,6 +37,7 @@ from idp.models import (
     EmailToken,
     Grant,
     LoginSession,
+    LoginThrottle,
     MailOutbox,
     RefreshToken,
 )
@@ -61,6 +62,17 @@ def audit_entries(
     """Audit entries about the account (as actor or subject), newest first, without the actions
     in ``leave_out`` (left out before the limit applies)."""
     return audit.entries(session, party=account_id, leave_out=leave_out, limit=limit)
+
+
+def _failed_logins(session: Session, email_index: str) -> dict[str, Any] | None:
+    row = session.get(LoginThrottle, email_index)
+    if row is None:
+        return None
+    return {
+        "failures": row.failures,
+        "last_failure_at": _iso(row.last_failure_at),
+        "blocked_until": _iso(row.blocked_until),
+    }
 
 
 def export_account(
@@ -91,7 +103,29 @@ def export_account(
             "password_changed_at": _iso(acct.password_changed_at),
             "has_password": acct.password_hash is not None,
             "disabled": acct.disabled,
+            "self_registered": acct.self_registered,
         },
+        # links mailed and not yet expired (their secret is never stored, only its digest); a
+        # change of address holds the new address until it is confirmed
+        "pending_links": [
+            {
+                "purpose": t.purpose,
+                "expires_at": _iso(t.expires_at),
+                "used_at": _iso(t.used_at),
+                "new_email": (
+                    keys.personal_data.open(t.new_email_enc, f"{t.purpose}:{acct.id}").decode()
+                    if t.new_email_enc is not None
+                    else None
+                ),
+            }
+            for t in session.execute(
+                select(EmailToken).where(EmailToken.account_id == account_id).order_by(EmailToken.expires_at)
+            ).scalars()
+        ],
+        "failed_logins": _failed_logins(session, acct.email_index),
+        "mails_waiting": session.execute(
+            select(func.count()).select_from(MailOutbox).where(MailOutbox.account_id == account_id)
+        ).scalar_one(),
         "consents": [
             {
                 "service": names.get(c.client_id, c.client_id),

@@ -256,3 +256,31 @@ def test_a_new_request_cancels_the_link_sent_to_a_mistyped_address(
     assert _address(idp, account_id) == "maria@example.org"
     assert _confirm(Browser(idp), right).status_code == 200
     assert _address(idp, account_id) == "maria.neu@example.org"
+
+
+def test_the_data_export_holds_a_pending_new_address_and_the_failed_logins_gdpr_15(
+    idp_factory: Any, smtp_server: Any
+) -> None:
+    from idp.privacy import export_account
+
+    idp, inbox = _started(idp_factory, smtp_server)
+    account_id = idp.add_user("alt@example.org")
+    b = Browser(idp)
+    page = b.get(f"{idp.url}/login")
+    wrong = {"csrf_token": csrf(page.text), "email": "alt@example.org", "password": "not the password"}
+    assert b.post(f"{idp.url}/login", wrong).status_code == 401
+    _requested(_logged_in(idp, "alt@example.org"), inbox, "neu@example.org")
+    with idp.sessions()() as s:
+        data = export_account(s, idp.keys, account_id, controller="Musterstadt")
+    assert [(p["purpose"], p["new_email"]) for p in data["pending_links"]] == [
+        ("email_change", "neu@example.org")
+    ]
+    assert data["failed_logins"] is None  # the login after the wrong password ended the run
+    b = Browser(idp)
+    page = b.get(f"{idp.url}/login")
+    assert b.post(f"{idp.url}/login", wrong | {"csrf_token": csrf(page.text)}).status_code == 401
+    with idp.sessions()() as s:
+        assert (
+            export_account(s, idp.keys, account_id, controller="Musterstadt")["failed_logins"]["failures"]
+            == 1
+        )
