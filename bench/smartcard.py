@@ -114,7 +114,7 @@ def main() -> None:
         store = pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase)
         pki.init_ca(s, cfg.ca, store, cfg.issuer)
         account = create_account(
-            s, keys, "bench@example.org", "correct horse battery staple", verified=True
+            s, keys, "bench@example.org", "correct horse battery staple", verified=True, actor="admin"
         ).id
     with sessions() as s:
         ca = pki.load_ca(s, cfg.ca, store, cfg.issuer)

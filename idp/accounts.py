@@ -123,9 +123,11 @@ def create_account(
     *,
     locale: str = "de",
     verified: bool = False,
-    actor: str = "self",
+    actor: str,
     context: Iterable[str] = (),
 ) -> Account:
+    """``actor``: "self" for the citizen on /register (the account counts as self-registered,
+    idp.privacy purges it if never confirmed), "admin", "demo"."""
     email = checked_email(email)
     check_password_policy(password, [email, *context])
     index = keys.email_lookup(email)

@@ -179,6 +179,7 @@ def register() -> Any:
             email,
             password,
             locale=request.cookies.get("lang", "de")[:2],
+            actor="self",
             context=password_context(email),
         )
         _send_link(acct, "verify", dt.timedelta(hours=runtime().config.email_verification_hours))

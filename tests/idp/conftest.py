@@ -152,7 +152,7 @@ class Idp:
 
     def add_user(self, email: str, password: str = PASSWORD, verified: bool = True) -> str:
         with transaction(self.sessions()) as s:
-            return create_account(s, self.keys, email, password, verified=verified).id
+            return create_account(s, self.keys, email, password, verified=verified, actor="admin").id
 
 
 def make_config(data_dir: Path, db_url: str, issuer: str, **over: Any) -> Config:

@@ -136,8 +136,12 @@ def card(db_sessions: sessionmaker[Session], tmp_path: Path) -> Iterator[Card]:
     store = pki.open_key_store(ca_cfg, tmp_path, cfg.key_passphrase)
     with transaction(db_sessions) as s:
         pki.init_ca(s, ca_cfg, store, ISSUER)
-        account = create_account(s, keys, "erika@example.org", "correct horse battery", verified=True).id
-        other = create_account(s, keys, "max@example.org", "correct horse battery", verified=True).id
+        account = create_account(
+            s, keys, "erika@example.org", "correct horse battery", verified=True, actor="admin"
+        ).id
+        other = create_account(
+            s, keys, "max@example.org", "correct horse battery", verified=True, actor="admin"
+        ).id
     with db_sessions() as s:
         ca = pki.load_ca(s, ca_cfg, store, ISSUER)
     root = make_test_root()
