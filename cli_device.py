@@ -277,6 +277,7 @@ def revoke(data_dir: Path | None, device_id: str, reason: str, as_json: bool) ->
                 reason=reason,
                 now=utcnow(),
                 end_bindings=end_device_bindings,
+                commit=False,  # one commit below, with the audit entry
             )
         except SmartcardError as exc:
             session.rollback()

@@ -61,7 +61,8 @@ def renew(
     url: str,
     now: dt.datetime,
 ) -> EnrolResult:
-    """Issue the device a new certificate; the old one is revoked ``superseded``. Commits."""
+    """Issue the device a new certificate; the old one is revoked ``superseded``, in the caller's
+    transaction: a failure before its commit leaves the device on its old certificate."""
     verified = proof.verify(session, ca, token, method="POST", url=url, now=now, window=settings.proof_window)
     device = session.get(Device, verified.device_id)
     assert device is not None
@@ -115,7 +116,7 @@ def renew(
     device.renewed_at = now
     session.flush()
     # RFC 5280 §5.3.1 superseded: the old certificate is replaced
-    pki.revoke(session, ca, old_serial, "superseded", actor=device.account_id)
+    pki.revoke(session, ca, old_serial, "superseded", actor=device.account_id, commit=False)
     return dataclasses.replace(
         result_of(device.id, issued, checked), replaced_fingerprint_sha256=old_fingerprint
     )

@@ -586,10 +586,12 @@ def end_device_bindings(session: Session, revoked: RevokedDevice) -> None:
 
 
 def revoke_for(session: Session, ca: pki.CertificateAuthority) -> Callable[..., RevokedDevice]:
+    """Device removal in the caller's transaction (the request's, or the CLI's), with the end of
+    what was bound to the device; nothing is committed before the caller's audit entry and mail."""
     from smartcard.revoke import revoke_device
 
     def run(device_id: str, **kw: Any) -> RevokedDevice:
-        return revoke_device(session, ca, device_id, end_bindings=end_device_bindings, **kw)
+        return revoke_device(session, ca, device_id, end_bindings=end_device_bindings, commit=False, **kw)
 
     return run
 

@@ -1,10 +1,11 @@
-"""An account's erasure (GDPR Art. 17) with a device: all of it happens in one transaction, or
-none of it."""
+"""Removing a device, and an account's erasure (GDPR Art. 17) with a device: all of it happens in
+one transaction, or none of it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from db import transaction
@@ -12,6 +13,7 @@ from idp import privacy
 from idp.models import Account, Grant, LoginSession
 from pki.models import CaCertificate
 from smartcard.models import Device
+from tests.idp.conftest import csrf
 from tests.smartcard.conftest import World, enrolled
 
 
@@ -63,3 +65,29 @@ def test_an_erasure_that_fails_late_leaves_the_device_and_its_certificate_as_the
             .all()
         )
         assert serial and all(s.get(CaCertificate, x).status == "revoked" for x in serial)  # type: ignore[union-attr]
+
+
+def test_a_device_removal_that_fails_before_its_commit_removes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The certificate's revocation committed the removal mid-request: the page said 500 while the
+    # device was gone, and the citizen's notice (NIST SP 800-63B §6.1.2.1) was never sent.
+    import idp.views.devices as devices_view
+
+    idp = world.idp
+    browser, device = enrolled(world, "erika@example.org")
+    device_id = device.token.state["device_id"]
+    monkeypatch.setattr(devices_view, "may_change_strong_factors", lambda acct: True)  # step-up done
+
+    def fails(*args: object) -> None:  # a database error, a killed worker, ...
+        raise RuntimeError("failure before the commit")
+
+    monkeypatch.setattr(devices_view, "notify_factor_change", fails)
+    page = browser.get(f"{idp.url}/account/devices")
+    r = browser.post(f"{idp.url}/account/devices/{device_id}/remove", {"csrf_token": csrf(page.text)})
+    assert r.status_code == 500
+    with idp.sessions()() as s:
+        row = s.get(Device, device_id)
+        assert row is not None and row.revoked_at is None
+        assert s.get(CaCertificate, row.cert_serial).status == "issued"  # type: ignore[union-attr]
+    assert device.pending() == []  # the phone still answers

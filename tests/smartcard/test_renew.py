@@ -49,3 +49,34 @@ def test_renewal_with_new_key_needs_attestation_or_drops_to_low(world: World) ->
     _open_renewal_window(world)
     assert device.renew(new_key=True)["max_level"] == "low"
     assert device.renew(new_key=True, attestation=world.profile())["max_level"] == "substantial"
+
+
+def test_a_renewal_that_fails_before_its_commit_leaves_the_device_on_its_old_certificate(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The old certificate's revocation committed the renewal mid-request: a failure after it left
+    # the device on a certificate it never received, and the one it holds revoked (locked out).
+    import idp.views.smartcard as views
+    from db import transaction
+    from pki.models import CaCertificate
+    from smartcard.models import Device
+
+    _browser, device = enrolled(world, "rolf@example.org")
+    device_id = device.token.state["device_id"]
+    with world.idp.sessions()() as s:
+        old_serial = s.get(Device, device_id).cert_serial  # type: ignore[union-attr]
+    _open_renewal_window(world)
+
+    def fails(*args: object) -> None:  # a database error, a killed worker, ...
+        raise RuntimeError("failure after the revocation")
+
+    monkeypatch.setattr(views, "_carry_certificate_binding", fails)
+    with pytest.raises(DeviceApiError) as exc:
+        device.renew()
+    assert exc.value.status == 500
+    with transaction(world.idp.sessions()) as s:
+        assert s.get(Device, device_id).cert_serial == old_serial  # type: ignore[union-attr]
+        assert s.get(CaCertificate, old_serial).status == "issued"  # type: ignore[union-attr]
+    assert device.pending() == []  # the certificate it holds still works
+    monkeypatch.undo()
+    assert device.renew()["max_level"] == "substantial"  # and a renewal later succeeds
