@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from db import make_engine, make_session_factory, transaction
 from db.migrate import SchemaMismatch, check_schema
-from idp.config import Config, issuer_problem, load_config, scope_levels_problem, smtp_problem
+from idp.config import Config, ConfigError, issuer_problem, load_config, serve_problem
 
 data_dir_option = click.option(
     "--data-dir",
@@ -69,7 +69,25 @@ def instance_keys(cfg: Config) -> Any:
     return InstanceKeys.from_config(cfg)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Errors of the admin's making (a setting, a file, the database out of reach) end with one
+    line and exit code 2, never a traceback; `--json` gets them as JSON."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        as_json = "--json" in [*getattr(ctx, "_protected_args", []), *ctx.args]  # before click takes them
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(str(exc), as_json, code=2)
+        except OperationalError as exc:  # unreachable server, unopenable SQLite file: no secrets in it
+            fail(f"the database cannot be used: {str(exc.orig).strip().splitlines()[0]}", as_json, code=2)
+        except (OSError, UnicodeError) as exc:  # a path, a file, bytes that are not UTF-8
+            fail(f"{type(exc).__name__}: {exc}", as_json, code=2)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """cityid — the city's identity provider."""
 
@@ -147,8 +165,7 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     from idp.serve import run
 
     cfg = load_config(data_dir)
-    problem = issuer_problem(cfg.issuer) or smtp_problem(cfg.smtp) or scope_levels_problem(cfg.scope_levels)
-    if problem is not None:
+    if (problem := serve_problem(cfg)) is not None:
         fail(problem, code=2)
     engine = make_engine(cfg.db_url, pool=False)
     try:

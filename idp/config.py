@@ -236,37 +236,115 @@ def smtp_problem(smtp: SmtpConfig) -> str | None:
     return None
 
 
+# settings a running server needs above zero (0 would mean: expired on issue)
+_POSITIVE = (
+    "session_lifetime_minutes",
+    "access_token_lifetime_seconds",
+    "id_token_lifetime_seconds",
+    "refresh_token_lifetime_days",
+    "code_lifetime_seconds",
+    "email_verification_hours",
+    "password_reset_minutes",
+)
+MIN_SECRET_LENGTH = 32
+
+
+def serve_problem(cfg: Config) -> str | None:
+    """Why ``cityid serve`` must not start with ``cfg``, or None: the issuer, mail, scope levels,
+    lifetimes, secrets, and the eID simulator outside development."""
+    problem = issuer_problem(cfg.issuer) or smtp_problem(cfg.smtp) or scope_levels_problem(cfg.scope_levels)
+    if problem is not None:
+        return problem
+    for name in _POSITIVE:
+        if getattr(cfg, name) <= 0:
+            return f"setting {name} must be above 0"
+    if cfg.smtp.host and not 0 < cfg.smtp.port < 65536:
+        return f"setting smtp.port = {cfg.smtp.port}: a port from 1 to 65535 is needed"
+    for name in ("secret_key", "key_passphrase"):
+        if len(getattr(cfg, name)) < MIN_SECRET_LENGTH:
+            return f"setting {name} is shorter than {MIN_SECRET_LENGTH} characters: run `cityid init` for one"
+    simulator = cfg.eid_connector == "simulator" or cfg.eid_simulator_enabled
+    if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
+        # the simulator reports whatever eID level its user picks: anyone would reach *high*
+        return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
+    return None
+
+
 def _host_for_url(hostname: str) -> str:
     return f"[{hostname}]" if ":" in hostname else hostname
 
 
-def _coerce(value: str, typ: Any) -> Any:
+class ConfigError(ValueError):
+    """A setting in cityid.toml or a CITYID_* variable that cannot be used; names the setting."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _coerce(name: str, value: str, typ: Any) -> Any:
+    """A CITYID_* variable's text as the setting's type; anything unclear is refused (a typo such
+    as `flase` must not switch a security setting off)."""
     if typ is bool:
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ConfigError(f"{name}={value!r}: use true or false")
+        return word in _TRUE
     if typ is int:
-        return int(value)
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{name}={value!r}: a whole number is needed") from None
+        return _checked(name, number, int)
+    if typ == dict[str, str]:
+        pairs = [item.strip() for item in value.split(",") if item.strip()]
+        if any("=" not in item or not item.split("=", 1)[0].strip() for item in pairs):
+            raise ConfigError(f"{name}={value!r}: use key=value pairs separated by commas")
+        return {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in pairs)}
     if typ is Path:
         return Path(value)
     return value
 
 
-def _build(cls: Any, data: dict[str, Any], env_prefix: str) -> Any:
+def _checked(name: str, value: Any, typ: Any) -> Any:
+    """A cityid.toml value of the setting's type, or ConfigError naming the setting."""
+    if typ is bool:
+        ok = isinstance(value, bool)  # "false" in quotes is a string, and would count as true
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+    elif typ is str or typ is Path:
+        ok = isinstance(value, str)
+    elif typ == dict[str, str]:
+        ok = isinstance(value, dict) and all(isinstance(v, str) and k for k, v in value.items())
+    else:
+        ok = True
+    if not ok:
+        kind = {bool: "true or false", int: "a whole number from 0", str: "text", Path: "a path"}.get(
+            typ, "a table of text values"
+        )
+        raise ConfigError(f"setting {name} = {value!r}: {kind} is needed")
+    return Path(value) if typ is Path else value
+
+
+def _build(cls: Any, data: dict[str, Any], env_prefix: str, section: str = "") -> Any:
     hints = get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:  # a misspelt setting would otherwise be ignored, its default silently in force
+        raise ConfigError(f"unknown setting {section}{unknown[0]} in cityid.toml")
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         env_key = f"{env_prefix}{f.name.upper()}"
         if dataclasses.is_dataclass(typ):
-            kwargs[f.name] = _build(typ, data.get(f.name, {}) or {}, f"{env_key}_")
+            table = data.get(f.name, {}) or {}
+            if not isinstance(table, dict):
+                raise ConfigError(f"setting {f.name} must be a table ([{f.name}])")
+            kwargs[f.name] = _build(typ, table, f"{env_key}_", f"{f.name}.")
             continue
         if env_key in os.environ:
-            raw = os.environ[env_key]
-            if typ == dict[str, str]:
-                kwargs[f.name] = dict(item.split("=", 1) for item in raw.split(",") if "=" in item)
-            else:
-                kwargs[f.name] = _coerce(raw, typ)
+            kwargs[f.name] = _coerce(env_key, os.environ[env_key], typ)
         elif f.name in data:
-            kwargs[f.name] = Path(data[f.name]) if typ is Path else data[f.name]
+            kwargs[f.name] = _checked(f"{section}{f.name}", data[f.name], typ)
     return cls(**kwargs)
 
 
@@ -276,7 +354,10 @@ def load_config(data_dir: Path | str | None = None) -> Config:
     data: dict[str, Any] = {}
     toml_path = base / "cityid.toml"
     if toml_path.exists():
-        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        try:
+            data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{toml_path} cannot be read: {exc}") from None
     data["data_dir"] = str(base)
     cfg: Config = _build(Config, data, "CITYID_")
     levels = {

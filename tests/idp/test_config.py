@@ -1,0 +1,98 @@
+"""cityid.toml and CITYID_* variables: a setting that cannot be used stops the command with its
+name, never a traceback, and never falls back to a default silently."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main as cli_main
+from idp.config import ConfigError, load_config, serve_problem
+
+SECRETS = f'secret_key = "{secrets.token_urlsafe(32)}"\nkey_passphrase = "{secrets.token_urlsafe(32)}"\n'
+
+
+def _dir(tmp_path: Path, toml: str, issuer: str = "https://login.example.de") -> Path:
+    (tmp_path / "cityid.toml").write_text(f'issuer = "{issuer}"\n{SECRETS}{toml}', encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ("sesion_lifetime_minutes = 5\n", "sesion_lifetime_minutes"),  # a typo: the default would rule
+        ("[smartcard]\nallow_softwar_keys = false\n", "smartcard.allow_softwar_keys"),
+        ('dpop_require_nonce = "false"\n', "dpop_require_nonce"),  # a string, which counts as true
+        ('access_token_lifetime_seconds = "600"\n', "access_token_lifetime_seconds"),
+        ("access_token_lifetime_seconds = -5\n", "access_token_lifetime_seconds"),
+        ('scope_levels = "payment"\n', "scope_levels"),
+        ("smtp = 5\n", "smtp"),
+        ("x = [\n", "cityid.toml"),  # not TOML
+    ],
+)
+def test_an_unusable_setting_in_the_file_is_refused_by_name(tmp_path: Path, toml: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(_dir(tmp_path, toml))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CITYID_DPOP_REQUIRE_NONCE", "flase"),
+        ("CITYID_SMTP_PORT", "abc"),
+        ("CITYID_SCOPE_LEVELS", "payment"),  # was read as no levels at all: payment at *low*
+        ("CITYID_SCOPE_LEVELS", "payment:substantial"),
+    ],
+)
+def test_an_unusable_environment_variable_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=variable):
+        load_config(_dir(tmp_path, ""))
+
+
+def test_environment_values_that_are_clear_are_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CITYID_DPOP_REQUIRE_NONCE", "off")
+    monkeypatch.setenv("CITYID_SCOPE_LEVELS", "payment=high, permits:write=substantial")
+    cfg = load_config(_dir(tmp_path, ""))
+    assert cfg.dpop_require_nonce is False
+    assert sorted(cfg.scope_levels) == ["payment", "permits:write"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "issuer", "problem"),
+    [
+        (
+            'eid_connector = "simulator"\neid_simulator_enabled = true\n',
+            "https://login.example.de",
+            "simulator",
+        ),
+        ("code_lifetime_seconds = 0\n", "https://login.example.de", "code_lifetime_seconds"),
+        ("", "https://login.example.de", None),
+        ('eid_connector = "simulator"\neid_simulator_enabled = true\n', "http://127.0.0.1:8000", None),
+    ],
+)
+def test_serve_refuses_the_simulator_outside_development_and_zero_lifetimes(
+    tmp_path: Path, toml: str, issuer: str, problem: str | None
+) -> None:
+    found = serve_problem(load_config(_dir(tmp_path, toml, issuer)))
+    assert (found is None) if problem is None else (found is not None and problem in found)
+
+
+def test_serve_refuses_short_secrets(tmp_path: Path) -> None:
+    (tmp_path / "cityid.toml").write_text('issuer = "https://login.example.de"\nsecret_key = "x"\n')
+    found = serve_problem(load_config(tmp_path))
+    assert found is not None and "secret_key" in found
+
+
+def test_the_cli_answers_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    data = _dir(tmp_path, "sesion_lifetime_minutes = 5\n")
+    r = CliRunner().invoke(cli_main, ["user", "list", "--data-dir", str(data), "--json"])
+    assert r.exit_code == 2 and "sesion_lifetime_minutes" in json.loads(r.stdout)["error"]
+    r = CliRunner().invoke(cli_main, ["client", "list", "--data-dir", str(data)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
