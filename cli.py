@@ -58,6 +58,9 @@ def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config,
         fail(str(exc), as_json, code=3)
     try:
         with transaction(make_session_factory(engine)) as s:
+            from idp.instance import check_secrets
+
+            check_secrets(s, cfg)  # data written under another cityid.toml's secrets would be lost
             yield cfg, s
     finally:
         engine.dispose()
@@ -172,6 +175,10 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
         check_schema(engine)
     except SchemaMismatch as exc:
         fail(str(exc), code=3)  # as `cityid init` (docs/operations.md)
+    from idp.instance import check_secrets
+
+    with transaction(make_session_factory(engine)) as s:
+        check_secrets(s, cfg, record=True)  # an instance set up before the check values gets them
     if (problem := _ca_keys_problem(cfg, engine)) is not None:
         fail(
             f"this machine cannot use the CA's keys: {problem}. Every machine that serves needs the "

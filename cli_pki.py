@@ -92,6 +92,10 @@ def _session(cfg: Config) -> Iterator[Session]:
             click.echo(f"error: {exc}", err=True)
             sys.exit(3)
         with make_session_factory(engine)() as session:
+            from idp.instance import check_secrets
+
+            check_secrets(session, cfg)  # the CA key passphrase too: another one writes unreadable keys
+            session.rollback()
             yield session
     finally:
         engine.dispose()

@@ -89,6 +89,11 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
         _check(engine)
     sessions = make_session_factory(engine)
+    if check_schema:
+        from idp.instance import check_secrets
+
+        with sessions() as s:
+            check_secrets(s, config)
     keys = InstanceKeys.from_config(config)
     app.extensions["cityid"] = Runtime(
         config=config,

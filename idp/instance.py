@@ -5,8 +5,10 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from idp.config import Config
-from idp.crypto import Sealer, derive_key, keyed_digest
+from sqlalchemy.orm import Session
+
+from idp.config import Config, ConfigError
+from idp.crypto import Sealer, derive_key, equal, keyed_digest
 
 
 @dataclass(frozen=True)
@@ -43,3 +45,38 @@ class InstanceKeys:
 def normalise_email(email: str) -> str:
     # NFC: "ü" typed as u + combining diaeresis is the same address as the precomposed one
     return unicodedata.normalize("NFC", email.strip()).lower()
+
+
+class SecretMismatch(ConfigError):
+    """The configuration's secrets are not the ones this database was set up with."""
+
+
+def _checks(cfg: Config) -> tuple[str, str]:
+    constant = "cityid instance check"
+    return (
+        keyed_digest(derive_key(cfg.secret_key, "instance-check"), constant),
+        keyed_digest(derive_key(cfg.key_passphrase or cfg.secret_key, "instance-check"), constant),
+    )
+
+
+def check_secrets(session: Session, cfg: Config, *, record: bool = False) -> None:
+    """Raise SecretMismatch unless ``cfg``'s secrets are this database's. ``record``: a database
+    without check values (new, or set up before them) takes ``cfg``'s (`init` and `serve`)."""
+    from idp.models import InstanceCheck
+
+    secret, passphrase = _checks(cfg)
+    row = session.get(InstanceCheck, 1)
+    if row is None:
+        if record:
+            session.add(InstanceCheck(id=1, secret_check=secret, passphrase_check=passphrase))
+            session.flush()
+        return
+    for name, stored, given in (
+        ("secret_key", row.secret_check, secret),
+        ("key_passphrase", row.passphrase_check, passphrase),
+    ):
+        if not equal(stored, given):
+            raise SecretMismatch(
+                f"{name} is not the one this database was set up with: use the instance's own "
+                "cityid.toml (secrets cannot be changed; data written with another would be lost)"
+            )

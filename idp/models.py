@@ -243,3 +243,16 @@ class PushedRequest(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     first_used_at: Mapped[dt.datetime | None]
     consumed_at: Mapped[dt.datetime | None]
+
+
+class InstanceCheck(Base):
+    """One row: keyed check values of ``secret_key`` and ``key_passphrase`` (not the secrets; an
+    HMAC of a constant under a key derived from each). A command run with another cityid.toml
+    would write addresses, links and keys that the instance can never read again."""
+
+    __tablename__ = "idp_instance_check"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    secret_check: Mapped[str] = mapped_column(String(64))
+    passphrase_check: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -11,6 +11,7 @@ from db import make_engine, make_session_factory, transaction
 from db.migrate import upgrade
 from idp import keys
 from idp.config import Config, issuer_problem, load_config
+from idp.instance import SecretMismatch, check_secrets
 
 TEMPLATE = """# cityid configuration. Every key can be overridden by CITYID_<KEY> environment variables.
 issuer = "{issuer}"
@@ -36,7 +37,8 @@ def init_instance(data_dir: Path, *, issuer: str | None = None) -> Config:
     data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     toml = data_dir / "cityid.toml"
-    if not toml.exists():
+    created = not toml.exists()
+    if created:
         toml.write_text(
             TEMPLATE.format(
                 issuer=issuer or "http://127.0.0.1:8000",
@@ -54,7 +56,14 @@ def init_instance(data_dir: Path, *, issuer: str | None = None) -> Config:
         raise ValueError(f"{problem} (set `issuer` in {data_dir / 'cityid.toml'})")
     engine = make_engine(cfg.db_url)
     upgrade(engine)
-    with transaction(make_session_factory(engine)) as s:
-        keys.ensure_keys(s, cfg.key_passphrase or cfg.secret_key)
-    engine.dispose()
+    try:
+        with transaction(make_session_factory(engine)) as s:
+            check_secrets(s, cfg, record=True)
+            keys.ensure_keys(s, cfg.key_passphrase or cfg.secret_key)
+    except SecretMismatch:
+        if created:  # fresh secrets for a database that has its own: leave no such file behind
+            toml.unlink()
+        raise
+    finally:
+        engine.dispose()
     return cfg

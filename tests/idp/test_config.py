@@ -96,3 +96,26 @@ def test_the_cli_answers_a_bad_setting_with_one_line_and_exit_2(tmp_path: Path) 
     assert r.exit_code == 2 and "sesion_lifetime_minutes" in json.loads(r.stdout)["error"]
     r = CliRunner().invoke(cli_main, ["client", "list", "--data-dir", str(data)])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_commands_with_another_instances_secrets_are_refused_and_write_nothing(tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "d"
+    run = CliRunner().invoke
+    assert run(cli_main, ["init", "--data-dir", str(data)]).exit_code == 0
+    for variable in ("CITYID_SECRET_KEY", "CITYID_KEY_PASSPHRASE"):
+        env = {variable: secrets.token_urlsafe(32)}  # a typo'd variable, another machine's file
+        args = ["user", "add", "--data-dir", str(data), "--email", "carl@example.org", "--json"]
+        r = run(cli_main, [*args, "--password", "a long passphrase here"], env=env)
+        assert r.exit_code == 2 and variable.removeprefix("CITYID_").lower() in json.loads(r.stdout)["error"]
+        r = run(cli_main, ["keys", "rotate", "--data-dir", str(data), "--publish-ahead", "0"], env=env)
+        assert r.exit_code == 2
+    r = run(cli_main, ["user", "list", "--data-dir", str(data), "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == []  # nothing was written with them
+    # `init` on a copy of the database without its cityid.toml: fresh secrets would not fit
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    (copy / "cityid.toml").unlink()
+    r = run(cli_main, ["init", "--data-dir", str(copy)])
+    assert r.exit_code == 2 and not (copy / "cityid.toml").exists()
