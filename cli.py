@@ -304,7 +304,7 @@ def client_add(
         min_level=levels[min_level] if min_level else None,
         subject_type="public" if public_subject else "pairwise",
         id_token_alg=id_token_alg,
-        jwks=json.loads(jwks_file.read_text()) if jwks_file else None,
+        jwks=_jwks_from(jwks_file, as_json) if jwks_file else None,
         scope_levels=parsed_levels,
         client_id=client_id,
         require_par=require_par,
@@ -319,6 +319,13 @@ def client_add(
     if secret:
         human += f"\nclient_secret: {secret}\n(store the secret now: it is not shown again)"
     out(data, as_json, human)
+
+
+def _jwks_from(path: Path, as_json: bool) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON, or not UTF-8
+        fail(f"--jwks-file {path}: not a JSON key set ({exc})", as_json, 2)
 
 
 @client.command("list")
@@ -586,23 +593,37 @@ def user_export(data_dir: Path, email_or_id: str, out_file: Path | None) -> None
     from db import audit
     from idp.privacy import export_account
 
-    with _app_transaction(data_dir, True) as (cfg, rt, s):
-        acct = _account_or_fail(s, rt.keys, email_or_id, True)
-        data = export_account(s, rt.keys, acct.id, controller=cfg.branding.city_name)
-        audit.record(
-            s,
-            action="data.export",
-            outcome="success",
-            actor="admin",
-            subject=acct.id,
-            reason="exported by an administrator (GDPR Art. 15)",
-        )
-    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
-    if out_file is None:
+    target, written = None, False
+    if out_file is not None:  # opened first: an export that cannot be written is not audited as done
+        # personal data: readable by the admin only; never written through a planted symlink
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        target = os.fdopen(os.open(out_file, flags, 0o600), "w", encoding="utf-8")
+        os.fchmod(target.fileno(), 0o600)
+    try:
+        with _app_transaction(data_dir, True) as (cfg, rt, s):
+            acct = _account_or_fail(s, rt.keys, email_or_id, True)
+            data = export_account(s, rt.keys, acct.id, controller=cfg.branding.city_name)
+            text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+            if target is not None:
+                target.write(text + "\n")
+                target.flush()
+                os.fsync(target.fileno())
+            audit.record(
+                s,
+                action="data.export",
+                outcome="success",
+                actor="admin",
+                subject=acct.id,
+                reason="exported by an administrator (GDPR Art. 15)",
+            )
+        written = True
+    finally:
+        if target is not None:
+            target.close()
+            if not written and out_file is not None:
+                out_file.unlink()  # no half export, no empty file for an unknown account
+    if target is None:
         click.echo(text)
-    else:
-        out_file.write_text(text + "\n", encoding="utf-8")
-        os.chmod(out_file, 0o600)  # personal data
 
 
 @user.command("delete")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +83,15 @@ def _check_jwks(jwks: Any) -> None:
             raise ClientError("the JWKS holds private key material: register the public keys only")
 
 
+# a chosen client_id: it stands in URLs, logs and the CLI's output (no spaces, line breaks, ...)
+CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+# RFC 6749 §3.3: a scope token is printable ASCII without space, '"' and '\\'
+SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")
+
+
 def validate_spec(spec: ClientSpec) -> None:
+    if spec.client_id is not None and not CLIENT_ID.fullmatch(spec.client_id):
+        raise ClientError("a chosen client_id has 1 to 64 letters, digits or . _ ~ -")
     if not spec.name.strip():
         raise ClientError("a client needs a name")
     if len(spec.name) > 100 or any(unicodedata.category(c) in ("Cc", "Cf") for c in spec.name):
@@ -110,6 +119,8 @@ def validate_spec(spec: ClientSpec) -> None:
     if spec.min_level and spec.min_level not in LEVELS:
         raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
     for scope, level in spec.scope_levels.items():
+        if not SCOPE_TOKEN.fullmatch(scope):
+            raise ClientError(f"{scope!r} is not a scope (RFC 6749 §3.3)")
         if level not in LEVELS:
             raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
     if spec.subject_type not in ("pairwise", "public"):

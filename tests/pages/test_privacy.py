@@ -230,3 +230,53 @@ def test_an_administrator_exports_and_erases_an_account_on_request_gdpr_12_15_17
         assert "account.delete" in {e.action for e in rows}
     r = runner.invoke(cli_main, ["user", "export", "lena@example.org", *data_dir], env=env)
     assert r.exit_code == 4
+
+
+def test_an_export_that_cannot_be_written_is_not_recorded_as_done_and_leaves_no_file(
+    idp: Idp, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from cli import main as cli_main
+    from db import audit
+
+    idp.add_user("lena@example.org")
+    env = {"CITYID_DATABASE_URL": idp.config.database_url, "CITYID_SECRET_KEY": idp.config.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": idp.config.key_passphrase, "CITYID_ISSUER": idp.config.issuer}
+
+    def export(who: str, out: Path) -> Any:
+        args = ["user", "export", who, "--out", str(out), "--data-dir", str(idp.config.data_dir)]
+        return CliRunner().invoke(cli_main, args, env=env)
+
+    planted = tmp_path / "planted.json"
+    planted.symlink_to(tmp_path / "elsewhere.json")  # personal data is never written through a link
+    for who, out in (
+        ("lena@example.org", tmp_path / "no-such-dir" / "lena.json"),
+        ("lena@example.org", planted),
+        ("nobody@example.org", tmp_path / "nobody.json"),
+    ):
+        r = export(who, out)
+        assert r.exit_code in (2, 4) and "Traceback" not in r.output, (who, out, r.output)
+    assert not (tmp_path / "elsewhere.json").exists() and not (tmp_path / "nobody.json").exists()
+    with idp.sessions()() as s:
+        assert audit.entries(s, action_prefix="data.export") == []
+
+
+def test_client_registration_refuses_odd_ids_scopes_and_key_files_by_name(idp: Idp, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli import main as cli_main
+
+    env = {"CITYID_DATABASE_URL": idp.config.database_url, "CITYID_SECRET_KEY": idp.config.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": idp.config.key_passphrase, "CITYID_ISSUER": idp.config.issuer}
+    base = ["client", "add", "--name", "Svc", "--redirect-uri", "https://svc.example.de/cb"]
+    base += ["--data-dir", str(idp.config.data_dir), "--json"]
+    bad_jwks = tmp_path / "keys.json"
+    bad_jwks.write_text("{not json")
+    for extra in (
+        ["--client-id", "a\nb"],  # would print a forged line in `client list` and the audit log
+        ["--scope-level", "=high"],
+        ["--auth-method", "private_key_jwt", "--jwks-file", str(bad_jwks)],
+    ):
+        r = CliRunner().invoke(cli_main, [*base, *extra], env=env)
+        assert r.exit_code == 2 and "error" in json.loads(r.stdout), (extra, r.output)
