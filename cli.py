@@ -119,8 +119,12 @@ def init(data_dir: Path, issuer: str | None, as_json: bool) -> None:
         cfg, ca = _init_all(data_dir, issuer)
     except SchemaMismatch as exc:
         fail(str(exc), as_json, code=3)
-    except ValueError as exc:  # the issuer in an existing cityid.toml
+    except ValueError as exc:  # the issuer in an existing cityid.toml, other secrets
         fail(str(exc), as_json, code=2)
+    except Exception as exc:
+        if type(exc).__module__.split(".")[0] != "pki":
+            raise
+        fail(f"the CA cannot be set up: {exc} (see [ca] in docs/pki.md)", as_json, code=2)
     out(
         {
             "data_dir": str(data_dir),
@@ -148,8 +152,10 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 @main.command()
 @data_dir_option
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT or unix:PATH")
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=4, show_default=True, type=int, help="request threads per worker")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--threads", default=4, show_default=True, type=click.IntRange(1, 1024), help="request threads per worker"
+)
 @click.option(
     "--server",
     type=click.Choice(["granian", "gunicorn"]),
@@ -170,6 +176,10 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     cfg = load_config(data_dir)
     if (problem := serve_problem(cfg)) is not None:
         fail(problem, code=2)
+    if not bind.startswith("unix:"):
+        host, _, port = bind.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            fail(f"--bind {bind!r}: use HOST:PORT (e.g. 127.0.0.1:8000) or unix:PATH", code=2)
     engine = make_engine(cfg.db_url, pool=False)
     try:
         check_schema(engine)

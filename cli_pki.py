@@ -194,7 +194,13 @@ def ca_chain(data_dir: Path | None, out: Path | None) -> None:
 
 @ca_group.command("revoke-abandoned")
 @data_dir_option
-@click.option("--minutes", default=10, show_default=True, help="pending for longer than this")
+@click.option(
+    "--minutes",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=1),  # 0 or less: certificates being issued this moment would go too
+    help="pending for longer than this",
+)
 @json_option
 @refusals
 def ca_revoke_abandoned(data_dir: Path | None, minutes: int, as_json: bool) -> None:
@@ -258,7 +264,9 @@ def _status_text(st: pki.CertificateStatus) -> str:
 @click.option("--csr", "csr_file", type=click.File("rb"), required=True, help="PKCS#10, PEM or DER")
 @click.option("--profile", required=True, type=click.Choice(sorted(pki.PROFILES)))
 @click.option("--device-id", default=None, help="device-auth: the device identifier")
-@click.option("--days", type=int, default=None, help="validity (default: the profile's)")
+@click.option(
+    "--days", type=click.IntRange(1, 36_500), default=None, help="validity (default: the profile's)"
+)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @json_option
 @refusals
@@ -353,7 +361,7 @@ def cert_reinstate(data_dir: Path | None, serial: str, as_json: bool) -> None:
 @data_dir_option
 @click.option("--status", type=click.Choice(["pending", "issued", "revoked"]), default=None)
 @click.option("--profile", type=click.Choice(sorted(pki.PROFILES)), default=None)
-@click.option("--limit", type=int, default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True)
 @json_option
 @refusals
 def cert_list(

@@ -222,7 +222,10 @@ def init_ca(
     """Create the root and issuing CA, the OCSP signer and first CRLs; idempotent. Commits."""
     now = now or utcnow()
     urls = CaUrls(base_url)
-    policy_oid(settings.policy_arc, POLICY_CA)  # a bad arc refuses before any key is made
+    # bad settings refuse before any key is made (a key without its row would be left behind)
+    policy_oid(settings.policy_arc, POLICY_CA)
+    _name(settings.root_subject, "ca.root_subject")
+    _name(settings.issuing_subject, "ca.issuing_subject")
     created = False
     try:
         ca = load_ca(session, settings, key_store, base_url)

@@ -119,3 +119,18 @@ def test_commands_with_another_instances_secrets_are_refused_and_write_nothing(t
     (copy / "cityid.toml").unlink()
     r = run(cli_main, ["init", "--data-dir", str(copy)])
     assert r.exit_code == 2 and not (copy / "cityid.toml").exists()
+
+
+def test_init_with_an_unusable_ca_setting_refuses_before_any_key_is_made(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    env = {"CITYID_CA_ISSUING_SUBJECT": "O=Musterstadt,C=DE"}  # no CN
+    r = CliRunner().invoke(cli_main, ["init", "--data-dir", str(data), "--json"], env=env)
+    assert r.exit_code == 2 and "issuing_subject" in json.loads(r.stdout)["error"]
+    assert not list((data / "ca-keys").glob("*")) if (data / "ca-keys").exists() else True
+
+
+@pytest.mark.parametrize("args", [["--bind", "nonsense"], ["--workers", "0"], ["--threads", "-3"]])
+def test_serve_refuses_unusable_options(tmp_path: Path, args: list[str]) -> None:
+    data = _dir(tmp_path, "", issuer="http://127.0.0.1:8000")
+    r = CliRunner().invoke(cli_main, ["serve", "--data-dir", str(data), *args])
+    assert r.exit_code == 2, r.output
