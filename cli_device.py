@@ -123,8 +123,10 @@ def enrol(
         if not (pkcs11_module and pkcs11_token and pkcs11_pin):
             raise click.UsageError("--pkcs11-module, --pkcs11-token and --pkcs11-pin go together")
         pkcs11 = {"module": pkcs11_module, "token": pkcs11_token, "pin": pkcs11_pin}
+    if (state_dir / "token.json").exists():  # an enrolled device's key and certificate would be lost
+        raise click.UsageError(f"{state_dir} holds a soft token already: use another --state directory")
+    dpop = DpopSigner.load(dpop_key)  # inputs first: a bad one must not leave a half-made token
     token = SoftToken.create(state_dir, server=server, pkcs11=pkcs11)
-    dpop = DpopSigner.load(dpop_key)
     try:
         result = DeviceClient(token).enrol(
             access_token, dpop, name=name, attestation=_profile(attestation_root, security_level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -157,9 +158,15 @@ class SoftToken:
         return cls(directory, state, key)
 
     def save(self) -> None:
+        """Write the state whole or not at all (a new file renamed over the old one)."""
         path = self.directory / STATE_FILE
-        path.write_text(json.dumps(self.state, indent=2, sort_keys=True))
-        path.chmod(0o600)
+        fresh = path.with_name(f".{STATE_FILE}.{secrets.token_hex(4)}")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(self.state, indent=2, sort_keys=True))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(fresh, path)
 
     def rotate_key(self, pkcs11: dict[str, str] | None = None) -> ec.EllipticCurvePrivateKey:
         """A new key for a renewal with a new key (the old one stays until the renewal works)."""

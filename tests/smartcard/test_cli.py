@@ -94,3 +94,17 @@ def test_reference_device_key_in_pkcs11_token(
 def test_reference_device_without_state_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
     result = CliRunner().invoke(main, ["device", *args, "--state", str(tmp_path / "none")])
     assert result.exit_code == 2
+
+
+def test_enrolling_again_into_a_used_state_directory_is_refused_and_keeps_the_token(
+    world: World, tmp_path: Path
+) -> None:
+    state, _device_id = _enrol_and_login(world, tmp_path)
+    before = (state / "token.json").read_text()
+    files = sorted(p.name for p in state.iterdir())
+    args = ["device", "enrol", "--state", str(state), "--server", world.idp.url, "--access-token", "x"]
+    args += ["--dpop-key", str(tmp_path / "dpop.jwk"), "--name", "again", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    assert (state / "token.json").read_text() == before and sorted(p.name for p in state.iterdir()) == files
+    assert _run("device", "status", "--state", str(state))["accepted"] is True
