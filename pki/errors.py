@@ -21,6 +21,11 @@ class CaNotInitialised(PkiError):
     description = "the CA is not initialised: run `cityid ca init`"
 
 
+class OcspSignerBusy(PkiError):
+    code = "ocsp_signer_busy"
+    description = "the first OCSP signer is being made; try again in a moment"
+
+
 class KeyStoreError(PkiError):
     code = "key_store_error"
     description = "the key store could not provide the CA key"

@@ -36,6 +36,8 @@ class CaAuthority(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime]
+    # issuing CA: an OCSP signer rotation under way since (one worker rotates; pki.setup)
+    rotation_claimed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
 
 
 class CaCertificate(Base):

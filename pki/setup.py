@@ -17,7 +17,7 @@ from db import audit, new_id, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
 from pki.certpolicy import POLICY_CA, policy_oid
-from pki.errors import BadRequest, CaNotInitialised, PkiError
+from pki.errors import BadRequest, CaNotInitialised, OcspSignerBusy, PkiError
 from pki.issuance import BACKDATE, IssueRequest, issue_batch
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
@@ -307,6 +307,7 @@ def rotate_ocsp_signer(
     )
     cert = issued.certificate
     _store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
+    session.execute(update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None))
     audit.record(
         session,
         action="pki.ocsp_signer.rotate",
@@ -353,5 +354,38 @@ def current_ocsp_signer(
         .limit(1)
     ).scalar()
     if row is None or row.not_after - now < OCSP_SIGNER_RENEW_BEFORE:
-        return rotate_ocsp_signer(session, ca, actor=actor, now=now)
+        if _claim_rotation(session, ca, now):
+            try:
+                return rotate_ocsp_signer(session, ca, actor=actor, now=now)
+            except BaseException:
+                session.rollback()  # let another worker (or the next request) try at once
+                session.execute(
+                    update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None)
+                )
+                session.commit()
+                raise
+        if row is None or row.not_after <= now:
+            raise OcspSignerBusy()  # RFC 6960 §2.3: the responder answers tryLater/internalError
+        # another worker is rotating; the current signer is good for days yet
     return OcspSigner(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
+
+
+# A rotation claimed this long ago and not finished (its worker died) may be claimed again.
+ROTATION_CLAIM_TTL = dt.timedelta(minutes=5)
+
+
+def _claim_rotation(session: Session, ca: CertificateAuthority, now: dt.datetime) -> bool:
+    """Whether this worker rotates the OCSP signer: one conditional update on the issuing CA's
+    row, committed at once, decides (several workers found it due at the same time, and each
+    made a signer key and certificate before)."""
+    claimed = session.execute(
+        update(CaAuthority)
+        .where(
+            CaAuthority.id == ca.id,
+            (CaAuthority.rotation_claimed_at.is_(None))
+            | (CaAuthority.rotation_claimed_at < now - ROTATION_CLAIM_TTL),
+        )
+        .values(rotation_claimed_at=now)
+    )
+    session.commit()
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
