@@ -412,67 +412,56 @@ def test_private_key_jwt_with_eddsa_as_discovery_advertises_rfc7523(idp: Idp, al
     assert r.status_code == 200, r.text
 
 
+class _AssertingClient:
+    """A client_credentials client with private_key_jwt (ES256, kid k1) that asks for tokens with
+    assertions of chosen claims (RFC 7523 §2.2)."""
+
+    def __init__(self, idp: Idp) -> None:
+        from joserfc.jwk import ECKey
+
+        self.idp, self.key = idp, ECKey.generate_key("P-256", private=True)
+        self.cid, _ = idp.add_client(
+            name="Registry",
+            grant_types=["client_credentials"],
+            scope="x",
+            auth_method="private_key_jwt",
+            jwks={"keys": [self.key.as_dict(private=False) | {"kid": "k1"}]},
+        )
+
+    def token(self, jti: str, **over: Any) -> tuple[int, str]:
+        from joserfc import jwt
+
+        now = int(time.time())
+        claims = {"iss": self.cid, "sub": self.cid, "aud": self.idp.url, "iat": now, "exp": now + 60}
+        data = {
+            "grant_type": "client_credentials",
+            "client_assertion": jwt.encode(
+                {"alg": "ES256", "kid": "k1"}, claims | {"jti": jti} | over, self.key
+            ),
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        }
+        r = requests.post(f"{self.idp.url}/token", data=data, timeout=10)
+        return r.status_code, r.json().get("error", "")
+
+
 def test_private_key_jwt_audience_is_the_issuer_alone_when_configured_rfc7523bis(idp_factory: Any) -> None:
     # audience injection (draft-ietf-oauth-rfc7523bis §4): an assertion a client made for an
     # endpoint URL another server told it could be replayed here; with the switch on, only the
     # issuer identifier, as one string, is an audience
-    from joserfc import jwt
-    from joserfc.jwk import ECKey
-
     idp = idp_factory(client_assertion_issuer_audience_only=True)
-    key = ECKey.generate_key("P-256", private=True)
-    cid, _ = idp.add_client(
-        name="Registry",
-        grant_types=["client_credentials"],
-        scope="x",
-        auth_method="private_key_jwt",
-        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
-    )
-
-    def token_status(aud: Any, jti: str) -> tuple[int, str]:
-        now = int(time.time())
-        claims = {"iss": cid, "sub": cid, "aud": aud, "iat": now, "exp": now + 60, "jti": jti}
-        data = {
-            "grant_type": "client_credentials",
-            "client_assertion": jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key),
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        }
-        r = requests.post(f"{idp.url}/token", data=data, timeout=10)
-        return r.status_code, r.json().get("error", "")
-
+    client = _AssertingClient(idp)
     for n, aud in enumerate((f"{idp.url}/token", f"{idp.url}/par", [idp.url, f"{idp.url}/token"])):
-        status, error = token_status(aud, f"refused-{n}")
+        status, error = client.token(f"refused-{n}", aud=aud)
         assert status in (400, 401) and error == "invalid_client", aud  # RFC 6749 §5.2
-    assert token_status(idp.url, "accepted")[0] == 200
+    assert client.token("accepted")[0] == 200
 
 
 @pytest.mark.parametrize("lifetime", [2 * 3600, 10**400])
 def test_a_client_assertion_expiring_unreasonably_late_is_refused_rfc7523_3(idp: Idp, lifetime: int) -> None:
-    from joserfc import jwt
-    from joserfc.jwk import ECKey
-
-    key = ECKey.generate_key("P-256", private=True)
-    cid, _ = idp.add_client(
-        name="Registry",
-        grant_types=["client_credentials"],
-        scope="x",
-        auth_method="private_key_jwt",
-        jwks={"keys": [key.as_dict(private=False) | {"kid": "k1"}]},
-    )
-
-    def token_status(exp: int, jti: str) -> tuple[int, str]:
-        claims = {"iss": cid, "sub": cid, "aud": idp.url, "iat": int(time.time()), "exp": exp, "jti": jti}
-        data = {
-            "grant_type": "client_credentials",
-            "client_assertion": jwt.encode({"alg": "ES256", "kid": "k1"}, claims, key),
-            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        }
-        r = requests.post(f"{idp.url}/token", data=data, timeout=10)
-        return r.status_code, r.json().get("error", "")
-
-    status, error = token_status(int(time.time()) + lifetime, "late")
+    client = _AssertingClient(idp)
+    status, error = client.token("late", exp=int(time.time()) + lifetime)
     assert status in (400, 401) and error == "invalid_client"  # not a 500
-    assert token_status(int(time.time()) + 1800, "in-time")[0] == 200
+    assert client.token("in-time", exp=int(time.time()) + 1800)[0] == 200
 
 
 def test_refresh_token_of_another_client_is_refused(setup: Any) -> None:
