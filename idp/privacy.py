@@ -105,8 +105,8 @@ def export_account(
             "disabled": acct.disabled,
             "self_registered": acct.self_registered,
         },
-        # links mailed and not yet expired (their secret is never stored, only its digest); a
-        # change of address holds the new address until it is confirmed
+        # links mailed and not yet purged, a day past their end (the link itself is never stored,
+        # only its digest); a change of address holds the new address until it is confirmed
         "pending_links": [
             {
                 "purpose": t.purpose,
