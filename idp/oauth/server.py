@@ -686,7 +686,9 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
                 )
                 if k in value
             }
-            out.update({"active": True, "token_type": "Bearer"})
+            # RFC 9449 §6.2: a DPoP-bound token is of type DPoP (the resource must ask for a proof)
+            bound = "jkt" in (value.get("cnf") or {})
+            out.update({"active": True, "token_type": "DPoP" if bound else "Bearer"})
             return out
         rec: RefreshRecord = value
         if rec.is_revoked() or rec.is_expired():

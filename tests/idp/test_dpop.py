@@ -262,6 +262,11 @@ def test_token_request_with_bad_proof_is_invalid_dpop_proof(idp: Idp) -> None:
         headers={"DPoP": key.proof("POST", f"{idp.url}/token")},
     )
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP"
+    # RFC 9449 §6.2: introspection tells a resource server the token needs a proof
+    seen = requests.post(
+        f"{idp.url}/introspect", auth=(cid, secret), data={"token": r.json()["access_token"]}, timeout=10
+    ).json()
+    assert seen["active"] and seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": key.jkt}
 
 
 def test_token_request_with_an_iat_beyond_a_float_is_invalid_dpop_proof_rfc9449_4_3(idp: Idp) -> None:
