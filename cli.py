@@ -82,6 +82,10 @@ class _Commands(click.Group):
         as_json = "--json" in [*getattr(ctx, "_protected_args", []), *ctx.args]  # before click takes them
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not as_json:
+                raise  # click prints the usage and exits 2
+            fail(exc.format_message(), True, code=2)
         except ConfigError as exc:
             fail(str(exc), as_json, code=2)
         except OperationalError as exc:  # unreachable server, unopenable SQLite file: no secrets in it

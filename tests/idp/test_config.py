@@ -134,3 +134,13 @@ def test_serve_refuses_unusable_options(tmp_path: Path, args: list[str]) -> None
     data = _dir(tmp_path, "", issuer="http://127.0.0.1:8000")
     r = CliRunner().invoke(cli_main, ["serve", "--data-dir", str(data), *args])
     assert r.exit_code == 2, r.output
+
+
+def test_a_usage_error_with_json_is_answered_in_json(tmp_path: Path) -> None:
+    data = _dir(tmp_path, "")
+    r = CliRunner().invoke(
+        cli_main, ["audit", "list", "--data-dir", str(data), "--since", "gestern", "--json"]
+    )
+    assert r.exit_code == 2 and "--since" in json.loads(r.stdout)["error"]
+    r = CliRunner().invoke(cli_main, ["audit", "list", "--data-dir", str(data), "--since", "gestern"])
+    assert r.exit_code == 2 and "Usage:" in r.output  # without --json, click's own message
