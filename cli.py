@@ -51,6 +51,7 @@ def out(data: Any, as_json: bool, human: str) -> None:
 def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config, Session]]:
     """Open the instance's database in one transaction, refusing a wrong schema."""
     cfg = load_config(data_dir)
+    _refuse_missing_database(cfg, as_json)
     engine = make_engine(cfg.db_url)
     try:
         check_schema(engine)
@@ -64,6 +65,12 @@ def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config,
             yield cfg, s
     finally:
         engine.dispose()
+
+
+def _refuse_missing_database(cfg: Config, as_json: bool) -> None:
+    """A mistyped --data-dir: say so, and leave no empty SQLite file there (opening creates one)."""
+    if not cfg.database_url and not (cfg.data_dir / "cityid.sqlite3").exists():
+        fail(f"no cityid database in {cfg.data_dir}: run `cityid init` first", as_json, code=3)
 
 
 def instance_keys(cfg: Config) -> Any:
@@ -544,6 +551,7 @@ def _app_transaction(data_dir: Path, as_json: bool) -> Iterator[tuple[Config, An
     from idp.app import create_app
 
     cfg = load_config(data_dir)
+    _refuse_missing_database(cfg, as_json)
     try:
         app = create_app(cfg)
     except SchemaMismatch as exc:

@@ -144,3 +144,11 @@ def test_a_usage_error_with_json_is_answered_in_json(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "--since" in json.loads(r.stdout)["error"]
     r = CliRunner().invoke(cli_main, ["audit", "list", "--data-dir", str(data), "--since", "gestern"])
     assert r.exit_code == 2 and "Usage:" in r.output  # without --json, click's own message
+
+
+@pytest.mark.parametrize("command", [["user", "list"], ["cert", "list"], ["user", "export", "x@example.org"]])
+def test_a_mistyped_data_dir_is_named_and_gets_no_empty_database(tmp_path: Path, command: list[str]) -> None:
+    typo = tmp_path / "cityid-dta"
+    r = CliRunner().invoke(cli_main, [*command, "--data-dir", str(typo)])
+    assert r.exit_code == 3 and "cityid init" in r.output
+    assert not (typo / "cityid.sqlite3").exists()
