@@ -10,6 +10,7 @@ import importlib
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -615,12 +616,13 @@ def user_export(data_dir: Path, email_or_id: str, out_file: Path | None) -> None
     from db import audit
     from idp.privacy import export_account
 
-    target, written = None, False
+    target, written, fresh = None, False, None
     if out_file is not None:  # opened first: an export that cannot be written is not audited as done
-        # personal data: readable by the admin only; never written through a planted symlink
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-        target = os.fdopen(os.open(out_file, flags, 0o600), "w", encoding="utf-8")
-        os.fchmod(target.fileno(), 0o600)
+        # a new file beside the target (readable by the admin only, never through a planted
+        # link), renamed onto it once the export is done: a failure leaves what was there
+        fresh = out_file.with_name(f".{out_file.name}.{secrets.token_hex(4)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        target = os.fdopen(os.open(fresh, flags, 0o600), "w", encoding="utf-8")
     try:
         with _app_transaction(data_dir, True) as (cfg, rt, s):
             acct = _account_or_fail(s, rt.keys, email_or_id, True)
@@ -640,10 +642,12 @@ def user_export(data_dir: Path, email_or_id: str, out_file: Path | None) -> None
             )
         written = True
     finally:
-        if target is not None:
+        if target is not None and fresh is not None and out_file is not None:
             target.close()
-            if not written and out_file is not None:
-                out_file.unlink()  # no half export, no empty file for an unknown account
+            if written:
+                os.replace(fresh, out_file)  # a link at out_file is replaced, not followed
+            else:
+                fresh.unlink()  # no half export, nothing for an unknown account
     if target is None:
         click.echo(text)
 

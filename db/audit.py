@@ -237,7 +237,8 @@ def verify(session: Session, anchors: Mapping[int, str] | None = None) -> Verify
     ``anchors`` maps an entry's seq to the hash an earlier run reported for it (``last_seq``,
     ``last_hash``), kept outside the database. The chain is not keyed: whoever can write to the
     database can rewrite it and recompute every hash, but not make an anchored entry keep its
-    hash, so a rewrite of anything up to an anchor is found."""
+    hash, so a rewrite of anything up to an anchor is found; except the parties of an entry
+    marked pseudonymised, which an erasure replaces on purpose (only the pseudonym is checked)."""
     want = dict(anchors or {})
     prev = GENESIS
     count = 0

@@ -83,15 +83,24 @@ def _check_jwks(jwks: Any) -> None:
             raise ClientError("the JWKS holds private key material: register the public keys only")
 
 
-# a chosen client_id: it stands in URLs, logs and the CLI's output (no spaces, line breaks, ...)
-CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+# a chosen client_id: RFC 6749 §A.1 VSCHAR without the space (URNs and URLs are fine); it stands
+# in logs and the CLI's output, where a line break or a control character would forge lines
+CLIENT_ID = re.compile(r"[!-~]{1,64}")
 # RFC 6749 §3.3: a scope token is printable ASCII without space, '"' and '\\'
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,100}")
 
 
+def _check_scope_levels(scope_levels: dict[str, str]) -> None:
+    for scope, level in scope_levels.items():
+        if not SCOPE_TOKEN.fullmatch(scope):  # "payment " would never match: no level enforced
+            raise ClientError(f"{scope!r} is not a scope (RFC 6749 §3.3)")
+        if level not in LEVELS:
+            raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
+
+
 def validate_spec(spec: ClientSpec) -> None:
     if spec.client_id is not None and not CLIENT_ID.fullmatch(spec.client_id):
-        raise ClientError("a chosen client_id has 1 to 64 letters, digits or . _ ~ -")
+        raise ClientError("a chosen client_id has 1 to 64 printable ASCII characters, no spaces")
     if not spec.name.strip():
         raise ClientError("a client needs a name")
     if len(spec.name) > 100 or any(unicodedata.category(c) in ("Cc", "Cf") for c in spec.name):
@@ -118,11 +127,7 @@ def validate_spec(spec: ClientSpec) -> None:
         _check_uri(spec.backchannel_logout_uri, what="back-channel logout URI")
     if spec.min_level and spec.min_level not in LEVELS:
         raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
-    for scope, level in spec.scope_levels.items():
-        if not SCOPE_TOKEN.fullmatch(scope):
-            raise ClientError(f"{scope!r} is not a scope (RFC 6749 §3.3)")
-        if level not in LEVELS:
-            raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
+    _check_scope_levels(spec.scope_levels)
     if spec.subject_type not in ("pairwise", "public"):
         raise ClientError("subject type must be pairwise or public")
     if spec.id_token_alg not in ("ES256", "RS256"):
@@ -206,9 +211,7 @@ def update_client(
         raise ClientError(f"no client {client_id}")
     if min_level is not None and min_level and min_level not in LEVELS:
         raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
-    for scope, level in (scope_levels or {}).items():
-        if level not in LEVELS:
-            raise ClientError(f"level of scope {scope} must be one of {', '.join(LEVELS)}")
+    _check_scope_levels(scope_levels or {})
     if min_level is not None:
         row.min_level = min_level or None
     if scope_levels is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from idp.config import Config, ConfigError
@@ -67,10 +68,15 @@ def check_secrets(session: Session, cfg: Config, *, record: bool = False) -> Non
     secret, passphrase = _checks(cfg)
     row = session.get(InstanceCheck, 1)
     if row is None:
-        if record:
-            session.add(InstanceCheck(id=1, secret_check=secret, passphrase_check=passphrase))
-            session.flush()
-        return
+        if not record:
+            return
+        try:  # two `serve` starting at once on an older instance: one row wins, the other compares
+            with session.begin_nested():
+                session.add(InstanceCheck(id=1, secret_check=secret, passphrase_check=passphrase))
+        except IntegrityError:
+            row = session.get(InstanceCheck, 1, populate_existing=True)
+        if row is None:
+            return
     for name, stored, given in (
         ("secret_key", row.secret_check, secret),
         ("key_passphrase", row.passphrase_check, passphrase),

@@ -343,18 +343,18 @@ def current_ocsp_signer(
 ) -> OcspSigner:
     """The active OCSP signer, rotated first if missing or about to expire."""
     now = now or utcnow()
-    row = session.execute(
-        select(CaAuthority)
-        .where(
-            CaAuthority.kind == OCSP_SIGNER,
-            CaAuthority.parent_id == ca.id,
-            CaAuthority.active.is_(True),
-        )
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = _active_signer(session, ca)
     if row is None or row.not_after - now < OCSP_SIGNER_RENEW_BEFORE:
         if _claim_rotation(session, ca, now):
+            row = _active_signer(session, ca)  # read again: a rotation may have ended just before
+            if row is not None and row.not_after - now >= OCSP_SIGNER_RENEW_BEFORE:
+                session.execute(
+                    update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None)
+                )
+                session.commit()
+                return OcspSigner(
+                    row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after
+                )
             try:
                 return rotate_ocsp_signer(session, ca, actor=actor, now=now)
             except BaseException:
@@ -368,6 +368,19 @@ def current_ocsp_signer(
             raise OcspSignerBusy()  # RFC 6960 §2.3: the responder answers tryLater/internalError
         # another worker is rotating; the current signer is good for days yet
     return OcspSigner(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
+
+
+def _active_signer(session: Session, ca: CertificateAuthority) -> CaAuthority | None:
+    return session.execute(
+        select(CaAuthority)
+        .where(
+            CaAuthority.kind == OCSP_SIGNER,
+            CaAuthority.parent_id == ca.id,
+            CaAuthority.active.is_(True),
+        )
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
 
 
 # A rotation claimed this long ago and not finished (its worker died) may be claimed again.

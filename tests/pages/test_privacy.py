@@ -232,7 +232,7 @@ def test_an_administrator_exports_and_erases_an_account_on_request_gdpr_12_15_17
     assert r.exit_code == 4
 
 
-def test_an_export_that_cannot_be_written_is_not_recorded_as_done_and_leaves_no_file(
+def test_an_export_that_cannot_be_written_is_not_recorded_as_done_and_leaves_files_alone(
     idp: Idp, tmp_path: Path
 ) -> None:
     from click.testing import CliRunner
@@ -248,18 +248,26 @@ def test_an_export_that_cannot_be_written_is_not_recorded_as_done_and_leaves_no_
         args = ["user", "export", who, "--out", str(out), "--data-dir", str(idp.config.data_dir)]
         return CliRunner().invoke(cli_main, args, env=env)
 
-    planted = tmp_path / "planted.json"
-    planted.symlink_to(tmp_path / "elsewhere.json")  # personal data is never written through a link
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    kept = exports / "case-17.json"
+    kept.write_text("an earlier export")
     for who, out in (
-        ("lena@example.org", tmp_path / "no-such-dir" / "lena.json"),
-        ("lena@example.org", planted),
-        ("nobody@example.org", tmp_path / "nobody.json"),
+        ("lena@example.org", exports / "no-such-dir" / "lena.json"),
+        ("nobdy@example.org", kept),  # a mistyped address: the earlier export stays
     ):
         r = export(who, out)
         assert r.exit_code in (2, 4) and "Traceback" not in r.output, (who, out, r.output)
-    assert not (tmp_path / "elsewhere.json").exists() and not (tmp_path / "nobody.json").exists()
+    assert kept.read_text() == "an earlier export" and sorted(p.name for p in exports.iterdir()) == [
+        kept.name
+    ]
     with idp.sessions()() as s:
         assert audit.entries(s, action_prefix="data.export") == []
+    planted = exports / "planted.json"
+    planted.symlink_to(exports / "elsewhere.json")  # personal data is never written through a link
+    assert export("lena@example.org", planted).exit_code == 0
+    assert not planted.is_symlink() and not (exports / "elsewhere.json").exists()
+    assert oct(planted.stat().st_mode)[-3:] == "600" and "lena@example.org" in planted.read_text()
 
 
 def test_client_registration_refuses_odd_ids_scopes_and_key_files_by_name(idp: Idp, tmp_path: Path) -> None:
@@ -280,3 +288,9 @@ def test_client_registration_refuses_odd_ids_scopes_and_key_files_by_name(idp: I
     ):
         r = CliRunner().invoke(cli_main, [*base, *extra], env=env)
         assert r.exit_code == 2 and "error" in json.loads(r.stdout), (extra, r.output)
+    # a URN as client_id is fine (RFC 6749 §A.1); a level for a scope that never matches is not
+    r = CliRunner().invoke(cli_main, [*base, "--client-id", "urn:musterstadt:app"], env=env)
+    assert r.exit_code == 0, r.output
+    update = ["client", "update", "urn:musterstadt:app", "--data-dir", str(idp.config.data_dir), "--json"]
+    r = CliRunner().invoke(cli_main, [*update, "--scope-level", "pay ment=substantial"], env=env)
+    assert r.exit_code == 2 and "scope" in json.loads(r.stdout)["error"], r.output

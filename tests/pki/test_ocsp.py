@@ -289,3 +289,31 @@ def test_only_the_worker_that_claims_a_due_rotation_makes_a_new_ocsp_signer_rfc6
     with pytest.raises(OcspSignerBusy):
         current_ocsp_signer(db_session, ca, now=later)
     assert signers() == 2
+
+
+def test_a_worker_that_claims_just_after_another_rotated_keeps_the_new_signer(
+    db_session: Session, ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It read the old signer as due; the other worker's whole rotation ended (and freed the claim)
+    # before its claim: it must not make a third signer.
+    from pki import setup as setup_mod
+    from pki.models import CaAuthority
+    from pki.setup import OCSP_SIGNER, current_ocsp_signer, rotate_ocsp_signer
+
+    def signers() -> int:
+        q = select(func.count()).select_from(CaAuthority).where(CaAuthority.kind == OCSP_SIGNER)
+        return int(db_session.execute(q).scalar_one())
+
+    now = dt.datetime.now(dt.UTC)
+    first = current_ocsp_signer(db_session, ca, now=now)
+    due = first.not_after - dt.timedelta(days=1)
+    claim = setup_mod._claim_rotation
+
+    def another_worker_rotated_first(session: Session, ca_: Any, at: dt.datetime) -> bool:
+        rotate_ocsp_signer(session, ca_, now=at)  # commits, and frees the claim
+        return claim(session, ca_, at)
+
+    monkeypatch.setattr(setup_mod, "_claim_rotation", another_worker_rotated_first)
+    got = current_ocsp_signer(db_session, ca, now=due)
+    assert got.serial != first.serial and signers() == 2
+    assert db_session.get(CaAuthority, ca.id).rotation_claimed_at is None  # type: ignore[union-attr]
