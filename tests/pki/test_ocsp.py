@@ -256,6 +256,14 @@ def test_a_revocation_while_the_signer_is_renewed_is_never_answered_good_from_th
     assert ocsp.load_der_ocsp_response(again.der).certificate_status == ocsp.OCSPCertStatus.REVOKED
 
 
+def _signers(session: Session) -> int:
+    from pki.models import CaAuthority
+    from pki.setup import OCSP_SIGNER
+
+    q = select(func.count()).select_from(CaAuthority).where(CaAuthority.kind == OCSP_SIGNER)
+    return int(session.execute(q).scalar_one())
+
+
 def test_only_the_worker_that_claims_a_due_rotation_makes_a_new_ocsp_signer_rfc6960_4_2_2_2(
     db_session: Session, ca: pki.CertificateAuthority
 ) -> None:
@@ -266,29 +274,27 @@ def test_only_the_worker_that_claims_a_due_rotation_makes_a_new_ocsp_signer_rfc6
     from pki.models import CaAuthority
     from pki.setup import OCSP_SIGNER, ROTATION_CLAIM_TTL, current_ocsp_signer
 
-    def signers() -> int:
-        q = select(func.count()).select_from(CaAuthority).where(CaAuthority.kind == OCSP_SIGNER)
-        return int(db_session.execute(q).scalar_one())
-
     now = dt.datetime.now(dt.UTC)
     current = current_ocsp_signer(db_session, ca, now=now)
     due = now + (current.not_after - now) - dt.timedelta(days=1)  # a day before it expires
     claim = update(CaAuthority).where(CaAuthority.id == ca.id)
     db_session.execute(claim.values(rotation_claimed_at=due))  # another worker is at it
     db_session.commit()
-    assert current_ocsp_signer(db_session, ca, now=due).serial == current.serial and signers() == 1
+    assert current_ocsp_signer(db_session, ca, now=due).serial == current.serial and _signers(db_session) == 1
     # its worker died: after the claim's time another may rotate, and only once
     later = due + ROTATION_CLAIM_TTL + dt.timedelta(seconds=1)
     renewed = current_ocsp_signer(db_session, ca, now=later)
-    assert renewed.serial != current.serial and signers() == 2
-    assert current_ocsp_signer(db_session, ca, now=later).serial == renewed.serial and signers() == 2
+    assert renewed.serial != current.serial and _signers(db_session) == 2
+    assert (
+        current_ocsp_signer(db_session, ca, now=later).serial == renewed.serial and _signers(db_session) == 2
+    )
     # no usable signer at all while another worker makes the first: try again, never a second one
     db_session.execute(update(CaAuthority).where(CaAuthority.kind == OCSP_SIGNER).values(active=False))
     db_session.execute(claim.values(rotation_claimed_at=later))
     db_session.commit()
     with pytest.raises(OcspSignerBusy):
         current_ocsp_signer(db_session, ca, now=later)
-    assert signers() == 2
+    assert _signers(db_session) == 2
 
 
 def test_a_worker_that_claims_just_after_another_rotated_keeps_the_new_signer(
@@ -298,11 +304,7 @@ def test_a_worker_that_claims_just_after_another_rotated_keeps_the_new_signer(
     # before its claim: it must not make a third signer.
     from pki import setup as setup_mod
     from pki.models import CaAuthority
-    from pki.setup import OCSP_SIGNER, current_ocsp_signer, rotate_ocsp_signer
-
-    def signers() -> int:
-        q = select(func.count()).select_from(CaAuthority).where(CaAuthority.kind == OCSP_SIGNER)
-        return int(db_session.execute(q).scalar_one())
+    from pki.setup import current_ocsp_signer, rotate_ocsp_signer
 
     now = dt.datetime.now(dt.UTC)
     first = current_ocsp_signer(db_session, ca, now=now)
@@ -315,5 +317,5 @@ def test_a_worker_that_claims_just_after_another_rotated_keeps_the_new_signer(
 
     monkeypatch.setattr(setup_mod, "_claim_rotation", another_worker_rotated_first)
     got = current_ocsp_signer(db_session, ca, now=due)
-    assert got.serial != first.serial and signers() == 2
+    assert got.serial != first.serial and _signers(db_session) == 2
     assert db_session.get(CaAuthority, ca.id).rotation_claimed_at is None  # type: ignore[union-attr]
