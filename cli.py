@@ -70,7 +70,7 @@ def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config,
 
 def _refuse_missing_database(cfg: Config, as_json: bool) -> None:
     """A mistyped --data-dir: say so, and leave no empty SQLite file there (opening creates one)."""
-    if not cfg.database_url and not (cfg.data_dir / "cityid.sqlite3").exists():
+    if cfg.database_missing:
         fail(f"no cityid database in {cfg.data_dir}: run `cityid init` first", as_json, code=3)
 
 

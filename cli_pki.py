@@ -84,7 +84,7 @@ def refusals(func: Callable[P, R]) -> Callable[P, R]:
 def _session(cfg: Config) -> Iterator[Session]:
     from db.migrate import SchemaMismatch, check_schema
 
-    if not cfg.database_url and not (cfg.data_dir / "cityid.sqlite3").exists():
+    if cfg.database_missing:
         click.echo(f"error: no cityid database in {cfg.data_dir}: run `cityid init` first", err=True)
         sys.exit(3)  # as check_schema below, without leaving an empty SQLite file behind
     engine = make_engine(cfg.db_url, pool=False)

@@ -153,6 +153,11 @@ class Config:
         return f"sqlite:///{(self.data_dir / 'cityid.sqlite3').resolve()}"
 
     @property
+    def database_missing(self) -> bool:
+        """No embedded SQLite file yet (opening one creates it, empty): `cityid init` is due."""
+        return not self.database_url and not (self.data_dir / "cityid.sqlite3").exists()
+
+    @property
     def outbox_dir(self) -> Path:
         return self.data_dir / "outbox"
 

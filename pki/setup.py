@@ -307,7 +307,7 @@ def rotate_ocsp_signer(
     )
     cert = issued.certificate
     _store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
-    session.execute(update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None))
+    _release_claim(session, ca)
     audit.record(
         session,
         action="pki.ocsp_signer.rotate",
@@ -348,9 +348,7 @@ def current_ocsp_signer(
         if _claim_rotation(session, ca, now):
             row = _active_signer(session, ca)  # read again: a rotation may have ended just before
             if row is not None and row.not_after - now >= OCSP_SIGNER_RENEW_BEFORE:
-                session.execute(
-                    update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None)
-                )
+                _release_claim(session, ca)
                 session.commit()
                 return OcspSigner(
                     row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after
@@ -359,9 +357,7 @@ def current_ocsp_signer(
                 return rotate_ocsp_signer(session, ca, actor=actor, now=now)
             except BaseException:
                 session.rollback()  # let another worker (or the next request) try at once
-                session.execute(
-                    update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None)
-                )
+                _release_claim(session, ca)
                 session.commit()
                 raise
         if row is None or row.not_after <= now:
@@ -385,6 +381,10 @@ def _active_signer(session: Session, ca: CertificateAuthority) -> CaAuthority | 
 
 # A rotation claimed this long ago and not finished (its worker died) may be claimed again.
 ROTATION_CLAIM_TTL = dt.timedelta(minutes=5)
+
+
+def _release_claim(session: Session, ca: CertificateAuthority) -> None:
+    session.execute(update(CaAuthority).where(CaAuthority.id == ca.id).values(rotation_claimed_at=None))
 
 
 def _claim_rotation(session: Session, ca: CertificateAuthority, now: dt.datetime) -> bool:

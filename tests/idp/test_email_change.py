@@ -265,10 +265,12 @@ def test_the_data_export_holds_a_pending_new_address_and_the_failed_logins_gdpr_
 
     idp, inbox = _started(idp_factory, smtp_server)
     account_id = idp.add_user("alt@example.org")
-    b = Browser(idp)
-    page = b.get(f"{idp.url}/login")
-    wrong = {"csrf_token": csrf(page.text), "email": "alt@example.org", "password": "not the password"}
-    assert b.post(f"{idp.url}/login", wrong).status_code == 401
+
+    def wrong_password() -> int:
+        b = Browser(idp)
+        return int(b.login("alt@example.org", "not the password", b.get(f"{idp.url}/login")).status_code)
+
+    assert wrong_password() == 401
     _requested(_logged_in(idp, "alt@example.org"), inbox, "neu@example.org")
     with idp.sessions()() as s:
         data = export_account(s, idp.keys, account_id, controller="Musterstadt")
@@ -276,9 +278,7 @@ def test_the_data_export_holds_a_pending_new_address_and_the_failed_logins_gdpr_
         ("email_change", "neu@example.org")
     ]
     assert data["failed_logins"] is None  # the login after the wrong password ended the run
-    b = Browser(idp)
-    page = b.get(f"{idp.url}/login")
-    assert b.post(f"{idp.url}/login", wrong | {"csrf_token": csrf(page.text)}).status_code == 401
+    assert wrong_password() == 401
     with idp.sessions()() as s:
         assert (
             export_account(s, idp.keys, account_id, controller="Musterstadt")["failed_logins"]["failures"]
