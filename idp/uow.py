@@ -63,11 +63,23 @@ def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
     return {**kw, "outcome": "failure", "reason": reason[:300]}
 
 
+def _rolled_back(kw: dict[str, Any]) -> dict[str, Any]:
+    """A record of this request after its rollback: a success it queued did not happen."""
+    if kw.get("outcome") != "success":
+        return kw
+    return {**kw, "outcome": "failure", "reason": f"rolled back: {kw.get('reason', '')}"[:300]}
+
+
 def finish(ok: bool) -> None:
-    """End the unit of work: commit (ok) or roll back, and write the audit records either way."""
+    """End the unit of work: commit (ok) or roll back, and write the audit records either way.
+
+    An audit entry describes what was committed: after a rollback, a ``success`` the request had
+    queued (a token issued before a refresh race was lost, say) is written as a ``failure``."""
     session: Session | None = g.pop("_db", None)
     if not ok:
         g.pop("_after_commit", None)
+        if "_audit" in g:
+            g._audit = [_rolled_back(kw) for kw in g._audit]
     try:
         if session is not None:
             if ok:

@@ -11,6 +11,7 @@ context. Every other path goes to Flask unchanged.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Callable, Iterable
@@ -45,15 +46,35 @@ def _json(status: int, body: dict[str, Any]) -> Response:
     return resp
 
 
+def _claimed_client_id(req: Request) -> str:
+    """Who the request says it is (RFC 6749 §2.3.1 Basic or form, RFC 7523 §3 (2) the
+    assertion's sub); unverified: for the audit entry's details only."""
+    if req.values.get("client_id"):
+        return str(req.values["client_id"])[:64]
+    if req.authorization is not None and req.authorization.type == "basic":
+        return (req.authorization.username or "")[:64]
+    assertion = req.values.get("client_assertion", "")
+    if assertion.count(".") == 2 and len(assertion) < 8192:
+        try:
+            payload = assertion.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, TypeError):
+            return ""
+        if isinstance(claims, dict) and isinstance(claims.get("sub"), str):
+            return claims["sub"][:64]
+    return ""
+
+
 def _refusal(req: Request, reason: str) -> None:
     uow.record(
         action="token.refuse",
         outcome="denied",
-        # the client is not authenticated here: what it claims is a detail, never the actor
-        actor="anonymous",
+        # the actor is the client only once it has authenticated; before, what it claims is a
+        # detail, never the actor
+        actor=g.get("authenticated_client_id") or "anonymous",
         subject="",
         reason=reason[:300],
-        details={"claimed_client_id": req.values.get("client_id", "")[:64]},
+        details={"claimed_client_id": _claimed_client_id(req)},
     )
 
 
