@@ -18,6 +18,7 @@ from flask import Flask, Response, g
 from sqlalchemy.orm import Session
 
 from db import audit, transaction
+from idp import audit_spool
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -99,11 +100,18 @@ def finish(ok: bool) -> None:
         if not ok or session is None:
             pending = g.get("_audit") or g.get("_on_failure")
             if pending:
-                with transaction(runtime().sessions) as s:
-                    if not ok:
-                        for fn in g.pop("_on_failure", []):
-                            fn(s)
-                    _write_audit(s)
+                try:
+                    with transaction(runtime().sessions) as s:
+                        if not ok:
+                            for fn in g.pop("_on_failure", []):
+                                fn(s)
+                        _write_audit(s)
+                except Exception as exc:
+                    # the database is out of reach: the records wait on disk (idp.audit_spool)
+                    if g.get("_audit"):
+                        audit_spool.spool(runtime().config.data_dir, g._audit, repr(exc))
+                    g.pop("_audit", None)
+                    raise
                 g.pop("_audit", None)
     finally:
         if session is not None:
