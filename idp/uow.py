@@ -71,6 +71,19 @@ def _rolled_back(kw: dict[str, Any]) -> dict[str, Any]:
     return {**kw, "outcome": "failure", "reason": f"rolled back: {kw.get('reason', '')}"[:300]}
 
 
+def abandon() -> None:
+    """Drop this request's unit of work without writing anything: it is about to run again
+    (idp.retry), and the repeat records what it does."""
+    session: Session | None = g.pop("_db", None)
+    for key in ("_audit", "_on_failure", "_after_commit"):
+        g.pop(key, None)
+    if session is not None:
+        with contextlib.suppress(Exception):  # its connection is gone
+            session.rollback()
+        with contextlib.suppress(Exception):
+            session.close()
+
+
 def finish(ok: bool) -> None:
     """End the unit of work: commit (ok) or roll back, and write the audit records either way.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import cors, uow
+from idp import cors, retry, uow
 from idp.oauth import dpop, mtls
 from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
 from idp.runtime import runtime
@@ -140,23 +141,30 @@ class TokenEndpoint:
             resp = _json(405, {"error": "invalid_request", "error_description": "use POST"})
             resp.headers["Allow"] = "POST"
             return resp
-        with self.app.app_context():
-            try:
-                resp = token_response(req, self.app.extensions["cityid_oauth"])
-            except HTTPException as exc:  # body too large, too many parts
-                return _refused(exc.code or 400, "invalid_request", exc.description or "bad request")
-            except UnicodeDecodeError:
-                return _refused(400, "invalid_request", "invalid characters")
-            except Exception:
-                log.exception("token endpoint failed")
-                return _refused(500, "server_error", "")
-            try:
-                uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
-            except Exception:
-                log.exception("token endpoint could not commit")
-                # its audit records are still queued: written on their own by the rollback path
-                return _refused(500, "server_error", "")
-            return resp
+        for attempt in (1, 2):
+            with self.app.app_context():
+                try:
+                    resp = token_response(req, self.app.extensions["cityid_oauth"])
+                except HTTPException as exc:  # body too large, too many parts
+                    return _refused(exc.code or 400, "invalid_request", exc.description or "bad request")
+                except UnicodeDecodeError:
+                    return _refused(400, "invalid_request", "invalid characters")
+                except Exception as exc:
+                    if attempt == 1 and retry.may_repeat(exc):  # nothing stored yet: once more
+                        uow.abandon()
+                        log.warning("token endpoint lost its database connection: request repeated once")
+                        time.sleep(retry.DELAY_SECONDS)
+                        continue
+                    log.exception("token endpoint failed")
+                    return _refused(500, "server_error", "")
+                try:
+                    uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
+                except Exception:
+                    log.exception("token endpoint could not commit")
+                    # its audit records are still queued: written on their own by the rollback path
+                    return _refused(500, "server_error", "")
+                return resp
+        raise AssertionError("unreachable")
 
 
 def _refused(status: int, error: str, description: str) -> Response:
