@@ -826,11 +826,19 @@ def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None
         "last_seq": res.last_seq,
         "last_hash": res.last_hash,
         "anchors_checked": len(anchors),
+        "sequence_gaps": res.gaps,
+        "first_gap": res.first_gap,
     }
+    gaps = (
+        f"; {res.gaps} unused sequence number(s) from {res.first_gap} on, left by rolled-back "
+        "transactions of an earlier release: the chain shows no entry is missing there"
+        if res.gaps
+        else ""
+    )
     out(
         data,
         as_json,
-        f"audit log intact ({res.entries} entries; keep as anchor: {res.last_seq}:{res.last_hash})"
+        f"audit log intact ({res.entries} entries; keep as anchor: {res.last_seq}:{res.last_hash}{gaps})"
         if res.ok
         else f"audit log BROKEN at {res.first_bad_seq}: {res.problem}",
     )
