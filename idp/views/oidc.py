@@ -27,7 +27,7 @@ from idp import browser, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.models import Consent, Grant
-from idp.oauth import backchannel, dpop, par
+from idp.oauth import backchannel, dpop, fapi2, par
 from idp.oauth.server import (
     ALL_AUTH,
     ASSERTION_ALGORITHMS,
@@ -120,6 +120,10 @@ def discovery() -> Response:
         "pushed_authorization_request_endpoint": f"{iss}/par",
         "require_pushed_authorization_requests": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        # what each client profile needs (cityid's own field; a client's profile is set by the
+        # city's IT, see docs/fapi2.md): FAPI 2.0 clients push their requests, authenticate with
+        # private_key_jwt and get DPoP- or certificate-bound tokens only
+        "cityid_client_profiles": fapi2.profiles_metadata(),
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
@@ -288,7 +292,8 @@ def authorize() -> Any:
         return _error_redirect(err)
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
-    if pushed is None and client.row.require_par:  # RFC 9126 §6
+    # RFC 9126 §6; FAPI 2.0 Security Profile §5.3.2.2: a FAPI 2.0 client's requests only pushed
+    if pushed is None and (client.row.require_par or fapi2.is_fapi2(client.row)):
         return _error_redirect(
             InvalidRequestError(
                 "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
@@ -484,6 +489,9 @@ def pushed_authorization_request() -> Any:
         return _par_error(400, "invalid_request", "client_id is not the authenticated client")
     if "request" in form:
         return _par_error(400, "request_not_supported", "request objects are not supported")
+    if fapi2.is_fapi2(client.row) and not form.get("redirect_uri"):
+        # FAPI 2.0 Security Profile §5.3.2.2: redirect_uri is required in a pushed request
+        return _par_error(400, "invalid_request", "redirect_uri is required (FAPI 2.0)")
     params = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
     params.append(("client_id", client.client_id))
     # §2.1 (3): validated as the authorization endpoint validates (redirect URI, PKCE, scope…)
