@@ -52,11 +52,18 @@ BOOKKEEPING = frozenset(
 CITY_TZ = ZoneInfo("Europe/Berlin")
 
 
+@bp.app_template_filter("local_time")
 def local_time(value: dt.datetime | None) -> str:
-    """A date and time as citizens of the city read it (local time, their language)."""
+    """A date and time as citizens of the city read it: local time in their language, with the
+    zone it is in (``07.12.2026, 04:00:00 MEZ``, ``Dec 7, 2026, 4:00:00 AM CET``)."""
     if value is None:
         return ""
-    return format_datetime(value, "medium", tzinfo=CITY_TZ, locale=str(get_locale() or "de"))
+    locale = str(get_locale() or "de")
+    when = format_datetime(value, "medium", tzinfo=CITY_TZ, locale=locale)
+    zone = format_datetime(value, "z", tzinfo=CITY_TZ, locale=locale)  # MEZ/MESZ in German
+    if not zone.isalpha():  # no name in this language (English gives "+0100"): CET/CEST
+        zone = value.astimezone(CITY_TZ).tzname() or "UTC"
+    return f"{when} {zone}"
 
 
 def _event_label(action: str, outcome: str) -> str:
