@@ -82,7 +82,7 @@ def _display(name: str, value: Any) -> str:
     if name in TIME_CLAIMS and isinstance(value, int | float) and not isinstance(value, bool):
         return local_time(dt.datetime.fromtimestamp(value, dt.UTC))
     if isinstance(value, bool):
-        return _("yes") if value else _("no")
+        return str(_("yes") if value else _("no"))
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):

@@ -15,6 +15,7 @@ from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -171,7 +172,7 @@ def _as_request(params: list[tuple[str, str]]) -> Request:
         path="/authorize",
         base_url=runtime().config.issuer,
         query_string=urlencode(params),
-        headers={"User-Agent": request.headers.get("User-Agent", "")},
+        headers=[("User-Agent", request.headers.get("User-Agent", ""))],
     ).get_environ()
     return Request(env)
 
@@ -195,7 +196,7 @@ def _pushed_request() -> tuple[Request | None, Any]:
     return areq, None
 
 
-def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
+def _error_redirect(err: OAuth2Error, error: str | None = None) -> ResponseReturnValue:
     """Redirect an error to the client only if the redirect URI was validated (RFC 6749 §4.1.2.1)."""
     if error is not None:
         err.error = error
@@ -235,7 +236,7 @@ def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
         ),
         detail=f"{err.error}: {err.description or ''}",
         status="error",
-    ), 400  # type: ignore[return-value]
+    ), 400
 
 
 def _query_digest() -> str:
@@ -301,8 +302,8 @@ def authorize() -> Any:
         )
     data = _values()
     if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
-        err = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
-        return _error_redirect(err, error="request_not_supported")
+        unsupported = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
+        return _error_redirect(unsupported, error="request_not_supported")
     if data.get("response_mode", "query") != "query":  # the only mode discovery advertises
         return _error_redirect(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
     prompts = set(data.get("prompt", "").split())
@@ -436,7 +437,7 @@ def authorize() -> Any:
     return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
 
 
-def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Response:
+def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
     err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
     err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
     return _error_redirect(err)
@@ -610,7 +611,7 @@ def end_browser_session(*, reason: str) -> None:
     db = uow.db()
     backchannel.enqueue_for_session(
         db, key_cache(), issuer=rt.config.issuer, sid=s.sid, subject_key=rt.keys.subject
-    )  # type: ignore[attr-defined]
+    )
     from idp.oauth.server import revoke_grant
 
     for gid in db.execute(select(Grant.id).where(Grant.sid == s.sid)).scalars():
