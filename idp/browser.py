@@ -19,6 +19,7 @@ from db import utcnow
 from idp import uow
 from idp.config import LOOPBACK_HOSTS
 from idp.crypto import equal, keyed_digest, random_token
+from idp.instance import InstanceKeys
 from idp.models import Account, LoginSession
 from idp.runtime import runtime
 from policies import Level
@@ -35,7 +36,7 @@ def _secure() -> bool:
     return not (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
-def _keys():  # type: ignore[no-untyped-def]
+def _keys() -> InstanceKeys:
     return runtime().keys
 
 
@@ -176,7 +177,7 @@ def check_csrf() -> None:
 
 def purge_expired() -> int:
     res = uow.db().execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))
-    return int(res.rowcount or 0)
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def init_app(app: Flask) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -52,11 +52,18 @@ BOOKKEEPING = frozenset(
 CITY_TZ = ZoneInfo("Europe/Berlin")
 
 
+@bp.app_template_filter("local_time")
 def local_time(value: dt.datetime | None) -> str:
-    """A date and time as citizens of the city read it (local time, their language)."""
+    """A date and time as citizens of the city read it: local time in their language, with the
+    zone it is in (``07.12.2026, 04:00:00 MEZ``, ``Dec 7, 2026, 4:00:00 AM CET``)."""
     if value is None:
         return ""
-    return format_datetime(value, "medium", tzinfo=CITY_TZ, locale=str(get_locale() or "de"))
+    locale = str(get_locale() or "de")
+    when = format_datetime(value, "medium", tzinfo=CITY_TZ, locale=locale)
+    zone = format_datetime(value, "z", tzinfo=CITY_TZ, locale=locale)  # MEZ/MESZ in German
+    if not zone.isalpha():  # no name in this language (English gives "+0100"): CET/CEST
+        zone = value.astimezone(CITY_TZ).tzname() or "UTC"
+    return f"{when} {zone}"
 
 
 def _event_label(action: str, outcome: str) -> str:
@@ -100,14 +107,14 @@ def _event_label(action: str, outcome: str) -> str:
         "login.eid": _("Logged in with ID card"),
     }
     if action in labels:
-        return labels[action]
+        return str(labels[action])
     if action.startswith("login."):
-        return _("Logged in with a further factor") if ok else _("Failed login attempt")
+        return str(_("Logged in with a further factor") if ok else _("Failed login attempt"))
     if action.startswith(("device", "smartcard", "webauthn", "pki.")):
-        return _("Device: %(event)s", event=action)
+        return str(_("Device: %(event)s", event=action))
     if action.startswith("eid"):
-        return _("ID card: %(event)s", event=action)
-    return _("Other event: %(event)s", event=action)
+        return str(_("ID card: %(event)s", event=action))
+    return str(_("Other event: %(event)s", event=action))
 
 
 def security_log(account_id: str) -> list[dict[str, Any]]:
@@ -201,11 +208,13 @@ def password_context(email: str) -> list[str]:
 
 def password_problem(exc: accounts.WeakPassword) -> str:
     if isinstance(exc, accounts.GuessablePassword):
-        return _(
-            "This password is too easy to guess: it is a common password, a word or a name, or a "
-            "simple pattern. Please choose another one, for example several unrelated words."
+        return str(
+            _(
+                "This password is too easy to guess: it is a common password, a word or a name, or a "
+                "simple pattern. Please choose another one, for example several unrelated words."
+            )
         )
-    return _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+    return str(_("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD))
 
 
 def mail_account(acct: Account, subject: str, body: str) -> None:
@@ -298,6 +307,13 @@ def settle_attempt(attempt: throttle.Attempt, email_index: str, *, right: bool, 
         )
 
 
+class PageFlags(TypedDict):
+    """What a sensitive page shows: whether a strong factor stands in, whether there is a password."""
+
+    strong: bool
+    has_password: bool
+
+
 @dataclass(frozen=True)
 class Sensitive:
     """A page that changes something sensitive: who asks, and how they confirm it is them."""
@@ -306,7 +322,7 @@ class Sensitive:
     strong: str | None  # a factor above low from the last ten minutes stands in for the password
 
     @property
-    def page(self) -> dict[str, bool]:
+    def page(self) -> PageFlags:
         return {"strong": self.strong is not None, "has_password": self.account.password_hash is not None}
 
 

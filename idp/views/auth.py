@@ -15,6 +15,7 @@ from sqlalchemy import select
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
+from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
 from idp.views.account import (
@@ -164,7 +165,7 @@ def register() -> Any:
         return render_template(
             "register.html", csrf_token=browser.csrf_token(), error=_("An entry is too long.")
         ), 400
-    email, password = accounts.normalise_email(_field("email")), _field("password")
+    email, password = normalise_email(_field("email")), _field("password")
     if password != _field("password2"):
         return render_template(
             "register.html",
@@ -370,17 +371,21 @@ def login() -> Any:
 
 def _held(held: throttle.Blocked, now: dt.datetime) -> str:
     if held.until_reset:
-        return _(
-            "This e-mail address is blocked after too many wrong passwords. "
-            "Please choose a new password with “Forgot your password?”."
+        return str(
+            _(
+                "This e-mail address is blocked after too many wrong passwords. "
+                "Please choose a new password with “Forgot your password?”."
+            )
         )
     minutes = max(1, -(-int((held.until - now).total_seconds()) // 60))
-    return ngettext(
-        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minute, "
-        "or choose a new password with “Forgot your password?”.",
-        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minutes, "
-        "or choose a new password with “Forgot your password?”.",
-        minutes,
+    return str(
+        ngettext(
+            "Too many wrong passwords for this e-mail address. Please try again in %(num)s minute, "
+            "or choose a new password with “Forgot your password?”.",
+            "Too many wrong passwords for this e-mail address. Please try again in %(num)s minutes, "
+            "or choose a new password with “Forgot your password?”.",
+            minutes,
+        )
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import secrets
 from typing import Any
 
 from authlib.integrations.flask_client import OAuth
 from flask import Blueprint, Flask, abort, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 
 from idp.crypto import equal
 from idp.demo import DEMO_CLIENT
@@ -51,9 +53,60 @@ def _csrf_token() -> str:
     return str(session["demo_csrf"])
 
 
+# The ID token claims the demo explains (OIDC Core §2, §5.1; RFC 8176), in the order shown.
+TIME_CLAIMS = ("auth_time", "iat", "exp")
+
+
+def _claim_meanings() -> dict[str, str]:
+    return {
+        "sub": _("Your identifier at this service (pairwise: other services see another one)"),
+        "email": _("E-mail address"),
+        "email_verified": _("E-mail address confirmed"),
+        "locale": _("Language"),
+        "acr": _("Level of assurance reached"),
+        "amr": _("How you logged in (RFC 8176: pwd password, hwk device key, sc + pin ID card)"),
+        "auth_time": _("Logged in at"),
+        "iat": _("ID token issued at"),
+        "exp": _("ID token valid until"),
+        "iss": _("Issued by"),
+        "aud": _("Issued to (this service's client_id)"),
+        "sid": _("Login session"),
+        "nonce": _("Nonce (ties the ID token to this login)"),
+    }
+
+
+def _display(name: str, value: Any) -> str:
+    """A claim's value as a citizen reads it: times as local dates, lists joined, yes/no."""
+    from idp.views.account import local_time
+
+    if name in TIME_CLAIMS and isinstance(value, int | float) and not isinstance(value, bool):
+        return local_time(dt.datetime.fromtimestamp(value, dt.UTC))
+    if isinstance(value, bool):
+        return str(_("yes") if value else _("no"))
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def claims_table(claims: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(claim, meaning, value) rows: the explained claims first, then any others."""
+    meanings = _claim_meanings()
+    names = [n for n in meanings if n in claims] + sorted(n for n in claims if n not in meanings)
+    return [(n, meanings.get(n, ""), _display(n, claims[n])) for n in names if n != "at_hash"]
+
+
 @bp.get("/")
 def home() -> Any:
-    return render_template("demo.html", user=session.get("demo_user"), csrf_token=_csrf_token())
+    user = session.get("demo_user")
+    return render_template(
+        "demo.html",
+        user=user,
+        rows=claims_table(user["claims"]) if user else [],
+        account_url=f"{runtime().config.issuer}/account",
+        csrf_token=_csrf_token(),
+    )
 
 
 @bp.get("/login")

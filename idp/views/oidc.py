@@ -15,6 +15,7 @@ from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -27,7 +28,7 @@ from idp import browser, consents, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.models import Consent, Grant
-from idp.oauth import backchannel, dpop, par
+from idp.oauth import backchannel, dpop, fapi2, par
 from idp.oauth.server import (
     ALL_AUTH,
     ASSERTION_ALGORITHMS,
@@ -120,6 +121,10 @@ def discovery() -> Response:
         "pushed_authorization_request_endpoint": f"{iss}/par",
         "require_pushed_authorization_requests": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        # what each client profile needs (cityid's own field; a client's profile is set by the
+        # city's IT, see docs/fapi2.md): FAPI 2.0 clients push their requests, authenticate with
+        # private_key_jwt and get DPoP- or certificate-bound tokens only
+        "cityid_client_profiles": fapi2.profiles_metadata(),
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
@@ -167,7 +172,7 @@ def _as_request(params: list[tuple[str, str]]) -> Request:
         path="/authorize",
         base_url=runtime().config.issuer,
         query_string=urlencode(params),
-        headers={"User-Agent": request.headers.get("User-Agent", "")},
+        headers=[("User-Agent", request.headers.get("User-Agent", ""))],
     ).get_environ()
     return Request(env)
 
@@ -191,7 +196,7 @@ def _pushed_request() -> tuple[Request | None, Any]:
     return areq, None
 
 
-def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
+def _error_redirect(err: OAuth2Error, error: str | None = None) -> ResponseReturnValue:
     """Redirect an error to the client only if the redirect URI was validated (RFC 6749 §4.1.2.1)."""
     if error is not None:
         err.error = error
@@ -231,7 +236,7 @@ def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
         ),
         detail=f"{err.error}: {err.description or ''}",
         status="error",
-    ), 400  # type: ignore[return-value]
+    ), 400
 
 
 def _query_digest() -> str:
@@ -288,7 +293,8 @@ def authorize() -> Any:
         return _error_redirect(err)
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
-    if pushed is None and client.row.require_par:  # RFC 9126 §6
+    # RFC 9126 §6; FAPI 2.0 Security Profile §5.3.2.2: a FAPI 2.0 client's requests only pushed
+    if pushed is None and (client.row.require_par or fapi2.is_fapi2(client.row)):
         return _error_redirect(
             InvalidRequestError(
                 "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
@@ -296,8 +302,8 @@ def authorize() -> Any:
         )
     data = _values()
     if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
-        err = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
-        return _error_redirect(err, error="request_not_supported")
+        unsupported = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
+        return _error_redirect(unsupported, error="request_not_supported")
     if data.get("response_mode", "query") != "query":  # the only mode discovery advertises
         return _error_redirect(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
     prompts = set(data.get("prompt", "").split())
@@ -427,7 +433,7 @@ def authorize() -> Any:
     return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
 
 
-def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Response:
+def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
     err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
     err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
     return _error_redirect(err)
@@ -480,6 +486,9 @@ def pushed_authorization_request() -> Any:
         return _par_error(400, "invalid_request", "client_id is not the authenticated client")
     if "request" in form:
         return _par_error(400, "request_not_supported", "request objects are not supported")
+    if fapi2.is_fapi2(client.row) and not form.get("redirect_uri"):
+        # FAPI 2.0 Security Profile §5.3.2.2: redirect_uri is required in a pushed request
+        return _par_error(400, "invalid_request", "redirect_uri is required (FAPI 2.0)")
     params = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
     params.append(("client_id", client.client_id))
     # §2.1 (3): validated as the authorization endpoint validates (redirect URI, PKCE, scope…)
@@ -598,7 +607,7 @@ def end_browser_session(*, reason: str) -> None:
     db = uow.db()
     backchannel.enqueue_for_session(
         db, key_cache(), issuer=rt.config.issuer, sid=s.sid, subject_key=rt.keys.subject
-    )  # type: ignore[attr-defined]
+    )
     from idp.oauth.server import revoke_grant
 
     for gid in db.execute(select(Grant.id).where(Grant.sid == s.sid)).scalars():
