@@ -67,7 +67,9 @@ def _video(kind: str) -> dict[str, Any] | None:
     return {"url": url, "type": mime, "transcript": _paragraphs(getattr(b, f"{kind}_transcript_file"))}
 
 
-def _statement(errors: FormErrors | None = None, values: Mapping[str, str] | None = None, **extra: Any) -> str:
+def _statement(
+    errors: FormErrors | None = None, values: Mapping[str, str] | None = None, **extra: Any
+) -> str:
     b = runtime().config.branding
     date = None
     if b.accessibility_statement_date:
@@ -204,7 +206,9 @@ def easy_language() -> Any:
 @bp.get("/gebaerdensprache")
 def sign_language() -> Any:
     b = runtime().config.branding
-    return render_template("sign_language.html", video=_video("sign_language"), contact=b.accessibility_contact)
+    return render_template(
+        "sign_language.html", video=_video("sign_language"), contact=b.accessibility_contact
+    )
 
 
 @bp.get('/<any("leichte-sprache", "gebaerdensprache"):page>/video')
