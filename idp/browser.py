@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -192,7 +193,8 @@ def check_csrf() -> None:
     s = current()
     sent = request.form.get("csrf_token", "")
     if s is None or not sent or not equal(sent, keyed_digest(_keys().csrf, s.csrf_secret)):
-        expired = s is None and bool(sent)  # a token of ours whose session has gone meanwhile
+        # a token of ours (an HMAC-SHA256, hex) whose session has gone meanwhile
+        expired = s is None and re.fullmatch(r"[0-9a-f]{64}", sent) is not None
         uow.record(
             action="csrf.reject",
             outcome="denied",
