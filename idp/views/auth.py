@@ -170,12 +170,18 @@ def register() -> Any:
     if too_long := _too_long("email", "password", "password2"):
         return render_template("register.html", csrf_token=browser.csrf_token(), errors=too_long), 400
     email, password = accounts.normalise_email(_field("email")), _field("password")
+    # every field in error at once, each with its own message (WCAG 3.3.1); the address's form
+    # only: whether it is taken is never told (below)
+    errors = FormErrors()
+    try:
+        accounts.checked_email(email)
+    except accounts.InvalidEmail:
+        errors.add("email", _("Please enter a valid e-mail address."))
     if password != _field("password2"):
+        errors.add("password2", _("The two passwords do not match."))
+    if errors:
         return render_template(
-            "register.html",
-            csrf_token=browser.csrf_token(),
-            email=email,
-            errors=field_error("password2", _("The two passwords do not match.")),
+            "register.html", csrf_token=browser.csrf_token(), email=email, errors=errors
         ), 400
     try:
         acct = accounts.create_account(

@@ -92,6 +92,14 @@ def test_register_marks_only_the_field_in_error_wcag_3_3_1_and_4_1_2(idp: Idp) -
     assert 'value="anna@example.org"' in r.text and PASSWORD not in r.text
 
 
+def test_register_reports_every_field_in_error_at_once_in_page_order(idp: Idp) -> None:
+    r, el = fields_of(
+        Browser(idp), "/register", {"email": "anna@example", "password": PASSWORD, "password2": "other"}
+    )
+    assert r.status_code == 400 and el.invalid() == ["email", "password2"] and el.autofocus() == ["email"]
+    assert r.text.index('<a href="#email">') < r.text.index('<a href="#password2">')
+
+
 def test_register_with_a_bad_address_marks_the_address_only(idp: Idp) -> None:
     r, el = fields_of(
         Browser(idp), "/register", {"email": "anna@example", "password": PASSWORD, "password2": PASSWORD}
