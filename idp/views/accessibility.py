@@ -18,6 +18,7 @@ import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from babel.dates import format_date
 from flask import Blueprint, abort, render_template, request, send_file
@@ -81,6 +82,7 @@ def _statement(
         contact=b.accessibility_contact,
         statement_date=date,
         city_text=_paragraphs(b.accessibility_statement_file),
+        site=urlsplit(runtime().config.issuer).netloc,  # the issuer, never the request's Host
         errors=errors,
         values=values or {},
         **extra,
