@@ -35,12 +35,12 @@ def submit(page: Any, fields: dict[str, str], button: str = "form button[type=su
         page.click(button)
 
 
-def reset_token(idp: Any, email: str) -> str:
-    """A live password link, as the mail would carry it (the reset form is checked on load)."""
+def reset_token(idp: Any, email: str, purpose: str = "reset", **kw: Any) -> str:
+    """A live link, as the mail would carry it (link pages are checked on load)."""
     with transaction(idp.sessions()) as s:
         acct = accounts.find_by_email(s, idp.keys, email)
         assert acct is not None
-        return accounts.issue_email_token(s, idp.keys, acct, "reset", dt.timedelta(minutes=30))
+        return accounts.issue_email_token(s, idp.keys, acct, purpose, dt.timedelta(minutes=30), **kw)
 
 
 def no_horizontal_scroll(page: Any, name: str) -> None:
@@ -126,7 +126,11 @@ def test_every_page_passes_axe_wcag21_aa(
                 "form[action='/account/email'] button",
             ),
         )
-        visit("email-change-confirm", "/account/email/confirm?token=unknown")
+        visit("email-change-confirm-invalid", "/account/email/confirm?token=unknown")
+        change = reset_token(
+            idp, "frieda@example.org", accounts.EMAIL_CHANGE, new_email="frieda.neu@example.org"
+        )
+        visit("email-change-confirm", f"/account/email/confirm?token={change}")
         visit("password-change", "/account/password")
         visit(
             "password-change-error",
@@ -145,4 +149,4 @@ def test_every_page_passes_axe_wcag21_aa(
         visit("logged-out", lambda: submit(page, {}, "form button[type=submit]"))
     finally:
         ctx.close()
-    assert len(seen) == 28
+    assert len(seen) == 29

@@ -198,6 +198,16 @@ def test_a_form_whose_session_expired_comes_back_with_the_values_but_no_password
     assert again.status_code == 200 and "Postfach" in again.text
 
 
+def test_an_expired_feedback_form_keeps_the_message(idp_factory: Any) -> None:
+    idp = idp_factory(branding=BrandingConfig(accessibility_contact=CONTACT))
+    b = Browser(idp)
+    page = b.get(idp.url + "/barrierefreiheit")
+    with transaction(idp.sessions()) as s:
+        s.execute(update(LoginSession).values(expires_at=utcnow() - dt.timedelta(seconds=1)))
+    r = b.post(idp.url + "/barrierefreiheit", {"csrf_token": csrf(page.text), "message": "Zu kleine Schrift"})
+    assert r.status_code == 200 and ">Zu kleine Schrift</textarea>" in r.text and "abgelaufen" in r.text
+
+
 def test_a_forged_token_without_any_session_is_not_the_expired_form_case(idp: Idp) -> None:
     # a missing token stays a plain refusal; only our own token of a gone session is shown again
     r = Browser(idp).post(idp.url + "/register", {"email": "x@example.org"})
