@@ -56,7 +56,7 @@ def test_every_page_passes_axe_wcag21_aa(
 ) -> None:
     video, transcript = tmp_path / "dgs.webm", tmp_path / "dgs.txt"
     video.write_bytes(b"\x1a\x45\xdf\xa3" + b"\0" * 64)
-    transcript.write_text("Willkommen beim Stadtkonto.\n\nSo melden Sie sich an.", encoding="utf-8")
+    transcript.write_text("Willkommen beim Bürgerkonto.\n\nSo melden Sie sich an.", encoding="utf-8")
     idp = idp_factory(
         branding=BrandingConfig(
             accessibility_contact="barrierefreiheit@musterstadt.example",

@@ -155,7 +155,7 @@ def test_start_page_leads_to_leichte_sprache_and_sign_language_by_keyboard(
     tab_to(page, "main a[href='/leichte-sprache']")
     with page.expect_navigation():
         page.keyboard.press("Enter")
-    assert page.url.endswith("/leichte-sprache") and "Stadt·konto" in page.inner_text("h1")
+    assert page.url.endswith("/leichte-sprache") and "Bürger·konto" in page.inner_text("h1")
     tab_to(page, "footer a[href='/barrierefreiheit']", limit=80)
     with page.expect_navigation():
         page.keyboard.press("Enter")

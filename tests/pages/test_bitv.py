@@ -366,7 +366,7 @@ def test_leichte_sprache_page_explains_account_login_and_help_in_short_sentences
     r = Browser(idp).get(idp.url + "/leichte-sprache")
     assert r.status_code == 200
     main = r.text.split("<main", 1)[1].split("</main>", 1)[0]
-    for heading in ("Was ist das Stadt·konto?", "Wie melden Sie sich an?", "Wo bekommen Sie Hilfe?"):
+    for heading in ("Was ist das Bürger·konto?", "Wie melden Sie sich an?", "Wo bekommen Sie Hilfe?"):
         assert heading in main
     assert "Ein Pass·wort ist ein geheimes Wort." in main  # a hard word explained
     sentences = [
@@ -460,7 +460,7 @@ def test_videos_come_from_the_city_with_their_transcript(idp_factory: Any, tmp_p
     video = tmp_path / "dgs.webm"
     video.write_bytes(b"\x1a\x45\xdf\xa3" + b"\0" * 2000)
     transcript = tmp_path / "dgs.txt"
-    transcript.write_text("Hallo. Das ist das Stadtkonto.\n\nSo melden Sie sich an.", encoding="utf-8")
+    transcript.write_text("Hallo. Das ist das Bürgerkonto.\n\nSo melden Sie sich an.", encoding="utf-8")
     idp = idp_factory(
         branding=BrandingConfig(
             sign_language_video=str(video),
