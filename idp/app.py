@@ -34,6 +34,7 @@ VIEW_MODULES = [
     "idp.views.webauthn",  # WebAuthn step
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
+    "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
 ]
 LOCALES = ("de", "en")
 
@@ -49,14 +50,24 @@ def select_locale() -> str:
     return request.accept_languages.best_match(LOCALES) or "de"
 
 
-def _security_headers(issuer: str) -> Any:
+def _media_origins(config: Config) -> str:
+    """The origins of the city's videos given as URLs (``[branding] *_video``), for media-src."""
+    origins = []
+    for video in (config.branding.easy_language_video, config.branding.sign_language_video):
+        parts = urlsplit(video)
+        if parts.scheme == "https" and parts.netloc:
+            origins.append(f"https://{parts.netloc}")
+    return "".join(f" {o}" for o in sorted(set(origins)))
+
+
+def _security_headers(issuer: str, media: str = "") -> Any:
     https = urlsplit(issuer).scheme == "https"
     fixed = [
         (
             "Content-Security-Policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
             "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; "
-            "connect-src 'self'",
+            f"connect-src 'self'; media-src 'self'{media}",
         ),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
@@ -110,7 +121,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     Babel(app, locale_selector=select_locale)
     uow.init_app(app)
     browser.init_app(app)
-    security_headers = _security_headers(config.issuer)
+    security_headers = _security_headers(config.issuer, _media_origins(config))
     app.after_request(security_headers)
 
     @app.after_request
@@ -196,6 +207,13 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         if not request.environ.get(retry.ENVIRON_KEY):
             resp.headers[retry.HEADER] = "1"  # RetryOnce runs the request once more
         return resp
+
+    @app.errorhandler(browser.FormExpired)
+    def _form_expired(exc: Exception) -> Any:
+        # WCAG 2.1 2.2.1: what the citizen typed is not lost; the form comes back with a fresh
+        # token (status 200, so that the new session and its cookie are kept), nothing else changes
+        values = {k: v[:1024] for k, v in request.form.items() if k != "csrf_token" and "password" not in k}
+        return browser.FORM_REFILL[str(request.endpoint)](values)
 
     @app.errorhandler(UnicodeDecodeError)
     def _bad_encoding(exc: Exception) -> Any:

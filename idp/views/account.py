@@ -22,6 +22,7 @@ from sqlalchemy import select
 from db import transaction, utcnow
 from idp import accounts, browser, levels, throttle, uow
 from idp.crypto import verify_password
+from idp.forms import FormErrors, field_error
 from idp.mail import send_after_commit
 from idp.models import Account, Client, Consent
 from idp.oauth import backchannel
@@ -371,8 +372,8 @@ def _password_link() -> tuple[str, str] | None:
 ACCOUNT_LINKS.append(_password_link)
 
 
-def _password_page(error: str | None = None) -> str:
-    return render_template("account_password.html", csrf_token=browser.csrf_token(), error=error)
+def _password_page(errors: FormErrors | None = None) -> str:
+    return render_template("account_password.html", csrf_token=browser.csrf_token(), errors=errors)
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
@@ -387,19 +388,24 @@ def change_password() -> Any:
         return _password_page()
     current = request.form.get("current_password", "")
     new, again = request.form.get("password", ""), request.form.get("password2", "")
-    if max(len(current), len(new), len(again)) > MAX_PASSWORD_FIELD:
-        return _password_page(_("An entry is too long.")), 400
+    too_long = FormErrors()
+    for name, value in (("current_password", current), ("password", new), ("password2", again)):
+        if len(value) > MAX_PASSWORD_FIELD:
+            too_long.add(name, _("This entry is too long."))
+    if too_long:
+        return _password_page(too_long), 400
     refused = reauthenticate(acct, current, action="password.change")
     if refused == THROTTLED:
-        return _password_page(_("Too many wrong passwords. Please try again later.")), 429
+        held = field_error("current_password", _("Too many wrong passwords. Please try again later."))
+        return _password_page(held), 429
     if refused is not None:
-        return _password_page(_("The current password is wrong.")), 401
+        return _password_page(field_error("current_password", _("The current password is wrong."))), 401
     if new != again:
-        return _password_page(_("The two passwords do not match.")), 400
+        return _password_page(field_error("password2", _("The two passwords do not match."))), 400
     try:
         accounts.set_password(uow.db(), acct, new, password_context(accounts.email_of(runtime().keys, acct)))
     except accounts.WeakPassword as exc:
-        return _password_page(password_problem(exc)), 400
+        return _password_page(field_error("password", password_problem(exc))), 400
     # OWASP Session Management: other sessions end when the password changes, at the services
     # too (back-channel logout, their grants revoked); this one is renewed.
     here = browser.current()
