@@ -16,8 +16,8 @@ from sqlalchemy import select
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
-from idp.instance import normalise_email
 from idp.forms import FormErrors, field_error, form_error
+from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
 from idp.views.account import (
