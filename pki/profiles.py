@@ -372,6 +372,11 @@ KU = ExtensionOID.KEY_USAGE
 EKU = ExtensionOID.EXTENDED_KEY_USAGE
 _COMMON_TAIL: tuple[Modifier, ...] = (subject_key_identifier, authority_key_identifier)
 
+# RFC 5280 §4.2.1.12: clientAuth for PKI-2FA and mTLS; emailProtection because PDF validators
+# built on NSS (Poppler's pdfsig) check a signer under the S/MIME signer usage and refuse a
+# certificate whose extKeyUsage lacks it; id-kp-documentSigning (RFC 9336 §3) names the use
+DEVICE_EKUS = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION, ID_KP_DOCUMENT_SIGNING)
+
 DEVICE_AUTH = Profile(
     name="device-auth",
     default_validity=90 * DAY,
@@ -380,14 +385,16 @@ DEVICE_AUTH = Profile(
     validators=(
         keys(curves=(ec.SECP256R1,)),
         csr_extensions_only(SAN, KU, EKU),
-        key_usage_within(digital_signature=True),
-        extended_key_usage_within(ExtendedKeyUsageOID.CLIENT_AUTH),
+        key_usage_within(digital_signature=True, content_commitment=True),
+        extended_key_usage_within(*DEVICE_EKUS),
     ),
     subject=device_subject,
     extensions=(
         end_entity(),
-        key_usage(digital_signature=True),
-        extended_key_usage(ExtendedKeyUsageOID.CLIENT_AUTH),
+        # one certificate for login and signature (docs/pki.md, "Device certificates sign"):
+        # RFC 5280 §4.2.1.3 contentCommitment for the citizen's PAdES signature
+        key_usage(digital_signature=True, content_commitment=True),
+        extended_key_usage(*DEVICE_EKUS),
         subject_alt_name,
         policy(POLICY_DEVICE_AUTH),
         authority_info_access(ocsp=True),

@@ -131,8 +131,28 @@ def test_device_certificate_carries_no_personal_data_only_the_device_urn(
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert list(eku)[0] == ExtendedKeyUsageOID.CLIENT_AUTH
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(days=90, minutes=1)
+
+
+def test_device_certificate_may_sign_documents_content_commitment_and_signing_ekus(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    """docs/pki.md: the device key signs PDFs, so its certificate says so (RFC 5280 §4.2.1.3
+    contentCommitment; §4.2.1.12 emailProtection, which NSS-based PDF validators ask of a
+    signer, and id-kp-documentSigning, RFC 9336); nothing that would let it encrypt or certify."""
+    cert = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
+    ).certificate
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.content_commitment
+    assert not (ku.key_encipherment or ku.key_agreement or ku.key_cert_sign or ku.crl_sign)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36"),
+    ]
 
 
 def test_aia_and_crl_dp_name_the_urls_the_ca_serves_rfc5280_4_2_2_1_and_4_2_1_13(
