@@ -32,6 +32,7 @@ VIEW_MODULES = [
     "idp.views.webauthn",  # WebAuthn step
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
+    "idp.views.signatures",  # citizen signatures: service and device API
 ]
 LOCALES = ("de", "en")
 

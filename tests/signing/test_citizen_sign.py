@@ -1,0 +1,84 @@
+"""A citizen signs a service's PDF with the device key: request, device shows and signs,
+cityid finishes, the service fetches once; pyHanko and pdfsig accept the result."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko_certvalidator import ValidationContext
+from asn1crypto import x509 as asn1_x509
+
+from tests.signing.citizen_helpers import (
+    SERVICE,
+    as_json,
+    make_pdf,
+    pdfsig,
+    request_rows,
+    root_pem,
+    signer_setup,
+)
+from tests.smartcard.conftest import World, idp_factory, world
+
+__all__ = ["idp_factory", "world"]
+
+
+def _pyhanko_status(pdf: bytes, root: bytes) -> object:
+    reader = PdfFileReader(io.BytesIO(pdf))
+    (sig,) = reader.embedded_signatures
+    from cryptography import x509
+
+    der = x509.load_pem_x509_certificate(root).public_bytes(__import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER)
+    vc = ValidationContext(trust_roots=[asn1_x509.Certificate.load(der)], allow_fetching=False)
+    return validate_pdf_signature(sig, vc)
+
+
+def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(world: World, tmp_path: Path) -> None:
+    service, _browser, device = signer_setup(world, "erika@example.org")
+    pdf = make_pdf("Antrag auf Bewohnerparkausweis", pages=3)
+    r = service.post_pdf(pdf, level="B-B")
+    assert r.status_code == 201, r.text
+    created = as_json(r)
+    assert created["status"] == "pending"
+    assert created["document"] == {
+        "title": "Antrag auf Bewohnerparkausweis",
+        "pages": 3,
+        "sha256": hashlib.sha256(pdf).hexdigest(),
+    }
+    assert len(created["id"]) >= 22  # 128 random bits, base64url
+    assert service.fetch(created["id"]).status_code == 202  # not signed yet
+
+    # what the device shows: title, pages, hash, the service's name
+    (item,) = device.signature_requests()
+    assert (item["title"], item["pages"], item["document_sha256"], item["service_name"]) == (
+        "Antrag auf Bewohnerparkausweis",
+        3,
+        hashlib.sha256(pdf).hexdigest(),
+        SERVICE,
+    )
+    assert device.sign_document(item) == {"status": "signed"}
+    assert world.audit("signature.approve", "success")
+
+    got = service.fetch(created["id"])
+    assert got.status_code == 200 and got.headers["Content-Type"] == "application/pdf"
+    signed = got.content
+    assert signed.startswith(pdf)  # an incremental update: the original bytes stay as they were
+    status = _pyhanko_status(signed, root_pem(world))
+    assert status.bottom_line, status.pretty_print_details()  # type: ignore[attr-defined]
+    out = tmp_path / "signed.pdf"
+    out.write_bytes(signed)
+    report = pdfsig(out, root_pem(world), tmp_path)
+    assert "Signature is Valid" in report and "Certificate is Trusted" in report, report
+
+    # fetched once: nothing of the document is kept
+    (row,) = request_rows(world)
+    assert row["state"] == "fetched"
+    assert row["document"] is None and row["signed_pdf"] is None and row["prepared_pdf"] is None
+    again = service.fetch(created["id"])
+    assert again.status_code == 410 and as_json(again)["error"] == "gone"
+    # the audit names the document by its hash, never holds it
+    entries = world.audit("signature.request", "success")
+    assert entries and hashlib.sha256(pdf).hexdigest() in str(entries[-1].details)
