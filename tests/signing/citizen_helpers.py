@@ -53,7 +53,9 @@ class Service:
 
     def _send(self, method: str, url: str, **kw: Any) -> requests.Response:
         for _ in range(2):  # RFC 9449 §8: one retry with the server's nonce
-            r = requests.request(method, url, headers={**kw.pop("headers", {}), **self._headers(method, url)}, timeout=60, **kw)
+            r = requests.request(
+                method, url, headers={**kw.pop("headers", {}), **self._headers(method, url)}, timeout=60, **kw
+            )
             if r.status_code == 401 and self.dpop is not None and "DPoP-Nonce" in r.headers:
                 if self.dpop.nonce != r.headers["DPoP-Nonce"]:
                     self.dpop.nonce = r.headers["DPoP-Nonce"]
@@ -61,7 +63,9 @@ class Service:
             return r
         return r
 
-    def post_pdf(self, data: bytes, content_type: str = "application/pdf", **params: str) -> requests.Response:
+    def post_pdf(
+        self, data: bytes, content_type: str = "application/pdf", **params: str
+    ) -> requests.Response:
         url = self.url + (f"?{urlencode(params)}" if params else "")
         return self._send("POST", url, data=data, headers={"Content-Type": content_type})
 
@@ -113,7 +117,9 @@ def login_service(
     }
     for _ in range(2):
         headers = {"DPoP": signer.proof("POST", url)} if signer else {}
-        r = requests.post(url, data=data, auth=(service.client_id, service.secret), headers=headers, timeout=10)
+        r = requests.post(
+            url, data=data, auth=(service.client_id, service.secret), headers=headers, timeout=10
+        )
         if signer and r.status_code == 400 and r.json().get("error") == "use_dpop_nonce":
             signer.nonce = r.headers["DPoP-Nonce"]
             continue
@@ -152,7 +158,9 @@ def make_pdf(title: str = "Antrag auf Bewohnerparkausweis", pages: int = 1) -> b
 def request_rows(world: World) -> list[dict[str, Any]]:
     """Every signature request as stored (to prove that a refusal changed nothing)."""
     with transaction(world.idp.sessions()) as s:
-        rows = s.execute(select(CitizenSignatureRequest).order_by(CitizenSignatureRequest.created_at)).scalars()
+        rows = s.execute(
+            select(CitizenSignatureRequest).order_by(CitizenSignatureRequest.created_at)
+        ).scalars()
         return [
             {c.name: getattr(r, c.name) for c in CitizenSignatureRequest.__table__.columns}  # type: ignore[attr-defined]
             for r in rows
@@ -179,9 +187,22 @@ def pdfsig(pdf: Path, root: bytes, tmp: Path) -> str:
     nss = tmp / f"nss-{pdf.stem}"
     nss.mkdir()
     (nss / "root.pem").write_bytes(root)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"], check=True, capture_output=True)
     subprocess.run(
-        ["certutil", "-A", "-d", f"sql:{nss}", "-n", "city-root", "-t", "CT,C,C", "-i", str(nss / "root.pem")],
+        ["certutil", "-N", "-d", f"sql:{nss}", "--empty-password"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            "certutil",
+            "-A",
+            "-d",
+            f"sql:{nss}",
+            "-n",
+            "city-root",
+            "-t",
+            "CT,C,C",
+            "-i",
+            str(nss / "root.pem"),
+        ],
         check=True,
         capture_output=True,
     )

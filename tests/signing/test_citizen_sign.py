@@ -7,10 +7,12 @@ import hashlib
 import io
 from pathlib import Path
 
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
-from asn1crypto import x509 as asn1_x509
 
 from tests.signing.citizen_helpers import (
     SERVICE,
@@ -29,14 +31,14 @@ __all__ = ["idp_factory", "world"]
 def _pyhanko_status(pdf: bytes, root: bytes) -> object:
     reader = PdfFileReader(io.BytesIO(pdf))
     (sig,) = reader.embedded_signatures
-    from cryptography import x509
-
-    der = x509.load_pem_x509_certificate(root).public_bytes(__import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.DER)
+    der = x509.load_pem_x509_certificate(root).public_bytes(serialization.Encoding.DER)
     vc = ValidationContext(trust_roots=[asn1_x509.Certificate.load(der)], allow_fetching=False)
     return validate_pdf_signature(sig, vc)
 
 
-def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(world: World, tmp_path: Path) -> None:
+def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(
+    world: World, tmp_path: Path
+) -> None:
     service, _browser, device = signer_setup(world, "erika@example.org")
     pdf = make_pdf("Antrag auf Bewohnerparkausweis", pages=3)
     r = service.post_pdf(pdf, level="B-B")
