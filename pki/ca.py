@@ -21,6 +21,7 @@ from pki.urls import CaUrls
 ROOT = "root"
 ISSUING = "issuing"
 OCSP_SIGNER = "ocsp-signer"
+TSA = "tsa"  # the time-stamping certificate (pki/tsa.py)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from pki.ca import CertificateAuthority
-from pki.certpolicy import POLICY_DEVICE_AUTH, POLICY_DOCUMENT_SEAL, POLICY_OCSP_SIGNER, POLICY_TLS_SERVER
+from pki.certpolicy import (
+    POLICY_DEVICE_AUTH,
+    POLICY_DOCUMENT_SEAL,
+    POLICY_OCSP_SIGNER,
+    POLICY_TIMESTAMPING,
+    POLICY_TLS_SERVER,
+)
 from pki.errors import (
     BadRequest,
     ExtensionNotAllowed,
@@ -319,8 +325,8 @@ def key_usage(**bits: bool) -> Modifier:
     return constant(x509.KeyUsage(**flags), critical=True)
 
 
-def extended_key_usage(*oids: ObjectIdentifier) -> Modifier:
-    return constant(x509.ExtendedKeyUsage(list(oids)), critical=False)
+def extended_key_usage(*oids: ObjectIdentifier, critical: bool = False) -> Modifier:
+    return constant(x509.ExtendedKeyUsage(list(oids)), critical=critical)
 
 
 def policy(name: str) -> Modifier:
@@ -485,4 +491,31 @@ DOCUMENT_SEAL = Profile(
     ),
 )
 
-PROFILES: Mapping[str, Profile] = {p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL)}
+TIMESTAMPING = Profile(
+    name="timestamping",
+    internal=True,  # only the CA issues it, to its own TSA key (pki/tsa.py)
+    default_validity=365 * DAY,
+    max_validity=1095 * DAY,
+    validators=(
+        keys(curves=(ec.SECP256R1,)),
+        csr_extensions_only(),
+    ),
+    subject=named_subject(
+        allowed=frozenset({NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME}),
+        required=frozenset({NameOID.COMMON_NAME}),
+    ),
+    extensions=(
+        end_entity(),
+        key_usage(digital_signature=True),
+        # RFC 3161 §2.3: exactly one extKeyUsage, id-kp-timeStamping only, critical
+        extended_key_usage(ExtendedKeyUsageOID.TIME_STAMPING, critical=True),
+        policy(POLICY_TIMESTAMPING),
+        authority_info_access(ocsp=True),
+        crl_distribution_point,
+        *_COMMON_TAIL,
+    ),
+)
+
+PROFILES: Mapping[str, Profile] = {
+    p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL, TIMESTAMPING)
+}
