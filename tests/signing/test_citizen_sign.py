@@ -3,16 +3,18 @@ cityid finishes, the service fetches once; pyHanko and pdfsig accept the result.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
-from pyhanko_certvalidator import ValidationContext
+from pyhanko.sign.validation.dss import DocumentSecurityStore
 
 from tests.signing.citizen_helpers import (
     SERVICE,
@@ -28,11 +30,21 @@ from tests.smartcard.conftest import World, idp_factory, world
 __all__ = ["idp_factory", "world"]
 
 
-def _pyhanko_status(pdf: bytes, root: bytes) -> object:
+def pyhanko_lt_status(pdf: bytes, root: bytes, *, at: dt.datetime | None = None) -> Any:
+    """pyHanko's validation from what the file carries (its DSS: chain, OCSP, CRL), revocation
+    required (hard-fail), nothing fetched: as an office would check the file later, offline.
+    ``at``: the validation time (the signature's time-stamp, for a certificate revoked since)."""
     reader = PdfFileReader(io.BytesIO(pdf))
     (sig,) = reader.embedded_signatures
     der = x509.load_pem_x509_certificate(root).public_bytes(serialization.Encoding.DER)
-    vc = ValidationContext(trust_roots=[asn1_x509.Certificate.load(der)], allow_fetching=False)
+    kwargs: dict[str, Any] = {
+        "trust_roots": [asn1_x509.Certificate.load(der)],
+        "allow_fetching": False,
+        "revocation_mode": "hard-fail",
+    }
+    if at is not None:
+        kwargs["moment"] = at
+    vc = DocumentSecurityStore.read_dss(reader).as_validation_context(kwargs)
     return validate_pdf_signature(sig, vc)
 
 
@@ -41,10 +53,10 @@ def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(
 ) -> None:
     service, _browser, device = signer_setup(world, "erika@example.org")
     pdf = make_pdf("Antrag auf Bewohnerparkausweis", pages=3)
-    r = service.post_pdf(pdf, level="B-B")
+    r = service.post_pdf(pdf)  # default: PAdES B-LT
     assert r.status_code == 201, r.text
     created = as_json(r)
-    assert created["status"] == "pending"
+    assert created["status"] == "pending" and created["level"] == "B-LT"
     assert created["document"] == {
         "title": "Antrag auf Bewohnerparkausweis",
         "pages": 3,
@@ -68,8 +80,9 @@ def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(
     assert got.status_code == 200 and got.headers["Content-Type"] == "application/pdf"
     signed = got.content
     assert signed.startswith(pdf)  # an incremental update: the original bytes stay as they were
-    status = _pyhanko_status(signed, root_pem(world))
-    assert status.bottom_line, status.pretty_print_details()  # type: ignore[attr-defined]
+    status = pyhanko_lt_status(signed, root_pem(world))
+    assert status.bottom_line, status.pretty_print_details()
+    assert status.timestamp_validity is not None and status.timestamp_validity.trusted  # B-T
     out = tmp_path / "signed.pdf"
     out.write_bytes(signed)
     report = pdfsig(out, root_pem(world), tmp_path)
