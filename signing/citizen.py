@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign import fields, signers
 from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
@@ -106,7 +105,9 @@ def inspect(data: bytes, *, max_bytes: int = MAX_BYTES) -> DocumentFacts:
         IncrementalPdfFileWriter(io.BytesIO(data), strict=True)
     except DocumentError:
         raise
-    except (PdfError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError) as exc:
+    except Exception as exc:  # hostile input: pyHanko's parser raises PdfError,
+        # but on some malformed files also AssertionError, KeyError, TypeError … (a broken xref
+        # offset raises AssertionError): any of them means "cannot be read", never a 500
         raise DocumentError(f"the PDF cannot be read ({type(exc).__name__}): broken structure") from exc
     if pages < 1:
         raise DocumentError("the PDF has no pages")

@@ -43,10 +43,11 @@ class CitizenSignatureRequest(Base):
     state: Mapped[str] = mapped_column(String(10), default=PENDING)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
-    # the prepared first half, for the one device that fetched it last
+    # the prepared first half, for the one device (and certificate) that fetched it last
     prepared_device_id: Mapped[str | None] = mapped_column(
         ForeignKey("sc_device.id", ondelete="SET NULL"), nullable=True
     )
+    prepared_cert_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its certificate
     prepared_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     prepared_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
     prepared_end: Mapped[int | None] = mapped_column(Integer, nullable=True)

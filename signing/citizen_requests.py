@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -204,6 +205,7 @@ def pending_for(
 ) -> list[PendingSignature]:
     """The citizen's pending requests, each prepared for this device's certificate."""
     certificate = x509.load_der_x509_certificate(certificate_der)
+    fingerprint = hashlib.sha256(certificate_der).hexdigest()
     rows = session.execute(
         select(CitizenSignatureRequest)
         .where(
@@ -215,7 +217,11 @@ def pending_for(
     ).scalars()
     out: list[PendingSignature] = []
     for row in rows:
-        if row.prepared_device_id != device_id or row.prepared_pdf is None:
+        if (
+            row.prepared_device_id != device_id
+            or row.prepared_cert_sha256 != fingerprint  # a renewed certificate: prepare again
+            or row.prepared_pdf is None
+        ):
             assert row.document is not None
             prepared = citizen.prepare(
                 row.document,
@@ -225,6 +231,7 @@ def pending_for(
                 reason=row.reason,
             )
             row.prepared_device_id = device_id
+            row.prepared_cert_sha256 = fingerprint
             row.prepared_pdf = prepared.pdf
             row.prepared_start = prepared.reserved_start
             row.prepared_end = prepared.reserved_end
@@ -292,8 +299,14 @@ def answer(
         if level is None or level < Level.SUBSTANTIAL:
             # policies.assess_device: a software key never reaches more than low
             raise InsufficientDeviceLevel(f"device max level {level} below substantial")
-        if row.prepared_device_id != verified.device_id or row.signed_attrs is None:
-            raise PreparedForAnotherDevice(f"prepared for {row.prepared_device_id}")
+        if (
+            row.prepared_device_id != verified.device_id
+            or row.prepared_cert_sha256 != hashlib.sha256(verified.certificate_der).hexdigest()
+            or row.signed_attrs is None
+        ):
+            raise PreparedForAnotherDevice(
+                f"prepared for {row.prepared_device_id}/{row.prepared_cert_sha256}"
+            )
         prepared = _prepared(row)
         if not hmac.compare_digest(
             _b64url_decode(claims.get("to_be_signed"), "to_be_signed"), prepared.to_be_signed

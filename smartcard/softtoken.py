@@ -361,11 +361,12 @@ class DeviceClient:
         items: list[dict[str, Any]] = self._json(resp)["pending"]
         return items
 
-    def sign_document(self, item: dict[str, Any], decision: str = "approve") -> dict[str, Any]:
-        """After the citizen saw title, pages, SHA-256 and service: sign the CMS signed
-        attributes (RFC 5652 §5.4: ECDSA over SHA-256 of their DER) and send the answer, which
-        repeats what was shown. A device checks that ``to_be_signed`` is the digest of the
-        attributes it signs, so the server cannot have it sign something else."""
+    def signature_approval(self, item: dict[str, Any], decision: str = "approve", **shown: Any) -> str:
+        """After the citizen saw title, pages, SHA-256 and service: the device proof answering
+        ``item``. For ``approve`` it carries the signature over the CMS signed attributes
+        (RFC 5652 §5.4: ECDSA over SHA-256 of their DER). The device checks that
+        ``to_be_signed`` is the digest of the attributes it signs, so the server cannot have it
+        sign something else. ``shown`` overrides what the answer says was shown (tests)."""
         attributes = b64url_decode(item["signed_attributes"])
         if hashlib.sha256(attributes).digest() != b64url_decode(item["to_be_signed"]):
             raise DeviceApiError(0, {"error": "bad_request", "error_description": "digest mismatch"})
@@ -380,9 +381,16 @@ class DeviceClient:
         if decision == "approve":
             claims["to_be_signed"] = item["to_be_signed"]
             claims["signature"] = b64url(self.token.key.sign(attributes, ec.ECDSA(hashes.SHA256())))
+        claims.update(shown)
+        return self.token.proof("POST", self._url("/api/signatures/approve"), **claims)
+
+    def send_signature_approval(self, approval: str) -> dict[str, Any]:
         url = self._url("/api/signatures/approve")
-        approval = self.token.proof("POST", url, **claims)
         return self._json(self.http.post(url, json={"approval": approval}, timeout=60))
+
+    def sign_document(self, item: dict[str, Any], decision: str = "approve") -> dict[str, Any]:
+        """Answer a signature request (see :meth:`signature_approval`)."""
+        return self.send_signature_approval(self.signature_approval(item, decision))
 
     def renew(
         self, *, attestation: AttestationProfile | None = None, new_key: bool = False

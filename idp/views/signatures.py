@@ -116,6 +116,13 @@ def create() -> Any:
     actor, subject = client.client_id, grant.account_id
     if request.mimetype != PDF:
         return _document_error(citizen.DocumentError(f"send the document as {PDF}"), actor, subject, None)
+    if (request.content_length or 0) > max_document_bytes():  # refused before it is read
+        return _document_error(
+            citizen.DocumentTooLarge(f"the document is larger than {max_document_bytes()} bytes"),
+            actor,
+            subject,
+            None,
+        )
     data = request.get_data(cache=False)
     sha256 = hashlib.sha256(data).hexdigest() if data else None
     level = request.args.get("level", "B-LT")

@@ -136,8 +136,8 @@ def signer_setup(world: World, address: str, *, dpop: bool = True) -> tuple[Serv
     return service, browser, device
 
 
-def make_pdf(title: str = "Antrag auf Bewohnerparkausweis", pages: int = 1) -> bytes:
-    w = PdfFileWriter()
+def make_pdf(title: str = "Antrag auf Bewohnerparkausweis", pages: int = 1, *, password: str = "") -> bytes:
+    w = PdfFileWriter(stream_xrefs=False)
     for i in range(pages):
         page = generic.DictionaryObject(
             {
@@ -150,6 +150,8 @@ def make_pdf(title: str = "Antrag auf Bewohnerparkausweis", pages: int = 1) -> b
         w.insert_page(page)
     info = generic.DictionaryObject({generic.NameObject("/Title"): generic.TextStringObject(title)})
     w._info = w.add_object(info)
+    if password:
+        w.encrypt("owner-" + password, password)
     buf = io.BytesIO()
     w.write(buf)
     return buf.getvalue()

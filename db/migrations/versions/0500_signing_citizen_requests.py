@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("created_at", db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("prepared_device_id", sa.String(length=40), nullable=True),
+        sa.Column("prepared_cert_sha256", sa.String(length=64), nullable=True),
         sa.Column("prepared_pdf", sa.LargeBinary(), nullable=True),
         sa.Column("prepared_start", sa.Integer(), nullable=True),
         sa.Column("prepared_end", sa.Integer(), nullable=True),
