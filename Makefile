@@ -48,7 +48,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps translations
 	$(BIN)/ruff check .
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ signing/
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -56,7 +56,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ signing/
 
 bench: $(STAMP)
 	@for b in token layers login attestation ca smartcard; do \

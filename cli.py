@@ -838,7 +838,7 @@ def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None
         sys.exit(5)
 
 
-for _name in ("cli_pki", "cli_device"):
+for _name in ("cli_pki", "cli_device", "cli_signing"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

@@ -46,7 +46,7 @@ _DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64, "sha3_256": 32, "sha3
 
 class TsaUnavailable(PkiError):
     code = "tsa_unavailable"
-    default_detail = "no active time-stamping certificate: run `cityid init`"
+    description = "no active time-stamping certificate: run `cityid init`"
 
 
 @dataclass(frozen=True)
