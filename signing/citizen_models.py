@@ -48,11 +48,7 @@ class CitizenSignatureRequest(Base):
         ForeignKey("sc_device.id", ondelete="SET NULL"), nullable=True
     )
     prepared_cert_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its certificate
-    prepared_pdf: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    prepared_start: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    prepared_end: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    prepared_digest: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    signed_attrs: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    prepared_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # Prepared.to_bytes
     # the answer
     device_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     answered_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)

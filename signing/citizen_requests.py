@@ -1,6 +1,6 @@
 """The life of a citizen signature request: service asks, device shows and signs, service fetches.
 
-1. ``create``: a relying service's PDF (checked by :func:`signing.citizen.inspect`) for one
+1. ``create``: a relying service's PDF (checked by :func:`signing.inspect`) for one
    citizen who has a device able to confirm *substantial*.
 2. ``pending_for``: a device (by its proof) fetches what waits for its citizen; each request is
    prepared for *that* device's certificate (the signed attributes name it, signing-certificate-v2).
@@ -30,8 +30,11 @@ from sqlalchemy.orm import Session
 
 import pki
 from policies import Level
-from signing import citizen
 from signing.citizen_models import DENIED, FETCHED, PENDING, SIGNED, CitizenSignatureRequest
+from signing.errors import SignatureMismatch, UnknownLevel
+from signing.inputs import DEFAULT_MAX_SIZE, inspect
+from signing.pades import Level as PadesLevel
+from signing.pades import Prepared, check_signature, prepare
 from smartcard import proof
 from smartcard.errors import InsufficientDeviceLevel, InvalidRequest, SmartcardError
 from smartcard.models import Device
@@ -113,8 +116,8 @@ class Answer:
     document_sha256: str
 
 
-Finisher = Callable[[citizen.Prepared, x509.Certificate, bytes, str], bytes]
-"""(prepared, device certificate, device signature, level) -> signed PDF (B-B/B-T/B-LT)."""
+Finisher = Callable[[Prepared, bytes], bytes]
+"""(prepared, device signature) -> signed PDF at ``prepared.level`` (``signing.finish``)."""
 
 
 def _b64url(data: bytes) -> str:
@@ -154,14 +157,16 @@ def create(
     level: str,
     reason: str | None,
     now: dt.datetime,
-    max_bytes: int = citizen.MAX_BYTES,
+    max_size: int = DEFAULT_MAX_SIZE,
 ) -> CitizenSignatureRequest:
-    """A new pending request; raises :class:`citizen.DocumentError` or :class:`NoSigningDevice`."""
-    if level not in citizen.LEVELS:
-        raise InvalidRequest(f"level must be one of {', '.join(citizen.LEVELS)}")
+    """A new pending request; raises :class:`signing.DocumentError` or :class:`NoSigningDevice`."""
+    try:
+        level = PadesLevel.parse(level).value
+    except UnknownLevel as exc:
+        raise InvalidRequest(f"level must be one of {', '.join(PadesLevel)}") from exc
     if reason is not None and (not reason.isprintable() or len(reason) > MAX_REASON):
         raise InvalidRequest(f"reason: at most {MAX_REASON} printable characters")
-    facts = citizen.inspect(data, max_bytes=max_bytes)
+    facts = inspect(data, max_size=max_size)
     if not signing_devices(session, account_id, now):
         # a removed device or one only at low cannot sign (policies.assess_device)
         raise NoSigningDevice(f"account {account_id} has no active device at substantial")
@@ -169,8 +174,8 @@ def create(
         account_id=account_id,
         client_id=client_id,
         service_name=service_name[:200],
-        title=facts.title,
-        pages=facts.pages,
+        title=_shown(facts.title or ""),
+        pages=facts.page_count,
         document_sha256=facts.sha256,
         size=facts.size,
         level=level,
@@ -185,13 +190,27 @@ def create(
     return row
 
 
-def _prepared(row: CitizenSignatureRequest) -> citizen.Prepared:
-    assert row.prepared_pdf is not None and row.signed_attrs is not None
-    assert row.prepared_start is not None and row.prepared_end is not None
-    assert row.prepared_digest is not None
-    return citizen.Prepared(
-        row.prepared_pdf, row.prepared_start, row.prepared_end, row.prepared_digest, row.signed_attrs
-    )
+def _shown(title: str) -> str:
+    """The title as the device shows it: control characters would let a title fake a second
+    line on the device's screen."""
+    return "".join(ch if ch.isprintable() else " " for ch in title).strip()[:200]
+
+
+def signer_name(certificate: x509.Certificate) -> str:
+    """The signature's /Name (ISO 32000-1 §12.8.1): a device certificate carries no personal
+    data, only its device URN (pki.profiles.device_subject); cityid links the device to the
+    citizen's account, and the service knows the citizen from the login."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return certificate.subject.rfc4514_string()
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else certificate.subject.rfc4514_string()
+
+
+def _prepared(row: CitizenSignatureRequest) -> Prepared:
+    assert row.prepared_state is not None
+    return Prepared.from_bytes(row.prepared_state)
 
 
 def pending_for(
@@ -220,24 +239,23 @@ def pending_for(
         if (
             row.prepared_device_id != device_id
             or row.prepared_cert_sha256 != fingerprint  # a renewed certificate: prepare again
-            or row.prepared_pdf is None
+            or row.prepared_state is None
         ):
             assert row.document is not None
-            prepared = citizen.prepare(
+            prepared = prepare(
                 row.document,
-                certificate=certificate,
-                chain=chain,
-                field_name=f"Signature-{row.id}",
+                certificate,
+                chain,
+                level=PadesLevel(row.level),
                 reason=row.reason,
+                name=signer_name(certificate),
+                field_name=f"Signature-{row.id}",
             )
             row.prepared_device_id = device_id
             row.prepared_cert_sha256 = fingerprint
-            row.prepared_pdf = prepared.pdf
-            row.prepared_start = prepared.reserved_start
-            row.prepared_end = prepared.reserved_end
-            row.prepared_digest = prepared.document_digest
-            row.signed_attrs = prepared.signed_attrs
-        prepared = _prepared(row)
+            row.prepared_state = prepared.to_bytes()
+        else:
+            prepared = _prepared(row)
         out.append(
             PendingSignature(
                 id=row.id,
@@ -247,8 +265,8 @@ def pending_for(
                 document_sha256=row.document_sha256,
                 reason=row.reason,
                 level=row.level,
-                to_be_signed=_b64url(prepared.to_be_signed),
-                signed_attributes=_b64url(prepared.signed_attrs),
+                to_be_signed=_b64url(prepared.to_be_signed_sha256),
+                signed_attributes=_b64url(prepared.to_be_signed),
                 expires_at=row.expires_at,
             )
         )
@@ -294,6 +312,7 @@ def answer(
     ):
         raise DocumentMismatch("document hash, title, pages or service name differ from the request")
     state = DENIED
+    signed: bytes | None = None
     if decision == "approve":
         level = Level(verified.device_max_level) if verified.device_max_level else None
         if level is None or level < Level.SUBSTANTIAL:
@@ -302,24 +321,24 @@ def answer(
         if (
             row.prepared_device_id != verified.device_id
             or row.prepared_cert_sha256 != hashlib.sha256(verified.certificate_der).hexdigest()
-            or row.signed_attrs is None
+            or row.prepared_state is None
         ):
             raise PreparedForAnotherDevice(
                 f"prepared for {row.prepared_device_id}/{row.prepared_cert_sha256}"
             )
         prepared = _prepared(row)
         if not hmac.compare_digest(
-            _b64url_decode(claims.get("to_be_signed"), "to_be_signed"), prepared.to_be_signed
+            _b64url_decode(claims.get("to_be_signed"), "to_be_signed"), prepared.to_be_signed_sha256
         ):
             raise DocumentMismatch("to_be_signed is not the digest of this request's signed attributes")
         certificate = x509.load_der_x509_certificate(verified.certificate_der)
         _may_sign(certificate)
         signature = _b64url_decode(claims.get("signature"), "signature")
-        try:
-            citizen.check_device_signature(prepared, certificate, signature)
-        except citizen.SignatureInvalid as exc:
+        try:  # RFC 5652 §5.4: over the DER signed attributes, with the certificate's key
+            check_signature(prepared, signature)
+        except SignatureMismatch as exc:
             raise BadSignature(str(exc)) from exc
-        signed = finisher(prepared, certificate, signature, row.level)
+        signed = finisher(prepared, signature)
         state = SIGNED
     # single use: of two concurrent answers only one finds the request pending
     won = session.execute(
@@ -329,10 +348,9 @@ def answer(
             state=state,
             answered_at=now,
             device_id=verified.device_id,
-            signed_pdf=signed if state == SIGNED else None,
+            signed_pdf=signed,
             document=None,
-            prepared_pdf=None,
-            signed_attrs=None,
+            prepared_state=None,
         )
         .execution_options(synchronize_session=False)
     )
@@ -374,7 +392,7 @@ def take_signed(session: Session, row: CitizenSignatureRequest, now: dt.datetime
     won = session.execute(
         update(CitizenSignatureRequest)
         .where(CitizenSignatureRequest.id == row.id, CitizenSignatureRequest.state == SIGNED)
-        .values(state=FETCHED, signed_pdf=None, document=None, prepared_pdf=None, signed_attrs=None)
+        .values(state=FETCHED, signed_pdf=None, document=None, prepared_state=None)
         .execution_options(synchronize_session=False)
     )
     if won.rowcount != 1 or row.signed_pdf is None:  # type: ignore[attr-defined]

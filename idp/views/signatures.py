@@ -25,13 +25,13 @@ from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.orm import Session
 
 import pki
+import signing
 from db import utcnow
 from idp import uow
 from idp.models import Client, Grant
 from idp.oauth.resource import ResourceError, authenticate
 from idp.views.smartcard import _body, _device_proof, _error, _ok, _url, ca_in, settings
 from policies import Level, parse_acr
-from signing import citizen
 from signing import citizen_requests as requests_
 from signing.citizen_models import DENIED, FETCHED, PENDING, SIGNED
 from smartcard import proof
@@ -44,7 +44,7 @@ PDF = "application/pdf"
 
 
 def max_document_bytes() -> int:
-    return int(current_app.config.get("CITYID_SIGNING_MAX_BYTES", citizen.MAX_BYTES))
+    return int(current_app.config.get("CITYID_SIGNING_MAX_BYTES", signing.DEFAULT_MAX_SIZE))
 
 
 @bp.before_request
@@ -57,7 +57,7 @@ def _size_limit() -> None:
 # --------------------------------------------------------------------------- the service
 
 
-def _document_error(exc: citizen.DocumentError, actor: str, subject: str, sha256: str | None) -> Response:
+def _document_error(exc: signing.DocumentError, actor: str, subject: str, sha256: str | None) -> Response:
     uow.record(
         action="signature.request",
         outcome="denied",
@@ -66,8 +66,9 @@ def _document_error(exc: citizen.DocumentError, actor: str, subject: str, sha256
         reason=exc.code,
         details={"detail": exc.description, "document_sha256": sha256},
     )
-    resp = _ok({"error": exc.code, "error_description": exc.description}, exc.status)
-    return resp
+    # 413 for a body over the limit (RFC 9110 §15.5.14), 400 for every other unusable document
+    status = 413 if isinstance(exc, signing.DocumentTooLarge) else 400
+    return _ok({"error": exc.code, "error_description": exc.description}, status)
 
 
 def _service() -> tuple[dict[str, Any], Grant, Client]:
@@ -115,10 +116,10 @@ def create() -> Any:
     assert grant.account_id is not None
     actor, subject = client.client_id, grant.account_id
     if request.mimetype != PDF:
-        return _document_error(citizen.DocumentError(f"send the document as {PDF}"), actor, subject, None)
+        return _document_error(signing.NotAPdf(f"Content-Type {request.mimetype}"), actor, subject, None)
     if (request.content_length or 0) > max_document_bytes():  # refused before it is read
         return _document_error(
-            citizen.DocumentTooLarge(f"the document is larger than {max_document_bytes()} bytes"),
+            signing.DocumentTooLarge(f"{request.content_length} bytes"),
             actor,
             subject,
             None,
@@ -137,9 +138,9 @@ def create() -> Any:
             level=level,
             reason=reason,
             now=utcnow(),
-            max_bytes=max_document_bytes(),
+            max_size=max_document_bytes(),
         )
-    except citizen.DocumentError as exc:
+    except signing.DocumentError as exc:
         return _document_error(exc, actor, subject, sha256)
     except SmartcardError as exc:
         uow.record(
@@ -267,20 +268,18 @@ def approve() -> Any:
         result = requests_.answer(
             db, ca, settings(), token, url=_url(), now=utcnow(), finisher=finisher(db, ca)
         )
-    except citizen.DocumentError as exc:  # pragma: no cover - checked at creation
-        return _ok({"error": exc.code, "error_description": exc.description}, exc.status)
     except SmartcardError as exc:
         return _error(exc, "signature.approve")
-    except SigningUnavailable as exc:
+    except (signing.TimeStampFailed, signing.RevocationDataMissing) as exc:
         uow.record(
             action="signature.approve",
             outcome="failure",
             actor="unknown",
             subject=request.path,
             reason="temporarily_unavailable",
-            details={"detail": str(exc)[:300]},
+            details={"detail": exc.detail[:300]},
         )
-        return _ok({"error": "temporarily_unavailable", "error_description": str(exc)[:200]}, 503)
+        return _ok({"error": "temporarily_unavailable", "error_description": exc.description}, 503)
     uow.record(
         action="signature.approve",
         outcome="success" if result.decision == SIGNED else "denied",
@@ -295,36 +294,20 @@ def approve() -> Any:
 # --------------------------------------------------------------------------- finishing
 
 
-class SigningUnavailable(Exception):
-    """No time-stamp authority (B-T, B-LT) or no revocation data could be made now."""
-
-
 def finisher(db: Session, ca: pki.CertificateAuthority) -> requests_.Finisher:
     """The second half with cityid's own TSA and revocation data (``idp.signing_kit``)."""
-    from idp import signing_kit
 
-    def run(prepared: citizen.Prepared, certificate: x509.Certificate, signature: bytes, level: str) -> bytes:
-        timestamper = None
-        context = None
+    def run(prepared: signing.Prepared, signature: bytes) -> bytes:
+        from idp import signing_kit
+
         try:
-            if level != "B-B":
-                timestamper = signing_kit.timestamper(db, ca)
-            if level == "B-LT":
-                context = signing_kit.validation_context(db, ca, [certificate], timestamper)
-        except signing_kit.Unavailable as exc:
-            raise SigningUnavailable(str(exc)) from exc
-        return citizen.finish(
-            prepared,
-            certificate=certificate,
-            chain=_chain(ca),
-            signature=signature,
-            level=level,
-            timestamper=timestamper,
-            validation_context=context,
-        )
+            ctx = signing_kit.context(db, ca)
+        except pki.PkiError as exc:  # no active TSA certificate: `cityid init`
+            raise signing.TimeStampFailed(str(exc)) from exc
+        return signing.finish(prepared, signature, ctx)
 
     return run
 
 
 def init_app(app: Flask, srv: Any) -> None:
-    app.config.setdefault("CITYID_SIGNING_MAX_BYTES", citizen.MAX_BYTES)
+    app.config.setdefault("CITYID_SIGNING_MAX_BYTES", signing.DEFAULT_MAX_SIZE)

@@ -39,11 +39,11 @@ def _broken_xref_pdf() -> bytes:
 
 
 BAD_DOCUMENTS = {
-    "not-a-pdf": (b"GIF89a this is no PDF", "application/pdf", 400, "invalid_document"),
-    "empty": (b"", "application/pdf", 400, "invalid_document"),
-    "encrypted": (None, "application/pdf", 400, "invalid_document"),
-    "broken-xref": (None, "application/pdf", 400, "invalid_document"),
-    "wrong-content-type": (b"%PDF-1.7", "text/plain", 400, "invalid_document"),
+    "not-a-pdf": (b"GIF89a this is no PDF", "application/pdf", 400, "not_a_pdf"),
+    "empty": (b"", "application/pdf", 400, "empty_document"),
+    "encrypted": (None, "application/pdf", 400, "encrypted_pdf"),
+    "broken-xref": (None, "application/pdf", 400, "broken_pdf"),
+    "wrong-content-type": (b"%PDF-1.7", "text/plain", 400, "not_a_pdf"),
     "over-20-MiB": (b"%PDF-1.7\n" + b"0" * (20 * 1024 * 1024), "application/pdf", 413, "document_too_large"),
 }
 

@@ -91,7 +91,7 @@ def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(
     # fetched once: nothing of the document is kept
     (row,) = request_rows(world)
     assert row["state"] == "fetched"
-    assert row["document"] is None and row["signed_pdf"] is None and row["prepared_pdf"] is None
+    assert row["document"] is None and row["signed_pdf"] is None and row["prepared_state"] is None
     again = service.fetch(created["id"])
     assert again.status_code == 410 and as_json(again)["error"] == "gone"
     # the audit names the document by its hash, never holds it
