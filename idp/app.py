@@ -33,6 +33,7 @@ VIEW_MODULES = [
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
     "idp.views.signatures",  # citizen signatures: service and device API
+    "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
 ]
 LOCALES = ("de", "en")
 
