@@ -151,16 +151,20 @@ def seal_sign(
                 _bad_input(as_json, exc.code, f"{path}: {exc.detail}")
         if active_seal(session, ca) is None:
             _fail(as_json, NoSeal.code, NoSeal.description)
-        sealed = seal_documents(
-            session,
-            ca,
-            documents,
-            pki_context(session, ca),
-            level=chosen,
-            reason=reason,
-            visible=box,
-            actor=ACTOR,
-        )
+        try:
+            sealed = seal_documents(
+                session,
+                ca,
+                documents,
+                pki_context(session, ca),
+                level=chosen,
+                reason=reason,
+                visible=box,
+                actor=ACTOR,
+            )
+        except signing.SigningError as exc:
+            _fail(as_json, exc.code, exc.detail)
+            raise AssertionError("unreachable") from exc
     written = []
     for target, result in zip(targets, sealed, strict=True):
         assert target is not None

@@ -465,7 +465,7 @@ DOCUMENT_SEAL = Profile(
         keys(curves=(ec.SECP256R1, ec.SECP384R1), rsa_bits=(3072, 4096)),
         csr_extensions_only(KU, EKU),
         key_usage_within(digital_signature=True, content_commitment=True),
-        extended_key_usage_within(ID_KP_DOCUMENT_SIGNING),
+        extended_key_usage_within(ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION),
     ),
     subject=named_subject(
         allowed=frozenset(
@@ -483,7 +483,11 @@ DOCUMENT_SEAL = Profile(
     extensions=(
         end_entity(),
         key_usage(digital_signature=True, content_commitment=True),
-        extended_key_usage(ID_KP_DOCUMENT_SIGNING),
+        # RFC 9336 documentSigning, and emailProtection because NSS — which Poppler's pdfsig,
+        # LibreOffice and Firefox's PDF viewer validate PDF signatures with — checks a PDF
+        # signer's certificate for certificateUsageEmailSigner and refuses an extKeyUsage
+        # without emailProtection ("Certificate type not approved"); see docs/pki.md
+        extended_key_usage(ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION),
         policy(POLICY_DOCUMENT_SEAL),
         authority_info_access(ocsp=True),
         crl_distribution_point,

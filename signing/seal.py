@@ -24,6 +24,11 @@ class NoSeal(SigningError):
     description = "there is no city seal yet: run `cityid seal init`"
 
 
+class SealNotValid(SigningError):
+    code = "seal_not_valid"
+    description = "the city seal's certificate is revoked or expired: run `cityid seal init`"
+
+
 @dataclass(frozen=True)
 class Sealed:
     pdf: bytes
@@ -79,6 +84,9 @@ def seal_documents(
     seal = active_seal(session, ca)
     if seal is None:
         raise NoSeal()
+    if not pki.status(session, seal.serial).is_good():  # RFC 5280 §6.1.3 (a)(2)-(3), as a validator would
+        _audit(session, seal, actor, "denied", "", level, SealNotValid.code)
+        raise SealNotValid()
     key = seal_signer(ca, seal)
     out: list[Sealed] = []
     for pdf in documents:

@@ -223,14 +223,14 @@ def test_batch_issuance_records_every_certificate(db_session: Session, ca: pki.C
     assert all(pki.status(db_session, r.serial).status == "issued" for r in results)
 
 
-def test_document_seal_has_content_commitment_and_rfc9336_document_signing(
+def test_document_seal_has_content_commitment_rfc9336_document_signing_and_email_protection_for_nss(
     db_session: Session, ca: pki.CertificateAuthority
 ) -> None:
     cert = pki.issue(db_session, ca, _requests()["document-seal"]).certificate
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.digital_signature and ku.content_commitment
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ID_KP_DOCUMENT_SIGNING]
+    assert list(eku) == [ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]
 
 
 def test_ca_init_is_idempotent(
