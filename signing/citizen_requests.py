@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 import pki
@@ -42,12 +42,19 @@ from smartcard.settings import SmartcardSettings
 
 TTL = dt.timedelta(minutes=15)  # issue 13: documents are not kept longer
 MAX_REASON = 200
+MAX_PENDING = 10  # per citizen: a service cannot flood a device (or our storage) with documents
 
 
 class NoSigningDevice(SmartcardError):
     code = "no_signing_device"
     status = 403
     description = "the citizen has no device that can sign at substantial"
+
+
+class TooManyPending(SmartcardError):
+    code = "too_many_requests"
+    status = 429
+    description = "too many documents are waiting for this citizen's signature; try again later"
 
 
 class UnknownRequest(SmartcardError):
@@ -167,6 +174,17 @@ def create(
     if reason is not None and (not reason.isprintable() or len(reason) > MAX_REASON):
         raise InvalidRequest(f"reason: at most {MAX_REASON} printable characters")
     facts = inspect(data, max_size=max_size)
+    waiting = session.execute(
+        select(func.count())
+        .select_from(CitizenSignatureRequest)
+        .where(
+            CitizenSignatureRequest.account_id == account_id,
+            CitizenSignatureRequest.state == PENDING,
+            CitizenSignatureRequest.expires_at > now,
+        )
+    ).scalar_one()
+    if waiting >= MAX_PENDING:
+        raise TooManyPending(f"{waiting} pending for account {account_id}")
     if not signing_devices(session, account_id, now):
         # a removed device or one only at low cannot sign (policies.assess_device)
         raise NoSigningDevice(f"account {account_id} has no active device at substantial")

@@ -97,7 +97,16 @@ def _service() -> tuple[dict[str, Any], Grant, Client]:
     return claims, grant, client
 
 
-def _refuse(err: ResourceError) -> Response:
+def _refuse(err: ResourceError, action: str) -> Response:
+    if err.error != "insufficient_user_authentication":  # that one is audited where it is decided
+        uow.record(
+            action=action,
+            outcome="denied",
+            actor="unknown",
+            subject=request.path,
+            reason=err.error,
+            details={"detail": err.description},
+        )
     resp = err.response()
     if err.error == "insufficient_user_authentication":
         resp.headers["WWW-Authenticate"] = (
@@ -112,7 +121,7 @@ def create() -> Any:
     try:
         _claims, grant, client = _service()
     except ResourceError as err:
-        return _refuse(err)
+        return _refuse(err, "signature.request")
     assert grant.account_id is not None
     actor, subject = client.client_id, grant.account_id
     if request.mimetype != PDF:
@@ -178,7 +187,7 @@ def fetch(request_id: str) -> Any:
     try:
         _claims, grant, client = _service()
     except ResourceError as err:
-        return _refuse(err)
+        return _refuse(err, "signature.fetch")
     assert grant.account_id is not None
     now = utcnow()
     try:

@@ -82,6 +82,7 @@ def test_token_without_scope_sign_is_refused_403_insufficient_scope(world: World
     r = other.post_pdf(make_pdf())
     assert r.status_code == 403 and as_json(r)["error"] == "insufficient_scope"
     assert request_count(world) == 0
+    assert any(e.reason == "insufficient_scope" for e in world.audit("signature.request", "denied"))
     del device
 
 
@@ -208,3 +209,45 @@ def test_other_service_cannot_fetch_the_signed_document(world: World) -> None:
     r = other.fetch(created["id"])
     assert r.status_code == 404 and as_json(r)["error"] == "not_found"
     assert service.fetch(created["id"]).status_code == 200
+
+
+def test_more_than_ten_waiting_documents_are_refused_429(world: World) -> None:
+    service, _browser, _device = signer_setup(world, "erika@example.org")
+    pdf = make_pdf()
+    for _ in range(10):
+        assert service.post_pdf(pdf).status_code == 201
+    r = service.post_pdf(pdf)
+    assert r.status_code == 429 and as_json(r)["error"] == "too_many_requests"
+    assert request_count(world) == 10
+
+
+def test_documents_are_purged_by_the_background_duty_after_15_minutes(world: World) -> None:
+    import datetime as _dt
+
+    from db import transaction, utcnow
+    from idp.serve import purge_expired
+
+    service, _browser, _device = signer_setup(world, "erika@example.org")
+    assert service.post_pdf(make_pdf()).status_code == 201
+    with transaction(world.idp.sessions()) as s:
+        purge_expired(s, utcnow() + _dt.timedelta(minutes=14))
+    assert request_count(world) == 1
+    with transaction(world.idp.sessions()) as s:
+        purge_expired(s, utcnow() + _dt.timedelta(minutes=15, seconds=1))
+    assert request_count(world) == 0
+
+
+def test_token_from_a_login_below_substantial_is_refused_rfc9470(world: World) -> None:
+    """An instance that dropped ``sign`` from ``scope_levels`` hands out sign tokens at low: the
+    signing API itself still demands a grant at substantial (RFC 9470 §3)."""
+    rt = world.idp.app.extensions["cityid"]
+    rt.config = dataclasses.replace(rt.config, scope_levels={})
+    browser, _device = enrolled(world, "erika@example.org")
+    service = login_service(add_service(world), browser, None)  # password only: low
+    r = service.post_pdf(make_pdf())
+    assert r.status_code == 401 and as_json(r)["error"] == "insufficient_user_authentication"
+    assert "acr_values" in r.headers["WWW-Authenticate"]
+    assert request_count(world) == 0
+    assert any(
+        e.reason == "insufficient_user_authentication" for e in world.audit("signature.request", "denied")
+    )
