@@ -37,6 +37,7 @@ def _size_limit() -> None:
 
 
 def _run(pdf: bytes) -> ValidationResult:
+    signing.inspect(pdf, max_size=max_document_bytes())  # refuse bad input before anything else
     db = uow.db()
     ca = ca_in(db)
 
