@@ -97,3 +97,32 @@ def test_citizen_signs_pdf_on_device_and_service_fetches_it_once_wysiwys(
     # the audit names the document by its hash, never holds it
     entries = world.audit("signature.request", "success")
     assert entries and hashlib.sha256(pdf).hexdigest() in str(entries[-1].details)
+
+
+def _cli(*args: str) -> tuple[int, dict[str, Any]]:
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+
+    result = CliRunner().invoke(main, [*args, "--json"], catch_exceptions=False)
+    return result.exit_code, json.loads(result.output.strip().splitlines()[-1])
+
+
+def test_reference_device_cli_signs_the_matching_document_and_declines_another(world: World) -> None:
+    service, _browser, device = signer_setup(world, "erika@example.org")
+    state = str(device.token.directory)
+    first, second = make_pdf("Erster Antrag"), make_pdf("Zweiter Antrag")
+    one = as_json(service.post_pdf(first))
+    two = as_json(service.post_pdf(second))
+    # --sha256 picks the document the citizen means, not merely the oldest
+    code, out = _cli("device", "sign", "--state", state, "--sha256", two["document"]["sha256"])
+    assert code == 0 and out == {"id": two["id"], "status": "signed"}
+    code, out = _cli("device", "sign", "--state", state, "--deny")
+    assert code == 0 and out == {"id": one["id"], "status": "denied"}
+    code, out = _cli("device", "sign", "--state", state)
+    assert code == 1 and out["error"] == "nothing_pending"
+    assert service.fetch(two["id"]).headers["Content-Type"] == "application/pdf"
+    denied = service.fetch(one["id"])
+    assert denied.status_code == 200 and as_json(denied)["status"] == "denied"
