@@ -49,9 +49,10 @@ def max_document_bytes() -> int:
 
 @bp.before_request
 def _size_limit() -> None:
-    # Flask 3.1: a per-request limit above the application's 1 MiB, for PDFs only; a larger
-    # body is refused with 413 before it is read (werkzeug RequestEntityTooLarge)
-    request.max_content_length = max_document_bytes() + 64 * 1024
+    # Flask 3.1: a per-request limit above the application's 1 MiB, for the PDF upload only (the
+    # device's JSON keeps 1 MiB); a larger body is refused with 413 before it is read
+    if request.endpoint == "signatures.create":
+        request.max_content_length = max_document_bytes() + 64 * 1024
 
 
 # --------------------------------------------------------------------------- the service
