@@ -53,9 +53,12 @@ from signing.inputs import DEFAULT_MAX_SIZE, PdfInfo, check_header, describe
 
 DER = serialization.Encoding.DER
 _STATE_VERSION = 1
-# Bytes reserved for the CMS in /Contents (hex, so twice the DER): signer and CA certificates,
-# signature, and a time-stamp token with the TSA certificate fit in well under half of it.
-_RESERVED = 32 * 1024
+# Room for the CMS in /Contents, as DER octets; the file holds it in hex (twice as many). Beyond
+# the certificates we know at prepare time: the SignerInfo and signature (~1 KB) and, from B-T
+# on, a time-stamp token with the TSA's certificate (~2 KB). Not much more: every validator
+# reads the hex string, and pyHanko reads it a token at a time (64 KiB of hex cost ~50 ms).
+_CMS_OVERHEAD = 2048
+_TIMESTAMP_ALLOWANCE = 3072
 
 
 class Level(enum.StrEnum):
@@ -294,7 +297,10 @@ async def _prepare(
         name=name,
     )
     pdf_signer = signers.PdfSigner(meta, signer=external, new_field_spec=_field_spec(field, visible, info))
-    prepared, _tbs, output = await pdf_signer.async_digest_doc_for_signing(writer, bytes_reserved=_RESERVED)
+    room = _CMS_OVERHEAD + len(cert_der) + sum(len(c.public_bytes(DER)) for c in chain)
+    if level in (Level.B_T, Level.B_LT):
+        room += _TIMESTAMP_ALLOWANCE
+    prepared, _tbs, output = await pdf_signer.async_digest_doc_for_signing(writer, bytes_reserved=2 * room)
     signed_attrs = _signed_attributes(prepared.document_digest, cert_der)
     output.seek(0)
     return Prepared(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.misc import PdfError
-from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
 from pyhanko.sign.validation import DocumentSecurityStore, EmbeddedPdfSignature, async_validate_pdf_signature
 from pyhanko.sign.validation.errors import SignatureValidationError
@@ -35,7 +33,7 @@ from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError,
 
 from pki.certpolicy import POLICY_DOCUMENT_SEAL
 from signing.errors import BrokenPdf
-from signing.inputs import DEFAULT_MAX_SIZE, inspect
+from signing.inputs import DEFAULT_MAX_SIZE, check_header, describe, open_reader
 
 log = logging.getLogger("cityid")
 DER = serialization.Encoding.DER
@@ -88,9 +86,10 @@ def validate(
 ) -> ValidationResult:
     """Validate every signature of ``pdf``. Typed :class:`signing.errors.DocumentError` for an
     input that is not a readable PDF; a PDF without signatures gives an empty, invalid result."""
-    info = inspect(pdf, max_size=max_size)
+    check_header(pdf, max_size=max_size)
+    reader = open_reader(pdf)  # parsed once, for the checks and the validation
+    info = describe(pdf, reader)
     try:
-        reader = PdfFileReader(io.BytesIO(pdf), strict=False)  # signed files may carry repairs
         embedded = list(reader.embedded_regular_signatures)
         dss = DocumentSecurityStore.read_dss(reader) if "/DSS" in reader.root else None
     except (PdfError, KeyError, TypeError, ValueError) as exc:
