@@ -184,24 +184,26 @@ async def _validate_one(
     cert = x509.load_der_x509_certificate(sig.signer_cert.dump())
     ts_time = _timestamp_time(sig)
     moment = ts_time or now
-    unchecked = False
+    unchecked = ""
+    embedded = _has_revocation_data(dss)
     try:
         # embedded revocation data first (offline) ...
-        if _has_revocation_data(dss):
-            status = await _status(sig, roots, dss, moment, False)
-        if online and not (
-            _has_revocation_data(dss) and status.trusted and not status.revoked and status.valid
-        ):
+        status = await _status(sig, roots, dss, moment, False, "hard-fail" if embedded else "soft-fail")
+        if not embedded:
+            unchecked = "no revocation data in the document and no network: revocation not checked"
+        decided = embedded and status.trusted and status.valid and not status.revoked
+        if online and not decided:
             # ... the responders and CRL distribution points only when it did not decide
-            status = await _status(sig, roots, dss, moment, True)
-        elif not online and not _has_revocation_data(dss):
-            # nothing embedded and no network: integrity and chain only, revocation unknown
-            status = await _status(sig, roots, dss, moment, False, "soft-fail")
-            unchecked = True
+            try:
+                status = await _status(sig, roots, dss, moment, True)
+                unchecked = ""
+            except OSError as exc:  # a responder that does not answer (timeout, refused): unknown
+                log.info("validation: revocation fetch failed: %r", exc)
+                unchecked = f"the revocation responder could not be reached ({type(exc).__name__})"
     except (SignatureValidationError, PdfError, ValueError) as exc:
         return _broken(sig, cert, f"{type(exc).__name__}: {exc}"[:300])
     if unchecked:
-        problems.append("no revocation data in the document and no network: revocation not checked")
+        problems.append(unchecked)
     timestamp = None
     tst = status.timestamp_validity
     if tst is not None:
