@@ -224,12 +224,15 @@ def signature_validate(data_dir: Path | None, pdf_file: Path, offline: bool, as_
         _bad_input(as_json, "unreadable_input", f"{pdf_file}: {exc.strerror}")
         raise AssertionError("unreachable") from exc
     with _authority(data_dir) as (session, ca):
+        session.rollback()  # hold no transaction (SQLite: no lock) while responders are asked
 
         def status_now(cert: x509.Certificate) -> bool | None:
             try:
                 return pki.status_of_certificate(session, cert.public_bytes(Encoding.DER)).is_good()
             except pki.PkiError:
                 return None  # not one of ours
+            finally:
+                session.rollback()
 
         try:
             result = validate(pdf, [ca.root_certificate], online=not offline, status_now=status_now)

@@ -42,6 +42,7 @@ class TsaFastPath:
 
     def __init__(self, app: WsgiApp, rt: Runtime, holder: dict[str, pki.CertificateAuthority]) -> None:
         self._app = app
+        self.wrapped = app  # the next application inward (as the other middleware name it)
         self._rt = rt
         self._holder = holder
         self._stamper: TimeStamper | None = None

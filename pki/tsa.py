@@ -79,7 +79,7 @@ class TimeStamper:
         der = tsa.certificate.public_bytes(serialization.Encoding.DER)
         self._cert = asn1_x509.Certificate.load(der)
         # RFC 5816 §2.2.1 / RFC 5035: signing-certificate-v2 with the SHA-256 ESSCertIDv2
-        self._signing_cert_attr = cms.CMSAttribute(
+        signing_cert_attr = cms.CMSAttribute(
             {
                 "type": "signing_certificate_v2",
                 "values": [
@@ -104,14 +104,37 @@ class TimeStamper:
                 ],
             }
         )
-        self._sid = cms.SignerIdentifier(
+        sid = cms.SignerIdentifier(
             {
                 "issuer_and_serial_number": cms.IssuerAndSerialNumber(
                     {"issuer": self._cert.issuer, "serial_number": self._cert.serial_number}
                 )
             }
         )
-        self._tsa_name = asn1_x509.GeneralName({"directory_name": self._cert.subject})
+        tsa_name = asn1_x509.GeneralName({"directory_name": self._cert.subject})
+        # The parts every token shares, kept as DER and loaded (lazily) per token: asn1crypto
+        # re-encodes a value built from Python data on every dump (~10 ms for the ESSCertIDv2
+        # attribute), but copies the bytes of a value it loaded.
+        self._signing_cert_attr_der = signing_cert_attr.dump()
+        self._sid_der = sid.dump()
+        self._tsa_name_der = tsa_name.dump()
+        self._cert_der = der
+        # constant parts as DER, each made by asn1crypto once
+        self._const: dict[str, bytes] = {
+            name: algos.DigestAlgorithm({"algorithm": name}).dump() for name in _DIGEST_SIZES
+        }
+        self._const |= {
+            "policy": core.ObjectIdentifier(policy).dump(),
+            "accuracy": tsp.Accuracy({"seconds": ACCURACY_SECONDS}).dump(),
+            "content_type_attr": cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump(),
+            "sha256_ecdsa": algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump(),
+            "digest_algorithms": cms.DigestAlgorithms(
+                [algos.DigestAlgorithm({"algorithm": "sha256"})]
+            ).dump(),
+            "tst_info": cms.ContentType("tst_info").dump(),
+            "signed_data": cms.ContentType("signed_data").dump(),
+            "certificates": cms.CertificateSet([asn1_x509.Certificate.load(der)]).dump(),
+        }
 
     # -- the protocol --------------------------------------------------------------------
 
@@ -173,26 +196,31 @@ class TimeStamper:
         serial: int,
         now: dt.datetime,
     ) -> cms.ContentInfo:
+        const = self._const
         info: dict[str, object] = {
             "version": "v1",
-            "policy": self.policy,  # RFC 3161 §2.4.2: the TSA's policy
+            "policy": core.ObjectIdentifier.load(const["policy"]),  # RFC 3161 §2.4.2: the TSA's policy
             # RFC 3161 §2.4.2: the same hash algorithm and value as the request's
-            "message_imprint": {"hash_algorithm": {"algorithm": algorithm}, "hashed_message": digest},
+            "message_imprint": tsp.MessageImprint(
+                {"hash_algorithm": algos.DigestAlgorithm.load(const[algorithm]), "hashed_message": digest}
+            ),
             "serial_number": serial,
             "gen_time": now.astimezone(dt.UTC),
-            "accuracy": {"seconds": ACCURACY_SECONDS},
-            "tsa": self._tsa_name,
+            "accuracy": tsp.Accuracy.load(const["accuracy"]),  # RFC 3161 §2.4.2
+            "tsa": asn1_x509.GeneralName.load(self._tsa_name_der),
         }
         if nonce is not None:
             info["nonce"] = nonce  # RFC 3161 §2.4.2: MUST be present if it was in the request
         tst_info = tsp.TSTInfo(info).dump()
+        message_digest = cms.CMSAttribute(
+            {"type": "message_digest", "values": [hashlib.sha256(tst_info).digest()]}
+        )
         signed_attrs = cms.CMSAttributes(
             [
                 # RFC 5652 §11.1 / RFC 3161 §2.4.2: eContentType id-ct-TSTInfo
-                cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}),
-                cms.CMSAttribute({"type": "signing_time", "values": [cms.Time({"utc_time": now})]}),
-                cms.CMSAttribute({"type": "message_digest", "values": [hashlib.sha256(tst_info).digest()]}),
-                self._signing_cert_attr,
+                cms.CMSAttribute.load(const["content_type_attr"]),
+                message_digest,  # RFC 5652 §11.2
+                cms.CMSAttribute.load(self._signing_cert_attr_der),  # RFC 5816 §2.2.1
             ]
         )
         # RFC 5652 §5.4: the signature covers the DER of the attributes as a SET OF
@@ -200,22 +228,32 @@ class TimeStamper:
         signer_info = cms.SignerInfo(
             {
                 "version": "v1",
-                "sid": self._sid,
-                "digest_algorithm": {"algorithm": "sha256"},
+                "sid": cms.SignerIdentifier.load(self._sid_der),
+                "digest_algorithm": algos.DigestAlgorithm.load(const["sha256"]),
                 "signed_attrs": signed_attrs,
-                "signature_algorithm": {"algorithm": "sha256_ecdsa"},
+                "signature_algorithm": algos.SignedDigestAlgorithm.load(const["sha256_ecdsa"]),
                 "signature": signature,
             }
         )
         signed_data: dict[str, object] = {
             "version": "v3",
-            "digest_algorithms": [algos.DigestAlgorithm({"algorithm": "sha256"})],
-            "encap_content_info": {"content_type": "tst_info", "content": core.ParsableOctetString(tst_info)},
-            "signer_infos": [signer_info],
+            "digest_algorithms": cms.DigestAlgorithms.load(const["digest_algorithms"]),
+            "encap_content_info": cms.EncapsulatedContentInfo(
+                {
+                    "content_type": cms.ContentType.load(const["tst_info"]),
+                    "content": core.ParsableOctetString(tst_info),
+                }
+            ),
+            "signer_infos": cms.SignerInfos([signer_info]),
         }
         if cert_req:  # RFC 3161 §2.4.1: certReq TRUE → the TSA's certificate MUST be included
-            signed_data["certificates"] = [self._cert]
-        return cms.ContentInfo({"content_type": "signed_data", "content": cms.SignedData(signed_data)})
+            signed_data["certificates"] = cms.CertificateSet.load(const["certificates"])
+        return cms.ContentInfo(
+            {
+                "content_type": cms.ContentType.load(const["signed_data"]),
+                "content": cms.SignedData(signed_data),
+            }
+        )
 
 
 def new_token_serial() -> int:

@@ -28,13 +28,22 @@ class PdfInfo:
 def inspect(pdf: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> PdfInfo:
     """Raise a :class:`signing.errors.DocumentError` unless ``pdf`` is a readable, unencrypted PDF
     of at most ``max_size`` bytes; otherwise its hash, size, page count and title."""
+    check_header(pdf, max_size=max_size)
+    return describe(pdf, open_reader(pdf))
+
+
+def check_header(pdf: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """The checks before any parsing: empty, too large, no PDF header."""
     if len(pdf) == 0:
         raise EmptyDocument()
     if len(pdf) > max_size:
         raise DocumentTooLarge(f"{len(pdf)} bytes; the limit is {max_size}")
     if b"%PDF-" not in pdf[:_HEADER_WINDOW]:
         raise NotAPdf()
-    reader = open_reader(pdf)
+
+
+def describe(pdf: bytes, reader: PdfFileReader) -> PdfInfo:
+    """The checks on a parsed document (encrypted, page tree) and what is shown of it."""
     if reader.encrypted:  # ISO 32000-1 §7.6: we neither decrypt nor sign encrypted files
         raise EncryptedPdf()
     try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
+import functools
 import io
 import json
 from collections.abc import Sequence
@@ -31,21 +32,33 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.sign import fields, signers
+from pyhanko.sign.general import as_signing_certificate_v2
 from pyhanko.sign.signers.pdf_byterange import PreparedByteRangeDigest
 from pyhanko.sign.signers.pdf_signer import PdfTBSDocument
 from pyhanko.sign.timestamps.api import TimeStamper as PyHankoTimeStamper
 from pyhanko.sign.validation import DocumentSecurityStore
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from signing.errors import BadState, BadVisibleBox, SignatureMismatch, TimeStampFailed, UnknownLevel
-from signing.inputs import DEFAULT_MAX_SIZE, PdfInfo, inspect, open_reader
+from signing.errors import (
+    BadState,
+    BadVisibleBox,
+    BrokenPdf,
+    SignatureMismatch,
+    TimeStampFailed,
+    UnknownLevel,
+)
+from signing.inputs import DEFAULT_MAX_SIZE, PdfInfo, check_header, describe
 
 DER = serialization.Encoding.DER
 _STATE_VERSION = 1
-# Bytes reserved for the CMS in /Contents (hex, so twice the DER): signer and CA certificates,
-# signature, and a time-stamp token with the TSA certificate fit in well under half of it.
-_RESERVED = 32 * 1024
+# Room for the CMS in /Contents, as DER octets; the file holds it in hex (twice as many). Beyond
+# the certificates we know at prepare time: the SignerInfo and signature (~1 KB) and, from B-T
+# on, a time-stamp token with the TSA's certificate (~2 KB). Not much more: every validator
+# reads the hex string, and pyHanko reads it a token at a time (64 KiB of hex cost ~50 ms).
+_CMS_OVERHEAD = 2048
+_TIMESTAMP_ALLOWANCE = 3072
 
 
 class Level(enum.StrEnum):
@@ -180,6 +193,37 @@ def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
     return asn1_x509.Certificate.load(cert.public_bytes(DER))
 
 
+@functools.lru_cache(maxsize=64)
+def _registry(chain: tuple[bytes, ...]) -> SimpleCertificateStore:
+    """The certificates the CMS carries besides the signer's (RFC 5652 §5.1); one per chain
+    (registering a certificate hashes its names: milliseconds in asn1crypto). Not mutated."""
+    return SimpleCertificateStore.from_certs([asn1_x509.Certificate.load(c) for c in chain])  # type: ignore[no-untyped-call,no-any-return]
+
+
+@functools.lru_cache(maxsize=256)
+def _signing_certificate_v2(cert_der: bytes) -> bytes:
+    """The signing-certificate-v2 attribute (RFC 5035, ETSI EN 319 142-1 §5.2.2.2) as DER, made
+    once per certificate by pyHanko (asn1crypto re-encodes it for ~10 ms on every dump)."""
+    value = as_signing_certificate_v2(asn1_x509.Certificate.load(cert_der))
+    return bytes(cms.CMSAttribute({"type": "signing_certificate_v2", "values": [value]}).dump())
+
+
+_CONTENT_TYPE_DATA = cms.CMSAttribute({"type": "content_type", "values": ["data"]}).dump()
+
+
+def _signed_attributes(document_digest: bytes, cert_der: bytes) -> cms.CMSAttributes:
+    """What pyHanko's ``Signer.signed_attrs(use_pades=True)`` makes for PAdES (ETSI EN 319 142-1
+    §5.2: content-type id-data, message-digest, signing-certificate-v2; no signing-time), from
+    parts made once."""
+    return cms.CMSAttributes(
+        [
+            cms.CMSAttribute.load(_CONTENT_TYPE_DATA),  # RFC 5652 §11.1
+            cms.CMSAttribute({"type": "message_digest", "values": [document_digest]}),  # RFC 5652 §11.2
+            cms.CMSAttribute.load(_signing_certificate_v2(cert_der)),
+        ]
+    )
+
+
 def _mechanism(cert: x509.Certificate) -> algos.SignedDigestAlgorithm:
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -213,14 +257,19 @@ def prepare(
 ) -> Prepared:
     """Check ``pdf`` (typed :class:`signing.errors.DocumentError`), add the signature field and
     placeholder, and return the state with the signed attributes to be signed."""
-    info = inspect(pdf, max_size=max_size)
+    check_header(pdf, max_size=max_size)
+    try:
+        writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=True)  # parses the file once
+    except (PdfError, KeyError, TypeError, ValueError, IndexError, AssertionError) as exc:
+        raise BrokenPdf(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+    info = describe(pdf, writer.prev)
     return asyncio.run(
-        _prepare(pdf, info, signer_certificate, chain, level, reason, location, name, field_name, visible)
+        _prepare(writer, info, signer_certificate, chain, level, reason, location, name, field_name, visible)
     )
 
 
 async def _prepare(
-    pdf: bytes,
+    writer: IncrementalPdfFileWriter,
     info: PdfInfo,
     cert: x509.Certificate,
     chain: Sequence[x509.Certificate],
@@ -231,11 +280,11 @@ async def _prepare(
     field_name: str | None,
     visible: Visible | None,
 ) -> Prepared:
-    field = field_name or _free_field_name(pdf)
-    writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=True)
+    field = field_name or _free_field_name(writer)
+    cert_der = cert.public_bytes(DER)
     external = signers.ExternalSigner(
-        signing_cert=_asn1(cert),
-        cert_registry=SimpleCertificateStore.from_certs([_asn1(c) for c in chain]),  # type: ignore[no-untyped-call]
+        signing_cert=asn1_x509.Certificate.load(cert_der),
+        cert_registry=_registry(tuple(c.public_bytes(DER) for c in chain)),
         signature_value=bytes(256),
         signature_mechanism=_mechanism(cert),
     )
@@ -248,8 +297,11 @@ async def _prepare(
         name=name,
     )
     pdf_signer = signers.PdfSigner(meta, signer=external, new_field_spec=_field_spec(field, visible, info))
-    prepared, _tbs, output = await pdf_signer.async_digest_doc_for_signing(writer, bytes_reserved=_RESERVED)
-    signed_attrs = await external.signed_attrs(prepared.document_digest, "sha256", use_pades=True)
+    room = _CMS_OVERHEAD + len(cert_der) + sum(len(c.public_bytes(DER)) for c in chain)
+    if level in (Level.B_T, Level.B_LT):
+        room += _TIMESTAMP_ALLOWANCE
+    prepared, _tbs, output = await pdf_signer.async_digest_doc_for_signing(writer, bytes_reserved=2 * room)
+    signed_attrs = _signed_attributes(prepared.document_digest, cert_der)
     output.seek(0)
     return Prepared(
         pdf=output.read(),
@@ -257,15 +309,15 @@ async def _prepare(
         reserved_region_start=prepared.reserved_region_start,
         reserved_region_end=prepared.reserved_region_end,
         signed_attributes=signed_attrs.dump(),
-        signer_certificate=cert.public_bytes(DER),
+        signer_certificate=cert_der,
         chain=tuple(c.public_bytes(DER) for c in chain),
         level=level,
         document=info,
     )
 
 
-def _free_field_name(pdf: bytes) -> str:
-    existing = {f[0] for f in fields.enumerate_sig_fields(open_reader(pdf), filled_status=None)}
+def _free_field_name(writer: IncrementalPdfFileWriter) -> str:
+    existing = {f[0] for f in fields.enumerate_sig_fields(writer.prev, filled_status=None)}
     n = 1
     while f"Signature{n}" in existing:
         n += 1
@@ -298,8 +350,8 @@ async def _finish(prepared: Prepared, signature: bytes, context: SigningContext)
     cert = x509.load_der_x509_certificate(prepared.signer_certificate)
     chain = [x509.load_der_x509_certificate(c) for c in prepared.chain]
     external = signers.ExternalSigner(
-        signing_cert=_asn1(cert),
-        cert_registry=SimpleCertificateStore.from_certs([_asn1(c) for c in chain]),  # type: ignore[no-untyped-call]
+        signing_cert=asn1_x509.Certificate.load(prepared.signer_certificate),
+        cert_registry=_registry(prepared.chain),
         signature_value=signature,
         signature_mechanism=_mechanism(cert),
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.misc import PdfError
-from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel
 from pyhanko.sign.validation import DocumentSecurityStore, EmbeddedPdfSignature, async_validate_pdf_signature
 from pyhanko.sign.validation.errors import SignatureValidationError
@@ -35,7 +33,7 @@ from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError,
 
 from pki.certpolicy import POLICY_DOCUMENT_SEAL
 from signing.errors import BrokenPdf
-from signing.inputs import DEFAULT_MAX_SIZE, inspect
+from signing.inputs import DEFAULT_MAX_SIZE, check_header, describe, open_reader
 
 log = logging.getLogger("cityid")
 DER = serialization.Encoding.DER
@@ -88,9 +86,10 @@ def validate(
 ) -> ValidationResult:
     """Validate every signature of ``pdf``. Typed :class:`signing.errors.DocumentError` for an
     input that is not a readable PDF; a PDF without signatures gives an empty, invalid result."""
-    info = inspect(pdf, max_size=max_size)
+    check_header(pdf, max_size=max_size)
+    reader = open_reader(pdf)  # parsed once, for the checks and the validation
+    info = describe(pdf, reader)
     try:
-        reader = PdfFileReader(io.BytesIO(pdf), strict=False)  # signed files may carry repairs
         embedded = list(reader.embedded_regular_signatures)
         dss = DocumentSecurityStore.read_dss(reader) if "/DSS" in reader.root else None
     except (PdfError, KeyError, TypeError, ValueError) as exc:
@@ -185,24 +184,26 @@ async def _validate_one(
     cert = x509.load_der_x509_certificate(sig.signer_cert.dump())
     ts_time = _timestamp_time(sig)
     moment = ts_time or now
-    unchecked = False
+    unchecked = ""
+    embedded = _has_revocation_data(dss)
     try:
         # embedded revocation data first (offline) ...
-        if _has_revocation_data(dss):
-            status = await _status(sig, roots, dss, moment, False)
-        if online and not (
-            _has_revocation_data(dss) and status.trusted and not status.revoked and status.valid
-        ):
+        status = await _status(sig, roots, dss, moment, False, "hard-fail" if embedded else "soft-fail")
+        if not embedded:
+            unchecked = "no revocation data in the document and no network: revocation not checked"
+        decided = embedded and status.trusted and status.valid and not status.revoked
+        if online and not decided:
             # ... the responders and CRL distribution points only when it did not decide
-            status = await _status(sig, roots, dss, moment, True)
-        elif not online and not _has_revocation_data(dss):
-            # nothing embedded and no network: integrity and chain only, revocation unknown
-            status = await _status(sig, roots, dss, moment, False, "soft-fail")
-            unchecked = True
+            try:
+                status = await _status(sig, roots, dss, moment, True)
+                unchecked = ""
+            except OSError as exc:  # a responder that does not answer (timeout, refused): unknown
+                log.info("validation: revocation fetch failed: %r", exc)
+                unchecked = f"the revocation responder could not be reached ({type(exc).__name__})"
     except (SignatureValidationError, PdfError, ValueError) as exc:
         return _broken(sig, cert, f"{type(exc).__name__}: {exc}"[:300])
     if unchecked:
-        problems.append("no revocation data in the document and no network: revocation not checked")
+        problems.append(unchecked)
     timestamp = None
     tst = status.timestamp_validity
     if tst is not None:
