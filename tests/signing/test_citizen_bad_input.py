@@ -251,3 +251,20 @@ def test_token_from_a_login_below_substantial_is_refused_rfc9470(world: World) -
     assert any(
         e.reason == "insufficient_user_authentication" for e in world.audit("signature.request", "denied")
     )
+
+
+def test_request_for_a_citizen_whose_device_was_removed_is_refused_403(world: World) -> None:
+    """The service's token outlives the device when it came from another factor (an eID login,
+    a passkey): here the device is revoked without ending bindings. No request is made."""
+    import pki
+    from db import utcnow
+    from smartcard.revoke import revoke_device
+
+    service, _browser, device = signer_setup(world, "erika@example.org")
+    cfg = world.idp.config
+    with world.idp.sessions()() as s:
+        ca = pki.load_ca(s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer)
+        revoke_device(s, ca, device.token.state["device_id"], actor="test", reason="lost", now=utcnow())
+    r = service.post_pdf(make_pdf())
+    assert r.status_code == 403 and as_json(r)["error"] == "no_signing_device", r.text
+    assert request_count(world) == 0
