@@ -35,6 +35,8 @@ VIEW_MODULES = [
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
     "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
+    "idp.views.signatures",  # citizen signatures: service and device API
+    "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
 ]
 LOCALES = ("de", "en")
 

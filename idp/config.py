@@ -152,7 +152,11 @@ class Config:
     eid_connector: str = ""  # "", simulator, saml, oidc
     eid_simulator_enabled: bool = False
     scope_levels: dict[str, str] = field(
-        default_factory=lambda: {"payment": LEVEL_SUBSTANTIAL, "permits:write": LEVEL_SUBSTANTIAL}
+        default_factory=lambda: {
+            "payment": LEVEL_SUBSTANTIAL,
+            "permits:write": LEVEL_SUBSTANTIAL,
+            "sign": LEVEL_SUBSTANTIAL,  # citizen signatures (docs/signing.md)
+        }
     )
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     branding: BrandingConfig = field(default_factory=BrandingConfig)
