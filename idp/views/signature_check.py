@@ -23,8 +23,8 @@ import pki
 import signing
 from db import utcnow
 from idp import browser, uow
-from idp.views.signatures import PDF, _ok, max_document_bytes
-from idp.views.smartcard import ca_in
+from idp.views.signatures import PDF, max_document_bytes
+from idp.views.smartcard import _ok, ca_in
 from signing.validate import SignatureReport, ValidationResult, validate
 
 bp = Blueprint("signature_check", __name__)
