@@ -45,7 +45,7 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
-from idp.oauth import dpop
+from idp.oauth import dpop, errors
 from idp.oauth.subjects import subject_for
 from idp.runtime import runtime
 from smartcard import replay
@@ -820,6 +820,7 @@ class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 def create_server(app: Flask) -> AuthorizationServer:
     cfg = app.extensions["cityid"].config
+    errors.install()  # RFC 6749 §5.2: descriptions built from request values never raise
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.issuer = cfg.issuer
     server.scopes_supported = None

@@ -28,6 +28,7 @@ from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, par
+from idp.oauth.errors import safe_description
 from idp.oauth.server import (
     ALL_AUTH,
     ASSERTION_ALGORITHMS,
@@ -448,6 +449,7 @@ MAX_PUSHED_BYTES = 16 * 1024
 
 
 def _par_error(status: int, error: str, description: str) -> Response:
+    description = safe_description(description)  # RFC 6749 §5.2: it may name a pushed value
     uow.record(
         action="par.refuse",
         outcome="denied",

@@ -1,0 +1,89 @@
+"""Hostile input that reached a 500 once (issue 18): each gets its protocol error instead."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from idp.config import LEVEL_HIGH
+from tests.idp.conftest import PASSWORD, Browser, Idp, pkce_pair, query
+
+REDIRECT = "http://127.0.0.1:9/cb"
+# outside RFC 6749's error_description set (%x20-21 / %x23-5B / %x5D-7E)
+BAD_CHARACTERS = ['"', "\u00fc", "x\t", "\\", "\u202e", "\x7f"]
+
+
+def _authorize(idp: Idp, **params: str) -> requests.Response:
+    return requests.get(f"{idp.url}/authorize", params=params, allow_redirects=False, timeout=10)
+
+
+@pytest.mark.parametrize("bad", BAD_CHARACTERS)
+def test_authorize_error_with_bad_characters_is_400_page_rfc6749_4_1_2_1(idp: Idp, bad: str) -> None:
+    cid, _ = idp.add_client(name="Svc", redirect_uris=[REDIRECT])
+    _, challenge = pkce_pair()
+    base = {"client_id": cid, "scope": "openid", "code_challenge": challenge, "code_challenge_method": "S256"}
+    # an unregistered redirect URI: a page, never a redirect to it (RFC 6749 §4.1.2.1)
+    r = _authorize(idp, **base, response_type="code", redirect_uri=bad)
+    assert r.status_code == 400 and "text/html" in r.headers["Content-Type"], r.text
+    assert "Location" not in r.headers
+    # a bad response_type with a valid redirect URI: redirected there, the description kept in
+    # RFC 6749's character set
+    r = _authorize(idp, **base, response_type=bad, redirect_uri=REDIRECT)
+    assert r.status_code == 302, r.text
+    location = r.headers["Location"]
+    assert location.startswith(REDIRECT + "?")
+    answer = query(location)
+    assert answer["error"] == "unsupported_response_type"
+    assert _in_rfc6749_set(answer.get("error_description", "")), answer
+
+
+@pytest.mark.parametrize("bad", BAD_CHARACTERS)
+def test_par_error_with_bad_characters_is_json_invalid_request_rfc9126_2_3(idp: Idp, bad: str) -> None:
+    cid, _ = idp.add_client(name="App", redirect_uris=[REDIRECT], auth_method="none")
+    _, challenge = pkce_pair()
+    r = requests.post(
+        f"{idp.url}/par",
+        data={
+            "client_id": cid,
+            "response_type": "code",
+            "redirect_uri": bad,
+            "scope": "openid",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        },
+        timeout=10,
+    )
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["error"] == "invalid_request"
+    assert _in_rfc6749_set(body["error_description"]), body
+
+
+def test_client_id_with_a_quote_and_a_minimum_level_is_refused_not_a_500_rfc6749_4_1_2_1(idp: Idp) -> None:
+    # RFC 6749 §A.1: a client_id may hold '"' and '\\'; the refusal names it in its description
+    cid, _ = idp.add_client(
+        name="Quoted", redirect_uris=[REDIRECT], client_id='urn:x:"q"\\', min_level=LEVEL_HIGH
+    )
+    idp.add_user("eve@example.org")
+    browser = Browser(idp)
+    _, challenge = pkce_pair()
+    params = {
+        "client_id": cid,
+        "response_type": "code",
+        "redirect_uri": REDIRECT,
+        "scope": "openid",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    r = browser.follow(browser.get(f"{idp.url}/authorize", params=params))
+    r = browser.login("eve@example.org", PASSWORD, r)
+    assert r.status_code in (302, 303), r.text
+    location = r.headers["Location"]
+    assert location.startswith(REDIRECT + "?")
+    answer = query(location)
+    assert answer["error"] == "unmet_authentication_requirements", answer
+    assert _in_rfc6749_set(answer["error_description"]) and "q" in answer["error_description"], answer
+
+
+def _in_rfc6749_set(text: str) -> bool:
+    return all(0x20 <= ord(c) <= 0x21 or 0x23 <= ord(c) <= 0x5B or 0x5D <= ord(c) <= 0x7E for c in text)
