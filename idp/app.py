@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel
 from flask_babel import gettext as _
 from werkzeug.exceptions import HTTPException
@@ -47,6 +48,21 @@ def select_locale() -> str:
     return request.accept_languages.best_match(LOCALES) or "de"
 
 
+class HostileJSONProvider(DefaultJSONProvider):
+    """The one reader of JSON request bodies (``request.get_json`` everywhere goes through it).
+
+    JSON nested deeper than the interpreter's recursion limit (``[[[[…``, ≈ 1,000 levels) makes
+    ``json.loads`` raise ``RecursionError``, which ``get_json(silent=True)`` does not catch: here
+    it becomes the ``ValueError`` of any other malformed body, so every JSON endpoint answers it
+    as it answers bad JSON (400 ``invalid_request``), never with a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
 def _security_headers(issuer: str) -> Any:
     https = urlsplit(issuer).scheme == "https"
     fixed = [
@@ -83,6 +99,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
+    app.json = HostileJSONProvider(app)
     engine = make_engine(config.db_url)
     if check_schema:
         from db.migrate import check_schema as _check
