@@ -87,3 +87,40 @@ def test_client_id_with_a_quote_and_a_minimum_level_is_refused_not_a_500_rfc6749
 
 def _in_rfc6749_set(text: str) -> bool:
     return all(0x20 <= ord(c) <= 0x21 or 0x23 <= ord(c) <= 0x5B or 0x5D <= ord(c) <= 0x7E for c in text)
+
+
+BIG_FORM = {"x": "a" * (1024 * 1024 + 1)}  # over MAX_CONTENT_LENGTH (1 MiB)
+
+
+@pytest.mark.parametrize("path", ["/login", "/register", "/authorize"])
+def test_body_over_1_mib_gets_the_413_page_not_a_500(idp: Idp, path: str) -> None:
+    r = requests.post(f"{idp.url}{path}", data=BIG_FORM, allow_redirects=False, timeout=30)
+    assert r.status_code == 413, r.text[:500]
+    assert r.headers["Content-Type"].startswith("text/html")
+    assert "Zu viele Daten" in r.text and 'href="/"' in r.text
+    # ui_locales in the query still picks the language (OIDC Core §3.1.2.1)
+    r = requests.post(f"{idp.url}{path}?ui_locales=en", data=BIG_FORM, allow_redirects=False, timeout=30)
+    assert r.status_code == 413 and "Too much data" in r.text, r.text[:500]
+
+
+def test_body_over_1_mib_at_an_unknown_path_gets_the_404_page_not_a_500(idp: Idp) -> None:
+    r = requests.post(f"{idp.url}/no-such-page?ui_locales=en", data=BIG_FORM, timeout=30)
+    assert r.status_code == 404 and "Page not found" in r.text, r.text[:500]
+
+
+def test_body_over_1_mib_at_a_form_page_offers_the_way_back_to_the_form(idp: Idp) -> None:
+    r = requests.post(f"{idp.url}/login?ui_locales=en", data=BIG_FORM, allow_redirects=False, timeout=30)
+    assert r.status_code == 413
+    assert 'href="/login"' in r.text and "Back to the form" in r.text
+    r = requests.post(f"{idp.url}/register", data=BIG_FORM, allow_redirects=False, timeout=30)
+    assert 'href="/register"' in r.text and "Zurück zum Formular" in r.text
+
+
+@pytest.mark.parametrize("path", ["/par", "/api/smartcard/approve", "/token"])
+def test_body_over_1_mib_at_an_api_is_a_json_413(idp: Idp, path: str) -> None:
+    big = {"data": BIG_FORM} if path != "/api/smartcard/approve" else {"json": BIG_FORM}
+    r = requests.post(f"{idp.url}{path}", **big, allow_redirects=False, timeout=30)  # type: ignore[arg-type]
+    assert r.status_code == 413, r.text[:500]
+    body = r.json()
+    assert body["error"] == "invalid_request" and set(body) == {"error", "error_description"}
+    assert _in_rfc6749_set(body["error_description"])
