@@ -46,7 +46,7 @@ from idp.models import (
     SeenJti,
 )
 from idp.oauth import dpop, errors
-from idp.oauth.subjects import subject_for
+from idp.oauth.subjects import machine_subject, subject_for
 from idp.runtime import runtime
 from smartcard import replay
 
@@ -497,6 +497,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         extra: dict[str, Any] = {}
         if isinstance(user, Principal):
             extra["gid"] = user.grant.id
+        elif user is None:  # RFC 9068 §5: a machine's sub is never a citizen's (idp.oauth.subjects)
+            extra["sub"] = machine_subject(client.get_client_id())
         proof = _dpop_proof()
         if proof is not None:
             extra["cnf"] = {"jkt": proof.jkt}  # RFC 9449 §6.1
