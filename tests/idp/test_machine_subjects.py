@@ -32,9 +32,8 @@ def _machine_token_claims(idp: Idp, cid: str, secret: str | None) -> dict[str, o
     jwks = KeySet.import_key_set(requests.get(f"{idp.url}/jwks.json", timeout=10).json())
     claims: dict[str, object] = jwt.decode(r.json()["access_token"], jwks).claims
     # what introspection tells a resource server is the same subject (RFC 7662 §2.2)
-    r = requests.post(
-        f"{idp.url}/introspect", auth=(cid, secret or ""), data={"token": r.json()["access_token"]}, timeout=10
-    )
+    token = r.json()["access_token"]
+    r = requests.post(f"{idp.url}/introspect", auth=(cid, secret or ""), data={"token": token}, timeout=10)
     assert r.status_code == 200 and r.json()["sub"] == claims["sub"], r.text
     return claims
 
