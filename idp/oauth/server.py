@@ -16,6 +16,7 @@ from typing import Any, cast
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -811,6 +812,16 @@ def with_dpop_nonce(resp: Any) -> Any:
     return resp
 
 
+def client_secret_basic(query_client: Callable[[str], Any], request: Any) -> Any:
+    """Authlib's ``client_secret_basic``, with credentials that are no base64 of UTF-8 (a byte
+    over 0x7F in the header, RFC 7617 §2) taken as no credentials: ``invalid_client`` (RFC 6749
+    §5.2) where Authlib raised ``ValueError`` (a 500) at every endpoint that authenticates."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+
+
 class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     issuer = ""  # set by create_server
 
@@ -831,6 +842,7 @@ def create_server(app: Flask) -> AuthorizationServer:
     )
     generator.expires_generator = lambda client, grant_type: cfg.access_token_lifetime_seconds
     server.register_token_generator("default", generator)
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
     server.register_client_auth_method(
         "private_key_jwt",
         PrivateKeyJwt(issuer=cfg.issuer, issuer_audience_only=cfg.client_assertion_issuer_audience_only),

@@ -476,7 +476,9 @@ def pushed_authorization_request() -> Any:
         client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
     except OAuth2Error as err:
         resp = _par_error(401, err.error, err.description or "client authentication failed")
-        if request.authorization is not None:  # RFC 6749 §5.2: the scheme the client used
+        # RFC 6749 §5.2: in the scheme the client used (the header's first word: werkzeug's
+        # request.authorization raises on credentials that are no base64)
+        if request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic":
             resp.headers["WWW-Authenticate"] = f'Basic error="{err.error}"'
         return resp
     form = request.form

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 
@@ -124,3 +126,26 @@ def test_body_over_1_mib_at_an_api_is_a_json_413(idp: Idp, path: str) -> None:
     body = r.json()
     assert body["error"] == "invalid_request" and set(body) == {"error", "error_description"}
     assert _in_rfc6749_set(body["error_description"])
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Basic \xfc",
+        b"Basic " + base64.b64encode(b"\xff\xfe:secret"),
+        b"Basic " + base64.b64encode(b"x:\xff"),
+    ],
+    ids=["non-ascii", "id-not-utf8", "secret-not-utf8"],
+)
+@pytest.mark.parametrize("path", ["/par", "/introspect", "/revoke", "/token"])
+def test_malformed_basic_credentials_are_invalid_client_not_a_500_rfc6749_2_3_1(
+    idp: Idp, path: str, authorization: bytes
+) -> None:
+    r = requests.post(
+        f"{idp.url}{path}",
+        data={"token": "x", "grant_type": "client_credentials"},
+        headers={"Authorization": authorization},  # type: ignore[dict-item]
+        timeout=10,
+    )
+    assert r.status_code in (400, 401), r.text[:300]
+    assert r.json()["error"] in ("invalid_client", "invalid_request"), r.text
