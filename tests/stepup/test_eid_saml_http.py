@@ -27,6 +27,7 @@ HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 def saml(idp_factory: Any, tmp_path: Path) -> tuple[Idp, TestIdp]:
     d = tmp_path / "saml"
     d.mkdir()
+    upstream = TestIdp(d)  # keys and the IdP's metadata: cityid checks them at start
     idp: Idp = idp_factory(
         eid_connector="saml",
         eid=EidConfig(
@@ -38,7 +39,7 @@ def saml(idp_factory: Any, tmp_path: Path) -> tuple[Idp, TestIdp]:
         ),
     )
     # The IdP knows this cityid's entity id and ACS (its URL has the live server's port).
-    upstream = TestIdp(d, sp_entity=f"{idp.url}/login/eid/saml", acs_url=f"{idp.url}/login/eid/callback")
+    upstream.serve_sp(f"{idp.url}/login/eid/saml", f"{idp.url}/login/eid/callback")
     return idp, upstream
 
 
