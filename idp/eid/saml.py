@@ -29,6 +29,7 @@ from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.extension import algsupport
 from saml2.metadata import entity_descriptor
+from saml2.s_utils import UnknownSystemEntity, UnsupportedBinding
 from saml2.sigver import DecryptError, MissingKey, SignatureError
 from saml2.xmldsig import DIGEST_SHA256, DIGEST_SHA512, SIG_RSA_SHA256, SIG_RSA_SHA512
 
@@ -542,12 +543,12 @@ def sp_metadata(s: SamlSettings) -> str:
 def _sso_endpoint(client: Saml2Client, idp_entity_id: str) -> tuple[str, str]:
     """(binding, location) of the IdP's SingleSignOnService: HTTP-POST, else HTTP-Redirect
     (SAML Profiles §4.1.2: the AuthnRequest may go by either)."""
+    try:
+        by_binding = client.metadata.service(idp_entity_id, "idpsso_descriptor", "single_sign_on_service")
+    except (UnsupportedBinding, UnknownSystemEntity):  # no SingleSignOnService at all
+        by_binding = {}
     for binding in SSO_BINDINGS:
-        try:
-            services = client.metadata.single_sign_on_service(idp_entity_id, binding) or []
-        except Exception:  # pysaml2: an entity without an IDPSSODescriptor  # noqa: BLE001
-            services = []
-        for service in services:
+        for service in (by_binding or {}).get(binding, []):
             location = str(service.get("location", ""))
             if location.startswith(("https://", "http://")):
                 return binding, location
