@@ -8,7 +8,7 @@ import html
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
@@ -204,3 +204,23 @@ def test_the_login_page_offers_no_id_card_without_a_connector(idp: Idp) -> None:
     b = Browser(idp)
     page = b.follow(b.get(f"{idp.url}/login"))
     assert page.status_code == 200 and "/login/eid" not in page.text
+
+
+def test_the_card_link_on_the_login_page_carries_only_the_client_id(saml: tuple[Idp, TestIdp]) -> None:
+    """Query parameters are not handed to url_for (its _external, _scheme, _anchor would build
+    another link, or fail): the link is /login/eid with the pending client's id at most."""
+    idp, _upstream = saml
+    b = Browser(idp)
+    for query in (
+        "_external=1&_scheme=javascript",
+        "_anchor=x&client_id=demo",
+        "_method=POST",
+        "client_id=%22%3E%3Cscript%3E",
+    ):
+        page = b.get(f"{idp.url}/login?{query}")
+        assert page.status_code == 200, (query, page.status_code)
+        link = EID_LINK.search(page.text)
+        assert link, page.text
+        href = html.unescape(link.group(1))
+        assert urlsplit(href).path == "/login/eid" and set(parse_qs(urlsplit(href).query)) <= {"client_id"}
+        assert 'href="javascript' not in page.text and "<script>" not in page.text
