@@ -170,7 +170,8 @@ class SimpleSamlPhp:
             if self.sso_bindings
             else ""
         )
-        # The IdP: signs assertions (RSA-SHA256), encrypts them (AES-256-GCM, the key by RSA-OAEP),
+        # The IdP: signs assertions (RSA-SHA256), encrypts them (to the SP metadata's encryption
+        # certificate: AES-128-CBC, the key by RSA-OAEP, fixed in SimpleSAMLphp 1.19),
         # checks the AuthnRequest's signature, names attributes in the URI format, says level high.
         (d / "metadata" / "saml20-idp-hosted.php").write_text(
             "<?php\n"
@@ -183,7 +184,6 @@ class SimpleSamlPhp:
             "  'saml20.sign.assertion' => true,\n"
             "  'saml20.sign.response' => false,\n"
             "  'assertion.encryption' => true,\n"
-            "  'sharedkey_algorithm' => 'http://www.w3.org/2009/xmlenc11#aes256-gcm',\n"
             "  'validate.authnrequest' => true,\n"
             "  'attributes.NameFormat' => 'urn:oasis:names:tc:SAML:2.0:attrname-format:uri',\n"
             f"{bindings}"

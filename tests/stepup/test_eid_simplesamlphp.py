@@ -6,6 +6,7 @@ jar) goes through both over HTTP to a level-high session."""
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Iterator
@@ -94,8 +95,13 @@ def _with_card(b: Browser, ssp: SimpleSamlPhp, page: Any, user: str) -> Any:
         assert action and "SAMLRequest" in form
         answer = ssp.log_in(b.http, html.unescape(action.group(1)), user, form=form)
     assert answer["action"] == f"{b.idp.url}/login/eid/callback", answer["action"]  # from our metadata
-    posted = {"SAMLResponse": answer["SAMLResponse"], "RelayState": answer["RelayState"]}
-    return b.follow(b.post(answer["action"], posted))
+    raw = base64.b64decode(answer["SAMLResponse"]).decode()
+    # SimpleSAMLphp signed and encrypted the assertion: AES-128-CBC (1.19 uses it for every
+    # certificate-encrypted assertion), the key by RSA-OAEP to the certificate in our metadata.
+    assert "EncryptedAssertion" in raw and "xmlenc#aes128-cbc" in raw and "rsa-oaep-mgf1p" in raw
+    assert "Mustermann" not in raw and "bpk2-" not in raw
+    b.last_answer = {"SAMLResponse": answer["SAMLResponse"], "RelayState": answer["RelayState"]}  # type: ignore[attr-defined]
+    return b.follow(b.post(answer["action"], b.last_answer))  # type: ignore[attr-defined]
 
 
 def _count(idp: Idp, model: Any) -> int:
@@ -132,6 +138,9 @@ def _link_then_card_alone(idp: Idp, ssp: SimpleSamlPhp) -> None:
     assert linked.status_code == 200 and urlsplit(linked.url).path == "/account", linked.text[:800]
     assert _count(idp, EidLink) == 1
     assert f"saml: high from {ssp.entity_id}" in _audit(idp, "eid.verify", "success")
+    # The same answer again (a replayed POST): refused, nothing changes.
+    assert anna.post(f"{idp.url}/login/eid/callback", anna.last_answer).status_code == 400  # type: ignore[attr-defined]
+    assert _count(idp, EidLink) == 1 and _audit(idp, "eid.verify", "denied")
     assert _attributes(idp, anna_id) == {
         "given_name": ("Erika", Level.HIGH, ssp.entity_id),
         "family_name": ("Mustermann", Level.HIGH, ssp.entity_id),
