@@ -224,3 +224,22 @@ def test_the_card_link_on_the_login_page_carries_only_the_client_id(saml: tuple[
         href = html.unescape(link.group(1))
         assert urlsplit(href).path == "/login/eid" and set(parse_qs(urlsplit(href).query)) <= {"client_id"}
         assert 'href="javascript' not in page.text and "<script>" not in page.text
+
+
+def test_an_idp_metadata_file_broken_while_running_refuses_eid_login_without_a_server_error(
+    saml: tuple[Idp, TestIdp],
+) -> None:
+    """The file is read again when it changes; a broken one fails closed (503, audited) and a
+    fixed one works again, without a restart."""
+    idp, upstream = saml
+    path = Path(upstream.settings.idp_metadata_file)
+    good = path.read_text()
+    b = Browser(idp)
+    page = b.follow(b.get(f"{idp.url}/login/eid"))  # the connector is built, the file read
+    path.write_text(good[: len(good) // 3])  # then the admin's copy goes wrong
+    refused = post_form(b, page, {"eid": "start"})
+    assert refused.status_code == 503, refused.text
+    assert any(r.startswith("metadata_unusable") for r in _audit(idp, "eid.start", "denied"))
+    path.write_text(good + "\n")
+    _request, posted = _through_upstream(Browser(idp), upstream)
+    assert posted["SAMLResponse"]
