@@ -289,12 +289,14 @@ def eid_problem(cfg: Config) -> str | None:
             return f"[eid.saml_attribute_names] {theirs!r} is given to two attributes"
         if theirs == pseudonym:
             return f"[eid.saml_attribute_names] {ours} = {theirs!r} is the pseudonym attribute"
+    if (problem := saml.key_pair_problem(e.saml_sp_key_file, e.saml_sp_cert_file)) is not None:
+        return f"[eid] saml_sp_key_file / saml_sp_cert_file: {problem}"
     try:
         saml.load_client(saml.settings_from_config(cfg))
     except saml.MetadataUnusable as exc:
         return f"[eid] saml_idp_metadata_file: {exc.detail}"
-    except Exception as exc:  # a key or certificate pysaml2 cannot read  # noqa: BLE001
-        return f"[eid] the SAML SP key or certificate cannot be used: {exc}"
+    except Exception as exc:  # e.g. no xmlsec1  # noqa: BLE001
+        return f"[eid] the SAML connector cannot be set up: {exc}"
     return None
 
 

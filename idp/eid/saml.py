@@ -24,6 +24,9 @@ from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as safe_et  # type: ignore[import-untyped]  # no stubs (pyproject not ours)
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, ExtensionElement, class_name, md, saml, samlp
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
@@ -487,6 +490,22 @@ def settings_from_config(cfg: Any) -> SamlSettings:
         attribute_trust=e.saml_attribute_trust,
         xmlsec_binary=e.saml_xmlsec_binary,
     )
+
+
+def key_pair_problem(key_file: str, cert_file: str) -> str | None:
+    """Why the SP's key and certificate cannot be used together, or None: the IdP checks our
+    AuthnRequest signatures and encrypts to the certificate in our metadata (SAML Metadata
+    §2.4.1.1), so a certificate of another key would fail every login."""
+    try:
+        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        return f"not an unencrypted PEM private key and a PEM certificate ({exc})"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return "the key must be RSA (xmldsig rsa-sha256 signatures, RSA-OAEP key transport)"
+    if cert.public_key() != key.public_key():
+        return "the certificate is not the key's"
+    return None
 
 
 def load_client(s: SamlSettings) -> Saml2Client:

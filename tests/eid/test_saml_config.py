@@ -138,3 +138,16 @@ def test_environment_variables_set_the_attribute_names(
     assert cfg.eid.saml_attribute_names == {"given_name": "urn:x:given", "family_name": "urn:x:family"}
     assert cfg.eid.saml_attribute_trust == "assertion"
     assert serve_problem(cfg) is None
+
+
+def test_an_sp_certificate_of_another_key_stops_serve(tmp_path: Path, upstream: TestIdp) -> None:
+    """The IdP would refuse every signed AuthnRequest and encrypt to a key cityid lacks."""
+    from tests.eid.saml_idp import make_key_pair
+
+    _other_key, other_cert = make_key_pair(tmp_path, "other")
+    Path(upstream.settings.sp_cert_file).write_text(Path(other_cert).read_text())
+    found = serve_problem(load_config(_dir(tmp_path, _saml_toml(upstream))))
+    assert found is not None and "not the key's" in found, found
+    Path(upstream.settings.sp_key_file).write_text("not a key")
+    found = serve_problem(load_config(_dir(tmp_path, _saml_toml(upstream))))
+    assert found is not None and "PEM private key" in found, found
