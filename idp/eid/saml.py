@@ -170,7 +170,6 @@ class SamlConnector:
         self._metadata_version = _file_version(settings.idp_metadata_file)
         self._client = load_client(settings)  # raises MetadataUnusable: refused at start
         self._broken_version: tuple[int, int, int] | None = None
-        self._sp_metadata = sp_metadata(settings)
         self._levels_by_context = {ref: level for level, ref in settings.authn_contexts.items()}
         self._attributes_by_saml_name = {v: k for k, v in settings.attribute_names.items()}
 
@@ -201,12 +200,6 @@ class SamlConnector:
             self._client, self._metadata_version = client, version
             log.info("eID SAML: IdP metadata reloaded from %s", self._s.idp_metadata_file)
             return client
-
-    def sp_metadata(self) -> str:
-        """This SP's metadata (SAML Metadata §2.4.4): entity ID, signing and encryption
-        certificates, the ACS with its HTTP-POST binding, signed requests and assertions.
-        Independent of the IdP's metadata (it is served even while that is unusable)."""
-        return self._sp_metadata
 
     # ---------------------------------------------------------------- start
 

@@ -349,14 +349,17 @@ def start() -> Any:
 
 @bp.get("/eid/saml/metadata")
 def saml_metadata() -> Any:
-    """This SAML SP's metadata for the eID service's administrators (SAML Metadata §2.4.4;
-    SAML Metadata Interoperability: the entity ID's well-known location is up to the IdP)."""
-    conn = connector()
-    sp_metadata = getattr(conn, "sp_metadata", None)
-    if conn is None or conn.name != "saml" or sp_metadata is None:
+    """This SAML SP's metadata for the eID service's operators (SAML Metadata §2.4.4). Made
+    from cityid's own settings only: it is served even while the IdP's metadata is unusable."""
+    if configured_kind() != "saml":
         return _problem(404, _("Page not found"), _("This page does not exist."))
+    cache = current_app.extensions.setdefault("cityid_eid", {})
+    if "sp_metadata" not in cache:
+        from idp.eid.saml import settings_from_config, sp_metadata
+
+        cache["sp_metadata"] = sp_metadata(settings_from_config(runtime().config))
     # SAML Metadata §4.1.1: the media type application/samlmetadata+xml.
-    return current_app.response_class(sp_metadata(), mimetype="application/samlmetadata+xml")
+    return current_app.response_class(cache["sp_metadata"], mimetype="application/samlmetadata+xml")
 
 
 @bp.get("/login/eid/simulator")

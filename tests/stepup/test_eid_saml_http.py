@@ -240,6 +240,7 @@ def test_an_idp_metadata_file_broken_while_running_refuses_eid_login_without_a_s
     refused = post_form(b, page, {"eid": "start"})
     assert refused.status_code == 503, refused.text
     assert any(r.startswith("metadata_unusable") for r in _audit(idp, "eid.start", "denied"))
+    assert requests.get(f"{idp.url}/eid/saml/metadata", timeout=10).status_code == 200  # ours still
     path.write_text(good + "\n")
     _request, posted = _through_upstream(Browser(idp), upstream)
     assert posted["SAMLResponse"]
