@@ -215,3 +215,26 @@ def test_simplesamlphp_an_unlinked_card_reaches_no_account(
     assert refused.status_code == 403
     assert _count(idp, Account) == accounts and _count(idp, EidLink) == 0
     assert _audit(idp, "login.eid", "denied") == ["no usable account linked to this eID"]
+
+
+def test_simplesamlphp_checks_the_authnrequest_signature_with_the_published_certificate(
+    idp_factory: Any, tmp_path: Path, ssp: SimpleSamlPhp
+) -> None:
+    """SimpleSAMLphp really verifies cityid's query-string signature (SAML Bindings §3.4.4.1)
+    with the certificate from cityid's SP metadata: with another certificate there, it refuses."""
+    idp = _cityid_with(idp_factory, tmp_path, ssp)
+    published = ssp.sp_metadata_file.read_text()
+    _key, other = make_key_pair(tmp_path, "someone-else")
+    other_b64 = "".join(line for line in Path(other).read_text().splitlines() if "-----" not in line)
+    ours = re.search(r"<ns2:X509Certificate>([^<]+)</ns2:X509Certificate>", published)
+    assert ours
+    ssp.trust_sp(published.replace(ours.group(1), other_b64))
+    b = Browser(idp)
+    sent = post_form(b, b.follow(b.get(f"{idp.url}/login/eid")), {"eid": "start"})
+    assert sent.status_code in (302, 303)
+    at_idp = b.http.get(sent.headers["Location"], timeout=30)
+    assert 'name="password"' not in at_idp.text
+    assert "unable to validate signature on query string" in ssp.log().lower(), ssp.log()
+    ssp.trust_sp(published)  # the right certificate again: the login form appears
+    sent = post_form(b, b.follow(b.get(f"{idp.url}/login/eid")), {"eid": "start"})
+    assert 'name="password"' in b.http.get(sent.headers["Location"], timeout=30).text
