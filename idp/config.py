@@ -278,8 +278,8 @@ def eid_problem(cfg: Config) -> str | None:
         return f"[eid] saml_pseudonym_attribute = {pseudonym!r}: the SAML attribute Name is needed"
     names = saml.attribute_names(e.saml_attribute_names)
     for ours, theirs in e.saml_attribute_names.items():
-        if ours not in saml.DEFAULT_ATTRIBUTES:
-            known = ", ".join(saml.DEFAULT_ATTRIBUTES)
+        if ours not in saml.KNOWN_ATTRIBUTES:
+            known = ", ".join(saml.KNOWN_ATTRIBUTES)
             return f"[eid.saml_attribute_names] {ours!r} is not an attribute cityid knows ({known})"
         if not theirs.strip() or theirs != theirs.strip():
             return f"[eid.saml_attribute_names] {ours} = {theirs!r}: the SAML attribute Name is needed"

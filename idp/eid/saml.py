@@ -107,6 +107,9 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
     }
 )
 BPK2 = "urn:oid:1.3.6.1.4.1.25484.494450.3"  # BundID service-specific pseudonym (bPK2)
+# Names cityid knows; those without a default SAML name are asked for under their own name
+# until an admin maps them (saml_attribute_names).
+KNOWN_ATTRIBUTES = (*DEFAULT_ATTRIBUTES, "nationality")
 
 # How much an attribute is trusted (ARCHITECTURE.md: attributes kept with source and level):
 # "attribute": each attribute carries its own level in the AKDB TrustLevel XML attribute

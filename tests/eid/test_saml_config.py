@@ -40,7 +40,8 @@ def test_a_complete_saml_configuration_serves(tmp_path: Path, upstream: TestIdp)
         'saml_attribute_trust = "assertion"\n'
         'saml_pseudonym_attribute = "http://eidas.europa.eu/attributes/naturalperson/PersonIdentifier"\n'
         "[eid.saml_attribute_names]\n"
-        'given_name = "http://eidas.europa.eu/attributes/naturalperson/CurrentGivenName"\n',
+        'given_name = "http://eidas.europa.eu/attributes/naturalperson/CurrentGivenName"\n'
+        'nationality = "http://eidas.europa.eu/attributes/naturalperson/Nationality"\n',
     )
     cfg = load_config(_dir(tmp_path, toml))
     assert serve_problem(cfg) is None
@@ -51,6 +52,7 @@ def test_a_complete_saml_configuration_serves(tmp_path: Path, upstream: TestIdp)
     assert s.pseudonym_attribute.endswith("PersonIdentifier")
     assert s.attribute_names["given_name"].endswith("CurrentGivenName")
     assert s.attribute_names["family_name"] == "urn:oid:2.5.4.4"  # the defaults stay
+    assert s.attribute_names["nationality"].endswith("/Nationality")  # known, no default name
 
 
 @pytest.mark.parametrize(
