@@ -22,8 +22,6 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -297,13 +295,3 @@ def _hidden(page: str) -> dict[str, str]:
         if name:
             out[html.unescape(name.group(1))] = html.unescape(value.group(1)) if value else ""
     return out
-
-
-@contextmanager
-def simplesamlphp(directory: Path, **kw: Any) -> Iterator[SimpleSamlPhp]:
-    ssp = SimpleSamlPhp(directory, **kw)
-    ssp.start()
-    try:
-        yield ssp
-    finally:
-        ssp.stop()
