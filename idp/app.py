@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
 from idp import browser, cors, retry, uow
-from idp.config import Config, issuer_problem
+from idp.config import Config, eid_problem, issuer_problem
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
@@ -123,7 +123,7 @@ def _security_headers(issuer: str, media: str = "") -> Any:
 
 
 def create_app(config: Config, *, check_schema: bool = True, demo: bool = False) -> Flask:
-    problem = issuer_problem(config.issuer)
+    problem = issuer_problem(config.issuer) or eid_problem(config)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
