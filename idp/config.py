@@ -408,6 +408,7 @@ def eid_problem(cfg: Config) -> str | None:
         if not path or not Path(path).is_file():
             return f"[eid] {name} = {path!r} is not a readable file"
     from idp.eid import saml  # pysaml2 only where SAML is configured
+    from idp.eid.errors import MetadataUnusable
 
     pseudonym = e.saml_pseudonym_attribute
     if not pseudonym.strip() or pseudonym != pseudonym.strip():
@@ -429,7 +430,7 @@ def eid_problem(cfg: Config) -> str | None:
         return f"[eid] saml_sp_key_file / saml_sp_cert_file: {problem}"
     try:
         saml.load_client(saml.settings_from_config(cfg))
-    except saml.MetadataUnusable as exc:
+    except MetadataUnusable as exc:
         return f"[eid] saml_idp_metadata_file: {exc.detail}"
     except Exception as exc:  # e.g. no xmlsec1  # noqa: BLE001
         return f"[eid] the SAML connector cannot be set up: {exc}"

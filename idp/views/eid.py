@@ -593,10 +593,11 @@ def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
     return redirect(target)
 
 
+def _eid_login() -> dict[str, Any]:
+    # The login page offers the ID card alone (docs/levels.md) where a connector is usable.
+    return {"eid_login_available": configured_kind() is not None}
+
+
 def init_app(app: Any, srv: Any) -> None:
     _register_hooks()
-
-    @app.context_processor
-    def _eid_login() -> dict[str, Any]:
-        # The login page offers the ID card alone (docs/levels.md) where a connector is usable.
-        return {"eid_login_available": configured_kind() is not None}
+    app.context_processor(_eid_login)
