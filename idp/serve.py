@@ -29,7 +29,7 @@ log = logging.getLogger("cityid")
 KEEP_AFTER_USE = dt.timedelta(days=1)
 
 
-def purge_expired(session: Any, now: Any) -> None:
+def purge_expired(session: Any, now: Any, *, insights_retention_months: int = 25) -> None:
     """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
     assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges;
     a day after their end: e-mail links (a change of address holds the new address), codes,
@@ -37,6 +37,7 @@ def purge_expired(session: Any, now: Any) -> None:
     from sqlalchemy import delete
 
     from idp import throttle
+    from idp.insights import funnel, store
     from idp.models import (
         AuthorizationCode,
         EmailToken,
@@ -52,6 +53,8 @@ def purge_expired(session: Any, now: Any) -> None:
     from smartcard import challenges
     from smartcard.models import SeenProof
 
+    # a login flow that stops is counted abandoned at its last step once its session expires
+    funnel.count_expired(session, now)
     cutoff = now - KEEP_AFTER_USE
     session.execute(delete(EmailToken).where(EmailToken.expires_at <= cutoff))
     session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at <= cutoff))
@@ -68,6 +71,7 @@ def purge_expired(session: Any, now: Any) -> None:
     citizen_requests.purge(session, now)  # documents to sign: 15 minutes at most (issue 13)
     par.purge(session, now)
     throttle.purge(session, now)
+    store.purge(session, now, insights_retention_months)  # counters past their retention
 
 
 def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
@@ -88,7 +92,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             ticks += 1
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
-                    purge_expired(s, utcnow())
+                    purge_expired(s, utcnow(), insights_retention_months=rt.config.insights.retention_months)
                 with app.app_context():  # erasure hooks of other packages may load the CA
                     purge_unconfirmed(
                         rt.sessions, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import audit, transaction
 from idp import audit_spool
+from idp.insights import funnel
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -57,6 +58,8 @@ def _run_after_commit() -> None:
 def _write_audit(session: Session) -> None:
     for kw in g.get("_audit", []):
         audit.record(session, **kw)
+    # the login funnel's counters (idp.insights): written like the audit, whatever the outcome
+    funnel.write_queued(session)
 
 
 def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
@@ -75,7 +78,7 @@ def abandon() -> None:
     """Drop this request's unit of work without writing anything: it is about to run again
     (idp.retry), and the repeat records what it does."""
     session: Session | None = g.pop("_db", None)
-    for key in ("_audit", "_on_failure", "_after_commit"):
+    for key in ("_audit", "_on_failure", "_after_commit", "_insights_counts"):
         g.pop(key, None)
     if session is not None:
         with contextlib.suppress(Exception):  # its connection is gone
@@ -108,10 +111,11 @@ def finish(ok: bool) -> None:
                         session.rollback()  # ends the failed transaction before the connection is reused
                     raise
                 g.pop("_audit", None)
+                funnel.drop_queued()
             else:
                 session.rollback()
         if not ok or session is None:
-            pending = g.get("_audit") or g.get("_on_failure")
+            pending = g.get("_audit") or g.get("_on_failure") or funnel.queued()
             if pending:
                 try:
                     with transaction(runtime().sessions) as s:
@@ -124,8 +128,10 @@ def finish(ok: bool) -> None:
                     if g.get("_audit"):
                         audit_spool.spool(runtime().config.data_dir, g._audit, repr(exc))
                     g.pop("_audit", None)
+                    funnel.drop_queued()  # statistics are not worth a spool
                     raise
                 g.pop("_audit", None)
+                funnel.drop_queued()
     finally:
         if session is not None:
             session.close()

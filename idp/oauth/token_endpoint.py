@@ -24,6 +24,7 @@ from werkzeug.wrappers import Request
 
 from db import utcnow
 from idp import cors, retry, uow
+from idp.insights import funnel
 from idp.oauth import dpop, mtls
 from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
 from idp.runtime import runtime
@@ -106,6 +107,10 @@ def token_response(req: Request, srv: Any) -> Response:
     if resp.status_code >= 400:
         body = resp.get_json(silent=True) or {}
         _refusal(req, f"{body.get('error')}: {body.get('error_description', '')}")
+    else:  # counted with the tokens, in their transaction (idp.insights: no who, only how many)
+        funnel.token_issued(
+            service=g.get("authenticated_client_id") or "", grant_type=str(req.form.get("grant_type", ""))
+        )
     return resp
 
 
