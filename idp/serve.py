@@ -79,6 +79,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     thread: idp.mail.Courier)."""
     from db import transaction, utcnow
     from idp import audit_spool
+    from idp.insights.report import roll_up
     from idp.oauth.backchannel import deliver_due
     from idp.privacy import purge_unconfirmed
 
@@ -93,6 +94,8 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
                     purge_expired(s, utcnow(), insights_retention_months=rt.config.insights.retention_months)
+                with transaction(rt.sessions) as s:  # completed days of the funnel counters
+                    roll_up(s, utcnow())
                 with app.app_context():  # erasure hooks of other packages may load the CA
                     purge_unconfirmed(
                         rt.sessions, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow()
@@ -213,6 +216,14 @@ def run(
     default because the TLS proxy in front logs every request anyway, and the line costs about a
     third of the OCSP responder's throughput (measured: 6,000 vs 4,000 responses/s on one core).
     Security decisions are in the audit log either way."""
+    if cfg.insights.metrics:
+        from idp.insights import metrics
+
+        # before any worker imports prometheus_client: its multiprocess mode (one truth per
+        # serve process, whatever worker a scrape reaches)
+        metrics.prepare_multiprocess(cfg)
+        if cfg.insights.metrics_bind:  # /metrics on its own address, never on the public bind
+            metrics.start_listener(cfg, cfg.insights.metrics_bind)
     if server == "granian":
         _run_granian(cfg, bind=bind, workers=workers, threads=threads, demo=demo, access_log=access_log)
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Base
@@ -44,3 +44,49 @@ class FunnelCount(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_insights_funnel_service_hour", "service", "hour"),)
+
+
+# The dashboard's and the export's dimensions: the daily roll-up keeps these (language and
+# platform stay in the hourly rows only).
+DAILY_DIMENSIONS = ("day", "service", "step", "outcome", "level_asked", "level_reached", "method")
+
+
+class FunnelDaily(Base):
+    """Completed days of :class:`FunnelCount`, summed (``report.roll_up``): 25 months of a
+    hundred services are then about 760 rows per service and combination, not 18,000."""
+
+    __tablename__ = "insights_funnel_daily"
+
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    service: Mapped[str] = mapped_column(String(64), primary_key=True)
+    step: Mapped[str] = mapped_column(String(20), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    level_asked: Mapped[str] = mapped_column(String(12), primary_key=True)
+    level_reached: Mapped[str] = mapped_column(String(12), primary_key=True)
+    method: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (Index("ix_insights_daily_service_day", "service", "day"),)
+
+
+class RollupState(Base):
+    """One row: the first day not yet rolled up (days before it are in FunnelDaily). Locked
+    while rolling up, so that workers and instances take turns."""
+
+    __tablename__ = "insights_rollup_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rolled_until: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+
+
+class FunnelTotal(Base):
+    """Running totals of the rolled-up days (never lowered by the retention purge): the
+    Prometheus counters read these plus the hours not yet rolled up, a few hundred rows."""
+
+    __tablename__ = "insights_funnel_total"
+
+    step: Mapped[str] = mapped_column(String(20), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    level_reached: Mapped[str] = mapped_column(String(12), primary_key=True)
+    method: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -15,7 +15,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from idp.insights.models import DIMENSIONS, FunnelCount
+from idp.insights.models import DIMENSIONS, FunnelCount, FunnelTotal
 
 
 class Key(NamedTuple):
@@ -67,3 +67,22 @@ def purge(session: Session, now: dt.datetime, retention_months: int) -> int:
     cutoff = hour_of(now) - dt.timedelta(days=round(retention_months * 30.437))
     res = session.execute(delete(FunnelCount).where(FunnelCount.hour < cutoff))
     return int(getattr(res, "rowcount", 0) or 0)
+
+
+def add_totals(session: Session, counts: Mapping[tuple[str, str, str, str], int]) -> None:
+    """Add to the running totals (step, outcome, level_reached, method) -> n."""
+    if not counts:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt: Any = postgresql.insert(FunnelTotal) if dialect == "postgresql" else sqlite.insert(FunnelTotal)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["step", "outcome", "level_reached", "method"],
+        set_={"count": FunnelTotal.count + stmt.excluded["count"]},
+    )
+    session.execute(
+        stmt,
+        [
+            {"step": s, "outcome": o, "level_reached": r, "method": m, "count": n}
+            for (s, o, r, m), n in counts.items()
+        ],
+    )

@@ -43,8 +43,51 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_insights_funnel_service_hour", "insights_funnel_hourly", ["service", "hour"])
+    op.create_table(
+        "insights_funnel_daily",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("service", sa.String(length=64), nullable=False),
+        sa.Column("step", sa.String(length=20), nullable=False),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("level_asked", sa.String(length=12), nullable=False),
+        sa.Column("level_reached", sa.String(length=12), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "day",
+            "service",
+            "step",
+            "outcome",
+            "level_asked",
+            "level_reached",
+            "method",
+            name=op.f("pk_insights_funnel_daily"),
+        ),
+    )
+    op.create_index("ix_insights_daily_service_day", "insights_funnel_daily", ["service", "day"])
+    op.create_table(
+        "insights_funnel_total",
+        sa.Column("step", sa.String(length=20), nullable=False),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("level_reached", sa.String(length=12), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "step", "outcome", "level_reached", "method", name=op.f("pk_insights_funnel_total")
+        ),
+    )
+    op.create_table(
+        "insights_rollup_state",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("rolled_until", sa.Date(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_insights_rollup_state")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("insights_rollup_state")
+    op.drop_table("insights_funnel_total")
+    op.drop_index("ix_insights_daily_service_day", table_name="insights_funnel_daily")
+    op.drop_table("insights_funnel_daily")
     op.drop_index("ix_insights_funnel_service_hour", table_name="insights_funnel_hourly")
     op.drop_table("insights_funnel_hourly")
