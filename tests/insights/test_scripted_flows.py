@@ -16,6 +16,7 @@ from db import transaction, utcnow
 from idp.insights import report
 from idp.models import LoginSession
 from idp.serve import purge_expired
+from tests.idp.conftest import Browser
 from tests.insights.conftest import (
     METRICS_TOKEN,
     PASSWORD,
@@ -25,7 +26,6 @@ from tests.insights.conftest import (
     write_toml,
     wrong_password,
 )
-from tests.idp.conftest import Browser
 
 N_LOW = 3  # successful low logins (one with a wrong password first)
 M_EID = 2  # step-ups to high abandoned at the eID step
