@@ -311,14 +311,14 @@ def exposition(sessions: sessionmaker[Session], cfg: Config) -> tuple[bytes, str
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(sessions))  # type: ignore[arg-type]
+    registry.register(DatabaseCollector(sessions))
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
         from prometheus_client import multiprocess
 
-        multiprocess.MultiProcessCollector(registry, path=directory)
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     else:
-        registry.register(_InProcessCollector())  # type: ignore[arg-type]
+        registry.register(_InProcessCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -75,3 +75,19 @@ def test_metrics_on_their_own_address_are_absent_on_the_public_bind(idp_factory:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_grafana_dashboard_is_valid_json_over_metrics_cityid_serves(pair: Pair) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    board = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "cityid.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    used = {re.sub(r"_bucket$", "", m) for e in exprs for m in re.findall(r"cityid_[a-z_]+", e)}
+    text = _scrape(pair.a.url).text
+    served = set(re.findall(r"^# TYPE (cityid_[a-z_]+) ", text, re.M))
+    served |= {n + "_total" for n in served}
+    missing = used - served - {"cityid_ocsp_responses_total"}  # only once an OCSP request came
+    assert not missing, missing
+    assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
