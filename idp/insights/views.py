@@ -127,9 +127,9 @@ def dashboard() -> Any:
     rng, error = _range()
     started = time.perf_counter()
     board = report.dashboard(uow.db(), rng)
-    services = [s for s, _n in board.logins_per_service]
-    if rng.service and rng.service not in services:
-        services.append(rng.service)
+    services = {s for s, _n in board.logins_per_service} | {f.service for f in board.funnels}
+    if rng.service:
+        services.add(rng.service)
     uow.record(
         action="insights.view",
         outcome="success",
@@ -138,6 +138,7 @@ def dashboard() -> Any:
         reason=f"{rng.since}..{rng.until} {rng.service or 'all'}",
     )
     days = [(d.isoformat(), n) for d, n in board.logins_per_day]
+    names = _service_names(sorted(services))
     return render_template(
         "insights/dashboard.html",
         board=board,
@@ -145,13 +146,28 @@ def dashboard() -> Any:
         error=error,
         services=sorted(services),
         chart_days=render.column_chart(days),
-        chart_services=render.bar_chart(list(board.logins_per_service[:20])),
+        names=names,
+        chart_services=render.bar_chart([(names.get(s, s), n) for s, n in board.logins_per_service[:20]]),
         chart_methods=render.bar_chart(list(board.methods)),
         chart_devices=render.bar_chart(list(board.devices_by_platform)),
         k=runtime().config.insights.min_count,
         download=urlencode({"since": rng.since.isoformat(), "until": rng.until.isoformat()}),
         took_ms=round((time.perf_counter() - started) * 1000),
     )
+
+
+def _service_names(client_ids: list[str]) -> dict[str, str]:
+    """The services' names (the counters know only their client_id)."""
+    from sqlalchemy import select
+
+    from idp.models import Client
+
+    if not client_ids:
+        return {}
+    rows = uow.db().execute(
+        select(Client.client_id, Client.name).where(Client.client_id.in_(client_ids[:500]))
+    )
+    return {cid: name for cid, name in rows.all()}
 
 
 @bp.get("/insights/export.<fmt>")

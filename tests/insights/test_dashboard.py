@@ -61,7 +61,7 @@ def test_analyst_at_low_is_stepped_up_and_sees_the_scripted_counts(pair: Pair) -
     )
     html = page.text
     cid = pair.rp.client_id
-    assert _cell(html, cid) == str(N_LOW)  # logins per service
+    assert _cell(html, "Bürgeramt") == str(N_LOW)  # logins per service, by the service's name
     assert _cell(html, "password") == str(N_LOW)  # methods
     assert _cell(html, "request / accepted") == str(N_LOW + M_EID + K_REFUSED)
     assert _cell(html, "consent / shown") == str(N_LOW + K_REFUSED)
