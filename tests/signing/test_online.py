@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,20 @@ def test_pdfsig_trusts_a_seal_checking_ocsp_online(live: Live, tmp_path: Path) -
         ["pdfsig", "-nssdir", nss_db(tmp_path, pem), str(dst)], capture_output=True, text=True, timeout=60
     )
     assert "Certificate Validation: Certificate is Trusted." in done.stdout, done.stdout + done.stderr
+
+
+def test_a_b_t_seal_revoked_afterwards_validates_online_as_made_before_the_revocation(
+    live: Live, tmp_path: Path
+) -> None:
+    code, out = _cli(live, "seal", "init", "--json")
+    serial = json.loads(out)["serial"]
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    src.write_bytes(make_pdf(1))
+    assert _cli(live, "seal", "sign", str(src), "--out", str(dst), "--level", "B-T")[0] == 0
+    # revocation times are whole seconds (RFC 5280 §5.1.2.6, rounded down): revoke a second later
+    time.sleep(1.1)
+    assert _cli(live, "cert", "revoke", serial, "--reason", "keyCompromise")[0] == 0
+    code, out = _cli(live, "signature", "validate", str(dst), "--json")  # OCSP now says revoked (later)
+    assert code == 0, out
+    (sig,) = json.loads(out)["signatures"]
+    assert sig["valid_then"] is True and sig["valid_now"] is False
