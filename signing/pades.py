@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import algos, cms
+from asn1crypto import crl as asn1_crl
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -364,12 +366,8 @@ async def _finish(prepared: Prepared, signature: bytes, context: SigningContext)
         signed_data = await external.async_sign_prescribed_attributes(
             "sha256", signed_attrs=cms.CMSAttributes.load(prepared.signed_attributes), timestamper=stamper
         )
-    except TimeStampFailed:
-        raise
-    except Exception as exc:  # pyHanko wraps a TSA refusal in its own errors
-        if stamper is not None and "imestamp" in f"{type(exc).__name__}{exc}":
-            raise TimeStampFailed(str(exc)[:200]) from exc
-        raise
+    except OSError as exc:  # TimestampRequestError (refused, reply not matching) or unreachable TSA
+        raise TimeStampFailed(str(exc)[:200]) from exc
     output = io.BytesIO(prepared.pdf)
     digest = PreparedByteRangeDigest(
         prepared.document_digest, prepared.reserved_region_start, prepared.reserved_region_end
@@ -408,19 +406,7 @@ def _add_dss(
         output,
         sig_contents=None,
         certs=[asn1_x509.Certificate.load(c) for c in data.certificates],
-        ocsps=[_ocsp(o) for o in data.ocsp_responses],
-        crls=[asn1_crl(c) for c in data.crls],
+        ocsps=[asn1_ocsp.OCSPResponse.load(o) for o in data.ocsp_responses],
+        crls=[asn1_crl.CertificateList.load(c) for c in data.crls],
         force_write=True,
     )
-
-
-def _ocsp(der: bytes) -> object:
-    from asn1crypto import ocsp
-
-    return ocsp.OCSPResponse.load(der)
-
-
-def asn1_crl(der: bytes) -> object:
-    from asn1crypto import crl
-
-    return crl.CertificateList.load(der)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -218,7 +217,7 @@ async def _validate_one(
         problems.append("the certificate does not chain to the trusted root")
     if status.revoked:
         problems.append("the certificate was revoked at the signing time")
-    valid_now = _valid_now(cert, sig, roots, dss, online, status_now)
+    valid_now = await _valid_now(cert, sig, roots, dss, online, status_now)
     return SignatureReport(
         field_name=str(sig.field_name),
         signer=_signer_name(cert),
@@ -258,7 +257,7 @@ def _level(status: PdfSignatureStatus, dss: DocumentSecurityStore | None) -> str
     return "B-T"
 
 
-def _valid_now(
+async def _valid_now(
     cert: x509.Certificate,
     sig: EmbeddedPdfSignature,
     roots: list[asn1_x509.Certificate],
@@ -270,33 +269,23 @@ def _valid_now(
         return status_now(cert)
     if not online:
         return None
-    context = _context(roots, dss, moment=None, online=True, other_certs=sig.other_embedded_certs)
-    context = ValidationContext(  # now: no embedded (old) revocation data, only what is fetched
+    if cert.not_valid_after_utc < dt.datetime.now(dt.UTC):
+        return False  # RFC 5280 §6.1.3 (a)(2)
+    embedded_certs = list(dss.load_certs()) if dss is not None else []
+    context = ValidationContext(  # now: not the embedded (old) revocation data, only what is fetched
         trust_roots=roots,
-        other_certs=[*context.certificate_registry, *sig.other_embedded_certs],
+        other_certs=[*embedded_certs, *sig.other_embedded_certs],
         allow_fetching=True,
         revocation_mode="hard-fail",
     )
     validator = CertificateValidator(sig.signer_cert, validation_context=context)
     try:
-        return _run_validator(validator)
-    except RevokedError:
+        await validator.async_validate_usage(set())  # type: ignore[no-untyped-call]
+        return True
+    except (RevokedError, PathBuildingError):
         return False
-    except PathBuildingError:
-        return False
-    except PathValidationError as exc:
-        if "expired" in str(exc).lower():
-            return False
-        return None  # no responder reachable: unknown
-
-
-def _run_validator(validator: CertificateValidator) -> bool:
-    import concurrent.futures
-
-    # we are inside asyncio.run(): run the validator's own loop in a helper thread
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(lambda: asyncio.run(validator.async_validate_usage(set()))).result()  # type: ignore[no-untyped-call]
-    return True
+    except (PathValidationError, OSError):
+        return None  # no responder reachable, or no decision: unknown
 
 
 def _broken(sig: EmbeddedPdfSignature, cert: x509.Certificate, problem: str) -> SignatureReport:
@@ -342,7 +331,3 @@ def _kind(cert: x509.Certificate) -> str:
     return (
         "seal" if any(p.policy_identifier.dotted_string.endswith(suffix) for p in policies) else "signature"
     )
-
-
-def document_sha256(pdf: bytes) -> str:
-    return hashlib.sha256(pdf).hexdigest()
