@@ -47,6 +47,7 @@ from signing.errors import (
     BadState,
     BadVisibleBox,
     BrokenPdf,
+    RevocationDataMissing,
     SignatureMismatch,
     TimeStampFailed,
     UnknownLevel,
@@ -400,7 +401,7 @@ def _add_dss(
     """ETSI EN 319 142-1 §5.4.2: the DSS with the certificates, OCSP responses and CRLs that
     validating the signer's and the TSA's certificates needs (one incremental update)."""
     if context.revocation is None:
-        raise TimeStampFailed("B-LT needs a revocation source")
+        raise RevocationDataMissing("B-LT needs a revocation source")
     data = context.revocation.collect([cert, *_tsa_certificates(signed_data), *chain])
     DocumentSecurityStore.add_dss(
         output,
