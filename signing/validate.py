@@ -205,11 +205,13 @@ async def _validate_one(
         problems.append(unchecked)
     timestamp = None
     tst = status.timestamp_validity
-    if tst is not None:
-        if tst.intact and tst.valid and tst.trusted:
-            timestamp = tst.timestamp
-        else:
-            problems.append("the signature time-stamp does not validate")
+    if tst is not None and tst.intact and tst.valid and tst.trusted:
+        timestamp = tst.timestamp
+    elif ts_time is not None:
+        # the certificate was judged at the time the token claims: without a valid token that
+        # time is the signer's word only (ETSI EN 319 102-1 §5.6.2.1), so "valid then" is unproven
+        problems.append("the signature time-stamp does not validate")
+        unchecked = unchecked or "the signing time is not proven"
     changed = _changed_after(status)
     if changed:
         problems.append("the document was changed after signing")

@@ -103,3 +103,23 @@ def test_a_visible_seal_sits_on_the_page_asked_for(city: City) -> None:
     widgets = [a.get_object() for a in page["/Annots"]]
     assert [[int(v) for v in w["/Rect"]] for w in widgets] == [[50, 60, 250, 140]]
     assert validate(sealed, [city.ca.root_certificate], online=False).signatures[0].intact
+
+
+def test_a_broken_time_stamp_does_not_vouch_for_the_signing_time(city: City) -> None:
+    # the certificate is judged at the time-stamp's time; a token whose signature does not
+    # verify must not set that time (else any time could be claimed)
+    sealed = _seal(city, make_pdf(1), Level.B_LT)
+    signature = PdfFileReader(io.BytesIO(sealed)).embedded_signatures[0]
+    (token,) = [
+        a["values"][0]
+        for a in signature.signer_info["unsigned_attrs"]
+        if a["type"].native == "signature_time_stamp_token"
+    ]
+    token_signature = token["content"]["signer_infos"][0]["signature"].native.hex().encode()
+    at = sealed.lower().index(token_signature) + 20  # in /Contents: outside the signed byte range
+    flipped = b"0" if sealed[at : at + 1] != b"0" else b"1"
+    tampered = sealed[:at] + flipped + sealed[at + 1 :]
+    (report,) = validate(tampered, [city.ca.root_certificate], online=False).signatures
+    assert report.intact  # the document's bytes are untouched
+    assert report.timestamp is None and not report.valid_then and not report.ok
+    assert "the signature time-stamp does not validate" in report.problems
