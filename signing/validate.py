@@ -171,6 +171,20 @@ async def _status(
     return await async_validate_pdf_signature(sig, signer_validation_context=context)
 
 
+async def _chains_offline(
+    sig: EmbeddedPdfSignature,
+    roots: list[asn1_x509.Certificate],
+    dss: DocumentSecurityStore | None,
+    moment: dt.datetime | None,
+    status: PdfSignatureStatus,
+    embedded: bool,
+) -> bool:
+    """Whether the signer's certificate chains to a trust root with the certificates at hand."""
+    if not embedded:
+        return bool(status.trusted)  # that status was made with revocation soft-failing
+    return bool((await _status(sig, roots, dss, moment, False, "soft-fail")).trusted)
+
+
 async def _validate_one(
     sig: EmbeddedPdfSignature,
     dss: DocumentSecurityStore | None,
@@ -191,8 +205,10 @@ async def _validate_one(
         if not embedded:
             unchecked = "no revocation data in the document and no network: revocation not checked"
         decided = embedded and status.trusted and status.valid and not status.revoked
-        if online and not decided:
-            # ... the responders and CRL distribution points only when it did not decide
+        if online and not decided and await _chains_offline(sig, roots, dss, moment, status, embedded):
+            # ... the responders and CRL distribution points only when it did not decide, and
+            # only for a path to our root built from what the file carries: URLs in certificates
+            # that do not chain to it are never fetched (the upload may come from anyone)
             try:
                 status = await _status(sig, roots, dss, moment, True)
                 unchecked = ""
@@ -219,7 +235,7 @@ async def _validate_one(
         problems.append("the certificate does not chain to the trusted root")
     if status.revoked:
         problems.append("the certificate was revoked at the signing time")
-    valid_now = await _valid_now(cert, sig, roots, dss, online, status_now)
+    valid_now = await _valid_now(cert, sig, roots, dss, online, status_now) if status.trusted else False
     return SignatureReport(
         field_name=str(sig.field_name),
         signer=_signer_name(cert),
