@@ -31,12 +31,13 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, RevokedError
 
 from pki.certpolicy import POLICY_DOCUMENT_SEAL
-from signing.errors import BrokenPdf
+from signing.errors import BrokenPdf, TooManySignatures
 from signing.inputs import DEFAULT_MAX_SIZE, check_header, describe, open_reader
 
 log = logging.getLogger("cityid")
 DER = serialization.Encoding.DER
 
+MAX_SIGNATURES = 20
 StatusNow = Callable[[x509.Certificate], "bool | None"]
 
 
@@ -90,6 +91,8 @@ def validate(
     info = describe(pdf, reader)
     try:
         embedded = list(reader.embedded_regular_signatures)
+        if len(embedded) > MAX_SIGNATURES:  # each costs path validations: bound the work an upload buys
+            raise TooManySignatures(f"{len(embedded)} signatures; at most {MAX_SIGNATURES} are validated")
         dss = DocumentSecurityStore.read_dss(reader) if "/DSS" in reader.root else None
     except (PdfError, KeyError, TypeError, ValueError) as exc:
         raise BrokenPdf(f"{type(exc).__name__}") from exc

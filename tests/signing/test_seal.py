@@ -12,6 +12,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
 
 import pki
+import signing
 from db.audit import AuditEvent
 from signing import Level, Visible
 from signing.seal import SealNotValid, seal_documents
@@ -123,3 +124,17 @@ def test_a_broken_time_stamp_does_not_vouch_for_the_signing_time(city: City) -> 
     assert report.intact  # the document's bytes are untouched
     assert report.timestamp is None and not report.valid_then and not report.ok
     assert "the signature time-stamp does not validate" in report.problems
+
+
+def test_validation_refuses_more_signatures_than_the_limit(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signing.validate as validation
+
+    pdf = make_pdf(1)
+    for _ in range(3):
+        pdf = _seal(city, pdf, Level.B_B)
+    assert len(validate(pdf, [city.ca.root_certificate], online=False).signatures) == 3
+    monkeypatch.setattr(validation, "MAX_SIGNATURES", 2)
+    with pytest.raises(signing.TooManySignatures):
+        validate(pdf, [city.ca.root_certificate], online=False)
