@@ -8,8 +8,9 @@ an exception. ``stamp(digest)`` is the in-process path ``signing/`` uses.
 
 ASN.1: requests are decoded and tokens encoded with cryptography's declarative ASN.1
 (``pki/tsa_asn1.py``, ~0.2 ms a token); the constant parts and rejections are built by asn1crypto
-(its ``tsp`` and ``cms`` modules). The signature by the key store's signer (ECDSA P-256, SHA-256). Serial numbers are 128 random bits (RFC 3161 §2.4.2: unique for each
-token of this TSA, across every worker, with no shared state).
+(its ``tsp`` and ``cms`` modules). The signature by the key store's signer (ECDSA P-256, SHA-256).
+Serial numbers are 128 random bits (RFC 3161 §2.4.2: unique for each token of this TSA, across
+every worker, with no shared state).
 """
 
 from __future__ import annotations
