@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Date, and_, func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from idp.insights.models import FunnelCount, FunnelDaily, FunnelTotal, RollupState
+from idp.insights.models import FunnelCount, FunnelDaily, FunnelMonthly, FunnelTotal, RollupState
 
 # The funnel as the dashboard shows it: (step, outcome, label) in order.
 FUNNEL_STEPS: tuple[tuple[str, str], ...] = (
@@ -136,10 +136,29 @@ def roll_up(session: Session, now: dt.datetime, max_days: int = ROLLUP_DAYS_PER_
             )
         )
         _add_totals(session, day)
+        if (day + dt.timedelta(days=1)).day == 1:  # the month is complete: its monthly rows
+            _roll_month(session, _month_floor(day), day + dt.timedelta(days=1))
         day += dt.timedelta(days=1)
         done += 1
     state.rolled_until = day
     return done
+
+
+def _roll_month(session: Session, first: dt.date, end: dt.date) -> None:
+    """Sum the daily rows of [first, end) into the monthly rows of ``first``."""
+    d = FunnelDaily
+    cols = (d.service, d.step, d.outcome, d.level_asked, d.level_reached, d.method)
+    session.query(FunnelMonthly).filter(FunnelMonthly.month == first).delete(synchronize_session=False)
+    summed = (
+        select(literal(first, Date()).label("month"), *cols, func.sum(d.count))
+        .where(d.day >= first, d.day < end)
+        .group_by(*cols)
+    )
+    session.execute(
+        insert(FunnelMonthly).from_select(
+            ["month", "service", "step", "outcome", "level_asked", "level_reached", "method", "count"], summed
+        )
+    )
 
 
 def _add_totals(session: Session, day: dt.date) -> None:
@@ -189,30 +208,60 @@ def totals(session: Session) -> dict[tuple[str, str, str, str], int]:
 # --------------------------------------------------------------------------- reading
 
 
+def _month_floor(d: dt.date) -> dt.date:
+    return d.replace(day=1)
+
+
+def _month_ceil(d: dt.date) -> dt.date:
+    if d.day == 1:
+        return d
+    return (d.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+
+
+def _part(
+    table: Any, time_col: Any, lo: Any, hi: Any, rng: Range, group: Sequence[str], where: list[Any]
+) -> Any:
+    conds = [time_col >= lo, time_col < hi]
+    if rng.service:
+        conds.append(table.service == rng.service)
+    conds += [getattr(table, c.key) == v for c, v in where]
+    cols = [(time_col if g == "day" else getattr(table, g)).label(g) for g in group]
+    return select(*cols, table.count.label("n")).where(and_(*conds))
+
+
 def _cells(session: Session, rng: Range, group: Sequence[str], where: Iterable[Any] = ()) -> list[Any]:
     """Sum of counts over ``rng`` grouped by ``group`` (names of the daily dimensions; ``day``
-    allowed), from the daily roll-up and the hourly rows after it."""
+    allowed): whole months from the monthly roll-up (when ``day`` is not asked for), other
+    rolled-up days from the daily one, the rest from the hourly rows."""
     where = list(where)
     boundary = rolled_until(session) or rng.since
     daily_until = min(rng.until + dt.timedelta(days=1), max(boundary, rng.since))
     parts = []
     if daily_until > rng.since:
-        d = FunnelDaily
-        conds = [d.day >= rng.since, d.day < daily_until]
-        if rng.service:
-            conds.append(d.service == rng.service)
-        conds += [getattr(d, c.key) == v for c, v in where]
-        cols = [(d.day if g == "day" else getattr(d, g)).label(g) for g in group]
-        parts.append(select(*cols, d.count.label("n")).where(and_(*conds)))
+        months = (_month_ceil(rng.since), _month_floor(daily_until))
+        if "day" not in group and months[0] < months[1]:
+            m = FunnelMonthly
+            parts.append(_part(m, m.month, months[0], months[1], rng, group, where))
+            spans = [(rng.since, months[0]), (months[1], daily_until)]
+        else:
+            spans = [(rng.since, daily_until)]
+        for lo, hi in spans:
+            if lo < hi:
+                parts.append(_part(FunnelDaily, FunnelDaily.day, lo, hi, rng, group, where))
     hourly_from = max(rng.since, daily_until)
     if hourly_from <= rng.until:
         h = FunnelCount
-        conds = [h.hour >= _day_start(hourly_from), h.hour < _day_start(rng.until + dt.timedelta(days=1))]
-        if rng.service:
-            conds.append(h.service == rng.service)
-        conds += [getattr(h, c.key) == v for c, v in where]
-        cols = [(h.hour if g == "day" else getattr(h, g)).label(g) for g in group]
-        parts.append(select(*cols, h.count.label("n")).where(and_(*conds)))
+        parts.append(
+            _part(
+                h,
+                h.hour,
+                _day_start(hourly_from),
+                _day_start(rng.until + dt.timedelta(days=1)),
+                rng,
+                group,
+                where,
+            )
+        )
     # each part summed in the database, the (few) groups merged here: a date and a timestamp
     # column are not put into one UNION (PostgreSQL would shift the dates by the session's zone)
     merged: dict[tuple[Any, ...], int] = defaultdict(int)

@@ -14,6 +14,7 @@ from idp.insights.store import Key
 INSIGHTS_TABLES = (
     "insights_funnel_hourly",
     "insights_funnel_daily",
+    "insights_funnel_monthly",
     "insights_funnel_total",
     "insights_rollup_state",
 )
@@ -33,6 +34,7 @@ ALLOWED = {
     "count",
     "id",
     "rolled_until",
+    "month",
 }
 IDENTIFYING = (
     "account",

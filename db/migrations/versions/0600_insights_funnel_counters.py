@@ -65,6 +65,29 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_insights_daily_service_day", "insights_funnel_daily", ["service", "day"])
+    op.create_index("ix_insights_daily_step_day", "insights_funnel_daily", ["step", "outcome", "day"])
+    op.create_table(
+        "insights_funnel_monthly",
+        sa.Column("month", sa.Date(), nullable=False),
+        sa.Column("service", sa.String(length=64), nullable=False),
+        sa.Column("step", sa.String(length=20), nullable=False),
+        sa.Column("outcome", sa.String(length=20), nullable=False),
+        sa.Column("level_asked", sa.String(length=12), nullable=False),
+        sa.Column("level_reached", sa.String(length=12), nullable=False),
+        sa.Column("method", sa.String(length=20), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "month",
+            "service",
+            "step",
+            "outcome",
+            "level_asked",
+            "level_reached",
+            "method",
+            name=op.f("pk_insights_funnel_monthly"),
+        ),
+    )
+    op.create_index("ix_insights_monthly_service_month", "insights_funnel_monthly", ["service", "month"])
     op.create_table(
         "insights_funnel_total",
         sa.Column("step", sa.String(length=20), nullable=False),
@@ -87,6 +110,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("insights_rollup_state")
     op.drop_table("insights_funnel_total")
+    op.drop_index("ix_insights_monthly_service_month", table_name="insights_funnel_monthly")
+    op.drop_table("insights_funnel_monthly")
+    op.drop_index("ix_insights_daily_step_day", table_name="insights_funnel_daily")
     op.drop_index("ix_insights_daily_service_day", table_name="insights_funnel_daily")
     op.drop_table("insights_funnel_daily")
     op.drop_index("ix_insights_funnel_service_hour", table_name="insights_funnel_hourly")
