@@ -80,3 +80,29 @@ def test_ranges_over_monthly_daily_and_hourly_rows_equal_the_hourly_sums(session
             truth = _truth(sessions, since, until, service)
             assert got == truth, (since, until, service)
             assert sum(n for _d, n in per_day) == truth.get(("code", "issued"), 0)
+
+
+def test_retention_purge_deletes_counters_older_than_the_configured_months(db_url: str) -> None:
+    from idp.serve import purge_expired
+
+    engine = make_engine(db_url)
+    factory = make_session_factory(engine)
+    now = dt.datetime(2028, 6, 15, 12, tzinfo=dt.UTC)
+    old, kept = now - dt.timedelta(days=26 * 30.5), now - dt.timedelta(days=24 * 30.5)
+    with transaction(factory) as s:
+        store.add(
+            s,
+            {
+                Key(store.hour_of(old), "svc", "code", "issued"): 5,
+                Key(store.hour_of(kept), "svc", "code", "issued"): 7,
+            },
+        )
+    with transaction(factory) as s:
+        purge_expired(s, now)  # the default: 25 months
+    with factory() as s:
+        assert s.execute(select(func.sum(FunnelCount.count))).scalar() == 7
+    with transaction(factory) as s:
+        purge_expired(s, now, insights_retention_months=12)
+    with factory() as s:
+        assert s.execute(select(func.count()).select_from(FunnelCount)).scalar() == 0
+    engine.dispose()
