@@ -197,14 +197,14 @@ def _page_renderer(url: str, tmp: Path) -> Any:
     views._guard = lambda: None  # type: ignore[assignment]
     views.browser.current_account = lambda: type("Staff", (), {"id": "bench"})()  # type: ignore[assignment]
 
-    def render(rng: Any) -> float:
+    def render(rng: Any) -> tuple[float, float]:
         q = f"/insights?since={rng.since}&until={rng.until}" + (
             f"&service={rng.service}" if rng.service else ""
         )
         with app.test_request_context(q):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             html = views.dashboard()
-            took = (time.perf_counter() - t) * 1000
+            took = ((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)
             assert "<table" in html
             uow.abandon()
         return took
@@ -251,18 +251,20 @@ def dashboard_latency(months: int, services: int, postgres: str | None, repeat: 
         out: dict[str, Any] = {}
         page = _page_renderer(url, tmp)
         for name, rng in views.items():
-            times = []
+            times, cpu = [], []
             for _ in range(repeat):
                 with sessions() as s:
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     board = report.dashboard(s, rng)
                     times.append((time.perf_counter() - t) * 1000)
-            views_ms = [page(rng) for _ in range(repeat)]
+                    cpu.append((time.process_time() - c) * 1000)
+            pages = [page(rng) for _ in range(repeat)]
             out[name] = {
                 "figures_median_ms": round(statistics.median(times), 1),
-                "figures_max_ms": round(max(times), 1),
-                "page_median_ms": round(statistics.median(views_ms), 1),
-                "page_max_ms": round(max(views_ms), 1),
+                "figures_cpu_median_ms": round(statistics.median(cpu), 1),
+                "page_median_ms": round(statistics.median(p[0] for p in pages), 1),
+                "page_max_ms": round(max(p[0] for p in pages), 1),
+                "page_cpu_median_ms": round(statistics.median(p[1] for p in pages), 1),
                 "logins": board.logins,
             }
         return {
@@ -275,6 +277,7 @@ def dashboard_latency(months: int, services: int, postgres: str | None, repeat: 
             "rollup_s": round(rollup_s, 1),
             "views": out,
             "target_ms": 300,
+            "note": "wall time on a machine shared with other jobs; cpu: this process's CPU time",
         }
     finally:
         engine.dispose()

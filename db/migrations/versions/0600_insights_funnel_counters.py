@@ -41,6 +41,7 @@ def upgrade() -> None:
             "platform",
             name=op.f("pk_insights_funnel_hourly"),
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_insights_funnel_service_hour", "insights_funnel_hourly", ["service", "hour"])
     op.create_table(
@@ -63,9 +64,12 @@ def upgrade() -> None:
             "method",
             name=op.f("pk_insights_funnel_daily"),
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_insights_daily_service_day", "insights_funnel_daily", ["service", "day"])
-    op.create_index("ix_insights_daily_step_day", "insights_funnel_daily", ["step", "outcome", "day"])
+    op.create_index(
+        "ix_insights_daily_step_day", "insights_funnel_daily", ["step", "outcome", "day", "service", "count"]
+    )
     op.create_table(
         "insights_funnel_monthly",
         sa.Column("month", sa.Date(), nullable=False),
@@ -86,6 +90,7 @@ def upgrade() -> None:
             "method",
             name=op.f("pk_insights_funnel_monthly"),
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_insights_monthly_service_month", "insights_funnel_monthly", ["service", "month"])
     op.create_table(
