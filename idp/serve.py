@@ -79,6 +79,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     thread: idp.mail.Courier)."""
     from db import transaction, utcnow
     from idp import audit_spool
+    from idp.insights import funnel
     from idp.insights.report import roll_up
     from idp.oauth.backchannel import deliver_due
     from idp.privacy import purge_unconfirmed
@@ -90,6 +91,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
         try:
             audit_spool.replay(rt.sessions, rt.config.data_dir)  # records kept while the db was down
             deliver_due(rt.sessions, rt.key_cache)
+            funnel.flush(rt.sessions)  # this worker's login funnel increments (idp.insights)
             ticks += 1
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
@@ -133,6 +135,12 @@ class Background:
         deadline = time.monotonic() + grace
         self.stop_event.set()
         rt = self.app.extensions["cityid"]
+        try:
+            from idp.insights import funnel
+
+            funnel.flush(rt.sessions)  # the last counts of this worker
+        except Exception:
+            log.exception("insights: the last funnel counts could not be written")
         courier_done = rt.courier.stop(wait=max(0.1, deadline - time.monotonic()))
         if self.thread.is_alive():
             self.thread.join(max(0.1, deadline - time.monotonic()))

@@ -58,8 +58,6 @@ def _run_after_commit() -> None:
 def _write_audit(session: Session) -> None:
     for kw in g.get("_audit", []):
         audit.record(session, **kw)
-    # the login funnel's counters (idp.insights): written like the audit, whatever the outcome
-    funnel.write_queued(session)
 
 
 def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
@@ -78,7 +76,7 @@ def abandon() -> None:
     """Drop this request's unit of work without writing anything: it is about to run again
     (idp.retry), and the repeat records what it does."""
     session: Session | None = g.pop("_db", None)
-    for key in ("_audit", "_on_failure", "_after_commit", "_insights_counts"):
+    for key in ("_audit", "_on_failure", "_after_commit", funnel.REQUEST_KEY):  # the repeat counts
         g.pop(key, None)
     if session is not None:
         with contextlib.suppress(Exception):  # its connection is gone
@@ -111,11 +109,10 @@ def finish(ok: bool) -> None:
                         session.rollback()  # ends the failed transaction before the connection is reused
                     raise
                 g.pop("_audit", None)
-                funnel.drop_queued()
             else:
                 session.rollback()
         if not ok or session is None:
-            pending = g.get("_audit") or g.get("_on_failure") or funnel.queued()
+            pending = g.get("_audit") or g.get("_on_failure")
             if pending:
                 try:
                     with transaction(runtime().sessions) as s:
@@ -128,11 +125,10 @@ def finish(ok: bool) -> None:
                     if g.get("_audit"):
                         audit_spool.spool(runtime().config.data_dir, g._audit, repr(exc))
                     g.pop("_audit", None)
-                    funnel.drop_queued()  # statistics are not worth a spool
                     raise
                 g.pop("_audit", None)
-                funnel.drop_queued()
     finally:
+        funnel.hand_over()  # the login funnel's increments, whatever the outcome (idp.insights)
         if session is not None:
             session.close()
 

@@ -16,23 +16,26 @@ once and ``first_factor/ok`` once.
 expires (the background purge, :func:`count_expired`), or at once when the same browser starts
 another authorization (the pending one is replaced and can no longer finish).
 
-Increments are queued in the request (``g``) and written by the unit of work (``idp.uow``) with
-the request's state, or on their own after a rollback (a refused password answers 401: its
-count must stay) — the same path as the audit records.
+Increments cost the request a dict update: they are collected in the request (``g``), handed to
+the process's buffer when the request ends whatever its outcome (a refused password answers 401:
+its count stays), and written by the background duty every tick as one upsert per cell
+(``count = count + n``). A worker that is killed outright loses at most its last tick's counts;
+a worker that stops writes them first.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import g, has_request_context
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from db import utcnow
+from db import transaction, utcnow
 from idp.insights import store
 from idp.insights.store import Key
 
@@ -94,23 +97,56 @@ def _enabled() -> bool:
     return bool(runtime().config.insights.funnel)
 
 
+REQUEST_KEY = "_insights_counts"
+
+
+class Buffer:
+    """This process's increments not yet written: a dict update per counted step on the request
+    path; the background duty writes them every tick (:func:`flush`), one upsert per cell."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[Key] = Counter()
+
+    def add(self, counts: Mapping[Key, int]) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+    def take(self) -> Counter[Key]:
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        return counts
+
+
+BUFFER = Buffer()
+
+
 def _queue(key: Key) -> None:
-    counts: Counter[Key] = g.setdefault("_insights_counts", Counter())
+    """An increment of this request; handed to the process's buffer when the request ends
+    (idp.uow.finish), dropped if the request is repeated (idp.retry: the repeat counts)."""
+    counts: Counter[Key] = g.setdefault(REQUEST_KEY, Counter())
     counts[key] += 1
 
 
-def queued() -> Counter[Key]:
-    """The increments of this request (written by idp.uow)."""
-    counts: Counter[Key] = g.get("_insights_counts") or Counter()
-    return counts
+def hand_over() -> None:
+    counts = g.pop(REQUEST_KEY, None)
+    if counts:
+        BUFFER.add(counts)
 
 
-def write_queued(session: Session) -> None:
-    store.add(session, queued())
-
-
-def drop_queued() -> None:
-    g.pop("_insights_counts", None)
+def flush(sessions: sessionmaker[Session]) -> int:
+    """Write this process's buffered increments (the background duty, every tick; a scrape of
+    /metrics; the worker's stop). On a database error they stay buffered for the next try."""
+    counts = BUFFER.take()
+    if not counts:
+        return 0
+    try:
+        with transaction(sessions) as s:
+            store.add(s, counts)
+    except Exception:
+        BUFFER.add(counts)
+        raise
+    return sum(counts.values())
 
 
 # --------------------------------------------------------------------------- per-flow state

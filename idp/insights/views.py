@@ -18,7 +18,7 @@ from flask_babel import gettext as _
 from db import utcnow
 from idp import browser, levels, uow
 from idp.crypto import equal
-from idp.insights import metrics, render, report
+from idp.insights import funnel, metrics, render, report
 from idp.insights.access import may_see_insights
 from idp.runtime import runtime
 from policies import AskStep, AuthnRequestFacts, ClientPolicy, Level, Refused, next_step, required_level
@@ -209,6 +209,7 @@ def public_metrics() -> Any:
         resp = Response("unauthorized\n", status=401, mimetype="text/plain")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="cityid-metrics"'  # RFC 6750 §3
         return resp
+    funnel.flush(runtime().sessions)  # this process's latest counts too
     body, content_type = metrics.exposition(runtime().sessions, runtime().config)
     resp = Response(body, status=200)
     resp.headers["Content-Type"] = content_type

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import update
 
 from db import transaction, utcnow
-from idp.insights import report
+from idp.insights import funnel, report
 from idp.models import LoginSession
 from idp.serve import purge_expired
 from tests.idp.conftest import Browser
@@ -82,6 +82,7 @@ def _expire_sessions(pair: Pair) -> None:
         s.execute(update(LoginSession).values(expires_at=past))
     with transaction(pair.b.sessions()) as s:
         purge_expired(s, utcnow())
+    funnel.flush(pair.a.sessions())  # the background duty's tick: both instances' buffers
 
 
 EXPECTED_STEPS = {

@@ -86,7 +86,12 @@ def test_two_granian_workers_one_truth_in_metrics_and_cli(served: Any) -> None:
     for _ in range(DISCOVERY):
         requests.get(f"{url}/.well-known/openid-configuration", timeout=10)
     assert requests.get(f"{url}/metrics", timeout=10).status_code == 404  # not on the public bind
-    text = requests.get(f"{metrics_url}/metrics", timeout=10).text
+    logins = 'cityid_logins_total{level="low",method="password"}'
+    for _ in range(100):  # each worker writes its counts at its background tick (2 s)
+        text = requests.get(f"{metrics_url}/metrics", timeout=10).text
+        if re.search(rf"^{re.escape(logins)} ", text, re.M) and _value(text, logins) >= LOGINS:
+            break
+        time.sleep(0.2)
     # both workers' request counts, summed: every discovery request, whichever worker took it
     for sample in (
         'cityid_http_requests_total{group="discovery",status="2xx"}',
