@@ -100,6 +100,39 @@ def login_rate(on: bool, logins: int, postgres: str | None) -> float:
         return round(logins / (time.perf_counter() - t0), 2)
 
 
+def hook_cost_us(n: int = 50_000) -> dict[str, float]:
+    """CPU time of the token endpoint's counting, in process (the rates above are as noisy as the
+    shared machine): one ``token_issued`` and the hand-over to the buffer at the request's end,
+    against one buffered flush per 2 s."""
+    import secrets as _secrets
+
+    from flask import Flask, g
+
+    from idp.config import Config
+    from idp.insights import funnel
+    from idp.runtime import Runtime
+
+    app = Flask("bench")
+    cfg = Config(secret_key=_secrets.token_urlsafe(32), key_passphrase=_secrets.token_urlsafe(32))
+    app.extensions["cityid"] = Runtime(
+        config=cfg,
+        engine=None,
+        sessions=None,
+        keys=None,
+        key_cache=None,
+        courier=None,  # type: ignore[arg-type]
+    )
+    with app.app_context():
+        t = time.process_time()
+        for _ in range(n):
+            funnel.token_issued(service="bench-client", grant_type="client_credentials")
+            funnel.hand_over()
+            g.pop("_insights_counts", None)
+        per_call = (time.process_time() - t) / n * 1e6
+    funnel.BUFFER.take()
+    return {"token_hook_cpu_us": round(per_call, 2)}
+
+
 def _alternate(fn: Any, rounds: int) -> dict[str, Any]:
     on: list[float] = []
     off: list[float] = []
@@ -303,6 +336,7 @@ def main() -> None:
             sys.exit("bench/insights.py needs wrk: apt-get install wrk")
         result["token"] = _alternate(lambda on: token_rate(on, a.seconds, a.postgres), a.rounds)
         result["login"] = _alternate(lambda on: login_rate(on, a.logins, a.postgres), a.rounds)
+        result["hook"] = hook_cost_us()
         result["target_cost_percent"] = 3
     if not a.skip_dashboard:
         result["dashboard"] = dashboard_latency(a.months, a.services, a.postgres)
