@@ -140,3 +140,38 @@ def test_metrics_and_dashboard_agree(pair: Pair) -> None:
         f"{pair.b.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
     ).text
     assert f'cityid_logins_total{{level="low",method="password"}} {float(N_LOW)}' in text
+
+
+def test_cli_grants_and_withdraws_the_analyst_role(pair: Pair, tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    import cli
+    from idp.admin import find_account
+    from tests.insights.conftest import write_toml
+
+    pair.a.add_user(ANALYST)
+    data = str(write_toml(pair.a, tmp_path / "cli"))
+    runner = CliRunner()
+    res = runner.invoke(cli.main, ["user", "role", "add", ANALYST, "analyst", "--data-dir", data, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["granted"] is True
+    with pair.a.sessions()() as s:
+        assert find_account(s, pair.a.keys, ANALYST).roles == "analyst"  # type: ignore[union-attr]
+    assert (
+        runner.invoke(cli.main, ["user", "role", "add", ANALYST, "mayor", "--data-dir", data]).exit_code == 2
+    )
+    assert (
+        runner.invoke(
+            cli.main, ["user", "role", "add", "nobody@example.org", "analyst", "--data-dir", data]
+        ).exit_code
+        == 4
+    )
+    res = runner.invoke(cli.main, ["user", "role", "remove", ANALYST, "analyst", "--data-dir", data])
+    assert res.exit_code == 0, res.output
+    with pair.a.sessions()() as s:
+        assert find_account(s, pair.a.keys, ANALYST).roles == ""  # type: ignore[union-attr]
+    browser = Browser(pair.a)  # without the role again: 403
+    page = browser.login(ANALYST, PASSWORD, browser.follow(browser.get(f"{pair.a.url}/insights")))
+    assert page.status_code == 403
