@@ -113,6 +113,10 @@ class RefreshToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]  # rotated: a second use is a replay
+    # the token answer that rotated it (new refresh and access token), sealed with
+    # InstanceKeys.token_answer: the same client retrying within refresh_token_grace_seconds gets it
+    # again instead of losing the grant; cleared once the successor is rotated or the grant revoked
+    answer_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class RevokedAccessToken(Base):

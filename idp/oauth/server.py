@@ -17,6 +17,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.hooks import hooked
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -45,7 +46,7 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
-from idp.oauth import dpop
+from idp.oauth import dpop, rotation
 from idp.oauth.subjects import subject_for
 from idp.runtime import runtime
 from smartcard import replay
@@ -164,6 +165,8 @@ class CodeRecord:
 class RefreshRecord:
     row: RefreshToken
     grant: Grant
+    # set for a retry within the grace window: the rotation's answer, returned again
+    answer: rotation.RotationAnswer | None = None
 
     def check_client(self, client: OAuthClient) -> bool:
         return self.grant.client_id == client.get_client_id()
@@ -218,6 +221,13 @@ def revoke_grant(session: Session, grant_id: str, reason: str) -> None:
         update(Grant)
         .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    # a revoked family's kept answers (idp.oauth.rotation) are of no use to anyone
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.grant_id == grant_id, RefreshToken.answer_sealed.is_not(None))
+        .values(answer_sealed=None)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -338,10 +348,9 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         if grant is None or grant.revoked_at is not None:
             return None
         if row.used_at is not None:
-            # RFC 9700 §4.14.2: a rotated refresh token used again means it leaked;
-            # revoke the whole family.
-            _deferred_revoke(grant.id, "refresh token replayed", grant.client_id)
-            return None
+            # RFC 9700 §4.14.2: a rotated refresh token used again means it leaked; revoke the
+            # whole family (unless it is the same client's retry within the grace window)
+            return self._retry_or_revoke(row, grant, row.used_at, row.answer_sealed)
         if row.expires_at <= utcnow():
             return None
         proof = _dpop_proof()
@@ -357,21 +366,137 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
                 return None
         return RefreshRecord(row, grant)
 
+    def _retry(self) -> rotation.Retry:
+        proof, cert = _dpop_proof(), _mtls_certificate()
+        return rotation.Retry(
+            client_id=self.request.client.get_client_id(),
+            jkt=proof.jkt if proof is not None else None,
+            x5t=cert.thumbprint if cert is not None else None,
+            scope_asked=self.request.payload.scope or "",
+        )
+
+    def _retry_or_revoke(
+        self, row: RefreshToken, grant: Grant, used_at: dt.datetime, sealed: bytes | None
+    ) -> RefreshRecord | None:
+        """A rotated token presented again: the rotation's answer for the same client's retry
+        within the grace window (idp.oauth.rotation), else the family is revoked."""
+        answer = rotation.unseal(runtime_keys().token_answer, row.token_digest, sealed)
+        why = rotation.refusal(
+            answer,
+            self._retry(),
+            used_at=used_at.timestamp(),
+            now=time.time(),
+            grace_seconds=runtime().config.refresh_token_grace_seconds,
+        )
+        if why is None and answer is not None and _rotated(uow.db(), answer):
+            why = "after its successor was used"
+        if why is not None or answer is None:
+            _deferred_revoke(grant.id, f"refresh token replayed {why}", grant.client_id)
+            return None
+        return RefreshRecord(row, grant, answer=answer)
+
     def authenticate_user(self, refresh_token: RefreshRecord) -> Principal | None:
         return principal_for(uow.db(), refresh_token.grant)
 
-    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
-        res = uow.db().execute(
+    @hooked
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """RFC 6749 §6 as Authlib does it, with the old token claimed *before* the new ones are
+        made: of two concurrent uses of one token exactly one rotates it (the other's UPDATE
+        waits for the winner's commit on PostgreSQL; SQLite runs them one after the other), and
+        the other is answered as a retry (or a replay) of the winner's rotation."""
+        record: RefreshRecord = self.request.refresh_token
+        user = self.authenticate_user(record)
+        if not user:
+            raise InvalidRequestError("There is no 'user' for this token.")
+        self.request.user = user
+        if record.answer is None and not self._claim(record):
+            record = self._after_lost_race(record)
+        if record.answer is not None:
+            token = rotation.again(record.answer)
+            uow.record(
+                action="token.issue_again",
+                outcome="success",
+                actor=record.grant.client_id,
+                subject=user.account.id,
+                reason="refresh token presented again within the grace window: the rotation's tokens",
+                details={"grant": record.grant.id, "rotated_at": record.answer.issued_at},
+            )
+            return 200, token, self.TOKEN_RESPONSE_HEADER
+        token = self.issue_token(user, record)
+        self.save_token(token)
+        self._keep_answer(record, token)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+    def _claim(self, record: RefreshRecord) -> bool:
+        """Mark the token used; False when a concurrent request did first (only one UPDATE can
+        flip used_at)."""
+        s = uow.db()
+        res = s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_digest == record.row.token_digest, RefreshToken.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            return False
+        # the answers kept for the tokens before this one: their successor (this one) is used now
+        s.execute(
             update(RefreshToken)
             .where(
-                RefreshToken.token_digest == refresh_token.row.token_digest,
-                RefreshToken.used_at.is_(None),
+                RefreshToken.grant_id == record.grant.id,
+                RefreshToken.token_digest != record.row.token_digest,
+                RefreshToken.answer_sealed.is_not(None),
             )
-            .values(used_at=utcnow())
+            .values(answer_sealed=None)
+            .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:  # lost a race with a concurrent use of the same token
-            _deferred_revoke(refresh_token.grant.id, "refresh token replayed", refresh_token.grant.client_id)
+        return True
+
+    def _after_lost_race(self, record: RefreshRecord) -> RefreshRecord:
+        """Another request rotated this token since it was read: its committed state decides."""
+        conn = uow.db().connection()
+        now = conn.execute(_SELECT_REFRESH_STATE, {"digest": record.row.token_digest}).first()
+        revoked = conn.execute(_SELECT_GRANT_STATE, {"gid": record.grant.id}).first()
+        if now is None or now.used_at is None or revoked is None or revoked.revoked_at is not None:
             raise InvalidGrantError("Invalid refresh token")
+        again = self._retry_or_revoke(record.row, record.grant, now.used_at, now.answer_sealed)
+        if again is None:
+            raise InvalidGrantError("Invalid refresh token")
+        return again
+
+    def _keep_answer(self, record: RefreshRecord, token: dict[str, Any]) -> None:
+        """Seal this rotation's answer onto the rotated token for the grace window."""
+        if runtime().config.refresh_token_grace_seconds <= 0:
+            return  # no window: nothing kept
+        proof, cert = _dpop_proof(), _mtls_certificate()
+        answer = rotation.RotationAnswer(
+            token=dict(token),
+            issued_at=int(time.time()),
+            client_id=record.grant.client_id,
+            jkt=proof.jkt if proof is not None else None,
+            x5t=cert.thumbprint if cert is not None else None,
+            scope_asked=self.request.payload.scope or "",
+        )
+        digest = record.row.token_digest
+        uow.db().execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_digest == digest)
+            .values(answer_sealed=rotation.seal(runtime_keys().token_answer, digest, answer))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _rotated(s: Session, answer: rotation.RotationAnswer) -> bool:
+    """Whether the refresh token the rotation answered with has been used itself since."""
+    successor = answer.token.get("refresh_token")
+    if not isinstance(successor, str):
+        return True
+    row = (
+        s.connection()
+        .execute(_SELECT_REFRESH_STATE, {"digest": runtime_keys().token_digest(successor)})
+        .first()
+    )
+    return row is None or row.used_at is not None
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
@@ -614,6 +739,10 @@ _REVOKED = cast(Table, RevokedAccessToken.__table__)
 _GRANTS = cast(Table, Grant.__table__)
 _SELECT_REVOKED_JTI = select(_REVOKED.c.jti).where(_REVOKED.c.jti == bindparam("jti"))
 _SELECT_GRANT_STATE = select(_GRANTS.c.revoked_at).where(_GRANTS.c.id == bindparam("gid"))
+_REFRESH = cast(Table, RefreshToken.__table__)
+_SELECT_REFRESH_STATE = select(_REFRESH.c.used_at, _REFRESH.c.answer_sealed).where(
+    _REFRESH.c.token_digest == bindparam("digest")
+)
 
 
 def find_token(token: str, token_type_hint: str | None) -> Any:

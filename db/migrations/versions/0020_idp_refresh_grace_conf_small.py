@@ -1,0 +1,25 @@
+"""a rotated refresh token keeps its rotation's answer, sealed, for the grace window in which the
+same client's retry gets the same tokens again (issue 18 item 6)
+
+Revision ID: 0020_idp_refresh_grace
+Revises: 0019_idp_instance_check
+Create Date: 2026-12-07 03:10:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0020_idp_refresh_grace'
+down_revision = '0019_idp_instance_check'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('idp_refresh_token') as batch:
+        batch.add_column(sa.Column('answer_sealed', sa.LargeBinary(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('idp_refresh_token') as batch:
+        batch.drop_column('answer_sealed')
