@@ -16,6 +16,7 @@ from collections.abc import Mapping
 CORS_PATHS = frozenset(
     {
         "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
         "/jwks.json",
         "/token",
         "/userinfo",

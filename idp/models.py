@@ -247,6 +247,9 @@ class PushedRequest(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     first_used_at: Mapped[dt.datetime | None]
     consumed_at: Mapped[dt.datetime | None]
+    # an authorization request the browser POSTed (OIDC Core §3.1.2.1), kept here so that its
+    # parameters stay out of URLs: not pushed by an authenticated client (RFC 9126 §6 require_par)
+    front_channel: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class InstanceCheck(Base):

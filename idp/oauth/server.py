@@ -16,8 +16,15 @@ from typing import Any, cast
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc6749.hooks import hooked
+from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -273,6 +280,16 @@ class PkceS256(CodeChallenge):  # type: ignore[misc]
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
 
+    @staticmethod
+    def validate_authorization_redirect_uri(request: OAuth2Request, client: OAuthClient) -> str:
+        if not request.payload.redirect_uri and "openid" in scope_to_list(request.payload.scope or ""):
+            # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an OpenID Connect request, even
+            # with one registered URI (plain OAuth keeps RFC 6749 §3.1.2.3's default). Never a
+            # redirect: none was named (RFC 6749 §4.1.2.1).
+            raise InvalidRequestError("redirect_uri is required in an OpenID Connect request")
+        redirect_uri: str = grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
+        return redirect_uri
+
     def save_authorization_code(self, code: str, request: Any) -> None:
         principal: Principal = request.user
         s = uow.db()
@@ -502,6 +519,15 @@ def _rotated(s: Session, answer: rotation.RotationAnswer) -> bool:
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH
 
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        asked = set(scope_to_list(self.request.payload.scope) or [])
+        beyond = asked - set(self.request.client.row.scope.split())
+        if beyond:
+            # RFC 6749 §5.2 invalid_scope: unknown, or beyond what the client is registered for
+            # (never silently narrowed: the client would hold a token without knowing its scope)
+            raise InvalidScopeError(f"scope not allowed for this client: {' '.join(sorted(beyond))}")
+
 
 class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
     def exists_nonce(self, nonce: str, request: Any) -> bool:
@@ -559,6 +585,57 @@ def userinfo_claims(user: Principal, scope: str) -> UserInfo:
 # private_key_jwt (discovery advertises these); Ed25519 is RFC 9864's name for EdDSA on Ed25519
 ASSERTION_ALGORITHMS = ["ES256", "RS256", "Ed25519", "EdDSA"]
 MAX_ASSERTION_LIFETIME = 3600  # seconds from now that a client assertion's exp may reach
+
+
+def presented_auth_methods(request: Any) -> list[str]:
+    """The client authentication methods a request carries credentials for."""
+    form = request.form
+    found = []
+    if request.headers.get("Authorization", "")[:6].lower() == "basic ":
+        found.append("client_secret_basic")
+    if "client_secret" in form:
+        found.append("client_secret_post")
+    if "client_assertion" in form or "client_assertion_type" in form:
+        found.append("private_key_jwt")
+    return found
+
+
+class ClientAuth(ClientAuthentication):  # type: ignore[misc]
+    """Authlib's client authentication with RFC 6749 §2.3 and RFC 7521 §4.2 around it, and
+    errors that name the method the client is registered for."""
+
+    def authenticate(self, request: Any, methods: list[str], endpoint: str) -> OAuthClient:
+        presented = presented_auth_methods(request)
+        if len(presented) > 1:
+            # RFC 6749 §2.3: the client MUST NOT use more than one authentication method in each
+            # request (which one would decide?)
+            raise InvalidRequestError(f"more than one client authentication method: {', '.join(presented)}")
+        try:
+            client: OAuthClient = super().authenticate(request, methods, endpoint)
+        except InvalidClientError as err:
+            if err.description.startswith("The client cannot authenticate with methods"):
+                err.description = self.failure(request, methods)
+            raise
+        body_id = request.form.get("client_id")
+        if request.auth_method == "private_key_jwt" and body_id is not None:
+            if not equal(body_id, client.get_client_id()):
+                # RFC 7521 §4.2: a client_id sent along MUST identify the same client as the
+                # assertion
+                raise InvalidClientError(description="client_id is not the client assertion's subject")
+        return client
+
+    def failure(self, request: Any, methods: list[str]) -> str:
+        """Why authentication failed, in terms of the method *this* client is registered for
+        (never the list of every method the server knows). A client that is not found gets the
+        generic text: whether a client_id exists is not told here."""
+        client_id = extract_basic_authorization(request.headers)[0] or request.form.get("client_id")
+        client = self.query_client(client_id) if isinstance(client_id, str) else None
+        if client is None:
+            return "client authentication failed"
+        registered = client.row.token_endpoint_auth_method
+        if registered not in methods:
+            return f"this client is registered for {registered}, which this endpoint does not accept"
+        return f"client authentication failed: this client authenticates with {registered}"
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -952,6 +1029,7 @@ def create_server(app: Flask) -> AuthorizationServer:
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.issuer = cfg.issuer
     server.scopes_supported = None
+    server._client_auth = ClientAuth(query_client)
     generator = AccessTokenGenerator(
         issuer=cfg.issuer, alg="ES256", refresh_token_generator=_refresh_token_generator
     )

@@ -1,5 +1,6 @@
 """a rotated refresh token keeps its rotation's answer, sealed, for the grace window in which the
-same client's retry gets the same tokens again (issue 18 item 6)
+same client's retry gets the same tokens again (issue 18 item 6); an authorization request sent
+as a POST is kept as a front-channel pushed request (issue 18 item 8)
 
 Revision ID: 0020_idp_refresh_grace
 Revises: 0019_idp_instance_check
@@ -18,8 +19,14 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('idp_refresh_token') as batch:
         batch.add_column(sa.Column('answer_sealed', sa.LargeBinary(), nullable=True))
+    with op.batch_alter_table('idp_pushed_request') as batch:
+        batch.add_column(
+            sa.Column('front_channel', sa.Boolean(), server_default=sa.false(), nullable=False)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('idp_pushed_request') as batch:
+        batch.drop_column('front_channel')
     with op.batch_alter_table('idp_refresh_token') as batch:
         batch.drop_column('answer_sealed')
