@@ -31,10 +31,12 @@ def purge_expired(session: Any, now: Any) -> None:
     """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
     assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges;
     a day after their end: e-mail links (a change of address holds the new address), codes,
-    refresh tokens, revoked grants, delivered or abandoned logout tokens (they name the subject)."""
-    from sqlalchemy import delete
+    refresh tokens, revoked grants, delivered or abandoned logout tokens (they name the subject);
+    a refresh's kept answer once past any grace window."""
+    from sqlalchemy import delete, update
 
     from idp import throttle
+    from idp.config import MAX_REFRESH_GRACE_SECONDS
     from idp.models import (
         AuthorizationCode,
         EmailToken,
@@ -53,6 +55,15 @@ def purge_expired(session: Any, now: Any) -> None:
     session.execute(delete(EmailToken).where(EmailToken.expires_at <= cutoff))
     session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at <= cutoff))
     session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= cutoff))
+    # a rotation's kept answer (idp.oauth.rotation) once no grace window can reach it any more
+    session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.answer_sealed.is_not(None),
+            RefreshToken.used_at <= now - dt.timedelta(seconds=MAX_REFRESH_GRACE_SECONDS),
+        )
+        .values(answer_sealed=None)
+    )
     session.execute(delete(Grant).where(Grant.revoked_at <= cutoff))  # its codes, tokens go with it
     session.execute(
         delete(LogoutOutbox).where((LogoutOutbox.delivered_at <= cutoff) | (LogoutOutbox.failed_at <= cutoff))

@@ -159,6 +159,27 @@ def test_the_kept_answer_is_sealed_and_bound_to_its_token(idp: Idp) -> None:
     assert rotation.unseal(idp.keys.token_answer, other_digest, sealed) is None
 
 
+def test_a_kept_answer_is_purged_once_past_any_grace_window(idp: Idp) -> None:
+    from db import utcnow
+    from idp.serve import purge_expired
+
+    cid, secret = _client(idp)
+    tok = _tokens(idp, cid, secret, EMAIL, "openid email")
+    assert _refresh(idp, cid, secret, tok["refresh_token"]).status_code == 200
+
+    def kept() -> int:
+        with transaction(idp.sessions()) as s:
+            return len(s.scalars(select(RefreshToken).where(RefreshToken.answer_sealed.is_not(None))).all())
+
+    with transaction(idp.sessions()) as s:
+        purge_expired(s, utcnow())
+    assert kept() == 1  # still within the window
+    _age_rotation(idp, 301)
+    with transaction(idp.sessions()) as s:
+        purge_expired(s, utcnow())
+    assert kept() == 0
+
+
 @pytest.fixture
 def dpop_bound(idp: Idp) -> tuple[Idp, str, DpopKey, dict[str, Any]]:
     cid, _ = idp.add_client(name="City app", redirect_uris=[REDIRECT], auth_method="none")
