@@ -12,7 +12,14 @@ replay it always was.
 The answer is kept sealed (AES-256-GCM, ``InstanceKeys.token_answer``, bound to the digest of
 the rotated token as associated data) on the rotated token's row: refresh tokens themselves are
 stored as keyed digests only, and the plaintext exists nowhere else. It is cleared as soon as
-its successor is rotated or the grant is revoked; past the window it is never opened.
+its successor is rotated or the grant is revoked, and by the background purge once past any
+window (idp.serve.purge_expired); past the window it is never opened.
+
+Concurrency: the grant claims the old token (one UPDATE ... WHERE used_at IS NULL) before it
+makes new tokens. Of two requests at once, exactly one claims it; on PostgreSQL the other's
+UPDATE waits for the winner's commit and then reads the kept answer; SQLite (BEGIN IMMEDIATE)
+runs them one after the other, and the second finds the token used. Either way both answer 200
+with the same tokens.
 """
 
 from __future__ import annotations
