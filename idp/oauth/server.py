@@ -617,11 +617,14 @@ class ClientAuth(ClientAuthentication):  # type: ignore[misc]
                 err.description = self.failure(request, methods)
             raise
         body_id = request.form.get("client_id")
-        if request.auth_method == "private_key_jwt" and body_id is not None:
-            if not equal(body_id, client.get_client_id()):
+        if body_id is not None and not equal(body_id, client.get_client_id()):
+            if request.auth_method == "private_key_jwt":
                 # RFC 7521 §4.2: a client_id sent along MUST identify the same client as the
                 # assertion
                 raise InvalidClientError(description="client_id is not the client assertion's subject")
+            # HTTP Basic for one client, client_id of another in the body (RFC 6749 §2.3.1 sends
+            # it along only for the same client): the request names two clients
+            raise InvalidClientError(description="client_id is not the authenticated client")
         return client
 
     def failure(self, request: Any, methods: list[str]) -> str:

@@ -198,6 +198,20 @@ def test_a_client_id_other_than_the_assertions_subject_is_refused_rfc7521_4_2(id
     assert same.status_code == 200, same.text
 
 
+def test_basic_for_one_client_and_client_id_of_another_is_refused(idp: Idp) -> None:
+    cid, secret = idp.add_client(name="M2M", grant_types=["client_credentials"], scope="x")
+    other, _ = idp.add_client(name="Other", grant_types=["client_credentials"], scope="x")
+    data = {"grant_type": "client_credentials"}
+    r = requests.post(
+        f"{idp.url}/token", auth=(cid, secret or ""), data=data | {"client_id": other}, timeout=10
+    )
+    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client", r.text
+    ok = requests.post(
+        f"{idp.url}/token", auth=(cid, secret or ""), data=data | {"client_id": cid}, timeout=10
+    )
+    assert ok.status_code == 200, ok.text
+
+
 def test_invalid_client_names_the_method_this_client_is_registered_for(idp: Idp) -> None:
     cid, _ = idp.add_client(name="M2M", grant_types=["client_credentials"], scope="x")
     r = requests.post(
