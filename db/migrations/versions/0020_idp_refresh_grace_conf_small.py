@@ -19,6 +19,13 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('idp_refresh_token') as batch:
         batch.add_column(sa.Column('answer_sealed', sa.LargeBinary(), nullable=True))
+    op.create_index(
+        'ix_idp_refresh_token_answer',
+        'idp_refresh_token',
+        ['grant_id'],
+        sqlite_where=sa.text('answer_sealed IS NOT NULL'),
+        postgresql_where=sa.text('answer_sealed IS NOT NULL'),
+    )
     with op.batch_alter_table('idp_pushed_request') as batch:
         batch.add_column(
             sa.Column('front_channel', sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -26,6 +33,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index('ix_idp_refresh_token_answer', table_name='idp_refresh_token')
     with op.batch_alter_table('idp_pushed_request') as batch:
         batch.drop_column('front_channel')
     with op.batch_alter_table('idp_refresh_token') as batch:
