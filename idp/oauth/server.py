@@ -623,8 +623,8 @@ class ClientAuth(ClientAuthentication):  # type: ignore[misc]
                 # assertion
                 raise InvalidClientError(description="client_id is not the client assertion's subject")
             # HTTP Basic for one client, client_id of another in the body (RFC 6749 §2.3.1 sends
-            # it along only for the same client): the request names two clients
-            raise InvalidClientError(description="client_id is not the authenticated client")
+            # it along only for the same client): the request names two clients (as /par says)
+            raise InvalidRequestError("client_id is not the authenticated client")
         return client
 
     def failure(self, request: Any, methods: list[str]) -> str:

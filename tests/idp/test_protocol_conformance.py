@@ -205,7 +205,7 @@ def test_basic_for_one_client_and_client_id_of_another_is_refused(idp: Idp) -> N
     r = requests.post(
         f"{idp.url}/token", auth=(cid, secret or ""), data=data | {"client_id": other}, timeout=10
     )
-    assert r.status_code in (400, 401) and r.json()["error"] == "invalid_client", r.text
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request", r.text  # as /par answers
     ok = requests.post(
         f"{idp.url}/token", auth=(cid, secret or ""), data=data | {"client_id": cid}, timeout=10
     )
