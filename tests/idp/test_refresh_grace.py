@@ -264,7 +264,15 @@ def test_concurrent_refreshes_with_one_token_both_get_the_same_tokens(idp: Idp) 
 def test_the_grace_window_setting_is_checked_at_start(seconds: int, ok: bool, tmp_path: Any) -> None:
     from tests.idp.conftest import make_config
 
-    cfg = make_config(tmp_path, "", "https://id.example.org", refresh_token_grace_seconds=seconds)
+    from idp.config import BrandingConfig
+
+    cfg = make_config(
+        tmp_path,
+        "",
+        "https://id.example.org",
+        refresh_token_grace_seconds=seconds,
+        branding=BrandingConfig(accessibility_contact="barrierefreiheit@example.org"),
+    )
     problem = serve_problem(cfg)
     assert (problem is None) == ok, problem
     if not ok:
