@@ -99,6 +99,8 @@ class TestPidProvider:
     """Issues TEST PIDs (SD-JWT VC, ``vct`` urn:eudi:pid:1, issuer key in ``x5c``) and keeps a
     1-bit Token Status List at ``status_uri``. ``root_pem`` is its TEST trust anchor."""
 
+    __test__ = False  # not a pytest class
+
     def __init__(
         self, issuer: str = "https://pid.test.example", status_uri: str = "", cn: str = "TEST PID Provider"
     ) -> None:
