@@ -44,6 +44,8 @@ class Holder:
     http_post: Callable[..., Any]
     key: jwk.JWK = field(default_factory=lambda: jwk.JWK.generate(kty="EC", crv="P-256"))
     credentials: list[str] = field(default_factory=list)
+    last_post: tuple[str, dict[str, str]] | None = None  # (response_uri, form): for replay tests
+    last_presentation: str = ""
 
     # ------------------------------------------------------------------ request
 
@@ -134,6 +136,7 @@ class Holder:
             kb_key=kb_key,
             extra_disclosures=extra_disclosures,
         )
+        self.last_presentation = vp
         body = {"vp_token": {query["id"]: [vp]}, "state": c["state"] if state is None else state}
         if not encrypt:
             return self.http_post(
@@ -147,7 +150,8 @@ class Holder:
             protected=json.dumps({"alg": key.get("alg", "ECDH-ES"), "enc": enc, "kid": key["kid"]}),
         )
         token.add_recipient(jwk.JWK(**key))
-        return self.http_post(c["response_uri"], data={"response": token.serialize(compact=True)})
+        self.last_post = (c["response_uri"], {"response": token.serialize(compact=True)})
+        return self.http_post(c["response_uri"], data=self.last_post[1])
 
 
 def forged_disclosure(name: str, value: Any) -> str:

@@ -52,7 +52,7 @@ class TrustList:
     def from_pem(cls, pem: bytes) -> TrustList:
         return cls(tuple(x509.load_pem_x509_certificates(pem)))
 
-    def leaf_key(self, x5c: Sequence[str], now: datetime) -> Any:
+    def leaf_key(self, x5c: Any, now: datetime) -> Any:
         """HAIP 1.0 §6.1.1 / SD-JWT VC §3.5: the issuer's key comes from the ``x5c`` header; the
         chain must end at a configured trust anchor (RFC 5280 §6 path validation)."""
         if not self.anchors:
