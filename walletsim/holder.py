@@ -161,3 +161,57 @@ def forged_disclosure(name: str, value: Any) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_metadata_url(issuer: str) -> str:
+    """RFC 8414 §3.1: /.well-known/oauth-authorization-server inserted before the path."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}/.well-known/oauth-authorization-server{path}"
+
+
+@dataclass
+class Receiver:
+    """The holder's OpenID4VCI 1.0 side: offers (pre-authorized code), nonce, key proof."""
+
+    holder: Holder
+
+    def metadata(self, issuer: str) -> dict[str, Any]:
+        resp = self.holder.http_get(f"{issuer}/.well-known/openid-credential-issuer")
+        assert resp.status_code == 200, resp.text
+        meta: dict[str, Any] = resp.json()
+        assert meta["credential_issuer"] == issuer  # OpenID4VCI 1.0 §12.2.3
+        return meta
+
+    def redeem_offer(self, offer_uri: str, tx_code: str) -> Any:
+        """OpenID4VCI 1.0 §4.1 and §6.1: the offer's pre-authorized code at its AS's token endpoint."""
+        offer = json.loads(parse_qs(urlsplit(offer_uri).query)["credential_offer"][0])
+        grant = offer["grants"]["urn:ietf:params:oauth:grant-type:pre-authorized_code"]
+        as_meta = self.holder.http_get(_as_metadata_url(grant["authorization_server"])).json()
+        return self.holder.http_post(
+            as_meta["token_endpoint"],
+            data={
+                "grant_type": "urn:ietf:params:oauth:grant-type:pre-authorized_code",
+                "pre-authorized_code": grant["pre-authorized_code"],
+                "tx_code": tx_code,
+            },
+        ), offer
+
+    def proof(self, issuer: str, nonce: str, key: jwk.JWK | None = None, aud: str | None = None) -> str:
+        """OpenID4VCI 1.0 Appendix F.1: the JWT key proof."""
+        k = key or self.holder.key
+        header = {"alg": "ES256", "typ": "openid4vci-proof+jwt", "jwk": json.loads(k.export_public())}
+        token = jws.JWS(json.dumps({"aud": aud or issuer, "iat": int(time.time()), "nonce": nonce}))
+        token.add_signature(k, alg="ES256", protected=json.dumps(header))
+        return str(token.serialize(compact=True))
+
+    def request(
+        self, issuer: str, access_token: str, *, nonce: str | None = None, config_id: str = "library_card"
+    ) -> Any:
+        meta = self.metadata(issuer)
+        c_nonce = nonce or self.holder.http_post(meta["nonce_endpoint"]).json()["c_nonce"]
+        return self.holder.http_post(
+            meta["credential_endpoint"],
+            json={"credential_configuration_id": config_id, "proofs": {"jwt": [self.proof(issuer, c_nonce)]}},
+            headers={"Authorization": f"Bearer {access_token}"},
+        )
