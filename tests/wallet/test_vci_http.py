@@ -63,6 +63,17 @@ def _grant(city: Idp, account_id: str) -> None:
         )
 
 
+def _cli(city: Idp, *args: str) -> Any:
+    from click.testing import CliRunner
+
+    from cli import main as cli_main
+
+    cfg = city.config
+    env = {"CITYID_DATABASE_URL": cfg.database_url, "CITYID_SECRET_KEY": cfg.secret_key}
+    env |= {"CITYID_KEY_PASSPHRASE": cfg.key_passphrase, "CITYID_ISSUER": cfg.issuer}
+    return CliRunner().invoke(cli_main, [*args, "--data-dir", str(cfg.data_dir), "--json"], env=env)
+
+
 def _holder() -> Holder:
     return Holder([], requests.get, requests.post)
 
@@ -152,8 +163,8 @@ def test_holder_receives_library_card_by_pre_authorized_code_and_independent_ver
     status = claims["status"]["status_list"]
     assert _status_bit(city, status["uri"], status["idx"], root) == 0
 
-    with transaction(city.sessions()) as s:
-        assert store.revoke_card(s, account) == 1
+    revoked = _cli(city, "credentials", "revoke", EMAIL, "library-card")
+    assert revoked.exit_code == 0 and json.loads(revoked.output)["credentials"] == 1, revoked.output
     assert _status_bit(city, status["uri"], status["idx"], root) == 1  # INVALID (Token Status List §7.1)
 
 
@@ -222,3 +233,29 @@ def test_credential_refusals_proof_nonce_token(city: Idp) -> None:
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_nonce"
     # no token
     assert receiver.request(city.url, "nope").status_code == 401
+
+
+def test_account_deletion_flips_the_status_bit(city: Idp) -> None:
+    account = city.add_user(EMAIL)
+    _grant(city, account)
+    browser = Browser(city)
+    offer, tx_code = _offer(city, browser)
+    holder = _holder()
+    receiver = Receiver(holder)
+    token, _o = receiver.redeem_offer(offer, tx_code)
+    credential = receiver.request(city.url, token.json()["access_token"]).json()["credentials"][0][
+        "credential"
+    ]
+    root = _root(city)
+    status = independent_verify(credential, holder, root)["status"]["status_list"]
+    assert _status_bit(city, status["uri"], status["idx"], root) == 0
+    page = browser.get(f"{city.url}/account/delete")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert csrf
+    gone = browser.post(
+        f"{city.url}/account/delete", {"csrf_token": csrf.group(1), "password": PASSWORD, "confirm": "yes"}
+    )
+    assert gone.status_code in (200, 302, 303), gone.text[:300]
+    with transaction(city.sessions()) as s:
+        assert store.card_of(s, city.keys.personal_data, account) is None  # the card went with the account
+    assert _status_bit(city, status["uri"], status["idx"], root) == 1  # ... and its credential reads INVALID
