@@ -115,6 +115,9 @@ class WalletConfig:
     verifier_key_file: str = ""  # PEM private key (EC P-256) of the verifier certificate
     verifier_cert_file: str = ""  # PEM chain, leaf first; its dNSName SAN is the issuer's host
     pid_vct: str = "urn:eudi:pid:1"  # accepted credential types, comma-separated
+    # OpenID4VP 1.0 §5.9.3: x509_san_dns (the leaf's dNSName SAN is the issuer's host) or
+    # x509_hash (the SHA-256 of the leaf certificate; the prefix HAIP 1.0 requires wallets to support)
+    client_id_prefix: str = "x509_san_dns"
     # The trust list holds TEST PID providers (walletsim): every result says SIMULATION, and the
     # issuer must be on 127.0.0.1 or localhost, like the eID simulator.
     simulation: bool = False

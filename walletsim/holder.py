@@ -74,10 +74,13 @@ class Holder:
         obj.verify(jwk.JWK.from_pem(pem))
         claims: dict[str, Any] = json.loads(obj.payload)
         # OpenID4VP 1.0 §5.9.3: x509_san_dns:<dns> must be a dNSName SAN of the leaf.
-        prefix, _, dns = claims["client_id"].partition(":")
-        assert prefix == "x509_san_dns", claims["client_id"]
-        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        assert dns in sans.get_values_for_type(x509.DNSName), (dns, sans)
+        prefix, _, value = claims["client_id"].partition(":")
+        if prefix == "x509_hash":  # OpenID4VP 1.0 §5.9.3: the hash of the leaf certificate
+            assert value == _b64(hashlib.sha256(chain[0].public_bytes(Encoding.DER)).digest()), value
+        else:
+            assert prefix == "x509_san_dns", claims["client_id"]
+            sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert value in sans.get_values_for_type(x509.DNSName), (value, sans)
         assert claims["client_id"] == q["client_id"]
         assert claims["response_mode"] == "direct_post.jwt" and claims["response_type"] == "vp_token"
         return Request(claims["client_id"], claims)

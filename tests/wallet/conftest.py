@@ -69,7 +69,9 @@ def _pem(obj: Any) -> bytes:
 
 
 @pytest.fixture
-def world(idp_factory: Any, status_server: Any, tmp_path: Path) -> WalletWorld:
+def world(
+    idp_factory: Any, status_server: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> WalletWorld:
     box, status_uri = status_server
     provider = TestPidProvider(status_uri=status_uri)
     box["provider"] = provider
@@ -86,6 +88,7 @@ def world(idp_factory: Any, status_server: Any, tmp_path: Path) -> WalletWorld:
             verifier_key_file=str(tmp_path / "verifier.key"),
             verifier_cert_file=str(tmp_path / "verifier.pem"),
             simulation=True,
+            client_id_prefix=getattr(request, "param", "x509_san_dns"),
         ),
     )
     holder = Holder([ca], requests.get, requests.post)

@@ -88,6 +88,24 @@ def test_citizen_at_low_steps_up_to_high_with_wallet_pid_and_id_token_says_so(wo
     assert _count(world, EidLink) == 1
 
 
+@pytest.mark.parametrize("world", ["x509_hash"], indirect=True)
+def test_x509_hash_client_identifier_prefix_haip(world: WalletWorld) -> None:
+    """OpenID4VP 1.0 §5.9.3 / HAIP 1.0: client_id x509_hash:<SHA-256 of the verifier certificate>;
+    the holder checks it against the request object's x5c, the KB-JWT's aud carries it."""
+    world.idp.add_user(EMAIL)
+    rp = _rp(world)
+    b = Browser(world.idp)
+    page, verifier = _to_eid_page(world, rp, b)
+    _waiting, link = wallet_link(b, page)
+    assert "client_id=x509_hash%3A" in link
+    answer = world.holder.answer(link)
+    assert answer.status_code == 200, answer.text
+    done = b.follow(b.get(answer.json()["redirect_uri"]))
+    if done.status_code == 200 and 'name="decision"' in done.text:
+        done = b.consent(done)
+    assert rp.claims(rp.redeem(done.headers["Location"], verifier)["id_token"])["acr"] == LEVEL_HIGH
+
+
 def test_cross_device_qr_then_waiting_page_continues(world: WalletWorld) -> None:
     world.idp.add_user(EMAIL)
     rp = _rp(world)

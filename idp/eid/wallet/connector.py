@@ -67,18 +67,29 @@ def load_verifier(cfg: Any) -> Verifier:
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if chain[0].public_key().public_bytes(*spki) != key_obj.public_key().public_bytes(*spki):
         raise ValueError("verifier_cert_file: the first certificate is not for verifier_key_file")
-    host = urlsplit(cfg.issuer).hostname or ""
-    try:
-        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        sans = x509.SubjectAlternativeName([])
-    if host not in sans.get_values_for_type(x509.DNSName):
-        raise ValueError(f"verifier_cert_file: the leaf has no dNSName SAN {host!r} (x509_san_dns)")
+    prefix = getattr(w, "client_id_prefix", "x509_san_dns")
+    leaf_der = chain[0].public_bytes(serialization.Encoding.DER)
+    if prefix == "x509_hash":
+        # OpenID4VP 1.0 §5.9.3: base64url SHA-256 of the DER leaf certificate
+        client_id = (
+            "x509_hash:" + base64.urlsafe_b64encode(hashlib.sha256(leaf_der).digest()).rstrip(b"=").decode()
+        )
+    elif prefix == "x509_san_dns":
+        host = urlsplit(cfg.issuer).hostname or ""
+        try:
+            sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            sans = x509.SubjectAlternativeName([])
+        if host not in sans.get_values_for_type(x509.DNSName):
+            raise ValueError(f"verifier_cert_file: the leaf has no dNSName SAN {host!r} (x509_san_dns)")
+        client_id = f"x509_san_dns:{host}"
+    else:
+        raise ValueError(f"client_id_prefix = {prefix!r}: use x509_san_dns or x509_hash")
     pem = key_obj.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     x5c = tuple(base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain)
-    return Verifier(ECKey.import_key(pem), x5c, f"x509_san_dns:{host}")
+    return Verifier(ECKey.import_key(pem), x5c, client_id)
 
 
 @dataclass
@@ -141,7 +152,7 @@ class WalletConnector:
             "aud": "https://self-issued.me/v2",  # OpenID4VP 1.0 §5.8 (static wallet metadata)
             "iat": now,
             "exp": now + int(REQUEST_LIFETIME.total_seconds()),
-            "client_id": self.verifier.client_id,  # §5.9.3 x509_san_dns prefix
+            "client_id": self.verifier.client_id,  # §5.9.3 x509_san_dns or x509_hash prefix
             "response_type": "vp_token",
             "response_mode": "direct_post.jwt",  # §8.3.1
             "response_uri": response_uri,  # §8.2
