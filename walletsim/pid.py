@@ -7,6 +7,7 @@ import json
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -111,6 +112,28 @@ class TestPidProvider:
         self._key = jwk_of(key)
         self._statuses = bytearray(1024)  # 8192 one-bit entries, all VALID
         self._next = 0
+
+    def save(self, directory: Path) -> None:
+        """Keep the TEST provider (keys unencrypted: TEST only) for the demo CLI."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "pid-root.pem").write_bytes(self.root_pem)
+        (directory / "pid-issuer.pem").write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        (directory / "pid-issuer.key").write_bytes(self._key.export_to_pem(private_key=True, password=None))
+        (directory / "pid-issuer.json").write_text(
+            json.dumps({"issuer": self.issuer, "status_uri": self.status_uri})
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> TestPidProvider:
+        meta = json.loads((directory / "pid-issuer.json").read_text())
+        self = cls.__new__(cls)
+        self.issuer, self.status_uri = meta["issuer"], meta["status_uri"]
+        self.root = x509.load_pem_x509_certificate((directory / "pid-root.pem").read_bytes())
+        self.cert = x509.load_pem_x509_certificate((directory / "pid-issuer.pem").read_bytes())
+        self._key = jwk.JWK.from_pem((directory / "pid-issuer.key").read_bytes())
+        self._statuses = bytearray(1024)
+        self._next = 0
+        return self
 
     @property
     def root_pem(self) -> bytes:

@@ -3,6 +3,7 @@ walletsim holder (sd-jwt reference implementation) answering like a wallet app."
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -215,3 +216,38 @@ def test_replayed_response_and_replayed_presentation_are_refused(world: WalletWo
     replay = world.holder.answer(link2, presentation=old)
     assert replay.status_code == 400 and "nonce_mismatch" in replay.json()["error_description"]
     assert _count(world, EidLink) == 0  # the first answer was never completed by its browser
+
+
+def test_demo_cli_wallet_answers_a_real_request(idp_factory: Any, tmp_path: Any, capsys: Any) -> None:
+    """``python -m walletsim init`` writes what [wallet] needs; ``answer`` logs the citizen in."""
+    from idp.config import WalletConfig
+    from walletsim.__main__ import main as walletsim
+
+    assert walletsim(["init", str(tmp_path / "sim"), "--host", "localhost"]) == 0
+    sim = tmp_path / "sim"
+    idp = idp_factory(
+        host="localhost",
+        wallet=WalletConfig(
+            enabled=True,
+            simulation=True,
+            trust_anchors_file=str(sim / "pid-root.pem"),
+            verifier_key_file=str(sim / "verifier.key"),
+            verifier_cert_file=str(sim / "verifier.pem"),
+        ),
+    )
+    idp.add_user(EMAIL)
+    b = Browser(idp)
+    page = b.login(EMAIL, PASSWORD, b.follow(b.get(f"{idp.url}/login")))
+    _waiting, link = wallet_link(b, b.follow(b.get(f"{idp.url}/login/eid")))
+    capsys.readouterr()
+    assert walletsim(["answer", str(sim), link]) == 0
+    status, _sp, body = capsys.readouterr().out.strip().partition(" ")
+    assert status == "200", body
+    done = b.follow(b.get(json.loads(body)["redirect_uri"]))
+    assert done.status_code == 200 and done.url.endswith("/account"), (done.url, page.url)
+    assert _count_links(idp) == 1
+
+
+def _count_links(idp: Any) -> int:
+    with transaction(idp.sessions()) as s:
+        return int(s.execute(select(func.count()).select_from(EidLink)).scalar_one())
