@@ -81,6 +81,8 @@ class Holder:
             assert prefix == "x509_san_dns", claims["client_id"]
             sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert value in sans.get_values_for_type(x509.DNSName), (value, sans)
+            # §5.9.3: without a trusted list of verifiers, the response_uri's host is that name
+            assert urlsplit(claims["response_uri"]).hostname == value, claims["response_uri"]
         assert claims["client_id"] == q["client_id"]
         assert claims["response_mode"] == "direct_post.jwt" and claims["response_type"] == "vp_token"
         return Request(claims["client_id"], claims)
