@@ -123,6 +123,11 @@ def test_cross_device_qr_then_waiting_page_continues(world: WalletWorld) -> None
     answer = world.holder.answer(qr_link)
     assert answer.status_code == 200 and "redirect_uri" not in answer.json()
     assert b.get(world.idp.url + status_url.group(1).replace("&amp;", "&")).json() == {"status": "approved"}
+    # Someone who knows the URL (it is in the QR code's page, not in the QR code) but is not the
+    # browser that started gets nothing: the answer stays for the starter.
+    stranger = Browser(world.idp)
+    assert stranger.get(waiting.url).status_code == 400
+    assert stranger.get(world.idp.url + status_url.group(1).replace("&amp;", "&")).json() == {"status": "expired"}
     done = b.follow(b.get(waiting.url))
     if done.status_code == 200 and 'name="decision"' in done.text:
         done = b.consent(done)
