@@ -64,7 +64,7 @@ def _build() -> Any:
     return WalletConnector(
         verifier=verifier,
         trust=trust,
-        status=StatusLists(trust, http_fetch(requests.get)),
+        status=StatusLists(trust, http_fetch(requests.get), allow_loopback_http=bool(w.simulation)),
         base_url=cfg.issuer,
         pseudonym_key=derive_key(cfg.secret_key, "wallet-recognition"),
         vcts=tuple(v.strip() for v in w.pid_vct.split(",") if v.strip()),

@@ -130,3 +130,18 @@ def test_status_list_signed_by_untrusted_key_means_status_unavailable(provider: 
     lists = StatusLists(tl, lambda uri: stranger.status_list_token().encode())
     with pytest.raises(errors.StatusUnavailable):
         verify_presentation(vp, trust=tl, nonce="n", audience=AUD, now=datetime.now(UTC), status=lists)
+
+
+def test_plain_http_status_list_is_refused_outside_simulation() -> None:
+    local = TestPidProvider(status_uri="http://127.0.0.1:9/status/1")
+    tl = TrustList.from_pem(local.root_pem)
+    h = Holder([], None, None)
+    cred, _ = local.issue(h.key)
+    vp = h.present(cred, NAMES, nonce="n", aud=AUD)
+    fetch = lambda uri: local.status_list_token().encode()  # noqa: E731
+    with pytest.raises(errors.MalformedPresentation):
+        verify_presentation(
+            vp, trust=tl, nonce="n", audience=AUD, now=datetime.now(UTC), status=StatusLists(tl, fetch)
+        )
+    lists = StatusLists(tl, fetch, allow_loopback_http=True)  # walletsim on this machine
+    verify_presentation(vp, trust=tl, nonce="n", audience=AUD, now=datetime.now(UTC), status=lists)

@@ -127,7 +127,9 @@ def test_cross_device_qr_then_waiting_page_continues(world: WalletWorld) -> None
     # browser that started gets nothing: the answer stays for the starter.
     stranger = Browser(world.idp)
     assert stranger.get(waiting.url).status_code == 400
-    assert stranger.get(world.idp.url + status_url.group(1).replace("&amp;", "&")).json() == {"status": "expired"}
+    assert stranger.get(world.idp.url + status_url.group(1).replace("&amp;", "&")).json() == {
+        "status": "expired"
+    }
     done = b.follow(b.get(waiting.url))
     if done.status_code == 200 and 'name="decision"' in done.text:
         done = b.consent(done)
@@ -256,3 +258,13 @@ def test_demo_cli_wallet_answers_a_real_request(idp_factory: Any, tmp_path: Any,
 def _count_links(idp: Any) -> int:
     with transaction(idp.sessions()) as s:
         return int(s.execute(select(func.count()).select_from(EidLink)).scalar_one())
+
+
+def test_wallet_error_response_is_a_clear_refusal(world: WalletWorld) -> None:
+    """OpenID4VP 1.0 §8.5: the citizen declined in the wallet; the wallet posts an error."""
+    b, waiting, link = _start(world)
+    req = world.holder.fetch_request(link)
+    answer = requests.post(
+        req.claims["response_uri"], data={"error": "access_denied", "state": req.claims["state"]}, timeout=10
+    )
+    _assert_refused(world, b, waiting, answer, "wallet_declined")

@@ -187,6 +187,9 @@ class WalletConnector:
         if now - pending.created_at > REQUEST_LIFETIME:
             raise errors.WalletError("the request has expired")
         token = params.get("response", "")
+        if not token and params.get("error") and "vp_token" not in params:
+            # OpenID4VP 1.0 §8.5: the wallet's error response (e.g. access_denied: the citizen said no)
+            raise errors.WalletDeclined(f"wallet error {params.get('error', '')[:60]!r}")
         if not token:
             # OpenID4VP 1.0 §8.3.1: direct_post.jwt was asked; a plain vp_token is refused.
             raise errors.NotEncrypted("response_mode direct_post.jwt asked, no encrypted response sent")

@@ -11,6 +11,11 @@ class WalletError(EidError):
     description = "Your ID wallet's answer could not be accepted. Please start again."
 
 
+class WalletDeclined(WalletError):
+    code = "wallet_declined"
+    description = "The wallet did not share the data (cancelled or refused)."
+
+
 class NotEncrypted(WalletError):
     code = "response_not_encrypted"
 
