@@ -70,6 +70,19 @@ def test_citizen_at_low_steps_up_to_high_with_wallet_pid_and_id_token_says_so(wo
     assert claims["acr"] == LEVEL_HIGH
     assert "wallet" in claims["amr"] and "pwd" in claims["amr"]
     assert _count(world, EidLink) == 1
+    with transaction(world.idp.sessions()) as s:  # kept like the ID card's: value, source, level
+        from idp import eid_store
+        from policies import Level
+
+        link = s.execute(select(EidLink)).scalar_one()
+        attrs = {
+            a.name: a for a in eid_store.verified_attributes(s, world.idp.keys.personal_data, link.account_id)
+        }
+    assert link.connector == "wallet" and link.simulation is True
+    assert attrs["family_name"].value == "Mustermann" and attrs["place_of_birth"].value == "Berlin"
+    assert attrs["birthdate"].level is Level.HIGH
+    assert attrs["given_name"].source == "urn:cityid:eid:wallet:https://pid.test.example"
+    assert "nationality" not in attrs  # not asked for (data minimisation)
 
     # A second login, another browser, nobody logged in: the same wallet reaches the same account.
     fresh = Browser(world.idp)
