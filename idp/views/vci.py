@@ -110,6 +110,15 @@ def issuer_metadata() -> Any:
     )
 
 
+@bp.get("/.well-known/oauth-authorization-server")
+def as_metadata() -> Any:
+    """RFC 8414 §3: the main authorization server's metadata (the authorization-code flow of
+    OpenID4VCI 1.0 §5; wallets look here, not at OpenID Connect discovery): the same document."""
+    from idp.views.oidc import discovery
+
+    return discovery()
+
+
 @bp.get("/.well-known/oauth-authorization-server/vci")
 def vci_as_metadata() -> Any:
     """RFC 8414 §3.1 (path insertion): the authorization server of the pre-authorized code flow."""
