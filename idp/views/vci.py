@@ -179,36 +179,38 @@ def nonce() -> Any:
 # --------------------------------------------------------------------------- credential
 
 
-def _account_of_token() -> str | None:
-    auth = request.headers.get("Authorization", "")
-    scheme, _sp, value = auth.partition(" ")
-    if scheme.lower() != "bearer" or not value:
-        return None
-    account = store.access_account(uow.db(), _key(), value.strip())
-    if account is not None:
-        return account
-    # The authorization-code flow: one of our RFC 9068 access tokens with scope library_card.
+def _account_of_token() -> str | Any:
+    """The account an access token is for: a pre-authorized flow token (opaque, Bearer), or one
+    of our RFC 9068 access tokens with scope ``library_card`` (authorization-code flow), checked
+    by idp.oauth.resource like every protected resource: a DPoP-bound (RFC 9449 §7) or
+    certificate-bound (RFC 8705 §3) token only with its proof. Returns an error response else."""
     from idp.models import Grant
-    from idp.oauth.server import decode_access_token
+    from idp.oauth.resource import ResourceError, authenticate
 
-    valid = decode_access_token(uow.db(), value.strip())
-    if valid is None or SCOPE not in str(valid.claims.get("scope", "")).split():
-        return None
-    grant = uow.db().get(Grant, valid.claims.get("gid", ""))
-    return grant.account_id if grant is not None else None
+    scheme, _sp, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        account = store.access_account(uow.db(), _key(), value.strip())
+        if account is not None:
+            return account
+    try:
+        claims = authenticate(required_scope=SCOPE)
+    except ResourceError as exc:
+        return exc.response()
+    grant = uow.db().get(Grant, claims.get("gid", ""))
+    if grant is None or grant.account_id is None:
+        return _error(401, "invalid_token", "the access token is not valid")
+    return str(grant.account_id)
 
 
 @bp.post("/vci/credential")
 def credential() -> Any:
     """OpenID4VCI 1.0 §8: one library card, bound to the key of the JWT proof."""
     account_id = _account_of_token()
-    if account_id is None:
+    if not isinstance(account_id, str):
         uow.record(
             action="vci.credential", outcome="denied", actor="wallet", subject="", reason="invalid_token"
         )
-        resp = _error(401, "invalid_token", "the access token is not valid")
-        resp.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'  # RFC 6750 §3
-        return resp
+        return account_id  # RFC 6750 §3 / RFC 9449 §7: the resource's error with WWW-Authenticate
     if request.content_length is not None and request.content_length > MAX_BODY:
         return _error(400, "invalid_credential_request", "request too large")
     body = request.get_json(silent=True)

@@ -259,3 +259,67 @@ def test_account_deletion_flips_the_status_bit(city: Idp) -> None:
     with transaction(city.sessions()) as s:
         assert store.card_of(s, city.keys.personal_data, account) is None  # the card went with the account
     assert _status_bit(city, status["uri"], status["idx"], root) == 1  # ... and its credential reads INVALID
+
+
+def test_dpop_bound_access_token_needs_its_proof_at_the_credential_endpoint(city: Idp) -> None:
+    """RFC 9449 §7 (HAIP 1.0 asks for DPoP): a DPoP-bound token presented as Bearer is refused."""
+    from tests.idp.conftest import query
+    from tests.idp.dpop_client import DpopKey
+
+    account = city.add_user(EMAIL)
+    _grant(city, account)
+    cid, secret = city.add_client(
+        name="Wallet", redirect_uris=["http://127.0.0.1:9/cb"], scope="openid library_card"
+    )
+    wallet = Rp(city, cid, secret)
+    browser = Browser(city)
+    url, verifier, _s = wallet.authorize_url(scope="openid library_card")
+    _steps, page = walk(browser, browser.follow(browser.get(url)), EMAIL)
+    key = DpopKey()
+    form = {
+        "grant_type": "authorization_code",
+        "code": query(page.headers["Location"])["code"],
+        "redirect_uri": wallet.redirect_uri,
+        "code_verifier": verifier,
+    }
+
+    def token_request() -> Any:
+        proof = key.proof("POST", f"{city.url}/token")
+        return requests.post(
+            f"{city.url}/token", auth=(cid, secret or ""), data=form, headers={"DPoP": proof}, timeout=10
+        )
+
+    r = token_request()
+    if r.status_code == 400 and r.json().get("error") == "use_dpop_nonce":
+        key.nonce = r.headers["DPoP-Nonce"]
+        r = token_request()
+    assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
+    at = r.json()["access_token"]
+    holder = _holder()
+    as_bearer = Receiver(holder).request(city.url, at)
+    assert as_bearer.status_code == 401, as_bearer.text
+    meta = Receiver(holder).metadata(city.url)
+
+    def credential_request() -> Any:
+        c_nonce = requests.post(meta["nonce_endpoint"], timeout=10).json()["c_nonce"]
+        body = {
+            "credential_configuration_id": "library_card",
+            "proofs": {"jwt": [Receiver(holder).proof(city.url, c_nonce)]},
+        }
+        proof = key.proof("POST", meta["credential_endpoint"], access_token=at)
+        return requests.post(
+            meta["credential_endpoint"],
+            json=body,
+            headers={"Authorization": f"DPoP {at}", "DPoP": proof},
+            timeout=10,
+        )
+
+    ok = credential_request()
+    if ok.status_code == 401 and ok.json().get("error") == "use_dpop_nonce":
+        key.nonce = ok.headers["DPoP-Nonce"]
+        ok = credential_request()
+    assert ok.status_code == 200, ok.text
+    assert (
+        independent_verify(ok.json()["credentials"][0]["credential"], holder, _root(city))["card_number"]
+        == "SB-0042-17"
+    )
