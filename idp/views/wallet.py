@@ -130,7 +130,10 @@ def wallet_page() -> Any:
     row, pending = found
     if row.result_enc is not None:
         return _hand_over(state, row)
-    cross_ok = browser.current_account() is not None
+    phone = bool(_MOBILE.search(request.headers.get("User-Agent", "")))
+    # A QR code for another device: not on a phone (nothing to scan it with), and only for a
+    # logged-in citizen (see _hand_over).
+    cross_ok = browser.current_account() is not None and not phone
     qr = None
     if cross_ok:
         qr = segno.make(conn.authorization_url(pending, "cross"), error="m").svg_data_uri(scale=4, border=2)
@@ -138,7 +141,7 @@ def wallet_page() -> Any:
         "wallet.html",
         same_device_url=conn.authorization_url(pending, "same"),
         qr=qr,
-        phone=bool(_MOBILE.search(request.headers.get("User-Agent", ""))),
+        phone=phone,
         status_url=f"/login/eid/wallet/status?{urlencode({'state': state})}",
         state=state,
     )

@@ -281,3 +281,13 @@ def test_wallet_error_response_is_a_clear_refusal(world: WalletWorld) -> None:
         req.claims["response_uri"], data={"error": "access_denied", "state": req.claims["state"]}, timeout=10
     )
     _assert_refused(world, b, waiting, answer, "wallet_declined")
+
+
+def test_on_a_phone_the_wallet_opens_on_the_same_device(world: WalletWorld) -> None:
+    world.idp.add_user(EMAIL)
+    b = Browser(world.idp)
+    b.http.headers["User-Agent"] = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) Mobile/15E148"
+    b.login(EMAIL, PASSWORD, b.follow(b.get(f"{world.idp.url}/login")))
+    waiting, link = wallet_link(b, b.follow(b.get(f"{world.idp.url}/login/eid")))
+    assert f'<a class="button" href="{link.replace("&", "&amp;")}"' in waiting.text
+    assert "<img" not in waiting.text  # no QR code to scan with the phone itself
