@@ -958,7 +958,7 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
     )
 
 
-for _name in ("cli_pki", "cli_device", "cli_signing"):
+for _name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

@@ -46,7 +46,7 @@ from policies import AskStep, Refused, Satisfied, Step, next_step, required_leve
 
 bp = Blueprint("oidc", __name__)
 
-SCOPES = ["openid", "profile", "email", "offline_access", "eid", "smartcard:enroll"]
+SCOPES = ["openid", "profile", "email", "offline_access", "eid", "smartcard:enroll", "library_card"]
 
 
 def server() -> Any:
