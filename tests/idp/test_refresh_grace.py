@@ -262,9 +262,8 @@ def test_concurrent_refreshes_with_one_token_both_get_the_same_tokens(idp: Idp) 
 
 @pytest.mark.parametrize("seconds, ok", [(0, True), (10, True), (300, True), (-1, False), (301, False)])
 def test_the_grace_window_setting_is_checked_at_start(seconds: int, ok: bool, tmp_path: Any) -> None:
-    from tests.idp.conftest import make_config
-
     from idp.config import BrandingConfig
+    from tests.idp.conftest import make_config
 
     cfg = make_config(
         tmp_path,
