@@ -10,38 +10,7 @@ from typing import Any
 
 import click
 
-# as cli.py's (this module is imported by cli.py, which may be running as __main__)
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="CITYID_DATA_DIR",
-    default=Path(".cityid-data"),
-    show_default=True,
-    help="instance data directory",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-
-
-def _cli() -> Any:
-    """cli.py's helpers (session_for, fail, out), from the running module when cli is __main__."""
-    main = sys.modules.get("__main__")
-    if main is not None and hasattr(main, "session_for"):
-        return main
-    import cli
-
-    return cli
-
-
-def fail(message: str, as_json: bool = False, code: int = 1) -> None:
-    _cli().fail(message, as_json, code)
-
-
-def out(data: Any, as_json: bool, human: str) -> None:
-    _cli().out(data, as_json, human)
-
-
-def session_for(data_dir: Path, as_json: bool = False) -> Any:
-    return _cli().session_for(data_dir, as_json)
+from cli import data_dir_option, fail, json_option, out, session_for
 
 
 def _date(value: str | None, default: dt.date, what: str, as_json: bool) -> dt.date:

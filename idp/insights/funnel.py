@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flask import g, has_request_context
+from flask import current_app, g, has_request_context
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -118,7 +118,10 @@ class Buffer:
         return counts
 
 
-BUFFER = Buffer()
+def _buffer(app: Any) -> Buffer:
+    """The app's buffer (one app per worker process; tests run several in one process)."""
+    buf: Buffer = app.extensions.setdefault("cityid_insights_buffer", Buffer())
+    return buf
 
 
 def _queue(key: Key) -> None:
@@ -131,20 +134,22 @@ def _queue(key: Key) -> None:
 def hand_over() -> None:
     counts = g.pop(REQUEST_KEY, None)
     if counts:
-        BUFFER.add(counts)
+        _buffer(current_app._get_current_object()).add(counts)
 
 
-def flush(sessions: sessionmaker[Session]) -> int:
-    """Write this process's buffered increments (the background duty, every tick; a scrape of
+def flush(app: Any) -> int:
+    """Write the app's buffered increments (the background duty, every tick; a scrape of
     /metrics; the worker's stop). On a database error they stay buffered for the next try."""
-    counts = BUFFER.take()
+    buf = _buffer(app)
+    counts = buf.take()
     if not counts:
         return 0
+    sessions: sessionmaker[Session] = app.extensions["cityid"].sessions
     try:
         with transaction(sessions) as s:
             store.add(s, counts)
     except Exception:
-        BUFFER.add(counts)
+        buf.add(counts)
         raise
     return sum(counts.values())
 

@@ -12,7 +12,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, Response, current_app, redirect, render_template, request
 from flask_babel import gettext as _
 
 from db import utcnow
@@ -209,7 +209,7 @@ def public_metrics() -> Any:
         resp = Response("unauthorized\n", status=401, mimetype="text/plain")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="cityid-metrics"'  # RFC 6750 §3
         return resp
-    funnel.flush(runtime().sessions)  # this process's latest counts too
+    funnel.flush(current_app._get_current_object())  # this worker's latest counts too
     body, content_type = metrics.exposition(runtime().sessions, runtime().config)
     resp = Response(body, status=200)
     resp.headers["Content-Type"] = content_type

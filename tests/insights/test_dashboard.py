@@ -134,8 +134,10 @@ def test_dashboard_in_chromium_steps_up_an_analyst_passes_axe_and_refuses_a_citi
 def test_metrics_and_dashboard_agree(pair: Pair) -> None:
     """The same scripted flows seen by /metrics with the token (anonymous refused)."""
     _script(pair)
+    from idp.insights import funnel
     from tests.insights.conftest import METRICS_TOKEN
 
+    funnel.flush(pair.a.app)  # instance a's background tick; b's scrape writes b's own counts
     text = requests.get(
         f"{pair.b.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
     ).text
