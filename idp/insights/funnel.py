@@ -134,7 +134,8 @@ def _queue(key: Key) -> None:
 def hand_over() -> None:
     counts = g.pop(REQUEST_KEY, None)
     if counts:
-        _buffer(current_app._get_current_object()).add(counts)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        _buffer(app).add(counts)
 
 
 def flush(app: Any) -> int:

@@ -209,7 +209,8 @@ def public_metrics() -> Any:
         resp = Response("unauthorized\n", status=401, mimetype="text/plain")
         resp.headers["WWW-Authenticate"] = 'Bearer realm="cityid-metrics"'  # RFC 6750 §3
         return resp
-    funnel.flush(current_app._get_current_object())  # this worker's latest counts too
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    funnel.flush(app)  # this worker's latest counts too
     body, content_type = metrics.exposition(runtime().sessions, runtime().config)
     resp = Response(body, status=200)
     resp.headers["Content-Type"] = content_type
