@@ -62,6 +62,8 @@ ATTEMPT_TABLES = frozenset(
 
 # endpoint label -> [requests sent, responses >= 500]
 STATS: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+# endpoint label -> status code -> responses (the report's spread: how deep requests got)
+STATUSES: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
 
 
 def fuzz_settings(ci_examples: int) -> settings:
@@ -97,13 +99,17 @@ def run_budgeted(run: Callable[[], None]) -> None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not STATS:
         return
-    lines = [f"cityid fuzz report (profile {PROFILE})", f"{'endpoint':58} {'requests':>9} {'5xx':>5}"]
+    lines = [
+        f"cityid fuzz report (profile {PROFILE})",
+        f"{'endpoint':50} {'requests':>9} {'5xx':>5}  statuses",
+    ]
     for label in sorted(STATS):
         sent, errors = STATS[label]
-        lines.append(f"{label:58} {sent:>9} {errors:>5}")
+        spread = " ".join(f"{code}:{n}" for code, n in sorted(STATUSES[label].items()))
+        lines.append(f"{label:50} {sent:>9} {errors:>5}  {spread}")
     total = sum(s for s, _ in STATS.values())
     errors = sum(e for _, e in STATS.values())
-    lines.append(f"{'total':58} {total:>9} {errors:>5}")
+    lines.append(f"{'total':50} {total:>9} {errors:>5}")
     terminalreporter.write_sep("=", "fuzz report")
     for line in lines:
         terminalreporter.write_line(line)
@@ -183,6 +189,7 @@ class Target:
         """The three checks; returns the state after the request (the next one's `before`)."""
         STATS[label][0] += 1
         status = resp.status_code
+        STATUSES[label][status] += 1
         body = resp.get_data()
         if status >= 500:
             STATS[label][1] += 1
@@ -268,7 +275,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     c = app.test_client()
     basic = base64.b64encode(f"{t.cc_client}:{cc_secret}".encode()).decode()
     tok = c.post(
-        "/token", data={"grant_type": "client_credentials"}, headers={"Authorization": f"Basic {basic}"}
+        "/token",
+        data={"grant_type": "client_credentials", "scope": "openid profile email"},
+        headers={"Authorization": f"Basic {basic}"},
     )
     assert tok.status_code == 200, tok.get_data(as_text=True)
     t.access_token = tok.get_json()["access_token"]

@@ -110,6 +110,7 @@ class Known:
     values: list[str] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
     csrf: str = ""
+    access_token: str = ""
 
 
 def text_values(known: Known) -> st.SearchStrategy[str]:
@@ -167,7 +168,7 @@ def deep_json(depth: int, kind: str) -> bytes:
 
 @st.composite
 def body_and_type(
-    draw: st.DrawFn, names: list[str], known: Known, json_api: bool
+    draw: st.DrawFn, names: list[str], known: Known, json_api: bool, base: tuple[tuple[str, str], ...] = ()
 ) -> tuple[bytes, str | None]:
     """A body and its Content-Type (None: no header)."""
     kinds = (
@@ -179,7 +180,7 @@ def body_and_type(
     if kind == "none":
         return b"", draw(st.sampled_from([None, "application/x-www-form-urlencoded", "application/json"]))
     if kind == "form":
-        pairs = draw(params(names, known))
+        pairs = draw(params(names, known, base))
         charset = draw(st.sampled_from(["utf-8", "utf-8", "latin-1", "utf-16"]))
         ctype = draw(
             st.sampled_from(
@@ -194,8 +195,11 @@ def body_and_type(
         )
         return urlencoded(pairs, charset), ctype
     if kind == "json":
-        if draw(st.booleans()):
-            doc: Any = draw(
+        choice = draw(st.integers(0, 2))
+        if choice == 0 and base:
+            doc: Any = dict(draw(params(names, known, base)))  # a valid request, spoilt
+        elif choice < 2:
+            doc = draw(
                 st.dictionaries(st.sampled_from(names or ["x"]), json_values(known), max_size=len(names) + 1)
             )
         else:
@@ -212,7 +216,7 @@ def body_and_type(
         return deep_json(depth, draw(st.sampled_from(["list", "object", "open"]))), ctype
     if kind == "multipart":
         boundary = draw(st.sampled_from(["b0undary", "", "x" * 80, '"q"']))
-        pairs = draw(params(names, known))
+        pairs = draw(params(names, known, base))
         parts = b"".join(
             b"--"
             + boundary.encode()
@@ -235,13 +239,33 @@ def body_and_type(
     )
 
 
-def params(names: list[str], known: Known, max_size: int = 6) -> st.SearchStrategy[list[tuple[str, str]]]:
+@st.composite
+def params(
+    draw: st.DrawFn, names: list[str], known: Known, base: tuple[tuple[str, str], ...] = ()
+) -> list[tuple[str, str]]:
+    """Parameters: mostly a valid request of the endpoint (``base``) with some values dropped,
+    replaced or spoilt (so the checks behind the first one are reached), plus random ones."""
     name = (
         st.one_of(st.sampled_from(names), st.sampled_from(names), st.text(max_size=12))
         if names
         else st.text(max_size=12)
     )
-    return st.lists(st.tuples(name, text_values(known)), max_size=max_size)
+    out: list[tuple[str, str]] = []
+    if base and draw(st.integers(0, 2)) > 0:
+        for key, value in base:
+            value = value.replace("$AT", known.access_token)
+            action = draw(st.integers(0, 7))
+            if action == 0:
+                continue  # dropped
+            if action == 1:
+                value = draw(text_values(known))  # replaced
+            elif action == 2:
+                value = value + draw(st.sampled_from(NASTY))  # spoilt
+            elif action == 3:
+                out.append((key, draw(text_values(known))))  # repeated with another value
+            out.append((key, value))
+    out.extend(draw(st.lists(st.tuples(name, text_values(known)), max_size=2 if out else 6)))
+    return out
 
 
 def _latin1(max_size: int = 80) -> st.SearchStrategy[str]:
@@ -257,6 +281,8 @@ def _b64(data: bytes) -> str:
 
 @st.composite
 def authorization(draw: st.DrawFn, known: Known) -> str:
+    if known.authorizations and draw(st.integers(0, 2)) == 0:
+        return draw(st.sampled_from(known.authorizations))  # valid: gets past authentication
     scheme = draw(st.sampled_from(["Basic", "Bearer", "DPoP", "Device", "basic", "Digest", ""]))
     if scheme.lower() == "basic" and draw(st.booleans()):
         user = draw(text_values(known))[:200]
@@ -303,6 +329,7 @@ class Endpoint:
     methods: tuple[str, ...]
     names: tuple[str, ...] = ()
     json_api: bool = False
+    base: tuple[tuple[str, str], ...] = ()  # a valid request's parameters ($AT: the access token)
 
 
 class Drawn:
@@ -347,11 +374,13 @@ def hostile_request(draw: st.DrawFn, endpoints: list[Endpoint], known: Known) ->
         path = path.replace("{x}", quote(_enc(seg, "utf-8"), safe="") or "x", 1)
     query = b""
     if method == "GET" or draw(st.integers(0, 3)) == 0:
-        query = urlencoded(draw(params(list(ep.names), known)), draw(st.sampled_from(["utf-8", "latin-1"])))
+        query = urlencoded(
+            draw(params(list(ep.names), known, ep.base)), draw(st.sampled_from(["utf-8", "latin-1"]))
+        )
     body, ctype = b"", None
     if method not in ("GET", "HEAD") or draw(st.integers(0, 5)) == 0:
-        body, ctype = draw(body_and_type(list(ep.names), known, ep.json_api))
-    if draw(st.integers(0, 40)) == 0:  # just over MAX_CONTENT_LENGTH (1 MiB): 413, never 500
+        body, ctype = draw(body_and_type(list(ep.names), known, ep.json_api, ep.base))
+    if draw(st.integers(0, 80)) == 0:  # just over MAX_CONTENT_LENGTH (1 MiB): 413, never 500
         body = b"a=" + b"A" * (1024 * 1024)
     return Drawn(ep, method, path, query, draw(headers(known, ctype)), body)
 

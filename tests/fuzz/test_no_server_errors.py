@@ -33,12 +33,43 @@ TOKEN = (
     "client_assertion client_assertion_type scope resource token token_type_hint"
 ).split()
 
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"  # RFC 7636 Appendix B
+AUTHZ_OK = (
+    ("client_id", "fuzz-public"),
+    ("response_type", "code"),
+    ("redirect_uri", REDIRECT),
+    ("scope", "openid profile"),
+    ("state", "s1"),
+    ("nonce", "n1"),
+    ("code_challenge", CHALLENGE),
+    ("code_challenge_method", "S256"),
+)
+PAR_OK = tuple((k, "fuzz-conf" if k == "client_id" else v) for k, v in AUTHZ_OK)
+TOKEN_OK = (
+    ("grant_type", "authorization_code"),
+    ("code", "x" * 43),
+    ("redirect_uri", REDIRECT),
+    ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+)
+CC_OK = (("grant_type", "client_credentials"), ("scope", "openid profile"))
+REFRESH_OK = (("grant_type", "refresh_token"), ("refresh_token", "x" * 43))
+TOKEN_HINT = (("token", "$AT"), ("token_type_hint", "access_token"))
+LOGOUT_OK = (
+    ("client_id", "fuzz-public"),
+    ("post_logout_redirect_uri", "https://rp.example/bye"),
+    ("state", "s1"),
+)
+
 OAUTH = [
-    Endpoint("GET|POST /authorize", "/authorize", ("GET", "POST"), tuple(AUTHZ)),
-    Endpoint("POST /par", "/par", ("POST",), tuple(AUTHZ + TOKEN)),
-    Endpoint("POST /token", "/token", ("POST",), tuple(TOKEN), json_api=True),
-    Endpoint("POST /introspect", "/introspect", ("POST",), tuple(TOKEN), json_api=True),
-    Endpoint("POST /revoke", "/revoke", ("POST",), tuple(TOKEN), json_api=True),
+    Endpoint("GET|POST /authorize", "/authorize", ("GET", "POST"), tuple(AUTHZ), base=AUTHZ_OK),
+    Endpoint("POST /par", "/par", ("POST",), tuple(AUTHZ + TOKEN), base=PAR_OK),
+    Endpoint("POST /token", "/token", ("POST",), tuple(TOKEN), json_api=True, base=TOKEN_OK),
+    Endpoint(
+        "POST /token (client credentials)", "/token", ("POST",), tuple(TOKEN), json_api=True, base=CC_OK
+    ),
+    Endpoint("POST /token (refresh)", "/token", ("POST",), tuple(TOKEN), json_api=True, base=REFRESH_OK),
+    Endpoint("POST /introspect", "/introspect", ("POST",), tuple(TOKEN), json_api=True, base=TOKEN_HINT),
+    Endpoint("POST /revoke", "/revoke", ("POST",), tuple(TOKEN), json_api=True, base=TOKEN_HINT),
     Endpoint("GET|POST /userinfo", "/userinfo", ("GET", "POST"), ("access_token",), json_api=True),
     Endpoint(
         "GET|POST /logout",
@@ -54,6 +85,7 @@ OAUTH = [
             "csrf_token",
             "decision",
         ),
+        base=LOGOUT_OK,
     ),
     Endpoint("GET /.well-known/openid-configuration", "/.well-known/openid-configuration", ("GET",)),
     Endpoint("GET /jwks.json", "/jwks.json", ("GET",)),
@@ -65,7 +97,12 @@ OAUTH = [
 
 DEVICE_API = [
     Endpoint(
-        "POST /api/smartcard/challenge", "/api/smartcard/challenge", ("POST",), ("purpose",), json_api=True
+        "POST /api/smartcard/challenge",
+        "/api/smartcard/challenge",
+        ("POST",),
+        ("purpose",),
+        json_api=True,
+        base=(("purpose", "enroll"),),
     ),
     Endpoint(
         "POST /api/smartcard/enroll",
@@ -85,9 +122,21 @@ DEVICE_API = [
     ),
     Endpoint("GET /api/smartcard/pending", "/api/smartcard/pending", ("GET",), json_api=True),
     Endpoint(
-        "POST /api/smartcard/approve", "/api/smartcard/approve", ("POST",), ("approval",), json_api=True
+        "POST /api/smartcard/approve",
+        "/api/smartcard/approve",
+        ("POST",),
+        ("approval",),
+        json_api=True,
+        base=(("approval", "a.b.c"),),
     ),
-    Endpoint("POST /api/smartcard/renew", "/api/smartcard/renew", ("POST",), ("renewal",), json_api=True),
+    Endpoint(
+        "POST /api/smartcard/renew",
+        "/api/smartcard/renew",
+        ("POST",),
+        ("renewal",),
+        json_api=True,
+        base=(("renewal", "a.b.c"),),
+    ),
 ]
 
 WEBAUTHN_FIELDS = (
@@ -117,7 +166,13 @@ PKI = [
 FORM = ("csrf_token", "email", "password", "token", "next", "confirm", "current_password", "new_password")
 PAGES = [
     Endpoint("GET /", "/", ("GET",)),
-    Endpoint("GET|POST /login", "/login", ("GET", "POST"), (*FORM, "client_id")),
+    Endpoint(
+        "GET|POST /login",
+        "/login",
+        ("GET", "POST"),
+        (*FORM, "client_id"),
+        base=(("email", "fuzz.citizen@example.org"), ("password", "wrong"), ("client_id", "fuzz-public")),
+    ),
     Endpoint("GET|POST /register", "/register", ("GET", "POST"), (*FORM, "password2", "accept")),
     Endpoint("GET|POST /forgot", "/forgot", ("GET", "POST"), FORM),
     Endpoint("GET|POST /reset", "/reset", ("GET", "POST"), FORM),
@@ -217,6 +272,7 @@ def known(t: Target, *, csrf: str = "") -> Known:
             f"Device {t.access_token}",
         ],
         csrf=csrf,
+        access_token=t.access_token,
     )
 
 

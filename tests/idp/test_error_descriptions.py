@@ -3,6 +3,7 @@ documented contract is ``{"error", "error_description"}``, docs/device-api.md, A
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from tests.idp.conftest import Idp
@@ -19,3 +20,24 @@ def test_token_error_without_authlib_text_still_has_error_description(idp: Idp) 
     body = resp.get_json()
     assert body["error"] == "unsupported_grant_type"
     assert body["error_description"] == "the grant type is not supported"
+
+
+def test_userinfo_refuses_a_machine_token_with_description_and_www_authenticate(idp: Idp) -> None:
+    """OIDC Core §5.3.3 / RFC 6750 §3.1: a client-credentials token (scope openid) names no
+    citizen; the 401 says so in error_description and WWW-Authenticate."""
+    cid, secret = idp.add_client(name="Machine", grant_types=["client_credentials"])
+    basic = base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    c = _client(idp)
+    tok = c.post(
+        "/token",
+        data={"grant_type": "client_credentials", "scope": "openid profile"},
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert tok.status_code == 200, tok.get_json()
+    resp = c.get("/userinfo", headers={"Authorization": f"Bearer {tok.get_json()['access_token']}"})
+    assert resp.status_code == 401
+    assert resp.get_json() == {
+        "error": "invalid_token",
+        "error_description": "the access token does not act for a citizen",
+    }
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
