@@ -165,6 +165,10 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         if hasattr(module, "init_app"):
             module.init_app(app, srv)
 
+    from idp import openapi
+
+    openapi.init_app(app, config.issuer)  # /openapi.json from docs/openapi.yaml
+
     from idp.oauth.token_endpoint import TokenEndpoint
 
     retry.track_commits(sessions)

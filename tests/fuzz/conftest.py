@@ -101,15 +101,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     lines = [
         f"cityid fuzz report (profile {PROFILE})",
-        f"{'endpoint':50} {'requests':>9} {'5xx':>5}  statuses",
+        f"{'endpoint':58} {'requests':>9} {'5xx':>5}  statuses",
     ]
     for label in sorted(STATS):
         sent, errors = STATS[label]
         spread = " ".join(f"{code}:{n}" for code, n in sorted(STATUSES[label].items()))
-        lines.append(f"{label:50} {sent:>9} {errors:>5}  {spread}")
+        lines.append(f"{label:58} {sent:>9} {errors:>5}  {spread}")
     total = sum(s for s, _ in STATS.values())
     errors = sum(e for _, e in STATS.values())
-    lines.append(f"{'total':50} {total:>9} {errors:>5}")
+    lines.append(f"{'total':58} {total:>9} {errors:>5}")
     terminalreporter.write_sep("=", "fuzz report")
     for line in lines:
         terminalreporter.write_line(line)
