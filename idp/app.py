@@ -195,6 +195,15 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
+        response = app.make_response(_http_error_body(exc))
+        # the exception's own headers: Allow on a 405 (RFC 9110 §15.5.6 MUST), WWW-Authenticate,
+        # Retry-After; our body brings its own Content-Type
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    def _http_error_body(exc: HTTPException) -> Any:
         if request.path.startswith(JSON_PATHS):
             code = exc.code or 500
             error = "server_error" if code >= 500 else "invalid_request"  # RFC 6749 §4.1.2.1
