@@ -78,20 +78,13 @@ def fuzz_settings(ci_examples: int) -> settings:
     )
 
 
-_fuzz_tests: list[str] = []
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    _fuzz_tests.extend(i.nodeid for i in items if "tests/fuzz/" in i.nodeid.replace("\\", "/"))
-
-
-def run_budgeted(run: Callable[[], None]) -> None:
-    """Run a hypothesis test once (ci), or again and again for its share of the time (long)."""
+def run_budgeted(run: Callable[[], None], share: float) -> None:
+    """Run a hypothesis test once (ci), or again and again for ``share`` of the long profile's
+    time (the shares of all fuzz tests add up to 1)."""
     if not LONG:
         run()
         return
-    share = TOTAL_SECONDS / max(1, len(_fuzz_tests))
-    end = time.monotonic() + share
+    end = time.monotonic() + TOTAL_SECONDS * share
     while time.monotonic() < end:
         run()
 
