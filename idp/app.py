@@ -21,6 +21,7 @@ from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
 from idp.oauth.errors import safe_description
+from idp.request import CityidRequest
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
@@ -114,6 +115,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
+    app.request_class = CityidRequest  # header parsing that never raises on hostile input
     app.json = HostileJSONProvider(app)
     engine = make_engine(config.db_url)
     if check_schema:

@@ -81,4 +81,4 @@ def _safe_init(self: OAuth2Error, description: Any = None, *args: Any, **kwargs:
 
 def install() -> None:
     """Make every ``OAuth2Error`` safe to build from request values (idempotent)."""
-    OAuth2Error.__init__ = _safe_init  # type: ignore[method-assign]
+    OAuth2Error.__init__ = _safe_init

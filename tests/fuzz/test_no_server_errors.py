@@ -278,7 +278,7 @@ def campaign(
 ) -> None:
     """Send ``examples`` generated requests (per run) to ``endpoints`` and check each answer."""
     state = {"before": table_digests(t.engine)}
-    k = known(t, csrf=t.csrf if citizen else "")
+    k = known(t, csrf="$CSRF" if citizen else "")  # the live session's token, put in at send time
 
     @fuzz_settings(examples)
     @given(req=hostile_request(endpoints, k), form_csrf=st.booleans())
@@ -291,6 +291,8 @@ def campaign(
                 req.headers = [h for h in req.headers if h[0] != "Content-Type"]
                 req.headers.append(("Content-Type", "application/x-www-form-urlencoded"))
             client = t.citizen
+            req.headers = [(name, value.replace("$CSRF", t.csrf)) for name, value in req.headers]
+            req.body = req.body.replace(b"%24CSRF", t.csrf.encode()).replace(b"$CSRF", t.csrf.encode())
         else:
             client = t.anonymous()
         state["before"] = table_digests(t.engine)

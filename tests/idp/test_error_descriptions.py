@@ -41,3 +41,27 @@ def test_userinfo_refuses_a_machine_token_with_description_and_www_authenticate(
         "error_description": "the access token does not act for a citizen",
     }
     assert resp.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_token_refusal_with_undecodable_basic_credentials_is_not_a_500(idp: Idp) -> None:
+    """RFC 7617 §2 / RFC 6749 §5.2: Basic credentials that are no base64 of UTF-8 are no
+    credentials. Found by the fuzz campaign: a bad DPoP proof is audited with the client id the
+    request claims, and reading it from such a header raised ValueError in werkzeug (a 500)."""
+    c = _client(idp)
+    for credentials in ("\u00db\u00db", "%%%", base64.b64encode(b"\xff\xfe:x").decode()):
+        resp = c.post(
+            "/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": f"Basic {credentials}", "DPoP": "not-a-jws"},
+        )
+        assert resp.status_code == 400, resp.get_data(as_text=True)
+        assert resp.get_json()["error"] == "invalid_dpop_proof"
+
+
+def test_undecodable_basic_credentials_read_as_none_on_every_request(idp: Idp) -> None:
+    from flask import request
+
+    with idp.app.test_request_context("/par", headers={"Authorization": "Basic \u00db\u00db"}):
+        assert request.authorization is None
+    with idp.app.test_request_context("/par", headers={"Authorization": "Basic Zm9vOmJhcg=="}):
+        assert request.authorization is not None and request.authorization.username == "foo"
