@@ -208,7 +208,7 @@ class Target:
         if status >= 500:
             STATS[label][1] += 1
             raise AssertionError(f"{label}: {status} {body[:800]!r}")
-        head = resp.request is not None and resp.request.method == "HEAD"  # no body (RFC 9110 §9.3.2)
+        head = getattr(getattr(resp, "request", None), "method", "") == "HEAD"  # no body (RFC 9110 §9.3.2)
         if status >= 400 and not head and resp.mimetype in ("application/json", "application/problem+json"):
             try:
                 doc = json.loads(body)
