@@ -427,3 +427,14 @@ def test_ocsp_get_and_post_never_answer_5xx(target: Target) -> None:
         state["before"] = target.check(label, resp, state["before"])
 
     run_budgeted(run, 0.07)
+
+
+def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
+    """A new endpoint (signing, validation, …) must be added to the lists above."""
+    import re
+
+    fuzzed = {e.path for e in OAUTH + DEVICE_API + WEBAUTHN + PKI + PAGES + CITIZEN}
+    fuzzed |= {"/pki/ocsp"}  # OCSP POST: test_ocsp_get_and_post_never_answer_5xx
+    routes = {re.sub(r"<[^>]+>", "{x}", rule.rule) for rule in target.app.url_map.iter_rules()}
+    missing = sorted(routes - fuzzed)
+    assert not missing, f"routes no fuzz test sends requests to: {missing}"
