@@ -305,30 +305,30 @@ def campaign(
 def test_oauth_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
     """OIDC authorize (GET/POST), PAR, token, introspection, revocation, userinfo, logout,
     discovery, JWKS, the OpenAPI document and the demo resource."""
-    campaign(target, OAUTH, 200, 0.18)
+    campaign(target, OAUTH, 150, 0.18)
 
 
 def test_device_api_never_answers_5xx_and_errors_are_error_objects(target: Target) -> None:
-    campaign(target, DEVICE_API, 120, 0.10)
+    campaign(target, DEVICE_API, 90, 0.10)
 
 
 def test_webauthn_json_never_answers_5xx_anonymous_or_logged_in(target: Target) -> None:
-    campaign(target, WEBAUTHN, 60, 0.04)
-    campaign(target, WEBAUTHN, 60, 0.04, citizen=True)
+    campaign(target, WEBAUTHN, 45, 0.04)
+    campaign(target, WEBAUTHN, 45, 0.04, citizen=True)
 
 
 def test_pki_endpoints_never_answer_5xx(target: Target) -> None:
-    campaign(target, PKI, 80, 0.05)
+    campaign(target, PKI, 60, 0.05)
 
 
 def test_citizen_pages_with_session_and_csrf_never_answer_5xx(target: Target) -> None:
     # the authorization and logout endpoints with a logged-in session: consent and logout pages
     with_session = [e for e in OAUTH if e.path in ("/authorize", "/logout")]
-    campaign(target, CITIZEN + PAGES[:6] + with_session, 160, 0.12, citizen=True)
+    campaign(target, CITIZEN + PAGES[:6] + with_session, 120, 0.12, citizen=True)
 
 
 def test_anonymous_pages_never_answer_5xx(target: Target) -> None:
-    campaign(target, PAGES, 160, 0.10)
+    campaign(target, PAGES, 120, 0.10)
 
 
 # ----------------------------------------------------------------------------- OCSP POST
@@ -400,7 +400,7 @@ def test_ocsp_get_and_post_never_answer_5xx(target: Target) -> None:
     """RFC 6960 Appendix A.1: GET with the base64 request in the path, POST with the DER body."""
     state = {"before": table_digests(target.engine)}
 
-    @fuzz_settings(100)
+    @fuzz_settings(80)
     @given(
         der=ocsp_bodies(target.issuing_der),
         post=st.booleans(),

@@ -94,7 +94,7 @@ def _exercise(operation: Any) -> Any:
     label = f"schemathesis {operation.method.upper()} {operation.path}"
 
     @settings(
-        max_examples=300 if LONG else 6,
+        max_examples=300 if LONG else 4,
         deadline=None,
         derandomize=not LONG,
         database=None,
