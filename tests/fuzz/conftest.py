@@ -110,7 +110,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if out:
         Path(out).write_text(
             json.dumps(
-                {"profile": PROFILE, "endpoints": dict(STATS), "requests": total, "server_errors": errors}
+                {
+                    "profile": PROFILE,
+                    "requests": total,
+                    "server_errors": errors,
+                    "endpoints": {k: {"requests": v[0], "server_errors": v[1]} for k, v in STATS.items()},
+                    "statuses": {k: dict(v) for k, v in STATUSES.items()},
+                },
+                indent=1,
             )
         )
 
