@@ -27,6 +27,7 @@ from db import utcnow
 from idp import cors, retry, uow
 from idp.oauth import dpop, mtls
 from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
+from idp.request import SafeAuthorization
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -35,7 +36,7 @@ PATH = "/token"
 MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; a client assertion a few KiB
 
 
-class TokenRequest(Request):
+class TokenRequest(SafeAuthorization):
     max_content_length = MAX_BODY
     max_form_memory_size = MAX_BODY
     max_form_parts = 64
