@@ -24,7 +24,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import browser, consents, levels, uow
+from idp import browser, consents, levels, static_docs, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.models import Consent, Grant
@@ -54,9 +54,9 @@ def server() -> Any:
 # --------------------------------------------------------------------------- discovery
 
 
-@bp.get("/.well-known/openid-configuration")
-def discovery() -> Response:
-    rt_cfg = runtime().config
+def discovery_metadata(rt_cfg: Any) -> dict[str, Any]:
+    """The discovery document (OIDC Discovery §3, RFC 8414 §2): fixed by the configuration, so
+    computed once per process and served as bytes (idp.static_docs)."""
     iss = rt_cfg.issuer
     scope_levels = rt_cfg.scope_levels
     meta = {
@@ -145,16 +145,21 @@ def discovery() -> Response:
         ],
         "prompt_values_supported": ["none", "login", "consent"],
     }
-    resp = jsonify(meta)
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    return resp
+    return meta
+
+
+# Normally answered by idp.static_docs before Flask; these views serve what it hands on (a stale
+# key cache, HEAD/GET through a test client without the middleware), with the same bytes.
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    doc = static_docs.discovery_document(runtime().config)
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
 
 
 @bp.get("/jwks.json")
 def jwks() -> Response:
-    resp = jsonify(key_cache().get(uow.db()).jwks)
-    resp.headers["Cache-Control"] = "public, max-age=60"
-    return resp
+    doc = static_docs.jwks_document(key_cache().get(uow.db()))
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
 
 
 # --------------------------------------------------------------------------- authorize
