@@ -57,7 +57,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -65,7 +65,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
 
 # All benches as JSON lines (one object per line). The side-by-side run with the certified Node peer
 # needs its harness set up in $(BENCH_PEER) (see bench/compare_peer.py); skipped when it is missing.

@@ -954,7 +954,7 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
     )
 
 
-for _name in ("cli_pki", "cli_device"):
+for _name in ("cli_pki", "cli_device", "cli_signing"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel
 from flask_babel import gettext as _
 from sqlalchemy.exc import DBAPIError
@@ -15,10 +16,11 @@ from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
 from idp import browser, cors, retry, uow
-from idp.config import Config, issuer_problem
+from idp.config import Config, eid_problem, issuer_problem
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
+from idp.oauth.errors import safe_description
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
@@ -35,19 +37,48 @@ VIEW_MODULES = [
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
     "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
+    "idp.views.signatures",  # citizen signatures: service and device API
+    "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
 ]
 LOCALES = ("de", "en")
+# errors are JSON here ({"error", "error_description"}), pages elsewhere
+JSON_PATHS = ("/api/", "/token", "/introspect", "/revoke", "/userinfo", "/par")
+
+
+def _ui_locales() -> str:
+    """OIDC Core §3.1.2.1 ui_locales, from the query or a POSTed form. A body that cannot be read
+    (over 1 MiB, a broken encoding) is answered by its error page, whose texts ask for the locale
+    again: then the query alone, or reading the body would raise once more (a 500, not the 413)."""
+    try:
+        return str(request.values.get("ui_locales", ""))
+    except (HTTPException, UnicodeDecodeError, ValueError):
+        return str(request.args.get("ui_locales", ""))
 
 
 def select_locale() -> str:
     # ui_locales (OIDC Core §3.1.2.1) first, then the remembered switch, then Accept-Language.
-    for tag in request.values.get("ui_locales", "").split():
+    for tag in _ui_locales().split():
         if tag[:2] in LOCALES:
             return tag[:2]
     lang = request.cookies.get("lang")
     if lang in LOCALES:
         return lang
     return request.accept_languages.best_match(LOCALES) or "de"
+
+
+class HostileJSONProvider(DefaultJSONProvider):
+    """The one reader of JSON request bodies (``request.get_json`` everywhere goes through it).
+
+    JSON nested deeper than the interpreter's recursion limit (``[[[[…``, ≈ 1,000 levels) makes
+    ``json.loads`` raise ``RecursionError``, which ``get_json(silent=True)`` does not catch: here
+    it becomes the ``ValueError`` of any other malformed body, so every JSON endpoint answers it
+    as it answers bad JSON (400 ``invalid_request``), never with a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
 
 
 def _media_origins(config: Config) -> str:
@@ -92,10 +123,11 @@ def _security_headers(issuer: str, media: str = "") -> Any:
 
 
 def create_app(config: Config, *, check_schema: bool = True, demo: bool = False) -> Flask:
-    problem = issuer_problem(config.issuer)
+    problem = issuer_problem(config.issuer) or eid_problem(config)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
+    app.json = HostileJSONProvider(app)
     engine = make_engine(config.db_url)
     if check_schema:
         from db.migrate import check_schema as _check
@@ -166,10 +198,19 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
         return {"branding": config.branding, "lang": str(get_locale() or "de")}
 
+    def _has_page(path: str) -> bool:
+        try:
+            app.url_map.bind("localhost").match(path, method="GET")
+        except HTTPException:
+            return False
+        return True
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
-        if request.path.startswith(("/api/", "/token", "/introspect", "/revoke", "/userinfo")):
-            return {"error": "invalid_request", "error_description": exc.description}, exc.code
+        if request.path.startswith(JSON_PATHS):
+            code = exc.code or 500
+            error = "server_error" if code >= 500 else "invalid_request"  # RFC 6749 §4.1.2.1
+            return {"error": error, "error_description": safe_description(exc.description or "")}, code
         if exc.description == "csrf":
             title = _("This form has expired")
             message = _(
@@ -180,6 +221,18 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
             title, message = _("Page not found"), _("This page does not exist.")
         elif exc.code == 413:
             title, message = _("Too much data"), _("The request was too large.")
+            # the way back to the form that was sent (an authorization request is only the
+            # service's to send again: there the start page)
+            if request.path != "/authorize" and _has_page(request.path):
+                page = render_template(
+                    "message.html",
+                    title=title,
+                    message=message,
+                    status="error",
+                    link=request.path,
+                    link_text=_("Back to the form"),
+                )
+                return page, 413
         else:
             title, message = _("Something went wrong"), _("The request could not be processed.")
         return render_template("message.html", title=title, message=message, status="error"), exc.code

@@ -90,6 +90,12 @@ class EidConfig:
     saml_idp_entity_id: str = ""
     saml_idp_metadata_file: str = ""
     saml_context_names: str = "eidas"  # eidas (eIDAS LoA URIs) | bundid (STORK-QAA-Level-n)
+    # attribute: each attribute's own AKDB TrustLevel (BundID; one without it is refused);
+    # assertion: every attribute at the level of the authentication (eIDAS node, other IdPs)
+    saml_attribute_trust: str = "attribute"
+    saml_pseudonym_attribute: str = "urn:oid:1.3.6.1.4.1.25484.494450.3"  # BundID bPK2
+    # cityid attribute name -> the IdP's SAML attribute Name, over the defaults (docs/levels.md)
+    saml_attribute_names: dict[str, str] = field(default_factory=dict)
     saml_xmlsec_binary: str = ""
     # oidc: an upstream OpenID Connect provider
     oidc_issuer: str = ""  # discovery is read from <issuer>/.well-known/openid-configuration
@@ -152,7 +158,11 @@ class Config:
     eid_connector: str = ""  # "", simulator, saml, oidc
     eid_simulator_enabled: bool = False
     scope_levels: dict[str, str] = field(
-        default_factory=lambda: {"payment": LEVEL_SUBSTANTIAL, "permits:write": LEVEL_SUBSTANTIAL}
+        default_factory=lambda: {
+            "payment": LEVEL_SUBSTANTIAL,
+            "permits:write": LEVEL_SUBSTANTIAL,
+            "sign": LEVEL_SUBSTANTIAL,  # citizen signatures (docs/signing.md)
+        }
     )
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     branding: BrandingConfig = field(default_factory=BrandingConfig)
@@ -373,6 +383,60 @@ def branding_problem(b: BrandingConfig, issuer: str) -> str | None:
     return None
 
 
+EID_CONNECTORS = ("", "simulator", "saml", "oidc")
+SAML_CONTEXT_NAMES = ("eidas", "bundid")
+SAML_ATTRIBUTE_TRUST = ("attribute", "assertion")
+
+
+def eid_problem(cfg: Config) -> str | None:
+    """Why the eID connector cannot be used as configured, or None. Checked before serving
+    (``cityid serve`` and app creation): a SAML IdP's metadata is read and must offer a single
+    sign-on service this SP can use, so that no login fails later with a server error."""
+    if cfg.eid_connector not in EID_CONNECTORS:
+        return f"eid_connector = {cfg.eid_connector!r}: use simulator, saml or oidc (or leave it empty)"
+    if cfg.eid_connector != "saml":
+        return None
+    e = cfg.eid
+    if e.saml_context_names not in SAML_CONTEXT_NAMES:
+        return f"[eid] saml_context_names = {e.saml_context_names!r}: use eidas or bundid"
+    if e.saml_attribute_trust not in SAML_ATTRIBUTE_TRUST:
+        return f"[eid] saml_attribute_trust = {e.saml_attribute_trust!r}: use attribute (BundID) or assertion"
+    if not e.saml_idp_entity_id:
+        return "[eid] saml_idp_entity_id is needed for eid_connector = saml"
+    for name in ("saml_sp_key_file", "saml_sp_cert_file", "saml_idp_metadata_file"):
+        path = getattr(e, name)
+        if not path or not Path(path).is_file():
+            return f"[eid] {name} = {path!r} is not a readable file"
+    from idp.eid import saml  # pysaml2 only where SAML is configured
+    from idp.eid.errors import MetadataUnusable
+
+    pseudonym = e.saml_pseudonym_attribute
+    if not pseudonym.strip() or pseudonym != pseudonym.strip():
+        return f"[eid] saml_pseudonym_attribute = {pseudonym!r}: the SAML attribute Name is needed"
+    names = saml.attribute_names(e.saml_attribute_names)
+    for ours, theirs in e.saml_attribute_names.items():
+        if ours not in saml.KNOWN_ATTRIBUTES:
+            known = ", ".join(saml.KNOWN_ATTRIBUTES)
+            return f"[eid.saml_attribute_names] {ours!r} is not an attribute cityid knows ({known})"
+        if not theirs.strip() or theirs != theirs.strip():
+            return f"[eid.saml_attribute_names] {ours} = {theirs!r}: the SAML attribute Name is needed"
+    values = list(names.values())
+    for ours, theirs in names.items():
+        if values.count(theirs) > 1:
+            return f"[eid.saml_attribute_names] {theirs!r} is given to two attributes"
+        if theirs == pseudonym:
+            return f"[eid.saml_attribute_names] {ours} = {theirs!r} is the pseudonym attribute"
+    if (problem := saml.key_pair_problem(e.saml_sp_key_file, e.saml_sp_cert_file)) is not None:
+        return f"[eid] saml_sp_key_file / saml_sp_cert_file: {problem}"
+    try:
+        saml.load_client(saml.settings_from_config(cfg))
+    except MetadataUnusable as exc:
+        return f"[eid] saml_idp_metadata_file: {exc.detail}"
+    except Exception as exc:  # e.g. no xmlsec1  # noqa: BLE001
+        return f"[eid] the SAML connector cannot be set up: {exc}"
+    return None
+
+
 # settings a running server needs above zero (0 would mean: expired on issue)
 _POSITIVE = (
     "session_lifetime_minutes",
@@ -388,8 +452,8 @@ MIN_SECRET_LENGTH = 32
 
 def serve_problem(cfg: Config) -> str | None:
     """Why ``cityid serve`` must not start with ``cfg``, or None: the issuer, mail, scope levels,
-    branding (contrast, accessibility statement), lifetimes, secrets, and the eID simulator
-    outside development."""
+    branding (contrast, accessibility statement), lifetimes, secrets, the eID simulator outside
+    development, the eID connector's settings."""
     problem = issuer_problem(cfg.issuer) or smtp_problem(cfg.smtp) or scope_levels_problem(cfg.scope_levels)
     if problem is not None:
         return problem
@@ -405,7 +469,7 @@ def serve_problem(cfg: Config) -> str | None:
     if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
         # the simulator reports whatever eID level its user picks: anyone would reach *high*
         return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
-    return branding_problem(cfg.branding, cfg.issuer)
+    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg)
 
 
 def _host_for_url(hostname: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -46,8 +47,8 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
-from idp.oauth import dpop, fapi2
-from idp.oauth.subjects import subject_for
+from idp.oauth import dpop, errors, fapi2
+from idp.oauth.subjects import machine_subject, subject_for
 from idp.runtime import runtime
 from smartcard import replay
 
@@ -536,6 +537,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         extra: dict[str, Any] = {}
         if isinstance(user, Principal):
             extra["gid"] = user.grant.id
+        elif user is None:  # RFC 9068 §5: a machine's sub is never a citizen's (idp.oauth.subjects)
+            extra["sub"] = machine_subject(client.get_client_id())
         proof = _dpop_proof()
         if proof is not None:
             extra["cnf"] = {"jkt": proof.jkt}  # RFC 9449 §6.1
@@ -849,6 +852,16 @@ def with_dpop_nonce(resp: R) -> R:
     return resp
 
 
+def client_secret_basic(query_client: Callable[[str], Any], request: Any) -> Any:
+    """Authlib's ``client_secret_basic``, with credentials that are no base64 of UTF-8 (a byte
+    over 0x7F in the header, RFC 7617 §2) taken as no credentials: ``invalid_client`` (RFC 6749
+    §5.2) where Authlib raised ``ValueError`` (a 500) at every endpoint that authenticates."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+
+
 class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     issuer = ""  # set by create_server
 
@@ -866,6 +879,7 @@ class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 def create_server(app: Flask) -> AuthorizationServer:
     cfg = app.extensions["cityid"].config
+    errors.install()  # RFC 6749 §5.2: descriptions built from request values never raise
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.issuer = cfg.issuer
     server.scopes_supported = None
@@ -874,6 +888,7 @@ def create_server(app: Flask) -> AuthorizationServer:
     )
     generator.expires_generator = lambda client, grant_type: cfg.access_token_lifetime_seconds
     server.register_token_generator("default", generator)
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
     server.register_client_auth_method(
         "private_key_jwt",
         PrivateKeyJwt(issuer=cfg.issuer, issuer_audience_only=cfg.client_assertion_issuer_audience_only),

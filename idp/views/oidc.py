@@ -29,6 +29,7 @@ from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, fapi2, par
+from idp.oauth.errors import safe_description
 from idp.oauth.server import (
     ALL_AUTH,
     ASSERTION_ALGORITHMS,
@@ -455,6 +456,7 @@ MAX_PUSHED_BYTES = 16 * 1024
 
 
 def _par_error(status: int, error: str, description: str) -> Response:
+    description = safe_description(description)  # RFC 6749 §5.2: it may name a pushed value
     uow.record(
         action="par.refuse",
         outcome="denied",
@@ -481,7 +483,9 @@ def pushed_authorization_request() -> Any:
         client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
     except OAuth2Error as err:
         resp = _par_error(401, err.error, err.description or "client authentication failed")
-        if request.authorization is not None:  # RFC 6749 §5.2: the scheme the client used
+        # RFC 6749 §5.2: in the scheme the client used (the header's first word: werkzeug's
+        # request.authorization raises on credentials that are no base64)
+        if request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic":
             resp.headers["WWW-Authenticate"] = f'Basic error="{err.error}"'
         return resp
     form = request.form

@@ -13,11 +13,13 @@ from typing import Any
 
 import pytest
 
+import pki
 from db import transaction
 from idp import accounts
 from idp.config import BrandingConfig
 from tests.browser.conftest import DemoService, axe, screenshot
 from tests.conftest import BACKENDS
+from tests.signing.citizen_helpers import make_pdf
 
 pytestmark = [
     pytest.mark.browser,
@@ -70,6 +72,9 @@ def test_every_page_passes_axe_wcag21_aa(
         name="Stadtbücherei", redirect_uris=[demo_service.redirect_uri]
     )
     idp.add_user("frieda@example.org", PASSWORD)
+    with transaction(idp.sessions()) as s:  # the CA: "Check a signed document" trusts its root
+        cfg = idp.config
+        pki.init_ca(s, cfg.ca, pki.open_key_store(cfg.ca, cfg.data_dir, cfg.key_passphrase), cfg.issuer)
     ctx = chromium.new_context(
         bypass_csp=True, locale=f"{lang}-DE", viewport={"width": 390, "height": 844}, service_workers="block"
     )
@@ -110,6 +115,17 @@ def test_every_page_passes_axe_wcag21_aa(
         visit("gebaerdensprache", "/gebaerdensprache")
         visit("link-invalid", "/verify?token=unknown")
         visit("not-found", "/nowhere")
+        visit("signature-check", "/signatures/check")
+
+        def upload(name: str, data: bytes) -> None:
+            page.set_input_files(
+                "#document", files=[{"name": name, "mimeType": "application/pdf", "buffer": data}]
+            )
+            with page.expect_navigation():
+                page.click("form[action='/signatures/check'] button")
+
+        visit("signature-check-error", lambda: upload("brief.pdf", b"not a pdf"))
+        visit("signature-check-result", lambda: upload("antrag.pdf", make_pdf()))
         visit("login-for-service", lambda: page.goto(demo_service.start_url()))
         visit("login-error", lambda: submit(page, {"#email": "frieda@example.org", "#password": "falsch!"}))
         visit("consent", lambda: submit(page, {"#email": "frieda@example.org", "#password": PASSWORD}))
@@ -149,4 +165,4 @@ def test_every_page_passes_axe_wcag21_aa(
         visit("logged-out", lambda: submit(page, {}, "form button[type=submit]"))
     finally:
         ctx.close()
-    assert len(seen) == 29
+    assert len(seen) == 32
