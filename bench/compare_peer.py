@@ -144,7 +144,7 @@ def run_cityid(peer: Path, db: str, a: Any) -> list[dict[str, Any]]:
             pid,
             label,
             a,
-            ["--username", "alice@example.org", "--password", password, "--login-prompt", "consent"],
+            ["--username", "alice@example.org", f"--password={password}", "--login-prompt", "consent"],
         )
         if not a.no_extra:
             rows += extra_scenarios(

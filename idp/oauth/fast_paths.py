@@ -1,0 +1,116 @@
+"""Fast paths in front of Authlib for the hottest token requests.
+
+Authlib stays the oracle (``tests/idp/test_fast_paths_differential.py`` runs generated valid and
+hostile requests through both paths on identical database state and compares the answers, the
+token claims, the database rows and the audit entries). A fast path answers only the requests it
+is proven on: it *decides* nothing else. Whatever does not match its exact shape (another
+parameter, a repeated one, a DPoP proof, a client certificate, a query string, another client
+authentication method, any check that fails) is handed to Authlib unchanged, so that every refusal
+(its status, ``error``, audit entry, any deliberate side effect) is Authlib's own. Before it hands
+a request on, a fast path has changed nothing: it only reads.
+
+Selected with ``fast_paths = true|false`` in cityid.toml (default true; false: Authlib alone).
+
+Proven here: ``grant_type=client_credentials`` (RFC 6749 §4.4) with ``client_secret_basic``
+(§2.3.1, HTTP Basic) or ``client_secret_post`` (§2.3.1, form), optional ``scope`` (§3.3).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from flask import Response, g
+from werkzeug.wrappers import Request
+
+from idp import uow
+from idp.oauth import fapi2
+from idp.oauth.server import MAX_PARAM, query_client
+
+FORM = "application/x-www-form-urlencoded"
+CC_BASIC = frozenset({"grant_type", "scope"})
+CC_POST = frozenset({"grant_type", "scope", "client_id", "client_secret"})
+TOKEN_HEADERS = [("Cache-Control", "no-store"), ("Pragma", "no-cache")]  # RFC 6749 §5.1
+
+
+def _single_values(req: Request, allowed: frozenset[str]) -> dict[str, str] | None:
+    """The form as one value per name, or None when it has another name, a repeated one
+    (RFC 6749 §3.2: parameters MUST NOT be included more than once) or an oversized value."""
+    form = req.form
+    out: dict[str, str] = {}
+    for name in form:
+        values = form.getlist(name)
+        if name not in allowed or len(values) != 1 or len(values[0]) > MAX_PARAM:
+            return None
+        out[name] = values[0]
+    return out
+
+
+def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | None:
+    """RFC 6749 §4.4.2/§4.4.3, or None: Authlib answers."""
+    if req.query_string or req.mimetype != FORM:  # RFC 6749 §3.2: POST, form-encoded body
+        return None
+    if "DPoP" in req.headers:  # RFC 9449 §5: a proof binds the token: Authlib's path
+        return None
+    if mtls_header and mtls_header in req.headers:  # RFC 8705 §3: a certificate-bound token
+        return None
+    has_basic = "Authorization" in req.headers
+    params = _single_values(req, CC_BASIC if has_basic else CC_POST)
+    if params is None or params.get("grant_type") != "client_credentials":  # RFC 6749 §4.4.2
+        return None
+    if has_basic:
+        # RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded id and secret (Authlib's parser,
+        # the one the Authlib path uses)
+        try:
+            client_id, secret = extract_basic_authorization(req.headers)
+        except ValueError:
+            return None
+        method = "client_secret_basic"
+    else:
+        # RFC 6749 §2.3.1: client_id and client_secret in the body
+        client_id, secret = params.get("client_id"), params.get("client_secret")
+        method = "client_secret_post"
+    if not client_id or not secret:
+        return None
+    client = query_client(client_id)  # RFC 6749 §2.2: a registered, enabled client
+    if client is None or client.is_public:
+        return None
+    # RFC 6749 §2.3 / RFC 7591 §2 token_endpoint_auth_method: the registered method only
+    if not client.check_endpoint_auth_method(method, "token"):
+        return None
+    if not client.check_client_secret(secret):  # RFC 6749 §2.3.1, constant-time (idp.crypto.equal)
+        return None
+    if not client.check_grant_type("client_credentials"):  # RFC 6749 §5.2 unauthorized_client
+        return None
+    # FAPI 2.0 Security Profile §5.3.2.1: sender-constrained tokens only (no proof here: Authlib)
+    if fapi2.sender_constraint_refusal(client.row, dpop=False, mtls=False) is not None:
+        return None
+    g.authenticated_client_id = client_id
+    # RFC 6749 §3.3 / §4.4.3: the granted scope, through the same generator as Authlib's path
+    # (RFC 9068 JWT, ES256; the client's allowed scopes); no refresh token (§4.4.3)
+    token = srv.generate_token(
+        grant_type="client_credentials",
+        client=client,
+        user=None,
+        scope=params.get("scope"),
+        include_refresh_token=False,
+    )
+    uow.record(  # as idp.oauth.server.save_token for a machine
+        action="token.issue",
+        outcome="success",
+        actor=client_id,
+        subject=client_id,
+        reason="client_credentials",
+        details={"scope": token.get("scope", "")},
+    )
+    resp = Response(json.dumps(token), status=200, mimetype="application/json")
+    resp.headers.extend(TOKEN_HEADERS)
+    return resp
+
+
+def token(req: Request, srv: Any, mtls_header: str) -> Response | None:
+    """A fast answer at /token, or None: Authlib answers."""
+    if req.mimetype == FORM and req.form.get("grant_type") == "client_credentials":
+        return client_credentials(req, srv, mtls_header)
+    return None
