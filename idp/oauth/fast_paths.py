@@ -12,21 +12,36 @@ a request on, a fast path has changed nothing: it only reads.
 Selected with ``fast_paths = true|false`` in cityid.toml (default true; false: Authlib alone).
 
 Proven here: ``grant_type=client_credentials`` (RFC 6749 §4.4) with ``client_secret_basic``
-(§2.3.1, HTTP Basic) or ``client_secret_post`` (§2.3.1, form), optional ``scope`` (§3.3).
+(§2.3.1, HTTP Basic) or ``client_secret_post`` (§2.3.1, form), optional ``scope`` (§3.3); and
+introspection (RFC 7662) of an active access token by the client it was issued to, with the same
+two authentication methods (any other token, an inactive one, another client's: Authlib, which
+answers ``{"active": false}``). Introspection is served before Flask (as /token is), since
+Flask's request machinery costs more than the introspection itself.
 """
 
 from __future__ import annotations
 
-import json
+import io
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
-from flask import Response, g
+from flask import Flask, Response, g
+from flask import json as flask_json
 from werkzeug.wrappers import Request
 
 from idp import uow
 from idp.oauth import fapi2
-from idp.oauth.server import MAX_PARAM, query_client
+from idp.oauth.server import (
+    MAX_PARAM,
+    OAuthClient,
+    access_token_introspection,
+    decode_access_token,
+    query_client,
+)
+
+log = logging.getLogger("cityid")
 
 FORM = "application/x-www-form-urlencoded"
 CC_BASIC = frozenset({"grant_type", "scope"})
@@ -47,18 +62,8 @@ def _single_values(req: Request, allowed: frozenset[str]) -> dict[str, str] | No
     return out
 
 
-def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | None:
-    """RFC 6749 §4.4.2/§4.4.3, or None: Authlib answers."""
-    if req.query_string or req.mimetype != FORM:  # RFC 6749 §3.2: POST, form-encoded body
-        return None
-    if "DPoP" in req.headers:  # RFC 9449 §5: a proof binds the token: Authlib's path
-        return None
-    if mtls_header and mtls_header in req.headers:  # RFC 8705 §3: a certificate-bound token
-        return None
-    has_basic = "Authorization" in req.headers
-    params = _single_values(req, CC_BASIC if has_basic else CC_POST)
-    if params is None or params.get("grant_type") != "client_credentials":  # RFC 6749 §4.4.2
-        return None
+def _authenticated_client(req: Request, params: dict[str, str], has_basic: bool) -> OAuthClient | None:
+    """The client, authenticated by its registered secret method, or None (Authlib decides)."""
     if has_basic:
         # RFC 6749 §2.3.1: HTTP Basic with the form-urlencoded id and secret (Authlib's parser,
         # the one the Authlib path uses)
@@ -81,11 +86,30 @@ def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | N
         return None
     if not client.check_client_secret(secret):  # RFC 6749 §2.3.1, constant-time (idp.crypto.equal)
         return None
+    return client
+
+
+def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | None:
+    """RFC 6749 §4.4.2/§4.4.3, or None: Authlib answers."""
+    if req.query_string or req.mimetype != FORM:  # RFC 6749 §3.2: POST, form-encoded body
+        return None
+    if "DPoP" in req.headers:  # RFC 9449 §5: a proof binds the token: Authlib's path
+        return None
+    if mtls_header and mtls_header in req.headers:  # RFC 8705 §3: a certificate-bound token
+        return None
+    has_basic = "Authorization" in req.headers
+    params = _single_values(req, CC_BASIC if has_basic else CC_POST)
+    if params is None or params.get("grant_type") != "client_credentials":  # RFC 6749 §4.4.2
+        return None
+    client = _authenticated_client(req, params, has_basic)
+    if client is None:
+        return None
     if not client.check_grant_type("client_credentials"):  # RFC 6749 §5.2 unauthorized_client
         return None
     # FAPI 2.0 Security Profile §5.3.2.1: sender-constrained tokens only (no proof here: Authlib)
     if fapi2.sender_constraint_refusal(client.row, dpop=False, mtls=False) is not None:
         return None
+    client_id = client.get_client_id()
     g.authenticated_client_id = client_id
     # RFC 6749 §3.3 / §4.4.3: the granted scope, through the same generator as Authlib's path
     # (RFC 9068 JWT, ES256; the client's allowed scopes); no refresh token (§4.4.3)
@@ -104,7 +128,7 @@ def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | N
         reason="client_credentials",
         details={"scope": token.get("scope", "")},
     )
-    resp = Response(json.dumps(token), status=200, mimetype="application/json")
+    resp = Response(flask_json.dumps(token), status=200, mimetype="application/json")
     resp.headers.extend(TOKEN_HEADERS)
     return resp
 
@@ -114,3 +138,79 @@ def token(req: Request, srv: Any, mtls_header: str) -> Response | None:
     if req.mimetype == FORM and req.form.get("grant_type") == "client_credentials":
         return client_credentials(req, srv, mtls_header)
     return None
+
+
+INTROSPECT_BASIC = frozenset({"token", "token_type_hint"})
+INTROSPECT_POST = frozenset({"token", "token_type_hint", "client_id", "client_secret"})
+INTROSPECT_PATH = "/introspect"
+MAX_BODY = 64 * 1024
+
+
+def introspection(req: Request) -> Response | None:
+    """RFC 7662 §2.1/§2.2 for an active access token of the authenticated client, or None."""
+    if req.query_string or req.mimetype != FORM:  # RFC 7662 §2.1: POST, form-encoded
+        return None
+    has_basic = "Authorization" in req.headers
+    params = _single_values(req, INTROSPECT_BASIC if has_basic else INTROSPECT_POST)
+    if params is None or "token" not in params:  # RFC 7662 §2.1: token is REQUIRED
+        return None
+    if params.get("token_type_hint", "access_token") != "access_token":  # RFC 7662 §2.1 hint
+        return None
+    # RFC 7662 §2.1: the protected resource authenticates (the Introspection endpoint's
+    # confidential methods; private_key_jwt goes to Authlib)
+    client = _authenticated_client(req, params, has_basic)
+    if client is None:
+        return None
+    valid = decode_access_token(uow.db(), params["token"])  # RFC 9068 §4, not revoked
+    if valid is None:
+        return None
+    if valid.claims.get("client_id") != client.get_client_id():  # RFC 7662 §4: its own tokens
+        return None
+    resp = Response(
+        flask_json.dumps(access_token_introspection(valid.claims)), status=200, mimetype="application/json"
+    )
+    resp.headers.extend(TOKEN_HEADERS)  # RFC 7662 §2.2 JSON; no caching of a token's state
+    return resp
+
+
+class IntrospectionFastPath:
+    """WSGI middleware: POST /introspect through ``introspection`` where proven, else Flask (whose
+    view runs Authlib's endpoint) with the request body intact."""
+
+    def __init__(self, app: Flask, finish: Callable[[Response], Response]) -> None:
+        self.app = app
+        self.wrapped = app.wsgi_app
+        self.finish = finish  # the headers every response gets (idp.app)
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if (
+            environ.get("PATH_INFO") != INTROSPECT_PATH
+            or environ.get("REQUEST_METHOD") != "POST"
+            or not self.app.extensions["cityid"].config.fast_paths
+        ):
+            return self.wrapped(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "0")
+        except ValueError:
+            return self.wrapped(environ, start_response)
+        if not 0 < length <= MAX_BODY:
+            return self.wrapped(environ, start_response)
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        resp = None
+        with self.app.app_context():
+            try:
+                resp = introspection(Request(environ))
+                uow.finish(resp is not None)  # reads only: nothing to commit
+            except Exception:  # whatever went wrong, Authlib's path decides
+                log.debug("introspection fast path handed on", exc_info=True)
+                uow.abandon()
+                resp = None
+        if resp is None:
+            environ["wsgi.input"] = io.BytesIO(body)  # Flask reads the body again
+            return self.wrapped(environ, start_response)
+        resp = self.finish(resp)
+        data = resp.get_data()
+        resp.headers["Content-Length"] = str(len(data))
+        start_response(resp.status, resp.headers.to_wsgi_list())
+        return [data]

@@ -370,3 +370,152 @@ def test_fast_path_answers_the_plain_client_credentials_requests(idp_factory: An
     assert calls == [True, True]
     resp = w.oracle.post(**_build(w, r))
     assert resp.status_code == 200 and calls == [True, True]  # fast_paths = false: Authlib alone
+
+
+# ----------------------------------------------------------------------------- introspection
+
+
+def _issue(w: World, role: str) -> str:
+    cid, secret = w.clients[role]
+    data = {"grant_type": "client_credentials", "scope": "permits:read"}
+    if role == "post":
+        data |= {"client_id": cid, "client_secret": secret}
+        resp = w.oracle.post("/token", data=data)
+    else:
+        resp = w.oracle.post("/token", data=data, headers={"Authorization": _basic(cid, secret)})
+    assert resp.status_code == 200, resp.get_data()
+    return str(resp.get_json()["access_token"])
+
+
+def _basic(user: str, pw: str) -> str:
+    return "Basic " + base64.b64encode(f"{quote(user, safe='')}:{quote(pw, safe='')}".encode()).decode()
+
+
+INTROSPECT_FIELDS: dict[str, Any] = {
+    "role": st.sampled_from(ROLES),
+    "auth": st.sampled_from(AUTH),
+    "token": st.sampled_from(["own", "other", "revoked", "garbage", "empty", "huge", "missing", "tampered"]),
+    "hint": st.sampled_from([None, "access_token", "refresh_token", "foo", ""]),
+    "double": st.sampled_from([None, "token", "token_type_hint"]),
+    "extra": st.sampled_from([None, ("foo", "bar"), ("client_assertion", "x.y.z")]),
+    "query": st.sampled_from([None, "token=x"]),
+    "content_type": st.sampled_from(["application/x-www-form-urlencoded", "application/json", None]),
+}
+
+
+@st.composite
+def introspection_requests(draw: Any) -> dict[str, Any]:
+    """A valid introspection of the client's own token, with 0 to 3 fields replaced by anything."""
+    role = draw(st.sampled_from(["basic", "post"]))
+    r: dict[str, Any] = {
+        "role": role,
+        "auth": role,
+        "token": "own",
+        "hint": draw(st.sampled_from([None, "access_token"])),
+        "double": None,
+        "extra": None,
+        "query": None,
+        "content_type": "application/x-www-form-urlencoded",
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(INTROSPECT_FIELDS)), max_size=3, unique=True)):
+        r[name] = draw(INTROSPECT_FIELDS[name])
+    return r
+
+
+def _introspection_request(w: World, r: dict[str, Any], tokens: dict[str, str]) -> dict[str, Any]:
+    cid, secret = w.clients.get(r["role"], ("no-such-client", "no-such-secret"))
+    own = tokens.get(r["role"], tokens["basic"])
+    value = {
+        "own": own,
+        "other": tokens["post"] if r["role"] != "post" else tokens["basic"],
+        "revoked": tokens["revoked"],
+        "garbage": "not-a-token",
+        "empty": "",
+        "huge": "a" * 5000,
+        "missing": None,
+        "tampered": own[:-4] + ("AAAA" if not own.endswith("AAAA") else "BBBB"),
+    }[r["token"]]
+    form: list[tuple[str, str]] = []
+    if value is not None:
+        form.append(("token", value))
+    if r["hint"] is not None:
+        form.append(("token_type_hint", r["hint"]))
+    headers: dict[str, str] = {}
+    auth = r["auth"]
+    if auth in ("basic", "both"):
+        headers["Authorization"] = _basic(cid, secret)
+    if auth in ("post", "both"):
+        form += [("client_id", cid), ("client_secret", secret)]
+    if auth == "basic_wrong":
+        headers["Authorization"] = _basic(cid, secret + "x")
+    if auth == "post_wrong":
+        form += [("client_id", cid), ("client_secret", "wrong")]
+    if auth == "basic_garbage":
+        headers["Authorization"] = "Basic !!!not-base64"
+    if auth == "basic_nonutf8":
+        headers["Authorization"] = "Basic " + base64.b64encode(b"\xff\xfe:\xfa").decode()
+    if auth == "basic_noscheme":
+        headers["Authorization"] = base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    if auth == "bearer":
+        headers["Authorization"] = f"Bearer {own}"
+    if auth == "id_only":
+        form.append(("client_id", cid))
+    if r["double"]:
+        form += [(k, v) for k, v in list(form) if k == r["double"]][:1] or [(r["double"], "x")]
+    if r["extra"]:
+        form.append(r["extra"])
+    body = urlencode(form) if r["content_type"] != "application/json" else json.dumps(dict(form))
+    if r["content_type"]:
+        headers["Content-Type"] = r["content_type"]
+    path = "/introspect" + (f"?{r['query']}" if r["query"] else "")
+    return {"path": path, "data": body, "headers": headers}
+
+
+def _full_answer(resp: Any) -> dict[str, Any]:
+    """Status, every header but Date, the body."""
+    headers = sorted((k, v) for k, v in resp.headers.items() if k not in ("Date", "Server"))
+    return {"status": resp.status_code, "headers": headers, "body": resp.get_data()}
+
+
+def test_introspection_fast_path_answers_exactly_as_authlib(idp_factory: Any, monkeypatch: Any) -> None:
+    w = _setup(idp_factory())
+    tokens = {"basic": _issue(w, "basic"), "post": _issue(w, "post"), "revoked": _issue(w, "basic")}
+    cid, secret = w.clients["basic"]
+    revoked = w.oracle.post(
+        "/revoke", data={"token": tokens["revoked"]}, headers={"Authorization": _basic(cid, secret)}
+    )
+    assert revoked.status_code == 200
+    served = {"fast": 0, "all": 0}
+    real = fast_paths.introspection
+
+    def counting(*args: Any) -> Any:
+        resp = real(*args)
+        served["fast"] += resp is not None
+        return resp
+
+    monkeypatch.setattr(fast_paths, "introspection", counting)
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(r=introspection_requests())
+    def check(r: dict[str, Any]) -> None:
+        served["all"] += 1
+        req = _introspection_request(w, r, tokens)
+        before, seq = _state(w)
+        fast = _full_answer(w.fast.post(req["path"], data=req["data"], headers=req["headers"]))
+        mid, seq2 = _state(w)
+        fast_audit = _audit_since(w, seq)
+        oracle = _full_answer(w.oracle.post(req["path"], data=req["data"], headers=req["headers"]))
+        after, _ = _state(w)
+        assert fast == oracle, (r, fast, oracle)  # status, every header, the body's bytes
+        assert _diff(before, mid) == _diff(mid, after), r  # database rows
+        assert fast_audit == _audit_since(w, seq2), r  # audit entries
+
+    check()
+    print("introspection fast-path cases", served)
+    assert served["fast"] >= EXAMPLES // 10, served
