@@ -71,7 +71,7 @@ typecheck: $(STAMP)
 # needs its harness set up in $(BENCH_PEER) (see bench/compare_peer.py); skipped when it is missing.
 BENCH_PEER ?= /tmp/bench-peer
 bench: $(STAMP)
-	@for b in token layers login attestation ca smartcard; do \
+	@for b in token layers login login_cost attestation ca smartcard; do \
 		if [ -f bench/$$b.py ]; then $(BIN)/python -m bench.$$b | grep '^{' || exit 1; fi; done
 	@if [ -d $(BENCH_PEER)/peer/node_modules ]; then \
 		$(BIN)/python -m bench.compare_peer --peer $(BENCH_PEER) --json; \
