@@ -45,7 +45,10 @@ def _setup(db_url: str | None) -> tuple[Any, str, str, str]:
 
     tmp = Path(tempfile.mkdtemp(prefix="cityid-login-cost-"))
     if db_url:
-        db_url, _drop = _fresh_database(db_url)
+        import atexit
+
+        db_url, drop = _fresh_database(db_url)
+        atexit.register(drop)
     else:
         db_url = f"sqlite:///{tmp}/cityid.sqlite3"
     cfg = Config(
