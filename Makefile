@@ -57,7 +57,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -65,13 +65,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 
 # All benches as JSON lines (one object per line). The side-by-side run with the certified Node peer
 # needs its harness set up in $(BENCH_PEER) (see bench/compare_peer.py); skipped when it is missing.
 BENCH_PEER ?= /tmp/bench-peer
 bench: $(STAMP)
-	@for b in token layers login login_cost attestation ca smartcard; do \
+	@for b in token layers login login_cost attestation ca smartcard wallet; do \
 		if [ -f bench/$$b.py ]; then $(BIN)/python -m bench.$$b | grep '^{' || exit 1; fi; done
 	@if [ -d $(BENCH_PEER)/peer/node_modules ]; then \
 		$(BIN)/python -m bench.compare_peer --peer $(BENCH_PEER) --json; \

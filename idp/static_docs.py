@@ -28,6 +28,7 @@ from idp import cors
 from idp.keys import KeyMaterial
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+AS_METADATA_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414 §3: the same document
 JWKS_PATH = "/jwks.json"
 DISCOVERY_CACHE = "public, max-age=300"
 JWKS_CACHE = "public, max-age=60"  # a rotated key is published ahead for much longer (idp.keys)
@@ -113,9 +114,9 @@ class StaticDocuments:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
         method = environ.get("REQUEST_METHOD")
-        if method not in ("GET", "HEAD") or path not in (DISCOVERY_PATH, JWKS_PATH):
+        if method not in ("GET", "HEAD") or path not in (DISCOVERY_PATH, AS_METADATA_PATH, JWKS_PATH):
             return self.wrapped(environ, start_response)
-        if path == DISCOVERY_PATH:
+        if path != JWKS_PATH:
             prepared = self.discovery
         else:
             material = self.key_cache.fresh()

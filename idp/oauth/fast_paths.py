@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from authlib.oauth2.rfc6749.util import extract_basic_authorization
+from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
 from flask import Flask, Response, g
 from flask import json as flask_json
 from werkzeug.wrappers import Request
@@ -108,6 +108,10 @@ def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | N
         return None
     # FAPI 2.0 Security Profile §5.3.2.1: sender-constrained tokens only (no proof here: Authlib)
     if fapi2.sender_constraint_refusal(client.row, dpop=False, mtls=False) is not None:
+        return None
+    # RFC 6749 §3.3 / §5.2 invalid_scope: only scopes the client is registered for (Authlib refuses
+    # the others, never narrowing them silently)
+    if not set(scope_to_list(params.get("scope")) or []) <= set(client.row.scope.split()):
         return None
     client_id = client.get_client_id()
     g.authenticated_client_id = client_id

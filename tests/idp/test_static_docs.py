@@ -84,3 +84,16 @@ def test_every_worker_names_the_same_documents_with_the_same_etag(idp: Idp) -> N
     finally:
         other.extensions["cityid"].courier.stop()
         other.extensions["cityid"].engine.dispose()
+
+
+def test_rfc8414_metadata_is_the_same_static_document(idp: Idp) -> None:
+    oidc = requests.get(idp.url + DISCOVERY, timeout=10)
+    r = requests.get(idp.url + "/.well-known/oauth-authorization-server", timeout=10)
+    assert r.status_code == 200 and r.content == oidc.content  # RFC 8414 §3: one document
+    assert r.headers["ETag"] == oidc.headers["ETag"]
+    r2 = requests.get(
+        idp.url + "/.well-known/oauth-authorization-server",
+        headers={"If-None-Match": r.headers["ETag"]},
+        timeout=10,
+    )
+    assert r2.status_code == 304
