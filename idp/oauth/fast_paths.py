@@ -15,8 +15,10 @@ Proven here: ``grant_type=client_credentials`` (RFC 6749 §4.4) with ``client_se
 (§2.3.1, HTTP Basic) or ``client_secret_post`` (§2.3.1, form), optional ``scope`` (§3.3); and
 introspection (RFC 7662) of an active access token by the client it was issued to, with the same
 two authentication methods (any other token, an inactive one, another client's: Authlib, which
-answers ``{"active": false}``). Introspection is served before Flask (as /token is), since
-Flask's request machinery costs more than the introspection itself.
+answers ``{"active": false}``); and userinfo (OIDC Core §5.3) for a valid, unbound Bearer
+token with scope ``openid`` (every refusal, DPoP- and certificate-bound tokens, POST: the Flask
+view). Introspection and userinfo are served before Flask (as /token is), since Flask's request
+machinery costs more than the work itself.
 """
 
 from __future__ import annotations
@@ -24,21 +26,24 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
-from flask import Flask, Response, g
+from flask import Flask, Response, current_app, g
 from flask import json as flask_json
 from werkzeug.wrappers import Request
 
-from idp import uow
+from idp import cors, uow
+from idp.models import Grant
 from idp.oauth import fapi2
 from idp.oauth.server import (
     MAX_PARAM,
     OAuthClient,
     access_token_introspection,
     decode_access_token,
+    principal_for,
     query_client,
+    userinfo_claims,
 )
 
 log = logging.getLogger("cityid")
@@ -177,9 +182,44 @@ def introspection(req: Request) -> Response | None:
     return resp
 
 
-class IntrospectionFastPath:
-    """WSGI middleware: POST /introspect through ``introspection`` where proven, else Flask (whose
-    view runs Authlib's endpoint) with the request body intact."""
+def userinfo(req: Request) -> Response | None:
+    """OIDC Core §5.3 for a valid Bearer access token with scope openid, or None: the Flask view
+    (idp.views.oidc.userinfo) answers everything else (refusals and their audit entries, DPoP- and
+    certificate-bound tokens, POST)."""
+    if req.method != "GET" or req.query_string or "DPoP" in req.headers:
+        return None
+    scheme, _, token = req.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:  # RFC 6750 §2.1
+        return None
+    valid = decode_access_token(uow.db(), token.strip())  # RFC 9068 §4, not revoked
+    if valid is None:
+        return None
+    claims = valid.claims
+    if claims.get("cnf"):  # RFC 9449 §7 / RFC 8705 §3: a sender-constrained token: the view checks it
+        return None
+    if "openid" not in str(claims.get("scope", "")).split():  # OIDC Core §5.3.1
+        return None
+    gid = claims.get("gid")
+    s = uow.db()
+    grant = s.get(Grant, gid) if gid else None
+    principal = principal_for(s, grant) if grant else None
+    if principal is None:
+        return None
+    resp = cast(
+        Response, current_app.json.response(dict(userinfo_claims(principal, claims.get("scope", ""))))
+    )
+    resp.headers["Cache-Control"] = "no-store"  # OIDC Core §5.3.2 personal data
+    resp.headers.extend(cors.SIMPLE)  # a service's front end reads it (idp.cors)
+    return resp
+
+
+# (method, path) -> the name of its fast path in this module (looked up per request)
+HANDLERS = {("POST", INTROSPECT_PATH): "introspection", ("GET", "/userinfo"): "userinfo"}
+
+
+class BeforeFlask:
+    """WSGI middleware: POST /introspect and GET /userinfo through their fast paths where proven,
+    else Flask (whose views run Authlib's endpoint / the resource checks) with the body intact."""
 
     def __init__(self, app: Flask, finish: Callable[[Response], Response]) -> None:
         self.app = app
@@ -187,27 +227,26 @@ class IntrospectionFastPath:
         self.finish = finish  # the headers every response gets (idp.app)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if (
-            environ.get("PATH_INFO") != INTROSPECT_PATH
-            or environ.get("REQUEST_METHOD") != "POST"
-            or not self.app.extensions["cityid"].config.fast_paths
-        ):
+        name = HANDLERS.get((environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")))
+        if name is None or not self.app.extensions["cityid"].config.fast_paths:
             return self.wrapped(environ, start_response)
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or "0")
-        except ValueError:
-            return self.wrapped(environ, start_response)
-        if not 0 < length <= MAX_BODY:
-            return self.wrapped(environ, start_response)
-        body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
+        body = b""
+        if environ.get("REQUEST_METHOD") == "POST":
+            try:
+                length = int(environ.get("CONTENT_LENGTH") or "0")
+            except ValueError:
+                return self.wrapped(environ, start_response)
+            if not 0 < length <= MAX_BODY:
+                return self.wrapped(environ, start_response)
+            body = environ["wsgi.input"].read(length)
+            environ["wsgi.input"] = io.BytesIO(body)
         resp = None
         with self.app.app_context():
             try:
-                resp = introspection(Request(environ))
+                resp = globals()[name](Request(environ))
                 uow.finish(resp is not None)  # reads only: nothing to commit
-            except Exception:  # whatever went wrong, Authlib's path decides
-                log.debug("introspection fast path handed on", exc_info=True)
+            except Exception:  # whatever went wrong, the Authlib / Flask path decides
+                log.debug("fast path handed on", exc_info=True)
                 uow.abandon()
                 resp = None
         if resp is None:

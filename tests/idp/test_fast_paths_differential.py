@@ -519,3 +519,112 @@ def test_introspection_fast_path_answers_exactly_as_authlib(idp_factory: Any, mo
     check()
     print("introspection fast-path cases", served)
     assert served["fast"] >= EXAMPLES // 10, served
+
+
+# ----------------------------------------------------------------------------- userinfo
+
+USERINFO_FIELDS: dict[str, Any] = {
+    "token": st.sampled_from(
+        ["full", "openid_only", "no_openid", "machine", "revoked", "garbage", "tampered", "none"]
+    ),
+    "scheme": st.sampled_from(["Bearer", "bearer", "DPoP", "Basic", ""]),
+    "dpop": st.sampled_from([None, "garbage"]),
+    "query": st.sampled_from([None, "access_token=x"]),
+    "method": st.sampled_from(["GET", "POST"]),
+}
+
+
+@st.composite
+def userinfo_requests(draw: Any) -> dict[str, Any]:
+    """A valid userinfo request (Bearer, scope openid), with 0 to 3 fields replaced by anything."""
+    r: dict[str, Any] = {
+        "token": draw(st.sampled_from(["full", "openid_only"])),
+        "scheme": "Bearer",
+        "dpop": None,
+        "query": None,
+        "method": "GET",
+    }
+    for name in draw(st.lists(st.sampled_from(sorted(USERINFO_FIELDS)), max_size=3, unique=True)):
+        r[name] = draw(USERINFO_FIELDS[name])
+    return r
+
+
+def test_userinfo_fast_path_answers_exactly_as_the_view(idp_factory: Any, monkeypatch: Any) -> None:
+    from tests.idp.test_code_flow import _tokens
+
+    idp = idp_factory()
+    w = _setup(idp)
+    cid, secret = idp.add_client(
+        name="Portal", redirect_uris=["http://127.0.0.1:9/cb"], scope="openid email profile permits:read"
+    )
+    idp.add_user("anna@example.org")
+    full = _tokens(idp, cid, secret, "anna@example.org", "openid email profile")["access_token"]
+    only = _tokens(idp, cid, secret, "anna@example.org", "openid")["access_token"]
+    no_openid = _tokens(idp, cid, secret, "anna@example.org", "openid permits:read")
+    # a narrowed refresh gives an access token without openid (RFC 6749 §6)
+    narrowed = w.oracle.post(
+        "/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": no_openid["refresh_token"],
+            "scope": "permits:read",
+        },
+        headers={"Authorization": _basic(cid, str(secret))},
+    )
+    assert narrowed.status_code == 200, narrowed.get_data()
+    revoked = _tokens(idp, cid, secret, "anna@example.org", "openid email")["access_token"]
+    assert (
+        w.oracle.post(
+            "/revoke", data={"token": revoked}, headers={"Authorization": _basic(cid, str(secret))}
+        ).status_code
+        == 200
+    )
+    tokens = {
+        "full": full,
+        "openid_only": only,
+        "no_openid": narrowed.get_json()["access_token"],
+        "machine": _issue(w, "basic"),
+        "revoked": revoked,
+        "garbage": "not-a-token",
+        "tampered": full[:-4] + ("AAAA" if not full.endswith("AAAA") else "BBBB"),
+        "none": "",
+    }
+    served = {"fast": 0, "all": 0}
+    real = fast_paths.userinfo
+
+    def counting(*args: Any) -> Any:
+        resp = real(*args)
+        served["fast"] += resp is not None
+        return resp
+
+    monkeypatch.setattr(fast_paths, "userinfo", counting)
+
+    @settings(
+        max_examples=EXAMPLES // 2,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(r=userinfo_requests())
+    def check(r: dict[str, Any]) -> None:
+        served["all"] += 1
+        headers = {}
+        if r["token"] != "none" or r["scheme"]:
+            headers["Authorization"] = f"{r['scheme']} {tokens[r['token']]}".strip()
+        if r["dpop"]:
+            headers["DPoP"] = "not.a.proof"
+        path = "/userinfo" + (f"?{r['query']}" if r["query"] else "")
+        before, seq = _state(w)
+        fast = _full_answer(w.fast.open(path, method=r["method"], headers=headers))
+        mid, seq2 = _state(w)
+        fast_audit = _audit_since(w, seq)
+        oracle = _full_answer(w.oracle.open(path, method=r["method"], headers=headers))
+        after, _ = _state(w)
+        assert fast == oracle, (r, fast, oracle)  # status, every header, the body's bytes
+        assert _diff(before, mid) == _diff(mid, after), r  # database rows
+        assert fast_audit == _audit_since(w, seq2), r  # audit entries
+
+    check()
+    print("userinfo fast-path cases", served)
+    assert served["fast"] >= EXAMPLES // 20, served
