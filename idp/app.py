@@ -191,6 +191,12 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     retry.track_commits(sessions)
     app.wsgi_app = retry.RetryOnce(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = TokenEndpoint(app, security_headers)  # type: ignore[method-assign]
+    from idp.oauth.fast_paths import BeforeFlask
+    from idp.static_docs import StaticDocuments
+
+    app.wsgi_app = BeforeFlask(app, security_headers)  # type: ignore[method-assign]
+
+    app.wsgi_app = StaticDocuments(app, security_headers)  # type: ignore[method-assign]
 
     if demo:
         from idp.views.demo import init_demo

@@ -173,6 +173,9 @@ class Config:
     password_reset_minutes: int = 30
     mtls_client_cert_header: str = ""  # off unless set, e.g. "X-SSL-Client-Cert"
     dpop_require_nonce: bool = True  # RFC 9449 §8: server-provided nonces
+    # /token answered by the fast paths where they are proven (idp.oauth.fast_paths), everything
+    # else by Authlib; false: Authlib alone
+    fast_paths: bool = True
     # private_key_jwt: accept only the issuer as `aud` (draft-ietf-oauth-rfc7523bis, against
     # audience injection); off: the token and PAR endpoint URLs too (OIDC Core §9, most clients)
     client_assertion_issuer_audience_only: bool = False
