@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck translations messages system-deps bench clean
+.PHONY: run test fuzz lint typecheck translations messages system-deps bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 (python3.13, python3.12, python3.11 or python3 on PATH)"; exit 1; }
@@ -58,7 +58,15 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
+
+# The fuzz campaign's long profile (tests/fuzz; `make test` runs its short, fixed one): every
+# endpoint under generated hostile requests for FUZZ_SECONDS (20 minutes), schemathesis against a
+# live `cityid serve` among them; prints the requests sent per endpoint and the server errors (0).
+FUZZ_SECONDS ?= 1200
+fuzz: $(STAMP) translations
+	CITYID_FUZZ_PROFILE=long CITYID_FUZZ_SECONDS=$(FUZZ_SECONDS) CITYID_FUZZ_REPORT=fuzz-report.json \
+		$(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -67,9 +75,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 
+# All benches as JSON lines (one object per line). The side-by-side run with the certified Node peer
+# needs its harness set up in $(BENCH_PEER) (see bench/compare_peer.py); skipped when it is missing.
+BENCH_PEER ?= /tmp/bench-peer
 bench: $(STAMP)
-	@for b in token layers login attestation ca smartcard wallet; do \
-		if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; done
+	@for b in token layers login login_cost attestation ca smartcard wallet; do \
+		if [ -f bench/$$b.py ]; then $(BIN)/python -m bench.$$b | grep '^{' || exit 1; fi; done
+	@if [ -d $(BENCH_PEER)/peer/node_modules ]; then \
+		$(BIN)/python -m bench.compare_peer --peer $(BENCH_PEER) --json; \
+	else echo '{"bench": "compare_peer", "skipped": "peer harness not set up in $(BENCH_PEER)"}'; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -187,6 +187,9 @@ class Config:
     password_reset_minutes: int = 30
     mtls_client_cert_header: str = ""  # off unless set, e.g. "X-SSL-Client-Cert"
     dpop_require_nonce: bool = True  # RFC 9449 §8: server-provided nonces
+    # /token answered by the fast paths where they are proven (idp.oauth.fast_paths), everything
+    # else by Authlib; false: Authlib alone
+    fast_paths: bool = True
     # private_key_jwt: accept only the issuer as `aud` (draft-ietf-oauth-rfc7523bis, against
     # audience injection); off: the token and PAR endpoint URLs too (OIDC Core §9, most clients)
     client_assertion_issuer_audience_only: bool = False
@@ -512,7 +515,7 @@ def serve_problem(cfg: Config) -> str | None:
     if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
         # the simulator reports whatever eID level its user picks: anyone would reach *high*
         return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
-    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg) or wallet_problem(cfg)
+    return eid_problem(cfg) or branding_problem(cfg.branding, cfg.issuer) or wallet_problem(cfg)
 
 
 def wallet_problem(cfg: Config) -> str | None:

@@ -24,7 +24,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import browser, consents, levels, uow
+from idp import browser, consents, levels, static_docs, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.insights import funnel
@@ -57,32 +57,9 @@ def server() -> Any:
 # --------------------------------------------------------------------------- discovery
 
 
-@bp.get("/.well-known/openid-configuration")
-def discovery() -> Response:
-    return _metadata_response()
-
-
-@bp.get("/.well-known/oauth-authorization-server")
-def authorization_server_metadata() -> Response:
-    """RFC 8414 §3: the same metadata as OpenID Connect Discovery (RFC 8414 §2 allows the
-    OpenID parameters beside its own; one document, so the two can never disagree). An issuer
-    with a path would be found at /.well-known/oauth-authorization-server/<path> (§3.1): the
-    proxy in front maps that; cityid's issuer is a host."""
-    return _metadata_response()
-
-
-def _metadata_response() -> Response:
-    # built once per process from the configuration (read once at start)
-    body = current_app.extensions.get("cityid_metadata")
-    if body is None:
-        body = current_app.extensions["cityid_metadata"] = json.dumps(_metadata()).encode()
-    resp = Response(body, mimetype="application/json")
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    return resp
-
-
-def _metadata() -> dict[str, Any]:
-    rt_cfg = runtime().config
+def discovery_metadata(rt_cfg: Any) -> dict[str, Any]:
+    """The discovery document (OIDC Discovery §3, RFC 8414 §2): fixed by the configuration, so
+    computed once per process and served as bytes (idp.static_docs)."""
     iss = rt_cfg.issuer
     scope_levels = rt_cfg.scope_levels
     meta = {
@@ -175,11 +152,27 @@ def _metadata() -> dict[str, Any]:
     return meta
 
 
+# Normally answered by idp.static_docs before Flask; these views serve what it hands on (a stale
+# key cache, another method), with the same bytes.
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    doc = static_docs.discovery_document(runtime().config)
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def authorization_server_metadata() -> Response:
+    """RFC 8414 §3: the same metadata as OpenID Connect Discovery (RFC 8414 §2 allows the
+    OpenID parameters beside its own; one document, so the two can never disagree). An issuer
+    with a path would be found at /.well-known/oauth-authorization-server/<path> (§3.1): the
+    proxy in front maps that; cityid's issuer is a host."""
+    return discovery()
+
+
 @bp.get("/jwks.json")
 def jwks() -> Response:
-    resp = jsonify(key_cache().get(uow.db()).jwks)
-    resp.headers["Cache-Control"] = "public, max-age=60"
-    return resp
+    doc = static_docs.jwks_document(key_cache().get(uow.db()))
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
 
 
 # --------------------------------------------------------------------------- authorize
@@ -666,8 +659,15 @@ def userinfo() -> Any:
     gid = claims.get("gid")
     grant = uow.db().get(Grant, gid) if gid else None
     principal = principal_for(uow.db(), grant) if grant else None
-    if principal is None:
-        return jsonify(error="invalid_token"), 401
+    if principal is None:  # a client-credentials token (with scope openid) names no citizen
+        bound = bool((claims.get("cnf") or {}).get("jkt"))
+        # RFC 6750 §3.1 (WWW-Authenticate on a 401), OIDC Core §5.3.3
+        return ResourceError(
+            401,
+            "invalid_token",
+            "the access token does not act for a citizen",
+            scheme="DPoP" if bound else "Bearer",
+        ).response()
     resp = jsonify(dict(userinfo_claims(principal, claims.get("scope", ""))))
     resp.headers["Cache-Control"] = "no-store"
     return resp

@@ -91,3 +91,20 @@ def test_grafana_dashboard_is_valid_json_over_metrics_cityid_serves(pair: Pair) 
     missing = used - served - {"cityid_ocsp_responses_total"}  # only once an OCSP request came
     assert not missing, missing
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
+
+
+def test_client_credentials_tokens_are_counted_on_the_fast_path_too(pair: Pair) -> None:
+    from idp.insights import funnel
+
+    cid, secret = pair.a.add_client(name="Fachverfahren", grant_types=["client_credentials"], scope="openid")
+    for _ in range(3):
+        resp = requests.post(
+            f"{pair.a.url}/token",
+            auth=(cid, secret or ""),
+            data={"grant_type": "client_credentials"},
+            timeout=10,
+        )
+        assert resp.status_code == 200, resp.text
+    funnel.flush(pair.a.app)
+    text = _scrape(pair.b.url).text
+    assert 'cityid_tokens_issued_total{grant="client_credentials"} 3.0' in text
