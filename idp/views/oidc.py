@@ -27,6 +27,7 @@ from db import utcnow
 from idp import browser, consents, levels, static_docs, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
+from idp.insights import funnel
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, fapi2, par
 from idp.oauth.errors import safe_description
@@ -270,13 +271,15 @@ def _pending_started(s: Any) -> int | None:
 
 def _set_pending(started: int | None = None) -> None:
     s = browser.ensure()
-    s.pending = json.dumps(
-        {
-            "q": _query_digest(),
-            "started": started or int(time.time()),
-            "url": request.full_path if request.query_string else request.path,
-        }
-    )
+    pending: dict[str, Any] = {
+        "q": _query_digest(),
+        "started": started or int(time.time()),
+        "url": request.full_path if request.query_string else request.path,
+    }
+    flow = funnel.current_flow()
+    if flow is not None:  # which funnel steps this authorization has counted (idp.insights)
+        pending["fn"] = flow
+    s.pending = json.dumps(pending)
 
 
 def _needs_consent(account_id: str, client: OAuthClient, scope: str) -> bool:
@@ -344,6 +347,9 @@ def authorize() -> Any:
     )
     if decision.refusal is not None:
         return _refuse(decision.refusal, redirect_uri, client)
+    funnel.authorization_accepted(
+        service=client.client_id, level_asked=decision.target, language=_language(data), new=started is None
+    )
 
     # Which factor is missing? (ARCHITECTURE: step up, never restart.)
     if account is None:
@@ -362,6 +368,8 @@ def authorize() -> Any:
         if "none" in prompts:
             return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)
+        if outcome.step != Step.PASSWORD:
+            funnel.step(funnel.STEPUP, "asked", method=str(outcome.step))
         uow.record(
             action="authorize.step",
             outcome="info",
@@ -379,6 +387,8 @@ def authorize() -> Any:
     if request.method == "POST":
         browser.check_csrf()
         if request.form.get("decision") != "allow":
+            funnel.step(funnel.CONSENT, "refused")
+            funnel.finished()
             uow.record(
                 action="consent.deny",
                 outcome="denied",
@@ -404,6 +414,7 @@ def authorize() -> Any:
                 status="error",
             ), 400
         consents.grant(uow.db(), account.id, client.client_id, scope)
+        funnel.step(funnel.CONSENT, "given")
         uow.record(
             action="consent.grant",
             outcome="success",
@@ -415,6 +426,7 @@ def authorize() -> Any:
         if "none" in prompts:
             return _error_redirect(ConsentRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)  # the consent form answers this request once
+        funnel.step(funnel.CONSENT, "shown")
         return render_template(
             "consent.html",
             client=client.row,
@@ -439,6 +451,9 @@ def authorize() -> Any:
     uow.db().add(g_row)
     uow.db().flush()
     principal = principal_for(uow.db(), g_row)
+    funnel.step(
+        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
+    )
     session.pending = None
     if pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
         return _error_redirect(InvalidRequestError("request_uri already used"), error=par.ParError.error)
@@ -491,6 +506,26 @@ def _posted_request() -> Any:
     )
     target = urlencode({"client_id": client.client_id, "request_uri": request_uri})
     return redirect(f"/authorize?{target}", 303)
+
+
+def _language(data: Any) -> str:
+    from flask_babel import get_locale
+
+    return str(get_locale() or "de")[:8]
+
+
+def _login_method(amr: Any) -> str:
+    """The strongest method of this login, for the funnel: the step-up used in this authorization,
+    else (a session reused: single sign-on) the strongest factor the session holds."""
+    flow = funnel.current_flow()
+    if flow is not None and flow.get("m"):
+        return str(flow["m"])
+    kinds = set(amr)
+    if kinds & {"sc", "eid"}:
+        return "eid"
+    if "hwk" in kinds:
+        return "hwk"
+    return "password"
 
 
 def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
