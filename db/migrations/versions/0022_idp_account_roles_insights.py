@@ -1,7 +1,7 @@
 """idp: staff roles on the account (analyst, admin) for the insights dashboard (issue 15)
 
 Revision ID: 0021_idp_account_roles
-Revises: 0020_idp_client_profile_sd
+Revises: 0020_idp_refresh_grace
 Create Date: 2026-12-07 03:40:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0021_idp_account_roles"
-down_revision = "0020_idp_client_profile_sd"
+down_revision = "0020_idp_refresh_grace"
 branch_labels = None
 depends_on = None
 
