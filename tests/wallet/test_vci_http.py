@@ -374,3 +374,27 @@ def test_wrong_tx_codes_are_counted_without_lost_updates(city: Idp) -> None:
     with transaction(city.sessions()) as s:
         with pytest.raises(store.GrantError):  # the offer is spent: even the right code fails
             store.redeem_offer(s, key, code, tx_code)
+
+
+def test_refused_credential_offer_is_audited_and_creates_no_offer(city: Idp) -> None:
+    """Every security decision is audited: an offer asked for after a password-only login (no
+    strong factor in the last ten minutes) is refused, written down, and stores nothing."""
+    from sqlalchemy import func, select
+
+    from db.audit import AuditEvent
+
+    account = city.add_user(EMAIL)
+    _grant(city, account)
+    browser = Browser(city)
+    browser.login(EMAIL, PASSWORD, browser.follow(browser.get(f"{city.url}/login")))
+    page = browser.get(f"{city.url}/account")  # the wallet-card page shows no form without one
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    shown = browser.post(f"{city.url}/account/wallet-card", {"csrf_token": token.group(1)})
+    assert shown.status_code == 200 and "openid-credential-offer://" not in shown.text
+    with city.sessions()() as s:
+        assert s.execute(select(func.count()).select_from(store.CredentialOffer)).scalar_one() == 0
+        refusals = s.execute(
+            select(AuditEvent.reason).where(AuditEvent.action == "vci.offer", AuditEvent.outcome == "denied")
+        ).all()
+    assert [r.reason for r in refusals] == ["no recent strong factor"]
