@@ -194,12 +194,37 @@ def seed(
                     fp = secrets.token_hex(32)
                     spki = secrets.token_hex(32)
                     devices.append(
-                        (did, aid, "Phone", "android-key", "TrustedEnvironment", 2, "ok", "{}", spki)
-                        + (serial, fp, cert_not_after, now)
+                        (
+                            did,
+                            aid,
+                            "Phone",
+                            "android-key",
+                            "TrustedEnvironment",
+                            2,
+                            "ok",
+                            "{}",
+                            spki,
+                            serial,
+                            fp,
+                            cert_not_after,
+                            now,
+                        )
                     )
                     certs.append(
-                        (serial, issuer_id, "device-auth", f"urn:cityid:device:{did}", spki, now)
-                        + (cert_not_after, "issued", int(serial, 16) % 16, fp, cert_der, now)
+                        (
+                            serial,
+                            issuer_id,
+                            "device-auth",
+                            f"urn:cityid:device:{did}",
+                            spki,
+                            now,
+                            cert_not_after,
+                            "issued",
+                            int(serial, 16) % 16,
+                            fp,
+                            cert_der,
+                            now,
+                        )
                     )
             with conn.cursor() as cur:
                 for table, cols, data in (
@@ -303,7 +328,9 @@ class Devices:
                     s,
                     self.ca,
                     self.settings,
-                    EnrolRequest(account, issued.value, token.csr(), AndroidKeyEvidence(tuple(chain)), "bench"),
+                    EnrolRequest(
+                        account, issued.value, token.csr(), AndroidKeyEvidence(tuple(chain)), "bench"
+                    ),
                     now=utcnow(),
                 )
                 s.commit()
@@ -333,7 +360,9 @@ class Devices:
                     now=utcnow(),
                 )
                 item = next(
-                    p for p in authenticate.pending_for(s, "", account, utcnow()) if p.public_id == login.public_id
+                    p
+                    for p in authenticate.pending_for(s, "", account, utcnow())
+                    if p.public_id == login.public_id
                 )
             out.append(
                 token.proof(
@@ -581,7 +610,17 @@ def explain_all(dsn: str, capture: Capture) -> dict[str, Any]:
                     no_index.append({"path": path, "table": rel, "statement": sql[:300]})
             nodes = list(_walk(plan))
             plans.setdefault(path, []).append(
-                sql[:100] + " -> " + ", ".join(sorted({f"{n['Node Type']}:{n.get('Relation Name', '')}" for n in nodes if "Relation Name" in n}))
+                sql[:100]
+                + " -> "
+                + ", ".join(
+                    sorted(
+                        {
+                            f"{n['Node Type']}:{n.get('Relation Name', '')}"
+                            for n in nodes
+                            if "Relation Name" in n
+                        }
+                    )
+                )
             )
             for node in nodes:
                 if node["Node Type"] == "Seq Scan":
@@ -670,7 +709,7 @@ def measure(fn: Callable[[Any, str], None], url: str, seconds: float, threads: i
             t0 = time.perf_counter()
             try:
                 fn(http, url)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+            except Exception as exc:  # counted and reported
                 with lock:
                     errors.append(repr(exc)[:200])
                 continue
@@ -696,21 +735,28 @@ def measure(fn: Callable[[Any, str], None], url: str, seconds: float, threads: i
 
 @contextlib.contextmanager
 def serve(data: Path, url: str, port: int, core: int) -> Iterator[None]:
+    log = open(data.parent / "serve.log", "wb")
+    argv = ["taskset", "-c", str(core), sys.executable, "-m", "cli", "serve", "--data-dir", str(data)]
     proc = subprocess.Popen(
-        ["taskset", "-c", str(core), sys.executable, "-m", "cli", "serve", "--data-dir", str(data)]
-        + ["--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1"],
+        [*argv, "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1"],
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        for _ in range(300):
+        deadline = time.monotonic() + 180
+        while True:
             try:
-                if requests.get(f"{url}/jwks.json", timeout=1).ok:
+                if requests.get(f"{url}/jwks.json", timeout=2).ok:
                     break
             except requests.RequestException:
-                time.sleep(0.1)
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "cityid serve did not start: " + (data.parent / "serve.log").read_text()[-2000:]
+                )
+            time.sleep(0.2)
         yield
     finally:
         proc.terminate()
@@ -720,6 +766,7 @@ def serve(data: Path, url: str, port: int, core: int) -> Iterator[None]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        log.close()
 
 
 # --------------------------------------------------------------------------- main
@@ -790,11 +837,15 @@ def main() -> None:
 
             with transaction(sessions) as s:
                 bootstrap_accounts.append(
-                    create_account(s, keys, "bootstrap@scale.example", PASSWORD, verified=True, actor="admin").id
+                    create_account(
+                        s, keys, "bootstrap@scale.example", PASSWORD, verified=True, actor="admin"
+                    ).id
                 )
         boot = Devices(cfg, sessions, bootstrap_accounts, dev_tmp)
         with sessions() as s:
-            cert_der = s.execute(select(CaCertificate.der).where(CaCertificate.der.is_not(None))).scalars().first()
+            cert_der = (
+                s.execute(select(CaCertificate.der).where(CaCertificate.der.is_not(None))).scalars().first()
+            )
         del boot
         result["seed"] = seed(
             _psycopg_dsn(db_url), keys, n, login_client[0], issuer_id, cert_der or b"", a.batch
