@@ -96,6 +96,17 @@ def profile_for(name: str, minutes: float) -> Profile:
             cc_threads=1,
             mail_pool=60,
         )
+    if name == "pooler":  # no faults: the workload through PgBouncer (tests/faults/test_pgbouncer.py)
+        return Profile(
+            seconds=15,
+            kill_every=1e9,
+            pg_restart_at=2.0,
+            outage_at=2.0,
+            recovery_seconds=20,
+            login_threads=2,
+            cc_threads=1,
+            mail_pool=30,
+        )
     return Profile(seconds=minutes * 60)
 
 
@@ -147,6 +158,43 @@ class PgCluster:
     @property
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/cityid"
+
+
+class PgBouncer:
+    """PgBouncer (Debian ``pgbouncer``) in transaction pooling mode in front of ``pg``."""
+
+    def __init__(self, root: Path, pg: PgCluster) -> None:
+        self.dir, self.pg = root / "pgbouncer", pg
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "userlist.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\ncityid = host=127.0.0.1 port={self.pg.port} dbname=cityid user=postgres\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.dir / 'userlist.txt'}\npool_mode = transaction\n"
+            "max_client_conn = 500\ndefault_pool_size = 20\nserver_reset_query =\n"
+            f"logfile = {self.dir / 'pgbouncer.log'}\n"
+        )
+        cmd = ["pgbouncer", str(self.dir / "pgbouncer.ini")]
+        if os.geteuid() == 0:  # PgBouncer refuses to run as root
+            shutil.chown(self.dir, "postgres")
+            for f in self.dir.iterdir():
+                shutil.chown(f, "postgres")
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+
+    def url(self, query: str = "") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/cityid{query}"
 
 
 # --------------------------------------------------------------------------- peers
@@ -872,7 +920,11 @@ def _chunks(items: list[str], n: int) -> list[list[str]]:
 # --------------------------------------------------------------------------- main
 
 
-def run(profile: Profile, instances_n: int | None = None, keep: bool = False) -> dict[str, Any]:
+def run(
+    profile: Profile, instances_n: int | None = None, keep: bool = False, pgbouncer: str | None = None
+) -> dict[str, Any]:
+    """``pgbouncer``: None, or the query string of the database URL through PgBouncer (transaction
+    pooling) that the instances and the CLI use (e.g. ``?prepare_threshold=0``)."""
     global _DMESG_BEFORE
     _DMESG_BEFORE = _dmesg()
     tmp = Path(tempfile.mkdtemp(prefix="cityid-faults-"))
@@ -885,6 +937,7 @@ def run(profile: Profile, instances_n: int | None = None, keep: bool = False) ->
     proxy_port = free_port()
     url = f"http://127.0.0.1:{proxy_port}"
     instances: list[Instance] = []
+    bouncer: PgBouncer | None = None
     events: list[dict[str, Any]] = []
     t_start = time.monotonic()
 
@@ -904,6 +957,12 @@ def run(profile: Profile, instances_n: int | None = None, keep: bool = False) ->
             check=True,
             capture_output=True,
         )
+        if pgbouncer is not None:  # migrations ran directly; the instances and the CLI go through it
+            bouncer = PgBouncer(tmp, pg)
+            bouncer.start()
+            toml = (data / "cityid.toml").read_text().replace(pg.url, bouncer.url(pgbouncer))
+            (data / "cityid.toml").write_text(toml)
+            event("through pgbouncer", url=bouncer.url(pgbouncer))
         smtp.up()
         recv.up()
 
@@ -975,7 +1034,7 @@ def run(profile: Profile, instances_n: int | None = None, keep: bool = False) ->
                 pg_restarted = True
                 event("postgresql restart", seconds=round(took, 2))
             time.sleep(0.2)
-        if not outage_ended:
+        if outage_started and not outage_ended:
             smtp.up()
             recv.up()
             event("smtp and logout receiver up")
@@ -1051,6 +1110,8 @@ def run(profile: Profile, instances_n: int | None = None, keep: bool = False) ->
                     os.killpg(inst.proc.pid, signal.SIGKILL)
         smtp.down()
         recv.down()
+        if bouncer is not None:
+            bouncer.stop()
         pg.stop()
         if keep:
             print(f"kept {tmp}", file=sys.stderr)
@@ -1090,11 +1151,18 @@ def _setup(data: Path, emails: list[str], logout_uri: str) -> dict[str, dict[str
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
-    ap.add_argument("--profile", choices=["long", "short"], default="long")
+    ap.add_argument("--profile", choices=["long", "short", "pooler"], default="long")
     ap.add_argument("--instances", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, cluster)")
+    ap.add_argument(
+        "--pgbouncer",
+        nargs="?",
+        const="",
+        default=None,
+        help="through PgBouncer in transaction mode; optional URL query, e.g. '?prepare_threshold=0'",
+    )
     a = ap.parse_args()
-    result = run(profile_for(a.profile, a.minutes), a.instances, a.keep)
+    result = run(profile_for(a.profile, a.minutes), a.instances, a.keep, a.pgbouncer)
     print(json.dumps(result, indent=2))
     sys.exit(0 if result["ok"] else 1)
 
