@@ -696,8 +696,52 @@ def _walk(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 # --------------------------------------------------------------------------- load
 
 
-def measure(fn: Callable[[Any, str], None], url: str, seconds: float, threads: int) -> dict[str, Any]:
-    """``fn`` from ``threads`` threads for ``seconds``: rate, p50/p99, errors."""
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` and their children (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen, todo = 0.0, set(), list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+class CpuMeter:
+    """CPU seconds of the server's processes and of PostgreSQL's backends for the database: on a
+    shared machine the CPU per operation is steadier than the rate or the latency."""
+
+    def __init__(self, server_pid: int, dsn: str) -> None:
+        self.server_pid, self.dsn = server_pid, dsn
+
+    def _backends(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchall()
+            ]
+
+    def read(self) -> tuple[float, float, list[int]]:
+        backends = self._backends()
+        return _cpu_seconds([self.server_pid]), _cpu_seconds(backends), backends
+
+
+def measure(
+    fn: Callable[[Any, str], None], url: str, seconds: float, threads: int, cpu: CpuMeter | None = None
+) -> dict[str, Any]:
+    """``fn`` from ``threads`` threads for ``seconds``: rate, p50/p99, errors, CPU per operation."""
+    before = cpu.read() if cpu else None
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
     lat: list[float] = []
@@ -723,7 +767,7 @@ def measure(fn: Callable[[Any, str], None], url: str, seconds: float, threads: i
     for t in ts:
         t.join()
     wall = time.perf_counter() - t0
-    return {
+    out: dict[str, Any] = {
         "n": len(lat),
         "per_s": round(len(lat) / wall, 1),
         "p50_ms": _pct(lat, 0.5),
@@ -731,10 +775,17 @@ def measure(fn: Callable[[Any, str], None], url: str, seconds: float, threads: i
         "errors": len(errors),
         "first_error": errors[0] if errors else None,
     }
+    if cpu and before and lat:
+        server, _pg, _b = cpu.read()
+        pg_after = _cpu_seconds(before[2])  # the same backends (a pooled connection each)
+        out["server_cpu_ms_per_op"] = round((server - before[0]) / len(lat) * 1000, 2)
+        out["postgres_cpu_ms_per_op"] = round((pg_after - before[1]) / len(lat) * 1000, 2)
+        out["ops_per_server_cpu_s"] = round(len(lat) / max(server - before[0], 1e-9), 1)
+    return out
 
 
 @contextlib.contextmanager
-def serve(data: Path, url: str, port: int, core: int) -> Iterator[None]:
+def serve(data: Path, url: str, port: int, core: int) -> Iterator[int]:
     log = open(data.parent / "serve.log", "wb")
     argv = ["taskset", "-c", str(core), sys.executable, "-m", "cli", "serve", "--data-dir", str(data)]
     proc = subprocess.Popen(
@@ -757,7 +808,7 @@ def serve(data: Path, url: str, port: int, core: int) -> Iterator[None]:
                     "cityid serve did not start: " + (data.parent / "serve.log").read_text()[-2000:]
                 )
             time.sleep(0.2)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -899,7 +950,8 @@ def main() -> None:
         # ---- load: server on core 0, load on core 1
         if not a.skip_load:
             ops: dict[str, Any] = {}
-            with serve(data, url, port, core=0):
+            with serve(data, url, port, core=0) as server_pid:
+                meter = CpuMeter(server_pid, _psycopg_dsn(db_url))
                 for op, fn, threads in (
                     ("password_login", flows.login, a.threads),
                     ("token_refresh", flows.refresh, a.threads),
@@ -907,18 +959,18 @@ def main() -> None:
                     ("userinfo", flows.userinfo, a.threads),
                     ("ocsp", flows.ocsp(ocsp_ders), a.threads),
                 ):
-                    ops[op] = measure(fn, url, a.seconds, threads)
+                    ops[op] = measure(fn, url, a.seconds, threads, meter)
                     print(f"{op}: {ops[op]}", file=sys.stderr, flush=True)
             # PKI-2FA in-process on core 0 (server stopped): the verification's own work
             proofs = devices.proofs(max(50, int(a.seconds * 30)))
             _pin(0)
             lat = []
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for proof in proofs:
                 o0 = time.perf_counter()
                 devices.approve(proof)
                 lat.append(time.perf_counter() - o0)
-            wall = time.perf_counter() - t0
+            wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
             _pin(1)
             ops["pki2fa_verification"] = {
                 "n": len(lat),
@@ -926,6 +978,8 @@ def main() -> None:
                 "p50_ms": _pct(lat, 0.5),
                 "p99_ms": _pct(lat, 0.99),
                 "errors": 0,
+                "server_cpu_ms_per_op": round(cpu_s / len(lat) * 1000, 2),
+                "ops_per_server_cpu_s": round(len(lat) / max(cpu_s, 1e-9), 1),
                 "note": "in-process smartcard.authenticate.approve (no HTTP), one thread on core 0",
             }
             result["ops"] = ops
