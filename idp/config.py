@@ -147,6 +147,9 @@ class Config:
     access_token_lifetime_seconds: int = 600
     id_token_lifetime_seconds: int = 600
     refresh_token_lifetime_days: int = 30
+    # a rotated refresh token presented again this soon by the same client (same DPoP key /
+    # certificate) gets the rotation's tokens again instead of revoking the grant; 0: off
+    refresh_token_grace_seconds: int = 10
     code_lifetime_seconds: int = 60
     email_verification_hours: int = 24
     password_reset_minutes: int = 30
@@ -448,6 +451,7 @@ _POSITIVE = (
     "password_reset_minutes",
 )
 MIN_SECRET_LENGTH = 32
+MAX_REFRESH_GRACE_SECONDS = 300  # a retry comes within seconds; longer only helps a thief
 
 
 def serve_problem(cfg: Config) -> str | None:
@@ -460,6 +464,11 @@ def serve_problem(cfg: Config) -> str | None:
     for name in _POSITIVE:
         if getattr(cfg, name) <= 0:
             return f"setting {name} must be above 0"
+    if not 0 <= cfg.refresh_token_grace_seconds <= MAX_REFRESH_GRACE_SECONDS:
+        return (
+            f"setting refresh_token_grace_seconds = {cfg.refresh_token_grace_seconds}: "
+            f"0 (off) to {MAX_REFRESH_GRACE_SECONDS} seconds"
+        )
     if cfg.smtp.host and not 0 < cfg.smtp.port < 65536:
         return f"setting smtp.port = {cfg.smtp.port}: a port from 1 to 65535 is needed"
     for name in ("secret_key", "key_passphrase"):
