@@ -5,14 +5,14 @@ e-mail links by these columns; without an index each delete read the whole table
 accounts: every session, code and link), holding the row locks for as long.
 
 Revision ID: 0021_idp_scale_fk_indexes
-Revises: 0020_idp_client_profile_sd
+Revises: 0020_idp_refresh_grace
 Create Date: 2026-12-07 04:00:00
 """
 
 from alembic import op
 
 revision = "0021_idp_scale_fk_indexes"
-down_revision = "0020_idp_client_profile_sd"
+down_revision = "0020_idp_refresh_grace"
 branch_labels = None
 depends_on = None
 
