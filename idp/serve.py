@@ -219,6 +219,30 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 STARTUP_DATABASE_WAIT_SECONDS = 120.0
 
 
+def wait_for_database(engine: Any, seconds: float = STARTUP_DATABASE_WAIT_SECONDS) -> None:
+    """Return once ``engine`` connects; wait (up to ``seconds``) while the database is away, so
+    that `cityid serve` started by its supervisor during a database restart or failover comes up
+    with the database instead of exiting. Other errors (a wrong password, no such database) are
+    raised at once."""
+    from sqlalchemy.exc import DBAPIError
+
+    from idp.retry import lost_connection
+
+    deadline = time.monotonic() + seconds
+    pause = 0.2
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return
+        except DBAPIError as exc:
+            if not lost_connection(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning("database not reachable at start (%s): waiting", type(exc).__name__)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 def _load(cfg: Config, demo: bool) -> Any:
     from idp.app import create_app
     from idp.retry import lost_connection

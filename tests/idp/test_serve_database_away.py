@@ -92,3 +92,39 @@ def test_a_worker_started_while_the_database_is_away_waits_for_it(db_url: str, t
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+def test_serve_started_while_the_database_refuses_connections_comes_up_with_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    """bench/faults.py: an instance restarted during the PostgreSQL restart exited 2 (its start-up
+    checks could not connect); it waits for the database instead."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    write_config(data, db_url, url)
+    cityid(data, "init")
+    name = db_url.rsplit("/", 1)[1]
+    _allow(name, False)
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        time.sleep(5)
+        assert proc.poll() is None, "serve gave up: " + (tmp_path / "serve.log").read_text()[-2000:]
+        _allow(name, True)
+        assert _up(url, 60), (tmp_path / "serve.log").read_text()[-2000:]
+    finally:
+        _allow(name, True)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
