@@ -26,9 +26,11 @@ Invariants (each with its counts; see ``check``): the effect of every 2xx answer
 database; refused/failed requests left no partial effect; ``cityid audit verify`` passes and
 the audit log holds an entry for every state change seen; no certificate serial twice and every
 certificate the CLI signed recorded; no refresh-token family with two live successors; every
-queued mail and logout token delivered (mail: exactly once; logout tokens: at least once, a
-repeat carries the same ``jti``) or recorded as given up; no process ended by a signal we did
-not send.
+queued mail and logout token delivered or recorded as given up (or, for the short profile's
+mails, still queued for a retry) and never dropped: at least once, and a repeat (a kill between
+the peer's acceptance and the row's update) is the same message (mail: the same Message-ID;
+logout token: the same ``jti``); no process ended by a signal we did not send, and none ended
+on its own.
 """
 
 from __future__ import annotations
