@@ -88,7 +88,7 @@ def profile_for(name: str, minutes: float) -> Profile:
         # may still be queued at the end (counted as retry scheduled, not lost); the long run
         # shows them delivered
         return Profile(
-            seconds=25,
+            seconds=22,
             kill_every=6,
             pg_restart_at=0.5,
             outage_at=0.0,
@@ -96,7 +96,7 @@ def profile_for(name: str, minutes: float) -> Profile:
             recovery_seconds=20,
             login_threads=2,
             cc_threads=1,
-            mail_pool=60,
+            mail_pool=30,
         )
     if name == "pooler":  # no faults: the workload through PgBouncer (tests/faults/test_pgbouncer.py)
         return Profile(
