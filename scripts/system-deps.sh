@@ -17,8 +17,8 @@ command -v pgbouncer >/dev/null || need+=(pgbouncer)
 # the package also pulls in an httpd, apache2 by default, which the tests do not use)
 [ -d /usr/share/simplesamlphp/www ] || need+=(simplesamlphp)
 command -v php >/dev/null || need+=(php-cli)
-php -m 2>/dev/null | grep -qx dom || need+=(php-xml)
-php -m 2>/dev/null | grep -qx mbstring || need+=(php-mbstring)
+php -m 2>/dev/null | grep -x dom >/dev/null || need+=(php-xml)  # no -q: with pipefail, an early exit is SIGPIPE
+php -m 2>/dev/null | grep -x mbstring >/dev/null || need+=(php-mbstring)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2
