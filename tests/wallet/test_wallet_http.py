@@ -343,3 +343,25 @@ def test_on_a_phone_the_wallet_opens_on_the_same_device(world: WalletWorld) -> N
     waiting, link = wallet_link(b, b.follow(b.get(f"{world.idp.url}/login/eid")))
     assert f'<a class="button" href="{link.replace("&", "&amp;")}"' in waiting.text
     assert "<img" not in waiting.text  # no QR code to scan with the phone itself
+
+
+def test_cross_device_step_up_with_an_already_linked_wallet_needs_no_confirmation(world: WalletWorld) -> None:
+    """The confirmation is for a first link only: the wallet linked to this account steps up
+    through the QR code as before."""
+    world.idp.add_user(EMAIL)
+    rp = _rp(world)
+    b = Browser(world.idp)
+    page, _v = _to_eid_page(world, rp, b)
+    _waiting, same = wallet_link(b, page)
+    first = world.holder.answer(same)  # linked on the same device
+    b.follow(b.get(first.json()["redirect_uri"]))
+    assert _count(world, EidLink) == 1
+    start = b.follow(b.get(f"{world.idp.url}/login/eid"))
+    waiting, same = wallet_link(b, start)
+    answer = world.holder.answer(same.replace("flow%3Dsame", "flow%3Dcross"))
+    assert answer.status_code == 200, answer.text
+    done = b.get(waiting.url)
+    assert done.status_code == 303 and done.headers["Location"].startswith("/login/eid/complete?"), done.text[
+        :300
+    ]
+    assert _confirm_audit(world) == []
