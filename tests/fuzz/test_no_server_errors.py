@@ -247,6 +247,91 @@ CITIZEN = [
 ]
 
 
+PDF = "%PDF-1.7\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+SIGNING = [
+    Endpoint(
+        "POST /api/signatures",
+        "/api/signatures",
+        ("POST",),
+        ("level", "reason", "document", "title"),
+        json_api=True,
+        base=(("level", "B-LT"), ("reason", "Antrag"), ("document", PDF)),
+    ),
+    Endpoint("GET /api/signatures/<id>", "/api/signatures/{x}", ("GET",), json_api=True),
+    Endpoint("GET /api/signatures/pending", "/api/signatures/pending", ("GET",), json_api=True),
+    Endpoint(
+        "POST /api/signatures/approve",
+        "/api/signatures/approve",
+        ("POST",),
+        ("approval",),
+        json_api=True,
+        base=(("approval", "a.b.c"),),
+    ),
+    Endpoint(
+        "POST /api/signatures/validate",
+        "/api/signatures/validate",
+        ("POST",),
+        ("document",),
+        json_api=True,
+        base=(("document", PDF),),
+    ),
+    Endpoint("GET|POST /signatures/check", "/signatures/check", ("GET", "POST"), ("csrf_token", "document")),
+]
+
+PRE_AUTH = "urn:ietf:params:oauth:grant-type:pre-authorized_code"
+VCI = [
+    Endpoint(
+        "GET /.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server", ("GET",)
+    ),
+    Endpoint(
+        "GET /.well-known/oauth-authorization-server/vci",
+        "/.well-known/oauth-authorization-server/vci",
+        ("GET",),
+    ),
+    Endpoint("GET /.well-known/openid-credential-issuer", "/.well-known/openid-credential-issuer", ("GET",)),
+    Endpoint(
+        "POST /vci/token",
+        "/vci/token",
+        ("POST",),
+        ("grant_type", "pre-authorized_code", "tx_code"),
+        json_api=True,
+        base=(("grant_type", PRE_AUTH), ("pre-authorized_code", "x" * 43), ("tx_code", "123456")),
+    ),
+    Endpoint("POST /vci/nonce", "/vci/nonce", ("POST",), json_api=True),
+    Endpoint(
+        "POST /vci/credential",
+        "/vci/credential",
+        ("POST",),
+        ("credential_configuration_id", "proofs", "proof", "jwt", "proof_type"),
+        json_api=True,
+        base=(("credential_configuration_id", "library_card"), ("proofs", "a.b.c")),
+    ),
+    Endpoint("GET /vci/status/1", "/vci/status/1", ("GET",)),
+]
+
+WALLET_AND_PUBLIC = [
+    Endpoint("GET /login/eid/wallet", "/login/eid/wallet", ("GET",), ("state", "flow")),
+    Endpoint("GET /login/eid/wallet/status", "/login/eid/wallet/status", ("GET",), ("state",)),
+    Endpoint("GET /login/eid/wallet/request", "/login/eid/wallet/request", ("GET",), ("state", "flow")),
+    Endpoint("GET /eid/saml/metadata", "/eid/saml/metadata", ("GET",)),
+    Endpoint("GET /favicon.ico", "/favicon.ico", ("GET",)),
+    Endpoint(
+        "GET|POST /barrierefreiheit",
+        "/barrierefreiheit",
+        ("GET", "POST"),
+        ("csrf_token", "page", "message", "email", "name"),
+    ),
+    Endpoint("GET /leichte-sprache", "/leichte-sprache", ("GET",)),
+    Endpoint("GET /gebaerdensprache", "/gebaerdensprache", ("GET",)),
+    Endpoint("GET /<page>/video", "/{x}/video", ("GET",)),
+    Endpoint("GET /leichte-sprache/video", "/leichte-sprache/video", ("GET",)),
+    Endpoint("GET /gebaerdensprache/video", "/gebaerdensprache/video", ("GET",)),
+]
+WALLET_CARD = Endpoint(
+    "GET|POST /account/wallet-card", "/account/wallet-card", ("GET", "POST"), ("csrf_token",)
+)
+
+
 def known(t: Target, *, csrf: str = "") -> Known:
     basic = base64.b64encode(f"{t.conf_client}:{t.conf_secret}".encode()).decode()
     cc_basic = base64.b64encode(f"{t.cc_client}:{t.cc_secret}".encode()).decode()
@@ -305,11 +390,11 @@ def campaign(
 def test_oauth_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
     """OIDC authorize (GET/POST), PAR, token, introspection, revocation, userinfo, logout,
     discovery, JWKS, the OpenAPI document and the demo resource."""
-    campaign(target, OAUTH, 150, 0.18)
+    campaign(target, OAUTH, 150, 0.14)
 
 
 def test_device_api_never_answers_5xx_and_errors_are_error_objects(target: Target) -> None:
-    campaign(target, DEVICE_API, 90, 0.10)
+    campaign(target, DEVICE_API, 90, 0.08)
 
 
 def test_webauthn_json_never_answers_5xx_anonymous_or_logged_in(target: Target) -> None:
@@ -324,11 +409,29 @@ def test_pki_endpoints_never_answer_5xx(target: Target) -> None:
 def test_citizen_pages_with_session_and_csrf_never_answer_5xx(target: Target) -> None:
     # the authorization and logout endpoints with a logged-in session: consent and logout pages
     with_session = [e for e in OAUTH if e.path in ("/authorize", "/logout")]
-    campaign(target, CITIZEN + PAGES[:6] + with_session, 120, 0.12, citizen=True)
+    campaign(target, CITIZEN + PAGES[:6] + with_session, 120, 0.10, citizen=True)
+
+
+def test_signing_api_and_validation_never_answer_5xx(target: Target) -> None:
+    """The citizen-signature API (a service's token, the device's proofs) and the validation
+    API and page (issue 18: signing/validation)."""
+    campaign(target, SIGNING, 50, 0.04)
+
+
+def test_vci_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
+    """OpenID4VCI: metadata, the pre-authorized code token endpoint, nonce, credential, status
+    list; the credential offer page with the citizen's session."""
+    campaign(target, VCI, 50, 0.04)
+    campaign(target, [WALLET_CARD], 10, 0.01, citizen=True)
+
+
+def test_wallet_login_and_public_pages_never_answer_5xx(target: Target) -> None:
+    """The EUDI wallet login (OpenID4VP), the SAML SP metadata, the accessibility pages."""
+    campaign(target, WALLET_AND_PUBLIC, 70, 0.03)
 
 
 def test_anonymous_pages_never_answer_5xx(target: Target) -> None:
-    campaign(target, PAGES, 120, 0.10)
+    campaign(target, PAGES, 120, 0.08)
 
 
 # ----------------------------------------------------------------------------- OCSP POST
@@ -426,7 +529,62 @@ def test_ocsp_get_and_post_never_answer_5xx(target: Target) -> None:
             resp = client.get(f"/pki/ocsp/{enc}")
         state["before"] = target.check(label, resp, state["before"])
 
-    run_budgeted(run, 0.07)
+    run_budgeted(run, 0.05)
+
+
+@st.composite
+def tsa_bodies(draw: st.DrawFn) -> bytes:
+    """A TimeStampReq (RFC 3161 §2.4.1), valid or spoilt: flipped, cut, extended or random."""
+    from asn1crypto import tsp
+
+    algo, size = draw(st.sampled_from([("sha256", 32), ("sha384", 48), ("sha512", 64), ("sha1", 20)]))
+    fields: dict[str, Any] = {
+        "version": 1 if draw(st.integers(0, 5)) else draw(st.integers(-1, 3)),
+        "message_imprint": {
+            "hash_algorithm": {"algorithm": algo},
+            "hashed_message": draw(st.binary(min_size=size, max_size=size))
+            if draw(st.integers(0, 5))
+            else draw(st.binary(max_size=80)),
+        },
+        "cert_req": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        fields["nonce"] = draw(st.integers(-(2**70), 2**160))
+    if draw(st.integers(0, 3)) == 0:
+        fields["req_policy"] = draw(st.sampled_from(["1.2.3.4", "2.5.29.32.0", "1.3.6.1.4.1.99999.1"]))
+    valid = tsp.TimeStampReq(fields).dump()
+    kind = draw(st.sampled_from(["valid", "valid", "flip", "truncate", "append", "random"]))
+    if kind == "valid":
+        return valid
+    if kind == "flip":
+        i = draw(st.integers(0, len(valid) - 1))
+        return valid[:i] + bytes([valid[i] ^ draw(st.integers(1, 255))]) + valid[i + 1 :]
+    if kind == "truncate":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "append":
+        return valid + draw(st.binary(min_size=1, max_size=64))
+    return draw(st.binary(max_size=300))
+
+
+def test_tsa_never_answers_5xx(target: Target) -> None:
+    """RFC 3161 §3.4: POST /pki/tsa (WSGI middleware in front of Flask, like OCSP) with valid
+    and mutated DER TimeStampReqs, other content types and methods."""
+    state = {"before": table_digests(target.engine)}
+
+    @fuzz_settings(40)
+    @given(
+        der=tsa_bodies(),
+        method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+        ctype=st.sampled_from(
+            ["application/timestamp-query", "application/timestamp-query", "text/plain", ""]
+        ),
+    )
+    def run(der: bytes, method: str, ctype: str) -> None:
+        headers = {"Content-Type": ctype} if ctype else {}
+        resp = target.anonymous().open("/pki/tsa", method=method, data=der, headers=headers)
+        state["before"] = target.check("POST /pki/tsa", resp, state["before"])
+
+    run_budgeted(run, 0.03)
 
 
 def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
@@ -434,7 +592,9 @@ def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
     import re
 
     fuzzed = {e.path for e in OAUTH + DEVICE_API + WEBAUTHN + PKI + PAGES + CITIZEN}
+    fuzzed |= {e.path for e in SIGNING + VCI + WALLET_AND_PUBLIC + [WALLET_CARD]}
     fuzzed |= {"/pki/ocsp"}  # OCSP POST: test_ocsp_get_and_post_never_answer_5xx
+    fuzzed |= {"/pki/tsa"}  # middleware, not a Flask route: test_tsa_never_answers_5xx
     routes = {re.sub(r"<[^>]+>", "{x}", rule.rule) for rule in target.app.url_map.iter_rules()}
     missing = sorted(routes - fuzzed)
     assert not missing, f"routes no fuzz test sends requests to: {missing}"
