@@ -151,6 +151,7 @@ class Target:
     cc_secret: str
     account_id: str
     access_token: str = ""  # a client-credentials access token (RFC 9068)
+    sign_token: str = ""  # the citizen's access token for a signing service (scope sign, substantial)
     issuing_der: bytes = b""
     citizen: Any = None  # test client with the citizen's session cookie
     csrf: str = ""
@@ -303,7 +304,76 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     assert tok.status_code == 200, tok.get_data(as_text=True)
     t.access_token = tok.get_json()["access_token"]
     t.issuing_der = c.get("/pki/issuing.crt").get_data()
+    t.sign_token = _sign_token(t)
     t.login()
     yield t
     rt.courier.stop()
     rt.engine.dispose()
+
+
+def _sign_token(t: Target) -> str:
+    """An access token as a signing service holds it (docs/signing.md): scope ``sign`` from the
+    citizen's login at *substantial*. The grant and its code are stored as /authorize stores
+    them after a device-confirmed login (tests/signing drives that login live); the code is
+    redeemed at /token as a service does."""
+    import base64
+    import datetime as dt
+
+    from db import transaction, utcnow
+    from idp.clients import ClientSpec, add_client
+    from idp.crypto import random_token
+    from idp.models import AuthorizationCode, Grant
+    from policies import Level
+
+    code = random_token(32)
+    verifier = random_token(32)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    with transaction(t.app.extensions["cityid"].sessions) as s:
+        client, secret = add_client(
+            s,
+            t.keys,
+            ClientSpec(
+                name="Fuzz signing service",
+                client_id="fuzz-sign",
+                redirect_uris=[REDIRECT],
+                scope="openid sign",
+            ),
+        )
+        grant = Grant(
+            client_id=client.client_id,
+            account_id=t.account_id,
+            scope="openid sign",
+            auth_time=int(time.time()),
+            acr=Level.SUBSTANTIAL.acr,
+            amr=json.dumps(["pwd", "hwk", "mfa"]),
+        )
+        s.add(grant)
+        s.flush()
+        s.add(
+            AuthorizationCode(
+                code_digest=t.keys.token_digest(code),
+                grant_id=grant.id,
+                client_id=client.client_id,
+                redirect_uri=REDIRECT,
+                scope="openid sign",
+                nonce="n",
+                code_challenge=challenge,
+                code_challenge_method="S256",
+                expires_at=utcnow() + dt.timedelta(seconds=60),
+            )
+        )
+    assert secret
+    basic = base64.b64encode(f"fuzz-sign:{secret}".encode()).decode()
+    tok = t.app.test_client().post(
+        "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "code_verifier": verifier,
+        },
+        headers={"Authorization": f"Basic {basic}"},
+    )
+    assert tok.status_code == 200, tok.get_data(as_text=True)
+    assert "sign" in tok.get_json()["scope"].split()
+    return str(tok.get_json()["access_token"])

@@ -352,18 +352,38 @@ def known(t: Target, *, csrf: str = "") -> Known:
             f"Bearer {t.access_token}",
             f"DPoP {t.access_token}",
             f"Device {t.access_token}",
+            f"Bearer {t.sign_token}",
         ],
         csrf=csrf,
         access_token=t.access_token,
     )
 
 
+def with_token(k: Known, token: str) -> Known:
+    """``k`` with ``token`` as the access token its requests carry most."""
+    return Known(
+        values=[*k.values, token],
+        authorizations=[f"Bearer {token}", f"Bearer {token}", f"DPoP {token}", *k.authorizations],
+        csrf=k.csrf,
+        access_token=token,
+    )
+
+
 def campaign(
-    t: Target, endpoints: list[Endpoint], examples: int, share: float, *, citizen: bool = False
+    t: Target,
+    endpoints: list[Endpoint],
+    examples: int,
+    share: float,
+    *,
+    citizen: bool = False,
+    token: str = "",
 ) -> None:
-    """Send ``examples`` generated requests (per run) to ``endpoints`` and check each answer."""
+    """Send ``examples`` generated requests (per run) to ``endpoints`` and check each answer
+    (``token``: the access token the requests carry most, the client-credentials one else)."""
     state = {"before": table_digests(t.engine)}
     k = known(t, csrf="$CSRF" if citizen else "")  # the live session's token, put in at send time
+    if token:
+        k = with_token(k, token)
 
     @fuzz_settings(examples)
     @given(req=hostile_request(endpoints, k), form_csrf=st.booleans())
@@ -415,7 +435,62 @@ def test_citizen_pages_with_session_and_csrf_never_answer_5xx(target: Target) ->
 def test_signing_api_and_validation_never_answer_5xx(target: Target) -> None:
     """The citizen-signature API (a service's token, the device's proofs) and the validation
     API and page (issue 18: signing/validation)."""
-    campaign(target, SIGNING, 50, 0.04)
+    campaign(target, SIGNING, 40, 0.02, token=target.sign_token)
+
+
+@st.composite
+def pdf_bodies(draw: st.DrawFn, pdfs: list[bytes]) -> bytes:
+    """A PDF (ours, with a title, one or more pages, encrypted), valid or spoilt."""
+    valid = draw(st.sampled_from(pdfs))
+    kind = draw(st.sampled_from(["valid", "valid", "flip", "truncate", "append", "random", "empty"]))
+    if kind == "valid":
+        return valid
+    if kind == "flip":
+        i = draw(st.integers(0, len(valid) - 1))
+        return valid[:i] + bytes([valid[i] ^ draw(st.integers(1, 255))]) + valid[i + 1 :]
+    if kind == "truncate":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "append":
+        return valid + draw(st.binary(min_size=1, max_size=200))
+    if kind == "empty":
+        return b""
+    return b"%PDF-1." + draw(st.binary(max_size=300))
+
+
+def test_signing_api_with_pdf_bodies_never_answers_5xx(target: Target) -> None:
+    """docs/signing.md: a service's valid token (scope sign, substantial) with valid and
+    mutated PDFs, the levels and reasons spoilt; the validation API with the same bodies."""
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdfs = [make_pdf(), make_pdf("Zwei Seiten \u202e", pages=2), make_pdf(password="geheim")]
+    state = {"before": table_digests(target.engine)}
+    nasty = st.sampled_from(["B-B", "B-T", "B-LT", "B-LTA", "", "\x00", "\u202e" * 300, "ü"])
+
+    @fuzz_settings(30)
+    @given(
+        pdf=pdf_bodies(pdfs),
+        validate=st.integers(0, 3),
+        level=st.none() | nasty,
+        reason=st.none() | nasty | st.text(max_size=300),
+        ctype=st.sampled_from(["application/pdf", "application/pdf", "application/octet-stream", ""]),
+        auth=st.sampled_from(["sign", "sign", "sign", "cc", "none"]),
+    )
+    def run(pdf: bytes, validate: int, level: str | None, reason: str | None, ctype: str, auth: str) -> None:
+        headers = {"Content-Type": ctype} if ctype else {}
+        client = target.anonymous()
+        if validate == 0:
+            label = "POST /api/signatures/validate (PDF)"
+            resp = client.post("/api/signatures/validate", data=pdf, headers=headers)
+        else:
+            label = "POST /api/signatures (PDF)"
+            token = {"sign": target.sign_token, "cc": target.access_token, "none": ""}[auth]
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            query = {k: v for k, v in (("level", level), ("reason", reason)) if v is not None}
+            resp = client.post("/api/signatures", data=pdf, headers=headers, query_string=query)
+        state["before"] = target.check(label, resp, state["before"])
+
+    run_budgeted(run, 0.02)
 
 
 def test_vci_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
