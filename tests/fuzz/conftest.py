@@ -151,6 +151,7 @@ class Target:
     cc_secret: str
     account_id: str
     access_token: str = ""  # a client-credentials access token (RFC 9068)
+    wallet_state: str = ""  # the state of a pending wallet login request (OpenID4VP), the citizen's
     sign_token: str = ""  # the citizen's access token for a signing service (scope sign, substantial)
     issuing_der: bytes = b""
     citizen: Any = None  # test client with the citizen's session cookie
@@ -259,7 +260,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 
     data_dir = tmp_path_factory.mktemp("fuzz") / "data"
     cli._init_all(data_dir, ISSUER)  # like `cityid init`: database, keys, CA
-    cfg = load_config(data_dir)
+    cfg = _with_wallet(load_config(data_dir), data_dir)
     app = create_app(cfg)
     rt = app.extensions["cityid"]
     keys = InstanceKeys.from_config(cfg)
@@ -310,6 +311,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     t.issuing_der = c.get("/pki/issuing.crt").get_data()
     t.sign_token = _sign_token(t)
     t.login()
+    t.wallet_state = _wallet_request(t)
     yield t
     rt.courier.stop()
     rt.engine.dispose()
@@ -381,3 +383,55 @@ def _sign_token(t: Target) -> str:
     assert tok.status_code == 200, tok.get_data(as_text=True)
     assert "sign" in tok.get_json()["scope"].split()
     return str(tok.get_json()["access_token"])
+
+
+def _with_wallet(cfg: Any, data_dir: Path) -> Any:
+    """The EU wallet route (docs/wallet.md) with a TEST PID provider's trust anchor and a
+    verifier certificate for ``localhost`` (walletsim, as tests/wallet sets it up)."""
+    import dataclasses
+
+    from cryptography.hazmat.primitives import serialization
+
+    from idp.config import WalletConfig
+    from walletsim.pid import TestPidProvider, make_ca, make_leaf
+
+    def pem(obj: Any) -> bytes:
+        if hasattr(obj, "private_bytes"):
+            return bytes(
+                obj.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        return bytes(obj.public_bytes(serialization.Encoding.PEM))
+
+    provider = TestPidProvider(status_uri="http://127.0.0.1:9/status/1")  # nothing listens: unavailable
+    ca_key, ca = make_ca("Fuzz TEST verifier CA")
+    v_key, v_cert = make_leaf(ca_key, ca, "cityid verifier", dns="localhost")
+    (data_dir / "wallet-anchors.pem").write_bytes(provider.root_pem)
+    (data_dir / "wallet-verifier.key").write_bytes(pem(v_key))
+    (data_dir / "wallet-verifier.pem").write_bytes(pem(v_cert) + pem(ca))
+    wallet = WalletConfig(
+        enabled=True,
+        trust_anchors_file=str(data_dir / "wallet-anchors.pem"),
+        verifier_key_file=str(data_dir / "wallet-verifier.key"),
+        verifier_cert_file=str(data_dir / "wallet-verifier.pem"),
+        simulation=True,
+    )
+    return dataclasses.replace(cfg, wallet=wallet)
+
+
+def _wallet_request(t: Target) -> str:
+    """The citizen starts a wallet login (POST /login/eid, eid=wallet): the pending request's
+    state, for the wallet endpoints' valid requests."""
+    from urllib.parse import parse_qs, urlsplit
+
+    page = t.citizen.get("/login/eid")
+    assert page.status_code == 200, page.status_code
+    token = _csrf(page.get_data(as_text=True))
+    resp = t.citizen.post("/login/eid", data={"csrf_token": token, "eid": "wallet"})
+    assert resp.status_code in (302, 303), (resp.status_code, resp.get_data(as_text=True)[:300])
+    state = parse_qs(urlsplit(resp.headers["Location"]).query)["state"][0]
+    assert t.citizen.get(f"/login/eid/wallet/status?state={state}").get_json() == {"status": "pending"}
+    return state

@@ -9,6 +9,7 @@ runs the long profile for 20 minutes and prints the requests sent per endpoint.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 from cryptography import x509
@@ -309,6 +310,7 @@ VCI = [
     Endpoint("GET /vci/status/1", "/vci/status/1", ("GET",)),
 ]
 
+WALLET_FLOW = "same"  # idp.views.wallet.FLOWS: same-device or cross-device
 WALLET_AND_PUBLIC = [
     Endpoint("GET /login/eid/wallet", "/login/eid/wallet", ("GET",), ("state", "flow")),
     Endpoint("GET /login/eid/wallet/status", "/login/eid/wallet/status", ("GET",), ("state",)),
@@ -604,7 +606,15 @@ def test_vci_token_and_credential_with_valid_offers_and_proofs_never_answer_5xx(
 
 def test_wallet_login_and_public_pages_never_answer_5xx(target: Target) -> None:
     """The EUDI wallet login (OpenID4VP), the SAML SP metadata, the accessibility pages."""
-    campaign(target, WALLET_AND_PUBLIC, 70, 0.03)
+    campaign(target, WALLET_AND_PUBLIC, 60, 0.02)
+    # the citizen's pending wallet request (OpenID4VP): its state, a flow, from its session and not
+    wallet = [
+        dataclasses.replace(e, base=(("state", target.wallet_state), ("flow", WALLET_FLOW)))
+        for e in WALLET_AND_PUBLIC
+        if e.path.startswith("/login/eid/wallet")
+    ]
+    campaign(target, wallet, 15, 0.005, citizen=True)
+    campaign(target, wallet, 15, 0.005)
 
 
 def test_anonymous_pages_never_answer_5xx(target: Target) -> None:
