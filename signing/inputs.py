@@ -44,7 +44,11 @@ def check_header(pdf: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
 
 def describe(pdf: bytes, reader: PdfFileReader) -> PdfInfo:
     """The checks on a parsed document (encrypted, page tree) and what is shown of it."""
-    if reader.encrypted:  # ISO 32000-1 §7.6: we neither decrypt nor sign encrypted files
+    try:
+        encrypted = reader.encrypted  # parses the /Encrypt dictionary, which may be damaged
+    except (PdfError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise BrokenPdf(f"unreadable /Encrypt: {type(exc).__name__}") from exc
+    if encrypted:  # ISO 32000-1 §7.6: we neither decrypt nor sign encrypted files
         raise EncryptedPdf()
     try:
         pages = int(reader.root["/Pages"]["/Count"])

@@ -785,3 +785,26 @@ def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
     routes = {re.sub(r"<[^>]+>", "{x}", rule.rule) for rule in target.app.url_map.iter_rules()}
     missing = sorted(routes - fuzzed)
     assert not missing, f"routes no fuzz test sends requests to: {missing}"
+
+
+def test_a_pdf_with_a_damaged_encryption_dictionary_is_refused_as_broken_not_a_500(target: Target) -> None:
+    """Found by the long profile: a byte flipped in an encrypted PDF's /Encrypt dictionary made
+    pyhanko raise PdfStreamError at ``reader.encrypted`` (signing.inputs.describe), a 500 at
+    /api/signatures/validate and /api/signatures. Expected: 400 ``broken_pdf``, nothing changed."""
+    import re
+
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdf = make_pdf(password="geheim")
+    m = re.search(rb"/O\s*<([0-9a-fA-F]+)>", pdf)
+    assert m
+    bad = pdf[: m.start(1) + 2] + b"`" + pdf[m.start(1) + 3 :]  # not a hex digit (ISO 32000-1 §7.3.4.3)
+    before = table_digests(target.engine)
+    for path, headers in (
+        ("/api/signatures/validate", {}),
+        ("/api/signatures", {"Authorization": f"Bearer {target.sign_token}"}),
+    ):
+        resp = target.anonymous().post(path, data=bad, headers={"Content-Type": "application/pdf", **headers})
+        assert resp.status_code == 400, (path, resp.status_code, resp.get_data()[:200])
+        assert resp.get_json()["error"] == "broken_pdf"
+        before = target.check(f"regression {path}", resp, before)
