@@ -152,6 +152,7 @@ class Target:
     account_id: str
     access_token: str = ""  # a client-credentials access token (RFC 9068)
     wallet_state: str = ""  # the state of a pending wallet login request (OpenID4VP), the citizen's
+    sign_secret: str = ""
     sign_token: str = ""  # the citizen's access token for a signing service (scope sign, substantial)
     issuing_der: bytes = b""
     citizen: Any = None  # test client with the citizen's session cookie
@@ -309,7 +310,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     assert tok.status_code == 200, tok.get_data(as_text=True)
     t.access_token = tok.get_json()["access_token"]
     t.issuing_der = c.get("/pki/issuing.crt").get_data()
-    t.sign_token = _sign_token(t)
+    t.sign_token = sign_token(t)
     t.login()
     t.wallet_state = _wallet_request(t)
     yield t
@@ -317,11 +318,12 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     rt.engine.dispose()
 
 
-def _sign_token(t: Target) -> str:
+def sign_token(t: Target) -> str:
     """An access token as a signing service holds it (docs/signing.md): scope ``sign`` from the
     citizen's login at *substantial*. The grant and its code are stored as /authorize stores
     them after a device-confirmed login (tests/signing drives that login live); the code is
-    redeemed at /token as a service does."""
+    redeemed at /token as a service does. Called again for a fresh token (it expires within a
+    long profile's run)."""
     import base64
     import datetime as dt
 
@@ -335,18 +337,21 @@ def _sign_token(t: Target) -> str:
     verifier = random_token(32)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     with transaction(t.app.extensions["cityid"].sessions) as s:
-        client, secret = add_client(
-            s,
-            t.keys,
-            ClientSpec(
-                name="Fuzz signing service",
-                client_id="fuzz-sign",
-                redirect_uris=[REDIRECT],
-                scope="openid sign",
-            ),
-        )
+        if not t.sign_secret:  # the service once; a new grant and token for each call
+            _client, secret = add_client(
+                s,
+                t.keys,
+                ClientSpec(
+                    name="Fuzz signing service",
+                    client_id="fuzz-sign",
+                    redirect_uris=[REDIRECT],
+                    scope="openid sign",
+                ),
+            )
+            assert secret
+            t.sign_secret = secret
         grant = Grant(
-            client_id=client.client_id,
+            client_id="fuzz-sign",
             account_id=t.account_id,
             scope="openid sign",
             auth_time=int(time.time()),
@@ -359,7 +364,7 @@ def _sign_token(t: Target) -> str:
             AuthorizationCode(
                 code_digest=t.keys.token_digest(code),
                 grant_id=grant.id,
-                client_id=client.client_id,
+                client_id="fuzz-sign",
                 redirect_uri=REDIRECT,
                 scope="openid sign",
                 nonce="n",
@@ -368,8 +373,7 @@ def _sign_token(t: Target) -> str:
                 expires_at=utcnow() + dt.timedelta(seconds=60),
             )
         )
-    assert secret
-    basic = base64.b64encode(f"fuzz-sign:{secret}".encode()).decode()
+    basic = base64.b64encode(f"fuzz-sign:{t.sign_secret}".encode()).decode()
     tok = t.app.test_client().post(
         "/token",
         data={

@@ -18,7 +18,7 @@ from cryptography.x509 import ocsp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import REDIRECT, Target, fuzz_settings, run_budgeted, table_digests
+from tests.fuzz.conftest import REDIRECT, Target, fuzz_settings, run_budgeted, sign_token, table_digests
 from tests.fuzz.strategies import Endpoint, Known, hostile_request, send
 
 AUTHZ = (
@@ -437,6 +437,7 @@ def test_citizen_pages_with_session_and_csrf_never_answer_5xx(target: Target) ->
 def test_signing_api_and_validation_never_answer_5xx(target: Target) -> None:
     """The citizen-signature API (a service's token, the device's proofs) and the validation
     API and page (issue 18: signing/validation)."""
+    target.sign_token = sign_token(target)  # a fresh one: it expires within a long run
     campaign(target, SIGNING, 40, 0.02, token=target.sign_token)
 
 
@@ -465,6 +466,7 @@ def test_signing_api_with_pdf_bodies_never_answers_5xx(target: Target) -> None:
     from tests.signing.citizen_helpers import make_pdf
 
     pdfs = [make_pdf(), make_pdf("Zwei Seiten \u202e", pages=2), make_pdf(password="geheim")]
+    target.sign_token = sign_token(target)  # a fresh one: it expires within a long run
     state = {"before": table_digests(target.engine)}
     nasty = st.sampled_from(["B-B", "B-T", "B-LT", "B-LTA", "", "\x00", "\u202e" * 300, "ü"])
 
