@@ -810,3 +810,27 @@ def test_a_pdf_with_a_damaged_encryption_dictionary_is_refused_as_broken_not_a_5
         assert resp.status_code == 400, (path, resp.status_code, resp.get_data()[:200])
         assert resp.get_json()["error"] == "broken_pdf"
         before = target.check(f"regression {path}", resp, before)
+
+
+def test_a_pdf_with_a_malformed_number_in_its_page_tree_is_refused_as_broken_not_a_500(
+    target: Target,
+) -> None:
+    """Found by the long profile: ``/Count .`` (ISO 32000-1 §7.3.3: not a number) made pyhanko
+    raise decimal.InvalidOperation in signing.inputs.describe, a 500 at /api/signatures/validate
+    and /api/signatures. Expected: 400 ``broken_pdf``, nothing changed."""
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdf = make_pdf()
+    i = pdf.find(b"/Count 1")
+    assert i > 0
+    bad = pdf[:i] + b"/Count ." + pdf[i + 8 :]  # same length: the cross-reference table still fits
+    token = sign_token(target)
+    before = table_digests(target.engine)
+    for path, headers in (
+        ("/api/signatures/validate", {}),
+        ("/api/signatures", {"Authorization": f"Bearer {token}"}),
+    ):
+        resp = target.anonymous().post(path, data=bad, headers={"Content-Type": "application/pdf", **headers})
+        assert resp.status_code == 400, (path, resp.status_code, resp.get_data()[:200])
+        assert resp.get_json()["error"] == "broken_pdf"
+        before = target.check(f"regression {path}", resp, before)
