@@ -44,12 +44,17 @@ def check_header(pdf: bytes, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
 
 def describe(pdf: bytes, reader: PdfFileReader) -> PdfInfo:
     """The checks on a parsed document (encrypted, page tree) and what is shown of it."""
-    if reader.encrypted:  # ISO 32000-1 §7.6: we neither decrypt nor sign encrypted files
+    try:
+        encrypted = reader.encrypted  # parses the /Encrypt dictionary, which may be damaged
+    except (PdfError, KeyError, TypeError, ValueError, IndexError, ArithmeticError) as exc:
+        raise BrokenPdf(f"unreadable /Encrypt: {type(exc).__name__}") from exc
+    if encrypted:  # ISO 32000-1 §7.6: we neither decrypt nor sign encrypted files
         raise EncryptedPdf()
     try:
         pages = int(reader.root["/Pages"]["/Count"])
         title = _title(reader)
-    except (PdfError, KeyError, TypeError, ValueError) as exc:
+    # ArithmeticError: pyhanko reads a malformed number ("/Count .") as decimal.InvalidOperation
+    except (PdfError, KeyError, TypeError, ValueError, IndexError, ArithmeticError) as exc:
         raise BrokenPdf(f"no readable page tree: {type(exc).__name__}") from exc
     return PdfInfo(hashlib.sha256(pdf).hexdigest(), len(pdf), pages, title)
 
@@ -58,7 +63,7 @@ def open_reader(pdf: bytes) -> PdfFileReader:
     """A strict reader: a damaged cross-reference table is an error, not something to repair."""
     try:
         return PdfFileReader(io.BytesIO(pdf), strict=True)
-    except (PdfError, KeyError, TypeError, ValueError, IndexError, AssertionError) as exc:
+    except (PdfError, KeyError, TypeError, ValueError, IndexError, AssertionError, ArithmeticError) as exc:
         raise BrokenPdf(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
 

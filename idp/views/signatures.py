@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 from flask import Blueprint, Flask, Response, current_app, request
 from sqlalchemy.orm import Session
+from werkzeug.routing import BaseConverter
 
 import pki
 import signing
@@ -38,6 +39,22 @@ from smartcard import proof
 from smartcard.errors import InvalidProof, InvalidRequest, SmartcardError
 
 bp = Blueprint("signatures", __name__)
+
+
+class RequestIdConverter(BaseConverter):
+    """A signature request's id, never a name of the API's own paths: ``GET
+    /api/signatures/approve`` is then 405 and ``OPTIONS`` lists only the methods the path has
+    (RFC 9110 §10.2.1 Allow), instead of asking for a request called "approve"."""
+
+    # werkzeug decides the allowed methods by this regex (each path segment ends at \Z), before
+    # any to_python: the reserved names are kept out here
+    regex = r"(?!(?:pending|approve|validate)\Z)[^/]+"
+
+
+@bp.record_once
+def _converter(state: Any) -> None:  # before the routes below are added (deferred in order)
+    state.app.url_map.converters["signature_request"] = RequestIdConverter
+
 
 SIGN_SCOPE = "sign"
 PDF = "application/pdf"
@@ -183,7 +200,7 @@ def _status_json(row: Any) -> dict[str, Any]:
     }
 
 
-@bp.get("/api/signatures/<request_id>")
+@bp.get("/api/signatures/<signature_request:request_id>")
 def fetch(request_id: str) -> Any:
     try:
         _claims, grant, client = _service()

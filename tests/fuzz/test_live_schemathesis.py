@@ -101,7 +101,12 @@ def test_schemathesis_against_cityid_serve_finds_no_failure(live: str, tmp_path:
         text=True,
         cwd=tmp_path,
         timeout=TOTAL_SECONDS + 300 if LONG else 240,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={
+            **os.environ,
+            "NO_COLOR": "1",
+            "SCHEMATHESIS_HOOKS": "tests.fuzz.schemathesis_hooks",  # application/pdf bodies
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
+        },
     )
     entries = json.loads(har.read_text())["log"]["entries"] if har.exists() else []
     for entry in entries:

@@ -9,6 +9,7 @@ runs the long profile for 20 minutes and prints the requests sent per endpoint.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
 from cryptography import x509
@@ -17,7 +18,7 @@ from cryptography.x509 import ocsp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.conftest import REDIRECT, Target, fuzz_settings, run_budgeted, table_digests
+from tests.fuzz.conftest import REDIRECT, Target, fuzz_settings, run_budgeted, sign_token, table_digests
 from tests.fuzz.strategies import Endpoint, Known, hostile_request, send
 
 AUTHZ = (
@@ -247,6 +248,92 @@ CITIZEN = [
 ]
 
 
+PDF = "%PDF-1.7\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+SIGNING = [
+    Endpoint(
+        "POST /api/signatures",
+        "/api/signatures",
+        ("POST",),
+        ("level", "reason", "document", "title"),
+        json_api=True,
+        base=(("level", "B-LT"), ("reason", "Antrag"), ("document", PDF)),
+    ),
+    Endpoint("GET /api/signatures/<id>", "/api/signatures/{x}", ("GET",), json_api=True),
+    Endpoint("GET /api/signatures/pending", "/api/signatures/pending", ("GET",), json_api=True),
+    Endpoint(
+        "POST /api/signatures/approve",
+        "/api/signatures/approve",
+        ("POST",),
+        ("approval",),
+        json_api=True,
+        base=(("approval", "a.b.c"),),
+    ),
+    Endpoint(
+        "POST /api/signatures/validate",
+        "/api/signatures/validate",
+        ("POST",),
+        ("document",),
+        json_api=True,
+        base=(("document", PDF),),
+    ),
+    Endpoint("GET|POST /signatures/check", "/signatures/check", ("GET", "POST"), ("csrf_token", "document")),
+]
+
+PRE_AUTH = "urn:ietf:params:oauth:grant-type:pre-authorized_code"
+VCI = [
+    Endpoint(
+        "GET /.well-known/oauth-authorization-server", "/.well-known/oauth-authorization-server", ("GET",)
+    ),
+    Endpoint(
+        "GET /.well-known/oauth-authorization-server/vci",
+        "/.well-known/oauth-authorization-server/vci",
+        ("GET",),
+    ),
+    Endpoint("GET /.well-known/openid-credential-issuer", "/.well-known/openid-credential-issuer", ("GET",)),
+    Endpoint(
+        "POST /vci/token",
+        "/vci/token",
+        ("POST",),
+        ("grant_type", "pre-authorized_code", "tx_code"),
+        json_api=True,
+        base=(("grant_type", PRE_AUTH), ("pre-authorized_code", "x" * 43), ("tx_code", "123456")),
+    ),
+    Endpoint("POST /vci/nonce", "/vci/nonce", ("POST",), json_api=True),
+    Endpoint(
+        "POST /vci/credential",
+        "/vci/credential",
+        ("POST",),
+        ("credential_configuration_id", "proofs", "proof", "jwt", "proof_type"),
+        json_api=True,
+        base=(("credential_configuration_id", "library_card"), ("proofs", "a.b.c")),
+    ),
+    Endpoint("GET /vci/status/1", "/vci/status/1", ("GET",)),
+]
+
+WALLET_FLOW = "same"  # idp.views.wallet.FLOWS: same-device or cross-device
+WALLET_AND_PUBLIC = [
+    Endpoint("GET /login/eid/wallet", "/login/eid/wallet", ("GET",), ("state", "flow")),
+    Endpoint("GET /login/eid/wallet/status", "/login/eid/wallet/status", ("GET",), ("state",)),
+    Endpoint("GET /login/eid/wallet/request", "/login/eid/wallet/request", ("GET",), ("state", "flow")),
+    Endpoint("GET /eid/saml/metadata", "/eid/saml/metadata", ("GET",)),
+    Endpoint("GET /favicon.ico", "/favicon.ico", ("GET",)),
+    Endpoint(
+        "GET|POST /barrierefreiheit",
+        "/barrierefreiheit",
+        ("GET", "POST"),
+        ("csrf_token", "page", "message", "email", "name"),
+    ),
+    Endpoint("GET /leichte-sprache", "/leichte-sprache", ("GET",)),
+    Endpoint("GET /gebaerdensprache", "/gebaerdensprache", ("GET",)),
+    Endpoint("GET /<page>/video", "/{x}/video", ("GET",)),
+    Endpoint("GET /leichte-sprache/video", "/leichte-sprache/video", ("GET",)),
+    Endpoint("GET /gebaerdensprache/video", "/gebaerdensprache/video", ("GET",)),
+]
+WALLET_CARD = Endpoint(
+    "GET|POST /account/wallet-card", "/account/wallet-card", ("GET", "POST"), ("csrf_token",)
+)
+
+
 def known(t: Target, *, csrf: str = "") -> Known:
     basic = base64.b64encode(f"{t.conf_client}:{t.conf_secret}".encode()).decode()
     cc_basic = base64.b64encode(f"{t.cc_client}:{t.cc_secret}".encode()).decode()
@@ -267,18 +354,38 @@ def known(t: Target, *, csrf: str = "") -> Known:
             f"Bearer {t.access_token}",
             f"DPoP {t.access_token}",
             f"Device {t.access_token}",
+            f"Bearer {t.sign_token}",
         ],
         csrf=csrf,
         access_token=t.access_token,
     )
 
 
+def with_token(k: Known, token: str) -> Known:
+    """``k`` with ``token`` as the access token its requests carry most."""
+    return Known(
+        values=[*k.values, token],
+        authorizations=[f"Bearer {token}", f"Bearer {token}", f"DPoP {token}", *k.authorizations],
+        csrf=k.csrf,
+        access_token=token,
+    )
+
+
 def campaign(
-    t: Target, endpoints: list[Endpoint], examples: int, share: float, *, citizen: bool = False
+    t: Target,
+    endpoints: list[Endpoint],
+    examples: int,
+    share: float,
+    *,
+    citizen: bool = False,
+    token: str = "",
 ) -> None:
-    """Send ``examples`` generated requests (per run) to ``endpoints`` and check each answer."""
+    """Send ``examples`` generated requests (per run) to ``endpoints`` and check each answer
+    (``token``: the access token the requests carry most, the client-credentials one else)."""
     state = {"before": table_digests(t.engine)}
     k = known(t, csrf="$CSRF" if citizen else "")  # the live session's token, put in at send time
+    if token:
+        k = with_token(k, token)
 
     @fuzz_settings(examples)
     @given(req=hostile_request(endpoints, k), form_csrf=st.booleans())
@@ -305,11 +412,11 @@ def campaign(
 def test_oauth_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
     """OIDC authorize (GET/POST), PAR, token, introspection, revocation, userinfo, logout,
     discovery, JWKS, the OpenAPI document and the demo resource."""
-    campaign(target, OAUTH, 150, 0.18)
+    campaign(target, OAUTH, 150, 0.14)
 
 
 def test_device_api_never_answers_5xx_and_errors_are_error_objects(target: Target) -> None:
-    campaign(target, DEVICE_API, 90, 0.10)
+    campaign(target, DEVICE_API, 90, 0.08)
 
 
 def test_webauthn_json_never_answers_5xx_anonymous_or_logged_in(target: Target) -> None:
@@ -324,11 +431,196 @@ def test_pki_endpoints_never_answer_5xx(target: Target) -> None:
 def test_citizen_pages_with_session_and_csrf_never_answer_5xx(target: Target) -> None:
     # the authorization and logout endpoints with a logged-in session: consent and logout pages
     with_session = [e for e in OAUTH if e.path in ("/authorize", "/logout")]
-    campaign(target, CITIZEN + PAGES[:6] + with_session, 120, 0.12, citizen=True)
+    campaign(target, CITIZEN + PAGES[:6] + with_session, 120, 0.10, citizen=True)
+
+
+def test_signing_api_and_validation_never_answer_5xx(target: Target) -> None:
+    """The citizen-signature API (a service's token, the device's proofs) and the validation
+    API and page (issue 18: signing/validation)."""
+    target.sign_token = sign_token(target)  # a fresh one: it expires within a long run
+    campaign(target, SIGNING, 40, 0.02, token=target.sign_token)
+
+
+@st.composite
+def pdf_bodies(draw: st.DrawFn, pdfs: list[bytes]) -> bytes:
+    """A PDF (ours, with a title, one or more pages, encrypted), valid or spoilt."""
+    valid = draw(st.sampled_from(pdfs))
+    kind = draw(st.sampled_from(["valid", "valid", "flip", "truncate", "append", "random", "empty"]))
+    if kind == "valid":
+        return valid
+    if kind == "flip":
+        i = draw(st.integers(0, len(valid) - 1))
+        return valid[:i] + bytes([valid[i] ^ draw(st.integers(1, 255))]) + valid[i + 1 :]
+    if kind == "truncate":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "append":
+        return valid + draw(st.binary(min_size=1, max_size=200))
+    if kind == "empty":
+        return b""
+    return b"%PDF-1." + draw(st.binary(max_size=300))
+
+
+def test_signing_api_with_pdf_bodies_never_answers_5xx(target: Target) -> None:
+    """docs/signing.md: a service's valid token (scope sign, substantial) with valid and
+    mutated PDFs, the levels and reasons spoilt; the validation API with the same bodies."""
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdfs = [make_pdf(), make_pdf("Zwei Seiten \u202e", pages=2), make_pdf(password="geheim")]
+    target.sign_token = sign_token(target)  # a fresh one: it expires within a long run
+    state = {"before": table_digests(target.engine)}
+    nasty = st.sampled_from(["B-B", "B-T", "B-LT", "B-LTA", "", "\x00", "\u202e" * 300, "ü"])
+
+    @fuzz_settings(30)
+    @given(
+        pdf=pdf_bodies(pdfs),
+        validate=st.integers(0, 3),
+        level=st.none() | nasty,
+        reason=st.none() | nasty | st.text(max_size=300),
+        ctype=st.sampled_from(["application/pdf", "application/pdf", "application/octet-stream", ""]),
+        auth=st.sampled_from(["sign", "sign", "sign", "cc", "none"]),
+    )
+    def run(pdf: bytes, validate: int, level: str | None, reason: str | None, ctype: str, auth: str) -> None:
+        headers = {"Content-Type": ctype} if ctype else {}
+        client = target.anonymous()
+        if validate == 0:
+            label = "POST /api/signatures/validate (PDF)"
+            resp = client.post("/api/signatures/validate", data=pdf, headers=headers)
+        else:
+            label = "POST /api/signatures (PDF)"
+            token = {"sign": target.sign_token, "cc": target.access_token, "none": ""}[auth]
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            query = {k: v for k, v in (("level", level), ("reason", reason)) if v is not None}
+            resp = client.post("/api/signatures", data=pdf, headers=headers, query_string=query)
+        state["before"] = target.check(label, resp, state["before"])
+
+    run_budgeted(run, 0.02)
+
+
+def test_vci_endpoints_never_answer_5xx_and_refuse_without_state_change(target: Target) -> None:
+    """OpenID4VCI: metadata, the pre-authorized code token endpoint, nonce, credential, status
+    list; the credential offer page with the citizen's session."""
+    campaign(target, VCI, 40, 0.02)
+    campaign(target, [WALLET_CARD], 10, 0.01, citizen=True)
+
+
+def _vci_key(target: Target) -> bytes:
+    from idp.views import vci
+
+    with target.app.app_context():
+        return vci._key()
+
+
+def test_vci_token_and_credential_with_valid_offers_and_proofs_never_answer_5xx(target: Target) -> None:
+    """OpenID4VCI 1.0 §6.1 and §8 past the first checks: a citizen with a library card, fresh
+    offers (pre-authorized code and tx_code, right or spoilt), fresh access tokens and c_nonces,
+    JWT key proofs (Appendix F.1) valid or spoilt, request bodies valid or spoilt."""
+    import datetime as dt
+
+    from db import transaction
+    from idp.vci import store
+    from tests.fuzz.conftest import ISSUER
+    from walletsim.holder import Holder, Receiver
+
+    rt = target.app.extensions["cityid"]
+    key = _vci_key(target)
+    with transaction(rt.sessions) as s:
+        store.grant_card(
+            s,
+            rt.keys.personal_data,
+            account_id=target.account_id,
+            number="SB-0042-17",
+            given_name="Erika",
+            family_name="Mustermann",
+            library="Stadtbibliothek Musterstadt",
+            valid_until=dt.date.today() + dt.timedelta(days=365),
+        )
+    receiver = Receiver(Holder(verifier_roots=[], http_get=None, http_post=None))  # type: ignore[arg-type]
+    nasty = st.sampled_from(["", "x" * 43, "\u202e", "\x00", "0" * 200, "a.b.c", "000000", "1e309"])
+    state = {"before": table_digests(target.engine)}
+
+    def fresh(make: Any) -> Any:
+        with transaction(rt.sessions) as s:
+            out = make(s)
+        state["before"] = table_digests(target.engine)  # made here, not by the request
+        return out
+
+    @fuzz_settings(30)
+    @given(
+        kind=st.sampled_from(["token", "credential", "credential"]),
+        code_ok=st.integers(0, 3),
+        tx_ok=st.integers(0, 3),
+        spoil=st.none() | nasty,
+        proof_kind=st.sampled_from(["valid", "valid", "aud", "nonce", "flip", "none", "two"]),
+        body_kind=st.sampled_from(["valid", "valid", "config", "flat", "list", "deep", "form"]),
+        auth=st.sampled_from(["vci", "vci", "vci", "sign", "dpop", "none"]),
+    )
+    def run(
+        kind: str, code_ok: int, tx_ok: int, spoil: str | None, proof_kind: str, body_kind: str, auth: str
+    ) -> None:
+        client = target.anonymous()
+        if kind == "token":
+            code, tx = fresh(lambda s: store.create_offer(s, key, target.account_id))
+            form = {
+                "grant_type": PRE_AUTH,
+                "pre-authorized_code": code if code_ok else (spoil or code[:-1]),
+                "tx_code": tx if tx_ok else (spoil if spoil is not None else f"{(int(tx) + 1) % 10**6:06d}"),
+            }
+            resp = client.post("/vci/token", data=form)
+            # a wrong tx_code with the right code counts against the offer (the third spends it,
+            # idp.vci.store.count_failure): an attempt recorded by design, like the login throttle
+            counted = frozenset({"vci_offer"}) if code_ok and not tx_ok else frozenset()
+            state["before"] = target.check("POST /vci/token (offer)", resp, state["before"], counted=counted)
+            return
+        access = fresh(lambda s: store.issue_access(s, key, target.account_id))
+        nonce = client.post("/vci/nonce").get_json()["c_nonce"]
+        proofs: list[Any] = [receiver.proof(ISSUER, nonce)]
+        if proof_kind == "aud":
+            proofs = [receiver.proof(ISSUER, nonce, aud="https://evil.example")]
+        elif proof_kind == "nonce":
+            proofs = [receiver.proof(ISSUER, spoil or "x" * 40)]
+        elif proof_kind == "flip":
+            p = proofs[0]
+            proofs = [p[:20] + ("A" if p[20] != "A" else "B") + p[21:]]
+        elif proof_kind == "none":
+            proofs = []
+        elif proof_kind == "two":
+            proofs = proofs * 2
+        body: Any = {"credential_configuration_id": "library_card", "proofs": {"jwt": proofs}}
+        if body_kind == "config":
+            body["credential_configuration_id"] = spoil
+        elif body_kind == "flat":
+            body["proofs"] = proofs[0] if proofs else spoil
+        elif body_kind == "list":
+            body = [body]
+        elif body_kind == "deep":
+            body["proofs"] = {"jwt": [[[{"jwt": proofs}]]]}
+        token = {"vci": access, "sign": target.sign_token, "dpop": access, "none": ""}[auth]
+        headers = {"Authorization": f"{'DPoP' if auth == 'dpop' else 'Bearer'} {token}"} if token else {}
+        if body_kind == "form":
+            resp = client.post("/vci/credential", data={"proofs": str(proofs)}, headers=headers)
+        else:
+            resp = client.post("/vci/credential", json=body, headers=headers)
+        state["before"] = target.check("POST /vci/credential (proof)", resp, state["before"])
+
+    run_budgeted(run, 0.02)
+
+
+def test_wallet_login_and_public_pages_never_answer_5xx(target: Target) -> None:
+    """The EUDI wallet login (OpenID4VP), the SAML SP metadata, the accessibility pages."""
+    campaign(target, WALLET_AND_PUBLIC, 60, 0.02)
+    # the citizen's pending wallet request (OpenID4VP): its state, a flow, from its session and not
+    wallet = [
+        dataclasses.replace(e, base=(("state", target.wallet_state), ("flow", WALLET_FLOW)))
+        for e in WALLET_AND_PUBLIC
+        if e.path.startswith("/login/eid/wallet")
+    ]
+    campaign(target, wallet, 15, 0.005, citizen=True)
+    campaign(target, wallet, 15, 0.005)
 
 
 def test_anonymous_pages_never_answer_5xx(target: Target) -> None:
-    campaign(target, PAGES, 120, 0.10)
+    campaign(target, PAGES, 120, 0.08)
 
 
 # ----------------------------------------------------------------------------- OCSP POST
@@ -426,7 +718,62 @@ def test_ocsp_get_and_post_never_answer_5xx(target: Target) -> None:
             resp = client.get(f"/pki/ocsp/{enc}")
         state["before"] = target.check(label, resp, state["before"])
 
-    run_budgeted(run, 0.07)
+    run_budgeted(run, 0.05)
+
+
+@st.composite
+def tsa_bodies(draw: st.DrawFn) -> bytes:
+    """A TimeStampReq (RFC 3161 §2.4.1), valid or spoilt: flipped, cut, extended or random."""
+    from asn1crypto import tsp
+
+    algo, size = draw(st.sampled_from([("sha256", 32), ("sha384", 48), ("sha512", 64), ("sha1", 20)]))
+    fields: dict[str, Any] = {
+        "version": 1 if draw(st.integers(0, 5)) else draw(st.integers(-1, 3)),
+        "message_imprint": {
+            "hash_algorithm": {"algorithm": algo},
+            "hashed_message": draw(st.binary(min_size=size, max_size=size))
+            if draw(st.integers(0, 5))
+            else draw(st.binary(max_size=80)),
+        },
+        "cert_req": draw(st.booleans()),
+    }
+    if draw(st.booleans()):
+        fields["nonce"] = draw(st.integers(-(2**70), 2**160))
+    if draw(st.integers(0, 3)) == 0:
+        fields["req_policy"] = draw(st.sampled_from(["1.2.3.4", "2.5.29.32.0", "1.3.6.1.4.1.99999.1"]))
+    valid = tsp.TimeStampReq(fields).dump()
+    kind = draw(st.sampled_from(["valid", "valid", "flip", "truncate", "append", "random"]))
+    if kind == "valid":
+        return valid
+    if kind == "flip":
+        i = draw(st.integers(0, len(valid) - 1))
+        return valid[:i] + bytes([valid[i] ^ draw(st.integers(1, 255))]) + valid[i + 1 :]
+    if kind == "truncate":
+        return valid[: draw(st.integers(0, len(valid) - 1))]
+    if kind == "append":
+        return valid + draw(st.binary(min_size=1, max_size=64))
+    return draw(st.binary(max_size=300))
+
+
+def test_tsa_never_answers_5xx(target: Target) -> None:
+    """RFC 3161 §3.4: POST /pki/tsa (WSGI middleware in front of Flask, like OCSP) with valid
+    and mutated DER TimeStampReqs, other content types and methods."""
+    state = {"before": table_digests(target.engine)}
+
+    @fuzz_settings(40)
+    @given(
+        der=tsa_bodies(),
+        method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+        ctype=st.sampled_from(
+            ["application/timestamp-query", "application/timestamp-query", "text/plain", ""]
+        ),
+    )
+    def run(der: bytes, method: str, ctype: str) -> None:
+        headers = {"Content-Type": ctype} if ctype else {}
+        resp = target.anonymous().open("/pki/tsa", method=method, data=der, headers=headers)
+        state["before"] = target.check("POST /pki/tsa", resp, state["before"])
+
+    run_budgeted(run, 0.03)
 
 
 def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
@@ -434,7 +781,56 @@ def test_every_route_of_the_app_is_in_the_campaign(target: Target) -> None:
     import re
 
     fuzzed = {e.path for e in OAUTH + DEVICE_API + WEBAUTHN + PKI + PAGES + CITIZEN}
+    fuzzed |= {e.path for e in SIGNING + VCI + WALLET_AND_PUBLIC + [WALLET_CARD]}
     fuzzed |= {"/pki/ocsp"}  # OCSP POST: test_ocsp_get_and_post_never_answer_5xx
+    fuzzed |= {"/pki/tsa"}  # middleware, not a Flask route: test_tsa_never_answers_5xx
     routes = {re.sub(r"<[^>]+>", "{x}", rule.rule) for rule in target.app.url_map.iter_rules()}
     missing = sorted(routes - fuzzed)
     assert not missing, f"routes no fuzz test sends requests to: {missing}"
+
+
+def test_a_pdf_with_a_damaged_encryption_dictionary_is_refused_as_broken_not_a_500(target: Target) -> None:
+    """Found by the long profile: a byte flipped in an encrypted PDF's /Encrypt dictionary made
+    pyhanko raise PdfStreamError at ``reader.encrypted`` (signing.inputs.describe), a 500 at
+    /api/signatures/validate and /api/signatures. Expected: 400 ``broken_pdf``, nothing changed."""
+    import re
+
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdf = make_pdf(password="geheim")
+    m = re.search(rb"/O\s*<([0-9a-fA-F]+)>", pdf)
+    assert m
+    bad = pdf[: m.start(1) + 2] + b"`" + pdf[m.start(1) + 3 :]  # not a hex digit (ISO 32000-1 §7.3.4.3)
+    before = table_digests(target.engine)
+    for path, headers in (
+        ("/api/signatures/validate", {}),
+        ("/api/signatures", {"Authorization": f"Bearer {target.sign_token}"}),
+    ):
+        resp = target.anonymous().post(path, data=bad, headers={"Content-Type": "application/pdf", **headers})
+        assert resp.status_code == 400, (path, resp.status_code, resp.get_data()[:200])
+        assert resp.get_json()["error"] == "broken_pdf"
+        before = target.check(f"regression {path}", resp, before)
+
+
+def test_a_pdf_with_a_malformed_number_in_its_page_tree_is_refused_as_broken_not_a_500(
+    target: Target,
+) -> None:
+    """Found by the long profile: ``/Count .`` (ISO 32000-1 §7.3.3: not a number) made pyhanko
+    raise decimal.InvalidOperation in signing.inputs.describe, a 500 at /api/signatures/validate
+    and /api/signatures. Expected: 400 ``broken_pdf``, nothing changed."""
+    from tests.signing.citizen_helpers import make_pdf
+
+    pdf = make_pdf()
+    i = pdf.find(b"/Count 1")
+    assert i > 0
+    bad = pdf[:i] + b"/Count ." + pdf[i + 8 :]  # same length: the cross-reference table still fits
+    token = sign_token(target)
+    before = table_digests(target.engine)
+    for path, headers in (
+        ("/api/signatures/validate", {}),
+        ("/api/signatures", {"Authorization": f"Bearer {token}"}),
+    ):
+        resp = target.anonymous().post(path, data=bad, headers={"Content-Type": "application/pdf", **headers})
+        assert resp.status_code == 400, (path, resp.status_code, resp.get_data()[:200])
+        assert resp.get_json()["error"] == "broken_pdf"
+        before = target.check(f"regression {path}", resp, before)
