@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from db import make_engine, make_session_factory
 from idp import browser, cors, uow
 from idp.config import Config, issuer_problem
+from idp.i18n import LANGUAGES, direction, select_locale
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
@@ -33,18 +34,6 @@ VIEW_MODULES = [
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
 ]
-LOCALES = ("de", "en")
-
-
-def select_locale() -> str:
-    # ui_locales (OIDC Core §3.1.2.1) first, then the remembered switch, then Accept-Language.
-    for tag in request.values.get("ui_locales", "").split():
-        if tag[:2] in LOCALES:
-            return tag[:2]
-    lang = request.cookies.get("lang")
-    if lang in LOCALES:
-        return lang
-    return request.accept_languages.best_match(LOCALES) or "de"
 
 
 def _security_headers(issuer: str) -> Any:
@@ -146,7 +135,8 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     def _branding() -> dict[str, Any]:
         from flask_babel import get_locale
 
-        return {"branding": config.branding, "lang": str(get_locale() or "de")}
+        lang = str(get_locale() or "de")
+        return {"branding": config.branding, "lang": lang, "dir": direction(lang), "languages": LANGUAGES}
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

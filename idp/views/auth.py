@@ -8,13 +8,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
-from flask_babel import ngettext
 from sqlalchemy import select
 
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
+from idp.i18n import DEFAULT, LOCALES
 from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
 from idp.views.account import (
@@ -178,7 +179,7 @@ def register() -> Any:
             _keys(),
             email,
             password,
-            locale=request.cookies.get("lang", "de")[:2],
+            locale=str(get_locale() or DEFAULT),  # the language of the pages it was registered on
             actor="self",
             context=password_context(email),
         )
@@ -478,8 +479,8 @@ def reset() -> Any:
 @bp.get("/lang/<lang>")
 def switch_language(lang: str) -> Any:
     """Remember the language choice (a preference cookie, no account state)."""
-    if lang not in ("de", "en"):
-        lang = "de"
+    if lang not in LOCALES:
+        lang = DEFAULT
     back = request.args.get("next", "/")
     parts = urlsplit(back)
     if parts.scheme or parts.netloc or not back.startswith("/") or back.startswith("//"):
