@@ -33,7 +33,14 @@ def extracted() -> dict[str, list[str]]:
         str(ROOT),
         method_map,
         options_map,
-        keywords={"_": None, "gettext": None, "ngettext": (1, 2), "_l": None, "lazy_gettext": None},
+        keywords={
+            "_": None,
+            "gettext": None,
+            "ngettext": (1, 2),
+            "_l": None,
+            "lazy_gettext": None,
+            "N_": None,
+        },
     ):
         # a plural (ngettext) is one catalogue entry, found by its singular id
         mid = message[0] if isinstance(message, tuple) else message
