@@ -108,23 +108,27 @@ _EVENT_COLUMNS = [
     "prev_hash",
     "hash",
 ]
-_SELECT_HEAD = driver.Prepared(select(_HEAD.c.last_hash).where(_HEAD.c.id == 1).with_for_update(), [])
-_INSERT_EVENT = driver.Prepared(insert(_EVENT).returning(_EVENT.c.seq), _EVENT_COLUMNS)
+_SELECT_HEAD = driver.Prepared(
+    select(_HEAD.c.last_hash, _HEAD.c.last_seq).where(_HEAD.c.id == 1).with_for_update(), []
+)
+_INSERT_EVENT = driver.Prepared(insert(_EVENT).returning(_EVENT.c.seq), ["seq", *_EVENT_COLUMNS])
 _UPDATE_HEAD = driver.Prepared(
     update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("h"), last_seq=bindparam("s")), []
 )
 # PostgreSQL: lock the head, append the entry and move the head in one statement, one round trip
 # instead of three while the head row is locked (every audited write in every worker waits for
 # that lock). The entry hash is computed by the server over the same UTF-8 text as _entry_hash.
+# Sequence numbers follow the head under its lock, never a database sequence: a sequence hands out
+# numbers that a rollback (a crash, a failed commit) leaves unused, and the log would show gaps.
 _APPEND_PG = driver.Prepared(
     text(
         """
-WITH head AS (SELECT last_hash FROM audit_head WHERE id = 1 FOR UPDATE),
+WITH head AS (SELECT last_hash, last_seq FROM audit_head WHERE id = 1 FOR UPDATE),
 entry AS (
-  INSERT INTO audit_event (at, actor, action, outcome, subject, reason, details, salt,
+  INSERT INTO audit_event (seq, at, actor, action, outcome, subject, reason, details, salt,
                            party_commitment, pseudonymised, prev_hash, hash)
-  SELECT :at, :actor, :action, :outcome, :subject, :reason, :details, :salt,
-         :party_commitment, false, head.last_hash,
+  SELECT COALESCE(head.last_seq, 0) + 1, :at, :actor, :action, :outcome, :subject, :reason,
+         :details, :salt, :party_commitment, false, head.last_hash,
          encode(sha256(convert_to('["' || head.last_hash || '",' || :tail, 'UTF8')), 'hex')
   FROM head
   RETURNING seq, hash
@@ -188,12 +192,12 @@ def record(
         return str(appended[0][0])
     head = _SELECT_HEAD.run(session, {})
     if head:
-        prev = head[0][0]
+        prev, last_seq = head[0][0], head[0][1]
     else:
         session.connection().execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
-        prev = GENESIS
+        prev, last_seq = GENESIS, None
     entry_hash = _entry_hash(prev, at, action, outcome, reason, details_json, commitment)
-    entry |= {"pseudonymised": False, "prev_hash": prev, "hash": entry_hash}
+    entry |= {"seq": (last_seq or 0) + 1, "pseudonymised": False, "prev_hash": prev, "hash": entry_hash}
     seq = _INSERT_EVENT.run(session, entry)[0][0]
     _UPDATE_HEAD.run(session, {"h": entry_hash, "s": seq})
     return entry_hash
@@ -208,6 +212,11 @@ class VerifyResult:
     # the last entry walked: kept outside the database, it is an anchor for later checks
     last_seq: int | None = None
     last_hash: str = ""
+    # sequence numbers with no entry: earlier releases took them from a database sequence on
+    # PostgreSQL, and a transaction that rolled back (a crash, a lost connection) left its number
+    # unused. The hash chain links each entry to the one before it, so a gap holds no lost entry.
+    gaps: int = 0
+    first_gap: int | None = None
 
 
 # What account erasure writes in place of an account id (idp.privacy.erase_account).
@@ -243,6 +252,7 @@ def verify(session: Session, anchors: Mapping[int, str] | None = None) -> Verify
     prev = GENESIS
     count = 0
     last_seq: int | None = None
+    gaps, first_gap = 0, None
     rows = session.execute(
         select(*_VERIFY_COLUMNS).order_by(AuditEvent.seq).execution_options(yield_per=5_000)
     )
@@ -263,6 +273,10 @@ def verify(session: Session, anchors: Mapping[int, str] | None = None) -> Verify
         if anchored is not None and not hmac.compare_digest(ev.hash, anchored):
             problem = "entry differs from its anchor: the chain was rewritten"
             return VerifyResult(False, count, ev.seq, problem)
+        expected_seq = (last_seq or 0) + 1
+        if ev.seq != expected_seq:  # numbers missing between two linked entries: no entry lost
+            gaps += ev.seq - expected_seq
+            first_gap = expected_seq if first_gap is None else first_gap
         prev, last_seq = ev.hash, ev.seq
     if want:
         problem = "an anchored entry is missing: the chain was cut or rewritten"
@@ -272,7 +286,7 @@ def verify(session: Session, anchors: Mapping[int, str] | None = None) -> Verify
         return VerifyResult(False, count, None, "the chain's head record is missing")
     if head is not None and not hmac.compare_digest(head.last_hash, prev):
         return VerifyResult(False, count, None, "entries missing at the end of the chain")
-    return VerifyResult(True, count, None, "", last_seq, prev if count else "")
+    return VerifyResult(True, count, None, "", last_seq, prev if count else "", gaps, first_gap)
 
 
 def entries(

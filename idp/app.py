@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
 from flask_babel import Babel
 from flask_babel import gettext as _
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
-from idp import browser, cors, uow
+from idp import browser, cors, retry, uow
 from idp.config import Config, issuer_problem
 from idp.i18n import LANGUAGES, direction, select_locale
 from idp.instance import InstanceKeys
@@ -124,6 +126,8 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
     from idp.oauth.token_endpoint import TokenEndpoint
 
+    retry.track_commits(sessions)
+    app.wsgi_app = retry.RetryOnce(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = TokenEndpoint(app, security_headers)  # type: ignore[method-assign]
 
     if demo:
@@ -155,6 +159,33 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         else:
             title, message = _("Something went wrong"), _("The request could not be processed.")
         return render_template("message.html", title=title, message=message, status="error"), exc.code
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError) -> Any:
+        if not retry.may_repeat(exc):
+            raise exc  # a 500, as any other failure
+        uow.abandon()
+        api = request.path.startswith(("/api/", "/introspect", "/revoke", "/userinfo", "/par", "/pki/"))
+        if api:
+            resp = Response(
+                json.dumps({"error": "temporarily_unavailable", "error_description": "try again"}),
+                status=503,
+                mimetype="application/json",
+            )
+        else:
+            resp = Response(
+                render_template(
+                    "message.html",
+                    title=_("Please try again"),
+                    message=_("The service is briefly unavailable. Nothing was changed."),
+                    status="error",
+                ),
+                status=503,
+            )
+        resp.headers["Retry-After"] = "1"
+        if not request.environ.get(retry.ENVIRON_KEY):
+            resp.headers[retry.HEADER] = "1"  # RetryOnce runs the request once more
+        return resp
 
     @app.errorhandler(UnicodeDecodeError)
     def _bad_encoding(exc: Exception) -> Any:

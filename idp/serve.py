@@ -68,6 +68,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     """Deliver back-channel logouts and purge expired rows, until stopped (mails have their own
     thread: idp.mail.Courier)."""
     from db import transaction, utcnow
+    from idp import audit_spool
     from idp.oauth.backchannel import deliver_due
     from idp.privacy import purge_unconfirmed
 
@@ -76,6 +77,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     ticks = 0
     while not stop.wait(interval):
         try:
+            audit_spool.replay(rt.sessions, rt.config.data_dir)  # records kept while the db was down
             deliver_due(rt.sessions, rt.key_cache)
             ticks += 1
             if ticks % 30 == 0:

@@ -18,6 +18,7 @@ from flask import Flask, Response, g
 from sqlalchemy.orm import Session
 
 from db import audit, transaction
+from idp import audit_spool
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -63,11 +64,36 @@ def _not_stored(kw: dict[str, Any], exc: Exception) -> dict[str, Any]:
     return {**kw, "outcome": "failure", "reason": reason[:300]}
 
 
+def _rolled_back(kw: dict[str, Any]) -> dict[str, Any]:
+    """A record of this request after its rollback: a success it queued did not happen."""
+    if kw.get("outcome") != "success":
+        return kw
+    return {**kw, "outcome": "failure", "reason": f"rolled back: {kw.get('reason', '')}"[:300]}
+
+
+def abandon() -> None:
+    """Drop this request's unit of work without writing anything: it is about to run again
+    (idp.retry), and the repeat records what it does."""
+    session: Session | None = g.pop("_db", None)
+    for key in ("_audit", "_on_failure", "_after_commit"):
+        g.pop(key, None)
+    if session is not None:
+        with contextlib.suppress(Exception):  # its connection is gone
+            session.rollback()
+        with contextlib.suppress(Exception):
+            session.close()
+
+
 def finish(ok: bool) -> None:
-    """End the unit of work: commit (ok) or roll back, and write the audit records either way."""
+    """End the unit of work: commit (ok) or roll back, and write the audit records either way.
+
+    An audit entry describes what was committed: after a rollback, a ``success`` the request had
+    queued (a token issued before a refresh race was lost, say) is written as a ``failure``."""
     session: Session | None = g.pop("_db", None)
     if not ok:
         g.pop("_after_commit", None)
+        if "_audit" in g:
+            g._audit = [_rolled_back(kw) for kw in g._audit]
     try:
         if session is not None:
             if ok:
@@ -87,11 +113,18 @@ def finish(ok: bool) -> None:
         if not ok or session is None:
             pending = g.get("_audit") or g.get("_on_failure")
             if pending:
-                with transaction(runtime().sessions) as s:
-                    if not ok:
-                        for fn in g.pop("_on_failure", []):
-                            fn(s)
-                    _write_audit(s)
+                try:
+                    with transaction(runtime().sessions) as s:
+                        if not ok:
+                            for fn in g.pop("_on_failure", []):
+                                fn(s)
+                        _write_audit(s)
+                except Exception as exc:
+                    # the database is out of reach: the records wait on disk (idp.audit_spool)
+                    if g.get("_audit"):
+                        audit_spool.spool(runtime().config.data_dir, g._audit, repr(exc))
+                    g.pop("_audit", None)
+                    raise
                 g.pop("_audit", None)
     finally:
         if session is not None:

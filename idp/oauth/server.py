@@ -24,7 +24,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo
-from flask import Flask
+from flask import Flask, g
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -816,6 +816,12 @@ class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         # The token endpoint (idp.oauth.token_endpoint) runs outside Flask's request context and
         # passes its own request; the views pass none and mean Flask's.
         return PublicUrlRequest(request if request is not None else flask_request, self.issuer)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if name == "after_authenticate_client" and kwargs.get("client") is not None:
+            # the audit entry of a refusal after client authentication names the client
+            g.authenticated_client_id = kwargs["client"].get_client_id()
+        super().send_signal(name, *args, **kwargs)
 
 
 def create_server(app: Flask) -> AuthorizationServer:

@@ -11,8 +11,10 @@ context. Every other path goes to Flask unchanged.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import cors, uow
+from idp import cors, retry, uow
 from idp.oauth import dpop, mtls
 from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
 from idp.runtime import runtime
@@ -45,15 +47,35 @@ def _json(status: int, body: dict[str, Any]) -> Response:
     return resp
 
 
+def _claimed_client_id(req: Request) -> str:
+    """Who the request says it is (RFC 6749 §2.3.1 Basic or form, RFC 7523 §3 (2) the
+    assertion's sub); unverified: for the audit entry's details only."""
+    if req.values.get("client_id"):
+        return str(req.values["client_id"])[:64]
+    if req.authorization is not None and req.authorization.type == "basic":
+        return (req.authorization.username or "")[:64]
+    assertion = req.values.get("client_assertion", "")
+    if assertion.count(".") == 2 and len(assertion) < 8192:
+        try:
+            payload = assertion.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, TypeError):
+            return ""
+        if isinstance(claims, dict) and isinstance(claims.get("sub"), str):
+            return claims["sub"][:64]
+    return ""
+
+
 def _refusal(req: Request, reason: str) -> None:
     uow.record(
         action="token.refuse",
         outcome="denied",
-        # the client is not authenticated here: what it claims is a detail, never the actor
-        actor="anonymous",
+        # the actor is the client only once it has authenticated; before, what it claims is a
+        # detail, never the actor
+        actor=g.get("authenticated_client_id") or "anonymous",
         subject="",
         reason=reason[:300],
-        details={"claimed_client_id": req.values.get("client_id", "")[:64]},
+        details={"claimed_client_id": _claimed_client_id(req)},
     )
 
 
@@ -119,23 +141,30 @@ class TokenEndpoint:
             resp = _json(405, {"error": "invalid_request", "error_description": "use POST"})
             resp.headers["Allow"] = "POST"
             return resp
-        with self.app.app_context():
-            try:
-                resp = token_response(req, self.app.extensions["cityid_oauth"])
-            except HTTPException as exc:  # body too large, too many parts
-                return _refused(exc.code or 400, "invalid_request", exc.description or "bad request")
-            except UnicodeDecodeError:
-                return _refused(400, "invalid_request", "invalid characters")
-            except Exception:
-                log.exception("token endpoint failed")
-                return _refused(500, "server_error", "")
-            try:
-                uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
-            except Exception:
-                log.exception("token endpoint could not commit")
-                # its audit records are still queued: written on their own by the rollback path
-                return _refused(500, "server_error", "")
-            return resp
+        for attempt in (1, 2):
+            with self.app.app_context():
+                try:
+                    resp = token_response(req, self.app.extensions["cityid_oauth"])
+                except HTTPException as exc:  # body too large, too many parts
+                    return _refused(exc.code or 400, "invalid_request", exc.description or "bad request")
+                except UnicodeDecodeError:
+                    return _refused(400, "invalid_request", "invalid characters")
+                except Exception as exc:
+                    if attempt == 1 and retry.may_repeat(exc):  # nothing stored yet: once more
+                        uow.abandon()
+                        log.warning("token endpoint lost its database connection: request repeated once")
+                        time.sleep(retry.DELAY_SECONDS)
+                        continue
+                    log.exception("token endpoint failed")
+                    return _refused(500, "server_error", "")
+                try:
+                    uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
+                except Exception:
+                    log.exception("token endpoint could not commit")
+                    # its audit records are still queued: written on their own by the rollback path
+                    return _refused(500, "server_error", "")
+                return resp
+        raise AssertionError("unreachable")
 
 
 def _refused(status: int, error: str, description: str) -> Response:

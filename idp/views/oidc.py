@@ -24,7 +24,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import browser, levels, uow
+from idp import browser, consents, levels, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.i18n import DEFAULT, LOCALES, best_of
@@ -384,11 +384,7 @@ def authorize() -> Any:
                 ),
                 status="error",
             ), 400
-        row = uow.db().get(Consent, (account.id, client.client_id))
-        if row is None:
-            uow.db().add(Consent(account_id=account.id, client_id=client.client_id, scope=scope))
-        else:
-            row.scope = " ".join(sorted(set(row.scope.split()) | set(scope.split())))
+        consents.grant(uow.db(), account.id, client.client_id, scope)
         uow.record(
             action="consent.grant",
             outcome="success",

@@ -218,3 +218,34 @@ def test_an_anchor_finds_a_log_deleted_with_its_head(db_sessions: sessionmaker[S
         assert audit.verify(s).ok  # an empty log is consistent with itself
         res = audit.verify(s, {earlier.last_seq: earlier.last_hash})
     assert not res.ok and res.first_bad_seq == earlier.last_seq and "missing" in res.problem
+
+
+def test_a_rolled_back_entry_leaves_no_gap_in_the_sequence_issue_19_2(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    _fill(db_sessions, 2)
+    with db_sessions() as s:  # a request that appended its entry and then died before its commit
+        audit.record(s, action="test.event", outcome="success", actor="gone", subject="acct-1")
+        s.rollback()
+    _fill(db_sessions, 2)
+    with db_sessions() as s:
+        seqs = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq)).scalars().all()
+        res = audit.verify(s)
+    assert seqs == [1, 2, 3, 4]
+    assert res.ok and res.gaps == 0 and res.last_seq == 4
+
+
+def test_verify_reports_unused_sequence_numbers_of_older_logs_as_gaps(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    _fill(db_sessions, 3)
+    with transaction(db_sessions) as s:  # as an older release left them: numbers without entries
+        s.execute(update(audit.AuditHead).values(last_seq=None))
+        s.execute(update(audit.AuditEvent).where(audit.AuditEvent.seq == 3).values(seq=7))
+        s.execute(update(audit.AuditHead).values(last_seq=7))
+    _fill(db_sessions, 1)
+    with db_sessions() as s:
+        res = audit.verify(s)
+        seqs = s.execute(select(audit.AuditEvent.seq).order_by(audit.AuditEvent.seq)).scalars().all()
+    assert seqs == [1, 2, 7, 8]
+    assert res.ok and (res.gaps, res.first_gap) == (4, 3)
