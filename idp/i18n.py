@@ -17,6 +17,7 @@ import json
 from typing import NamedTuple
 
 from flask import g, request
+from sqlalchemy.exc import SQLAlchemyError
 
 DEFAULT = "de"
 
@@ -54,7 +55,10 @@ def best_of(ui_locales: str | None) -> str | None:
 def _pending_ui_locale() -> str | None:
     from idp import browser
 
-    session = browser.current()
+    try:
+        session = browser.current()
+    except SQLAlchemyError:  # the page saying that the database is briefly away must still render
+        return None
     if session is None or not session.pending:
         return None
     ui = json.loads(session.pending).get("ui")
