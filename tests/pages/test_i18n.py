@@ -446,3 +446,26 @@ def test_pages_of_a_waiting_authorization_request_keep_its_ui_locales_oidc_core_
     assert html_tag(b.get(f"{idp.url}/login").text) == ("ar", "rtl")
     other = Browser(idp)  # another browser has no such request waiting
     assert html_tag(other.get(f"{idp.url}/login").text) == ("de", "ltr")
+
+
+def test_stylesheet_uses_logical_properties_so_that_arabic_mirrors() -> None:
+    # docs/languages.md: start/end (margin-inline, padding-inline-start, border-inline-start,
+    # inset-inline-start, text-align: start), never left/right, or an RTL page is not mirrored.
+    # The one exception: [dir=rtl] rules that put left-to-right fields at the right edge.
+    physical = re.compile(
+        r"\b(margin|padding|border|inset)-(left|right)\b|(?<![-\w])(left|right)\s*:|"
+        r"text-align\s*:\s*(left|right)|float\s*:\s*(left|right)|clear\s*:\s*(left|right)"
+    )
+    css = (ROOT / "idp" / "static" / "cityid.css").read_text()
+    css = re.sub(r"(?s)/\*.*?\*/", "", css)
+    # a four-value margin/padding with different right and left values is physical too
+    four = re.compile(
+        r"(?<![-\w])(margin|padding)\s*:\s*([^\s;]+)\s+([^\s;]+)\s+([^\s;]+)\s+([^\s;]+)\s*[;}]"
+    )
+    found = [
+        line.strip()
+        for line in css.splitlines()
+        if not line.startswith("[dir=rtl]")
+        and (physical.search(line) or any(m.group(3) != m.group(5) for m in four.finditer(line)))
+    ]
+    assert not found, f"physical left/right in idp/static/cityid.css (use logical properties): {found}"
