@@ -224,17 +224,25 @@ class Courier:
         with self._lock:
             if not self._started:
                 self._started = True
-                threading.Thread(target=self._run, daemon=True, name="cityid-mail").start()
+                self._thread = threading.Thread(target=self._run, daemon=True, name="cityid-mail")
+                self._thread.start()
 
     def post(self, mail_id: str) -> None:
         """Send this committed mail soon; if the process dies first, the retries send it."""
         self.start()
         self._queue.put(mail_id)
 
-    def stop(self) -> None:
-        """End the thread after what it is doing (tests; a worker's shutdown)."""
+    def stop(self, wait: float = 0.0) -> bool:
+        """End the thread after what it is doing (tests; a worker's shutdown); with ``wait``,
+        wait that long for it. True when it has ended (or never ran)."""
         self._stopped.set()
         self._queue.put("")
+        thread = getattr(self, "_thread", None)
+        if thread is None:
+            return True
+        if wait > 0:
+            thread.join(wait)
+        return not thread.is_alive()
 
     def _run(self) -> None:
         retried = time.monotonic()

@@ -8,9 +8,13 @@ available (`cityid serve --server gunicorn`) for sites that already run it.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import logging
+import multiprocessing.util
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +95,52 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
             log.exception("background duty failed")
 
 
-def start_background(app: Any) -> threading.Event:
-    stop = threading.Event()
-    threading.Thread(target=background, args=(app, stop), daemon=True, name="cityid-background").start()
-    return stop
+class Background:
+    """A worker's background duties (idp.serve.background, the mail courier) and their end.
+
+    A worker that stops ends them before the interpreter goes: a daemon thread still inside a
+    database driver or a C extension while the process finalises is how Python processes die of
+    SIGSEGV at exit. Bounded: a duty stuck on a hanging mail server is left after ``grace``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(
+            target=background, args=(app, self.stop_event), daemon=True, name="cityid-background"
+        )
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Idempotent; True when every duty ended within ``grace`` seconds."""
+        with self._lock:
+            if self._stopped:
+                return True
+            self._stopped = True
+        deadline = time.monotonic() + grace
+        self.stop_event.set()
+        rt = self.app.extensions["cityid"]
+        courier_done = rt.courier.stop(wait=max(0.1, deadline - time.monotonic()))
+        if self.thread.is_alive():
+            self.thread.join(max(0.1, deadline - time.monotonic()))
+        clean = courier_done and not self.thread.is_alive()
+        if clean:
+            rt.engine.dispose()  # the database sees its connections closed, not cut
+        log.info("cityid worker %d: background duties %s", os.getpid(), "ended" if clean else "left running")
+        return clean
+
+
+def start_background(app: Any) -> Background:
+    """Start the duties and end them when this process exits: a granian worker leaves through
+    multiprocessing (its finalizers run, atexit does not), gunicorn's and the demo through atexit."""
+    duties = Background(app).start()
+    multiprocessing.util.Finalize(None, duties.stop, exitpriority=100)
+    atexit.register(duties.stop)
+    return duties
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
