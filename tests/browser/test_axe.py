@@ -60,7 +60,11 @@ def test_every_page_passes_axe_wcag21_aa(
             page.goto(idp.url + go)
         else:
             go()
-        assert page.locator("html").get_attribute("lang") == lang, name
+        html = page.locator("html")
+        assert (html.get_attribute("lang"), html.get_attribute("dir")) == (
+            lang,
+            "rtl" if lang == "ar" else "ltr",
+        ), name
         axe(page, f"{lang}-{name}")
         no_horizontal_scroll(page, name)
         screenshot(page, f"axe-{lang}-{name}")
