@@ -469,3 +469,9 @@ def test_stylesheet_uses_logical_properties_so_that_arabic_mirrors() -> None:
         and (physical.search(line) or any(m.group(3) != m.group(5) for m in four.finditer(line)))
     ]
     assert not found, f"physical left/right in idp/static/cityid.css (use logical properties): {found}"
+
+
+def test_logout_page_honours_ui_locales_rp_initiated_logout_2(idp: Any) -> None:
+    # OpenID Connect RP-Initiated Logout 1.0 §2: ui_locales of the logout request
+    r = Browser(idp).get(f"{idp.url}/logout", params={"ui_locales": "uk-UA"})
+    assert r.status_code == 200 and html_tag(r.text) == ("uk", "ltr")
