@@ -475,3 +475,10 @@ def test_logout_page_honours_ui_locales_rp_initiated_logout_2(idp: Any) -> None:
     # OpenID Connect RP-Initiated Logout 1.0 §2: ui_locales of the logout request
     r = Browser(idp).get(f"{idp.url}/logout", params={"ui_locales": "uk-UA"})
     assert r.status_code == 200 and html_tag(r.text) == ("uk", "ltr")
+
+
+def test_discovery_lists_the_languages_of_the_pages_oidc_discovery_3(idp: Any) -> None:
+    import requests
+
+    meta = requests.get(f"{idp.url}/.well-known/openid-configuration", timeout=10).json()
+    assert meta["ui_locales_supported"] == ["de", "en", "tr", "ar", "uk"]
