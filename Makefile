@@ -1,20 +1,29 @@
 # cityid — the two commands: `make run` (demo) and `make test`.
-PYTHON ?= python3.11
+# The newest python3.x >= 3.11 on PATH (Debian 13: 3.13, Ubuntu 24.04: 3.12); `make PYTHON=…` to choose.
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
 .PHONY: run test lint typecheck translations messages system-deps bench clean
 
-$(STAMP): pyproject.toml package.json package-lock.json
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
-	@command -v npm >/dev/null || { echo "need npm (Debian: apt-get install npm) for axe-core"; exit 1; }
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 (python3.13, python3.12, python3.11 or python3 on PATH)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q -e '.[dev]'
-	npm ci --no-audit --no-fund --loglevel=error
 	$(MAKE) translations
 	touch $(STAMP)
+
+# Browser-test tooling (axe-core), for `make test` only: the demo needs no npm.
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "need npm (Debian: apt-get install npm) for axe-core"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 translations: $(BIN)/python
 	@if ls idp/translations/*/LC_MESSAGES/messages.po >/dev/null 2>&1; then \
@@ -46,9 +55,9 @@ system-deps:
 run: $(STAMP)
 	$(BIN)/cityid demo --data-dir ./.cityid-data
 
-test: $(STAMP) system-deps translations
+test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -56,7 +65,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
 
 bench: $(STAMP)
 	@for b in token layers login attestation ca smartcard; do \

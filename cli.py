@@ -285,6 +285,16 @@ def client() -> None:
 )
 @click.option("--client-id", help="choose the client_id (default: random)")
 @click.option("--require-par", is_flag=True, help="authorization requests only pushed (RFC 9126)")
+@click.option(
+    "--allow-missing-pkce",
+    is_flag=True,
+    help="a legacy confidential client may leave out PKCE (RFC 9700 §2.1.1 wants it of every client)",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["fapi2"]),
+    help="fapi2: FAPI 2.0 Security Profile (PAR, PKCE, private_key_jwt, DPoP/mTLS-bound tokens)",
+)
 @json_option
 def client_add(
     data_dir: Path,
@@ -302,6 +312,8 @@ def client_add(
     jwks_file: Path | None,
     client_id: str | None,
     require_par: bool,
+    allow_missing_pkce: bool,
+    profile: str | None,
     as_json: bool,
 ) -> None:
     """Register a relying service. Its secret is shown once."""
@@ -330,6 +342,8 @@ def client_add(
         scope_levels=parsed_levels,
         client_id=client_id,
         require_par=require_par,
+        allow_missing_pkce=allow_missing_pkce,
+        profile=profile or "",
     )
     try:
         with session_for(data_dir, as_json) as (cfg, s):
@@ -358,7 +372,17 @@ def client_list(data_dir: Path, as_json: bool) -> None:
 
     with session_for(data_dir, as_json) as (_cfg, s):
         rows = [client_as_dict(c) for c in list_clients(s)]
-    out(rows, as_json, "\n".join(f"{r['client_id']}  {r['name']}" for r in rows) or "no clients")
+    out(rows, as_json, "\n".join(_client_line(r) for r in rows) or "no clients")
+
+
+def _client_line(r: dict[str, Any]) -> str:
+    """One line of `client list`: id, name, and the security settings that differ per client."""
+    flags = [f"profile={r['profile']}"] if r["profile"] else []
+    if r["require_pushed_authorization_requests"]:
+        flags.append("par")
+    if r["allow_missing_pkce"]:
+        flags.append("pkce-optional")
+    return f"{r['client_id']}  {r['name']}" + (f"  [{' '.join(flags)}]" if flags else "")
 
 
 @client.command("show")
@@ -395,6 +419,16 @@ def client_show(data_dir: Path, client_id: str, as_json: bool) -> None:
     default=None,
     help="authorization requests only pushed (RFC 9126), or also in the URL",
 )
+@click.option(
+    "--allow-missing-pkce/--require-pkce",
+    default=None,
+    help="a legacy confidential client may leave out PKCE, or (default) must send it",
+)
+@click.option(
+    "--profile",
+    type=click.Choice(["fapi2", "none"]),
+    help="fapi2: FAPI 2.0 Security Profile; none: cityid's defaults",
+)
 @json_option
 def client_update(
     data_dir: Path,
@@ -402,9 +436,11 @@ def client_update(
     min_level: str | None,
     scope_levels: tuple[str, ...],
     require_par: bool | None,
+    allow_missing_pkce: bool | None,
+    profile: str | None,
     as_json: bool,
 ) -> None:
-    """Change a service's minimum level, per-scope levels or PAR requirement."""
+    """Change a service's minimum level, per-scope levels, PAR and PKCE requirements or profile."""
     from idp.clients import ClientError, client_as_dict, update_client
     from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 
@@ -422,13 +458,22 @@ def client_update(
     minimum = None if min_level is None else levels.get(min_level, "")
     try:
         with session_for(data_dir, as_json) as (_cfg, s):
-            row = update_client(s, client_id, min_level=minimum, scope_levels=parsed, require_par=require_par)
+            row = update_client(
+                s,
+                client_id,
+                min_level=minimum,
+                scope_levels=parsed,
+                require_par=require_par,
+                allow_missing_pkce=allow_missing_pkce,
+                profile=None if profile is None else ("" if profile == "none" else profile),
+            )
             data = client_as_dict(row)
     except ClientError as exc:
         fail(str(exc), as_json, 4 if str(exc).startswith("no client") else 2)
     human = (
         f"updated {client_id}: min_level={data['min_level']} scope_levels={data['scope_levels']} "
-        f"require_pushed_authorization_requests={data['require_pushed_authorization_requests']}"
+        f"require_pushed_authorization_requests={data['require_pushed_authorization_requests']} "
+        f"allow_missing_pkce={data['allow_missing_pkce']} profile={data['profile']}"
     )
     out(data, as_json, human)
 
@@ -909,7 +954,7 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
     )
 
 
-for _name in ("cli_pki", "cli_device"):
+for _name in ("cli_pki", "cli_device", "cli_signing"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

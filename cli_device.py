@@ -1,7 +1,7 @@
 """``cityid device …``: the reference device (a soft token) and the admin's device commands.
 
 Reference device (over ``smartcard.softtoken``; state in ``--state DIR``, key in a file there
-or on a PKCS#11 token): ``test-root``, ``enrol``, ``approve``, ``renew``, ``status``.
+or on a PKCS#11 token): ``test-root``, ``enrol``, ``approve``, ``sign``, ``renew``, ``status``.
 Admin (over the instance's database, ``--data-dir``): ``list``, ``revoke``.
 Refusals exit 1 with ``{"error", "error_description"}`` under ``--json``.
 """
@@ -166,6 +166,38 @@ def approve(state_dir: Path, code: str | None, deny: bool, pkcs11_pin: str | Non
         _fail(as_json, exc.error, str(exc.body.get("error_description", "")))
         return
     _emit(as_json, {"id": item["id"], **result}, f"{result['status']}: {item['binding_code']}")
+
+
+@device_group.command("sign")
+@state_option
+@click.option("--sha256", "sha256", default=None, help="only the request for the document with this SHA-256")
+@click.option("--deny", is_flag=True, help="decline instead of signing")
+@pin_option
+@json_option
+def sign(state_dir: Path, sha256: str | None, deny: bool, pkcs11_pin: str | None, as_json: bool) -> None:
+    """Sign the oldest pending document (after showing its title, pages, SHA-256, service)."""
+    from smartcard.softtoken import DeviceApiError
+
+    client = _client(state_dir, pkcs11_pin)
+    try:
+        items = [
+            i for i in client.signature_requests() if sha256 is None or i["document_sha256"] == sha256.lower()
+        ]
+        if not items:
+            _fail(as_json, "nothing_pending", "no document is waiting for this device")
+            return
+        item = items[0]
+        if not as_json:
+            click.echo(
+                f'{item["service_name"]} asks you to sign "{item["title"] or "(untitled)"}", '
+                f"{item['pages']} page(s), SHA-256 {item['document_sha256']}",
+                err=True,
+            )
+        result = client.sign_document(item, "deny" if deny else "approve")
+    except DeviceApiError as exc:
+        _fail(as_json, exc.error, str(exc.body.get("error_description", "")))
+        return
+    _emit(as_json, {"id": item["id"], **result}, f"{result['status']}: {item['document_sha256']}")
 
 
 @device_group.command("renew")

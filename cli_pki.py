@@ -129,9 +129,17 @@ def init_ca(cfg: Config, *, actor: str = ACTOR) -> pki.CaInitResult:
     try:
         upgrade(engine)
         with make_session_factory(engine)() as session:
-            return pki.init_ca(session, cfg.ca, _store(cfg), cfg.issuer, actor=actor)
+            result = pki.init_ca(session, cfg.ca, _store(cfg), cfg.issuer, actor=actor)
     finally:
         engine.dispose()
+    if result.recertify_problem:
+        click.echo(
+            "warning: the issuing CA certificate must be re-issued (same key) to assert every profile's "
+            f"certificate policy, but {result.recertify_problem}; bring the root key back and run "
+            "`cityid init` again (docs/pki.md)",
+            err=True,
+        )
+    return result
 
 
 # -- cityid ca ---------------------------------------------------------------------------------
@@ -157,7 +165,13 @@ def ca_init(data_dir: Path | None, as_json: bool) -> None:
         + f"\nroot SHA-256      {result.root_fingerprint_sha256}"
         + f"\nroot key          {result.root_key_ref} (may be moved offline)"
         + f"\nissuing serial    {result.issuing_serial}"
-        + f"\nOCSP signer       {result.ocsp_signer_serial}",
+        + f"\nOCSP signer       {result.ocsp_signer_serial}"
+        + f"\nTSA               {result.tsa_serial}"
+        + (
+            f"\nre-certified      {result.recertified_issuing_serial} (issuing CA, same key, all policies)"
+            if result.recertified_issuing_serial
+            else ""
+        ),
     )
 
 

@@ -178,6 +178,7 @@ def import_all_models() -> None:
         "idp.webauthn_models",
         "pki.models",
         "smartcard.models",
+        "signing.citizen_models",
     ):
         try:
             importlib.import_module(name)

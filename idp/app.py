@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, render_template, request
+from flask.json.provider import DefaultJSONProvider
 from flask_babel import Babel
 from flask_babel import gettext as _
 from sqlalchemy.exc import DBAPIError
@@ -15,11 +16,12 @@ from werkzeug.exceptions import HTTPException
 
 from db import make_engine, make_session_factory
 from idp import browser, cors, retry, uow
-from idp.config import Config, issuer_problem
+from idp.config import Config, eid_problem, issuer_problem
 from idp.i18n import LANGUAGES, direction, select_locale
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
+from idp.oauth.errors import safe_description
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
@@ -35,17 +37,47 @@ VIEW_MODULES = [
     "idp.views.webauthn",  # WebAuthn step
     "idp.views.eid",  # eID step
     "idp.views.resource",  # demo resource endpoint (DPoP)
+    "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
+    "idp.views.signatures",  # citizen signatures: service and device API
+    "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
 ]
+# errors are JSON here ({"error", "error_description"}), pages elsewhere
+JSON_PATHS = ("/api/", "/token", "/introspect", "/revoke", "/userinfo", "/par")
 
 
-def _security_headers(issuer: str) -> Any:
+class HostileJSONProvider(DefaultJSONProvider):
+    """The one reader of JSON request bodies (``request.get_json`` everywhere goes through it).
+
+    JSON nested deeper than the interpreter's recursion limit (``[[[[…``, ≈ 1,000 levels) makes
+    ``json.loads`` raise ``RecursionError``, which ``get_json(silent=True)`` does not catch: here
+    it becomes the ``ValueError`` of any other malformed body, so every JSON endpoint answers it
+    as it answers bad JSON (400 ``invalid_request``), never with a 500."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deeply") from exc
+
+
+def _media_origins(config: Config) -> str:
+    """The origins of the city's videos given as URLs (``[branding] *_video``), for media-src."""
+    origins = []
+    for video in (config.branding.easy_language_video, config.branding.sign_language_video):
+        parts = urlsplit(video)
+        if parts.scheme == "https" and parts.netloc:
+            origins.append(f"https://{parts.netloc}")
+    return "".join(f" {o}" for o in sorted(set(origins)))
+
+
+def _security_headers(issuer: str, media: str = "") -> Any:
     https = urlsplit(issuer).scheme == "https"
     fixed = [
         (
             "Content-Security-Policy",
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
             "form-action 'self' http: https:; frame-ancestors 'none'; base-uri 'none'; "
-            "connect-src 'self'",
+            f"connect-src 'self'; media-src 'self'{media}",
         ),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
@@ -70,10 +102,11 @@ def _security_headers(issuer: str) -> Any:
 
 
 def create_app(config: Config, *, check_schema: bool = True, demo: bool = False) -> Flask:
-    problem = issuer_problem(config.issuer)
+    problem = issuer_problem(config.issuer) or eid_problem(config)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
+    app.json = HostileJSONProvider(app)
     engine = make_engine(config.db_url)
     if check_schema:
         from db.migrate import check_schema as _check
@@ -99,7 +132,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     Babel(app, locale_selector=select_locale)
     uow.init_app(app)
     browser.init_app(app)
-    security_headers = _security_headers(config.issuer)
+    security_headers = _security_headers(config.issuer, _media_origins(config))
     app.after_request(security_headers)
 
     @app.after_request
@@ -142,10 +175,19 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         lang = str(get_locale() or "de")
         return {"branding": config.branding, "lang": lang, "dir": direction(lang), "languages": LANGUAGES}
 
+    def _has_page(path: str) -> bool:
+        try:
+            app.url_map.bind("localhost").match(path, method="GET")
+        except HTTPException:
+            return False
+        return True
+
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
-        if request.path.startswith(("/api/", "/token", "/introspect", "/revoke", "/userinfo")):
-            return {"error": "invalid_request", "error_description": exc.description}, exc.code
+        if request.path.startswith(JSON_PATHS):
+            code = exc.code or 500
+            error = "server_error" if code >= 500 else "invalid_request"  # RFC 6749 §4.1.2.1
+            return {"error": error, "error_description": safe_description(exc.description or "")}, code
         if exc.description == "csrf":
             title = _("This form has expired")
             message = _(
@@ -156,6 +198,18 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
             title, message = _("Page not found"), _("This page does not exist.")
         elif exc.code == 413:
             title, message = _("Too much data"), _("The request was too large.")
+            # the way back to the form that was sent (an authorization request is only the
+            # service's to send again: there the start page)
+            if request.path != "/authorize" and _has_page(request.path):
+                page = render_template(
+                    "message.html",
+                    title=title,
+                    message=message,
+                    status="error",
+                    link=request.path,
+                    link_text=_("Back to the form"),
+                )
+                return page, 413
         else:
             title, message = _("Something went wrong"), _("The request could not be processed.")
         return render_template("message.html", title=title, message=message, status="error"), exc.code
@@ -186,6 +240,13 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         if not request.environ.get(retry.ENVIRON_KEY):
             resp.headers[retry.HEADER] = "1"  # RetryOnce runs the request once more
         return resp
+
+    @app.errorhandler(browser.FormExpired)
+    def _form_expired(exc: Exception) -> Any:
+        # WCAG 2.1 2.2.1: what the citizen typed is not lost; the form comes back with a fresh
+        # token (status 200, so that the new session and its cookie are kept), nothing else changes
+        values = {k: v[:1024] for k, v in request.form.items() if k != "csrf_token" and "password" not in k}
+        return browser.FORM_REFILL[str(request.endpoint)](values)
 
     @app.errorhandler(UnicodeDecodeError)
     def _bad_encoding(exc: Exception) -> Any:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, request
@@ -19,11 +22,24 @@ from db import utcnow
 from idp import uow
 from idp.config import LOOPBACK_HOSTS
 from idp.crypto import equal, keyed_digest, random_token
+from idp.instance import InstanceKeys
 from idp.models import Account, LoginSession
 from idp.runtime import runtime
 from policies import Level
 
-ANON_LIFETIME = dt.timedelta(hours=1)
+# An anonymous session holds a form's CSRF secret (and a service's waiting sign-in): a form
+# left open over lunch or overnight must still be sendable (WCAG 2.1 2.2.1, at least 20 hours
+# without warning). Showing a form renews it (``csrf_token``).
+ANON_LIFETIME = dt.timedelta(hours=24)
+_RENEW_AFTER = dt.timedelta(hours=1)  # renewed at most hourly: not a write on every page view
+
+# Forms that are shown again, with what was entered (never passwords), when their session had
+# expired: endpoint -> view that renders the form from the sent values (see ``FormExpired``).
+FORM_REFILL: dict[str, Callable[[Mapping[str, str]], Any]] = {}
+
+
+class FormExpired(Exception):
+    """A form came back with a CSRF token whose browser session no longer exists (expired)."""
 
 
 def cookie_name() -> str:
@@ -35,7 +51,7 @@ def _secure() -> bool:
     return not (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS)
 
 
-def _keys():  # type: ignore[no-untyped-def]
+def _keys() -> InstanceKeys:
     return runtime().keys
 
 
@@ -156,7 +172,21 @@ def log_out() -> LoginSession | None:
 
 def csrf_token() -> str:
     s = ensure()
+    if s.account_id is None and "_set_cookie" not in g:
+        _renew_anonymous(s)
     return keyed_digest(_keys().csrf, s.csrf_secret)
+
+
+def _renew_anonymous(s: LoginSession) -> None:
+    """A form is shown: its anonymous session lives ``ANON_LIFETIME`` from now (WCAG 2.2.1)."""
+    now = utcnow()
+    if s.expires_at - now > ANON_LIFETIME - _RENEW_AFTER:
+        return
+    token = request.cookies.get(cookie_name(), "")
+    if not token:
+        return
+    s.expires_at = now + ANON_LIFETIME
+    g._set_cookie = (token, ANON_LIFETIME)
 
 
 def check_csrf() -> None:
@@ -164,19 +194,23 @@ def check_csrf() -> None:
     s = current()
     sent = request.form.get("csrf_token", "")
     if s is None or not sent or not equal(sent, keyed_digest(_keys().csrf, s.csrf_secret)):
+        # a token of ours (an HMAC-SHA256, hex) whose session has gone meanwhile
+        expired = s is None and re.fullmatch(r"[0-9a-f]{64}", sent) is not None
         uow.record(
             action="csrf.reject",
             outcome="denied",
             actor="anonymous",
             subject=request.path,
-            reason="missing or invalid CSRF token",
+            reason="form session expired" if expired else "missing or invalid CSRF token",
         )
+        if expired and request.endpoint in FORM_REFILL:
+            raise FormExpired()
         abort(400, description="csrf")
 
 
 def purge_expired() -> int:
     res = uow.db().execute(delete(LoginSession).where(LoginSession.expires_at <= utcnow()))
-    return int(res.rowcount or 0)
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def init_app(app: Flask) -> None:

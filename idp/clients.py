@@ -17,10 +17,13 @@ from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL, LOOPBACK_HOSTS
 from idp.crypto import random_token
 from idp.instance import InstanceKeys
 from idp.models import Client
+from idp.oauth.fapi2 import AUTH_METHODS as FAPI2_AUTH_METHODS
+from idp.oauth.fapi2 import FAPI2
 
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 LEVELS = (LEVEL_LOW, LEVEL_SUBSTANTIAL, LEVEL_HIGH)
+PROFILES = ("", FAPI2)  # "": cityid's defaults; FAPI2: the FAPI 2.0 Security Profile
 
 
 class ClientError(ValueError):
@@ -44,6 +47,9 @@ class ClientSpec:
     scope_levels: dict[str, str] = field(default_factory=dict)
     client_id: str | None = None
     require_par: bool = False  # RFC 9126 §6
+    # RFC 9700 §2.1.1: PKCE for every client; True lets a legacy confidential client go without
+    allow_missing_pkce: bool = False
+    profile: str = ""  # "" or "fapi2"
 
 
 def _check_uri(uri: str, *, what: str) -> None:
@@ -132,6 +138,22 @@ def validate_spec(spec: ClientSpec) -> None:
         raise ClientError("subject type must be pairwise or public")
     if spec.id_token_alg not in ("ES256", "RS256"):
         raise ClientError("ID token algorithm must be ES256 or RS256")
+    _check_profile(spec.profile, spec.auth_method, allow_missing_pkce=spec.allow_missing_pkce)
+
+
+def _check_profile(profile: str, auth_method: str, *, allow_missing_pkce: bool) -> None:
+    if profile not in PROFILES:
+        raise ClientError(f"profile must be {FAPI2} or none")
+    if allow_missing_pkce and auth_method == "none":
+        raise ClientError("a public client always uses PKCE (RFC 9700 §2.1.1)")
+    if profile == FAPI2 and auth_method not in FAPI2_AUTH_METHODS:
+        # FAPI 2.0 Security Profile §5.3.2.1: private_key_jwt or mTLS client authentication only
+        # (cityid offers no mTLS client authentication, see docs/fapi2.md)
+        raise ClientError(
+            f"a {FAPI2} client authenticates with {' or '.join(FAPI2_AUTH_METHODS)}, not {auth_method}"
+        )
+    if profile == FAPI2 and allow_missing_pkce:
+        raise ClientError(f"a {FAPI2} client always uses PKCE (FAPI 2.0 Security Profile §5.3.2.2)")
 
 
 def add_client(
@@ -161,7 +183,10 @@ def add_client(
         id_token_alg=spec.id_token_alg,
         logo_uri=spec.logo_uri,
         scope_levels=json.dumps(spec.scope_levels),
-        require_par=spec.require_par,
+        # FAPI 2.0 Security Profile §5.3.2.2: authorization requests only pushed (RFC 9126)
+        require_par=spec.require_par or spec.profile == FAPI2,
+        allow_missing_pkce=spec.allow_missing_pkce,
+        profile=spec.profile,
     )
     session.add(row)
     audit.record(
@@ -171,7 +196,11 @@ def add_client(
         actor=actor,
         subject=client_id,
         reason=spec.name,
-        details={"auth_method": spec.auth_method},
+        details={
+            "auth_method": spec.auth_method,
+            "profile": spec.profile,
+            "allow_missing_pkce": spec.allow_missing_pkce,
+        },
     )
     return row, secret
 
@@ -202,16 +231,29 @@ def update_client(
     min_level: str | None = None,
     scope_levels: dict[str, str] | None = None,
     require_par: bool | None = None,
+    allow_missing_pkce: bool | None = None,
+    profile: str | None = None,
     actor: str = "admin",
 ) -> Client:
     """Change a client's minimum level and/or per-scope levels (acr URIs; ``""`` clears the
-    minimum). ``None`` leaves a setting as it is; ``scope_levels`` replaces the whole map."""
+    minimum), its PAR and PKCE requirements and its profile. ``None`` leaves a setting as it is;
+    ``scope_levels`` replaces the whole map."""
     row = session.get(Client, client_id)
     if row is None:
         raise ClientError(f"no client {client_id}")
     if min_level is not None and min_level and min_level not in LEVELS:
         raise ClientError(f"minimum level must be one of {', '.join(LEVELS)}")
     _check_scope_levels(scope_levels or {})
+    new_profile = row.profile if profile is None else profile
+    new_pkce = row.allow_missing_pkce if allow_missing_pkce is None else allow_missing_pkce
+    _check_profile(new_profile, row.token_endpoint_auth_method, allow_missing_pkce=new_pkce)
+    if new_profile == FAPI2 and require_par is False:
+        raise ClientError(f"a {FAPI2} client pushes its authorization requests (FAPI 2.0 §5.3.2.2)")
+    if profile is not None:
+        row.profile = profile
+        if profile == FAPI2:
+            row.require_par = True
+    row.allow_missing_pkce = new_pkce
     if min_level is not None:
         row.min_level = min_level or None
     if scope_levels is not None:
@@ -229,6 +271,8 @@ def update_client(
             "min_level": row.min_level,
             "scope_levels": json.loads(row.scope_levels),
             "require_par": row.require_par,
+            "allow_missing_pkce": row.allow_missing_pkce,
+            "profile": row.profile,
         },
     )
     return row
@@ -249,5 +293,7 @@ def client_as_dict(c: Client) -> dict[str, object]:
         "subject_type": c.subject_type,
         "id_token_signed_response_alg": c.id_token_alg,
         "require_pushed_authorization_requests": bool(c.require_par),
+        "allow_missing_pkce": bool(c.allow_missing_pkce),
+        "profile": c.profile or None,
         "created_at": c.created_at.isoformat(),
     }

@@ -7,7 +7,9 @@ tables joined with ``_``, e.g. ``CITYID_SMTP_HOST``).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,19 @@ class BrandingConfig:
     primary_colour: str = "#004b87"
     imprint_url: str = ""
     privacy_url: str = ""
+    # Accessibility (BITV 2.0 §§ 4, 7; see docs/citizen-pages.md). Files are plain UTF-8 text,
+    # paragraphs separated by a blank line; a video is a .mp4/.webm file or an https:// URL and
+    # needs its transcript.
+    accessibility_contact: str = ""  # e-mail address the feedback form writes to
+    accessibility_statement_date: str = ""  # YYYY-MM-DD of the last review of the statement
+    accessibility_statement_file: str = ""  # the city's own text (known limitations, alternatives)
+    arbitration_name: str = "Schlichtungsstelle nach dem Behindertengleichstellungsgesetz"
+    arbitration_url: str = "https://www.schlichtungsstelle-bgg.de"
+    easy_language_file: str = ""  # replaces the default text of /leichte-sprache
+    easy_language_video: str = ""
+    easy_language_transcript_file: str = ""
+    sign_language_video: str = ""  # /gebaerdensprache
+    sign_language_transcript_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,12 @@ class EidConfig:
     saml_idp_entity_id: str = ""
     saml_idp_metadata_file: str = ""
     saml_context_names: str = "eidas"  # eidas (eIDAS LoA URIs) | bundid (STORK-QAA-Level-n)
+    # attribute: each attribute's own AKDB TrustLevel (BundID; one without it is refused);
+    # assertion: every attribute at the level of the authentication (eIDAS node, other IdPs)
+    saml_attribute_trust: str = "attribute"
+    saml_pseudonym_attribute: str = "urn:oid:1.3.6.1.4.1.25484.494450.3"  # BundID bPK2
+    # cityid attribute name -> the IdP's SAML attribute Name, over the defaults (docs/levels.md)
+    saml_attribute_names: dict[str, str] = field(default_factory=dict)
     saml_xmlsec_binary: str = ""
     # oidc: an upstream OpenID Connect provider
     oidc_issuer: str = ""  # discovery is read from <issuer>/.well-known/openid-configuration
@@ -137,7 +158,11 @@ class Config:
     eid_connector: str = ""  # "", simulator, saml, oidc
     eid_simulator_enabled: bool = False
     scope_levels: dict[str, str] = field(
-        default_factory=lambda: {"payment": LEVEL_SUBSTANTIAL, "permits:write": LEVEL_SUBSTANTIAL}
+        default_factory=lambda: {
+            "payment": LEVEL_SUBSTANTIAL,
+            "permits:write": LEVEL_SUBSTANTIAL,
+            "sign": LEVEL_SUBSTANTIAL,  # citizen signatures (docs/signing.md)
+        }
     )
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     branding: BrandingConfig = field(default_factory=BrandingConfig)
@@ -241,6 +266,177 @@ def smtp_problem(smtp: SmtpConfig) -> str | None:
     return None
 
 
+# WCAG 2.1 1.4.3 (text 4.5:1) and 1.4.11 (focus indicator 3:1): the city colour is the background
+# of white text (header, buttons), the colour of links on white, and the ground the focus ring
+# (--focus in cityid.css) is drawn on.
+HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{3}([0-9a-fA-F]{3})?")
+FOCUS_COLOUR = "#ffbf47"
+TEXT_CONTRAST, FOCUS_CONTRAST = 4.5, 3.0
+VIDEO_SUFFIXES = {".mp4": "video/mp4", ".webm": "video/webm"}
+MAX_TEXT_FILE = 200_000
+
+
+def _luminance(colour: str) -> float:
+    """WCAG 2.1 relative luminance of an sRGB hex colour (#rgb or #rrggbb)."""
+    hexdigits = colour[1:]
+    if len(hexdigits) == 3:
+        hexdigits = "".join(c * 2 for c in hexdigits)
+    channels = [int(hexdigits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2.1 contrast ratio (L1 + 0.05) / (L2 + 0.05) of two hex colours."""
+    la, lb = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (la + 0.05) / (lb + 0.05)
+
+
+def _is_address(value: str) -> bool:
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and "." in domain and not any(c.isspace() or c in '<>(),;:"' for c in value))
+
+
+def _text_file_problem(name: str, path: str) -> str | None:
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_TEXT_FILE:
+            return f"setting branding.{name} = {path!r}: the file is larger than {MAX_TEXT_FILE} bytes"
+        p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"setting branding.{name} = {path!r}: not a readable UTF-8 text file ({exc})"
+    return None
+
+
+def _video_problem(name: str, video: str, transcript: str) -> str | None:
+    if not video:
+        return None if not transcript else f"setting branding.{name}: a transcript without a video"
+    if "://" in video:
+        parts = urlsplit(video)
+        if parts.scheme != "https" or not parts.hostname:
+            return f"setting branding.{name} = {video!r}: an https:// URL or a video file is needed"
+    elif Path(video).suffix.lower() not in VIDEO_SUFFIXES or not Path(video).is_file():
+        return f"setting branding.{name} = {video!r}: not a readable .mp4 or .webm file"
+    if not transcript:
+        # WCAG 2.1 1.2.1 / 1.2.3: a video needs a text alternative
+        transcript_setting = name.replace("video", "transcript_file")
+        return f"setting branding.{name} needs its transcript: set branding.{transcript_setting}"
+    return None
+
+
+def branding_problem(b: BrandingConfig, issuer: str) -> str | None:
+    """Why ``[branding]`` would make pages that fail BITV 2.0 / WCAG 2.1, or None."""
+    if not HEX_COLOUR.fullmatch(b.primary_colour):
+        return (
+            f"setting branding.primary_colour = {b.primary_colour!r}: a hex colour such as #004b87 is needed"
+        )
+    text = contrast(b.primary_colour, "#ffffff")
+    if text < TEXT_CONTRAST:  # WCAG 2.1 1.4.3
+        return (
+            f"setting branding.primary_colour = {b.primary_colour!r} has {text:.2f}:1 contrast against white "
+            f"text; at least {TEXT_CONTRAST}:1 is needed (WCAG 2.1 1.4.3): choose a darker colour"
+        )
+    ring = contrast(b.primary_colour, FOCUS_COLOUR)
+    if ring < FOCUS_CONTRAST:  # WCAG 2.1 1.4.11
+        return (
+            f"setting branding.primary_colour = {b.primary_colour!r} has {ring:.2f}:1 contrast against the "
+            f"focus ring {FOCUS_COLOUR}; at least {FOCUS_CONTRAST}:1 is needed (WCAG 2.1 1.4.11)"
+        )
+    if b.accessibility_contact and not _is_address(b.accessibility_contact):
+        return (
+            f"setting branding.accessibility_contact = {b.accessibility_contact!r}: "
+            "an e-mail address is needed"
+        )
+    if not b.accessibility_contact and urlsplit(issuer).hostname not in LOOPBACK_HOSTS:
+        # BITV 2.0 §7 (1) 2: the statement must offer a feedback mechanism that reaches the city
+        return (
+            "setting branding.accessibility_contact is needed: the accessibility statement's feedback "
+            "form (BITV 2.0 §7) writes to this address"
+        )
+    if b.accessibility_statement_date:
+        try:
+            dt.date.fromisoformat(b.accessibility_statement_date)
+        except ValueError:
+            return (
+                f"setting branding.accessibility_statement_date = {b.accessibility_statement_date!r}: "
+                "use YYYY-MM-DD"
+            )
+    for name in ("arbitration_url", "imprint_url", "privacy_url"):
+        value = getattr(b, name)
+        if value and urlsplit(value).scheme not in ("https", "http"):
+            return f"setting branding.{name} = {value!r}: an http(s) URL is needed"
+    if not b.arbitration_url or not b.arbitration_name:
+        return "settings branding.arbitration_name and arbitration_url are needed (BITV 2.0 §7 (1) 3)"
+    for name in ("accessibility_statement_file", "easy_language_file"):
+        problem = _text_file_problem(name, getattr(b, name))
+        if problem:
+            return problem
+    for video in ("easy_language_video", "sign_language_video"):
+        transcript = video.replace("video", "transcript_file")
+        problem = _video_problem(video, getattr(b, video), getattr(b, transcript)) or _text_file_problem(
+            transcript, getattr(b, transcript)
+        )
+        if problem:
+            return problem
+    return None
+
+
+EID_CONNECTORS = ("", "simulator", "saml", "oidc")
+SAML_CONTEXT_NAMES = ("eidas", "bundid")
+SAML_ATTRIBUTE_TRUST = ("attribute", "assertion")
+
+
+def eid_problem(cfg: Config) -> str | None:
+    """Why the eID connector cannot be used as configured, or None. Checked before serving
+    (``cityid serve`` and app creation): a SAML IdP's metadata is read and must offer a single
+    sign-on service this SP can use, so that no login fails later with a server error."""
+    if cfg.eid_connector not in EID_CONNECTORS:
+        return f"eid_connector = {cfg.eid_connector!r}: use simulator, saml or oidc (or leave it empty)"
+    if cfg.eid_connector != "saml":
+        return None
+    e = cfg.eid
+    if e.saml_context_names not in SAML_CONTEXT_NAMES:
+        return f"[eid] saml_context_names = {e.saml_context_names!r}: use eidas or bundid"
+    if e.saml_attribute_trust not in SAML_ATTRIBUTE_TRUST:
+        return f"[eid] saml_attribute_trust = {e.saml_attribute_trust!r}: use attribute (BundID) or assertion"
+    if not e.saml_idp_entity_id:
+        return "[eid] saml_idp_entity_id is needed for eid_connector = saml"
+    for name in ("saml_sp_key_file", "saml_sp_cert_file", "saml_idp_metadata_file"):
+        path = getattr(e, name)
+        if not path or not Path(path).is_file():
+            return f"[eid] {name} = {path!r} is not a readable file"
+    from idp.eid import saml  # pysaml2 only where SAML is configured
+    from idp.eid.errors import MetadataUnusable
+
+    pseudonym = e.saml_pseudonym_attribute
+    if not pseudonym.strip() or pseudonym != pseudonym.strip():
+        return f"[eid] saml_pseudonym_attribute = {pseudonym!r}: the SAML attribute Name is needed"
+    names = saml.attribute_names(e.saml_attribute_names)
+    for ours, theirs in e.saml_attribute_names.items():
+        if ours not in saml.KNOWN_ATTRIBUTES:
+            known = ", ".join(saml.KNOWN_ATTRIBUTES)
+            return f"[eid.saml_attribute_names] {ours!r} is not an attribute cityid knows ({known})"
+        if not theirs.strip() or theirs != theirs.strip():
+            return f"[eid.saml_attribute_names] {ours} = {theirs!r}: the SAML attribute Name is needed"
+    values = list(names.values())
+    for ours, theirs in names.items():
+        if values.count(theirs) > 1:
+            return f"[eid.saml_attribute_names] {theirs!r} is given to two attributes"
+        if theirs == pseudonym:
+            return f"[eid.saml_attribute_names] {ours} = {theirs!r} is the pseudonym attribute"
+    if (problem := saml.key_pair_problem(e.saml_sp_key_file, e.saml_sp_cert_file)) is not None:
+        return f"[eid] saml_sp_key_file / saml_sp_cert_file: {problem}"
+    try:
+        saml.load_client(saml.settings_from_config(cfg))
+    except MetadataUnusable as exc:
+        return f"[eid] saml_idp_metadata_file: {exc.detail}"
+    except Exception as exc:  # e.g. no xmlsec1  # noqa: BLE001
+        return f"[eid] the SAML connector cannot be set up: {exc}"
+    return None
+
+
 # settings a running server needs above zero (0 would mean: expired on issue)
 _POSITIVE = (
     "session_lifetime_minutes",
@@ -256,7 +452,8 @@ MIN_SECRET_LENGTH = 32
 
 def serve_problem(cfg: Config) -> str | None:
     """Why ``cityid serve`` must not start with ``cfg``, or None: the issuer, mail, scope levels,
-    lifetimes, secrets, and the eID simulator outside development."""
+    branding (contrast, accessibility statement), lifetimes, secrets, the eID simulator outside
+    development, the eID connector's settings."""
     problem = issuer_problem(cfg.issuer) or smtp_problem(cfg.smtp) or scope_levels_problem(cfg.scope_levels)
     if problem is not None:
         return problem
@@ -272,7 +469,7 @@ def serve_problem(cfg: Config) -> str | None:
     if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
         # the simulator reports whatever eID level its user picks: anyone would reach *high*
         return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
-    return None
+    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg)
 
 
 def _host_for_url(hostname: str) -> str:

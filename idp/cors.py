@@ -11,7 +11,7 @@ refresh token, access token, DPoP proof), so any origin may read the answers, as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from werkzeug.datastructures import Headers
 
 CORS_PATHS = frozenset(
     {
@@ -39,6 +39,6 @@ PREFLIGHT = [
 ]
 
 
-def is_preflight(method: str, headers: Mapping[str, str]) -> bool:
+def is_preflight(method: str, headers: Headers) -> bool:
     """An OPTIONS request that asks what a cross-origin request may do (Fetch §3.2.2)."""
     return method == "OPTIONS" and "Access-Control-Request-Method" in headers

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 from flask import g, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 DEFAULT = "de"
 
@@ -65,13 +66,22 @@ def _pending_ui_locale() -> str | None:
     return ui if ui in LOCALES else None
 
 
+def _ui_locales() -> str:
+    """OIDC Core §3.1.2.1 ui_locales, from the query or a POSTed form. A body that cannot be read
+    (over 1 MiB, a broken encoding) is answered by its error page, whose texts ask for the locale
+    again: then the query alone, or reading the body would raise once more (a 500, not the 413)."""
+    try:
+        return str(request.values.get("ui_locales", ""))
+    except (HTTPException, UnicodeDecodeError, ValueError):
+        return str(request.args.get("ui_locales", ""))
+
+
 def select_locale() -> str:
-    """Flask-Babel's locale selector (the order is in this module's docstring). Reads only the
-    cookie, the query and headers: never the body (an oversized body must still get its page)."""
+    """Flask-Babel's locale selector (the order is in this module's docstring)."""
     chosen = request.cookies.get("lang")
     if chosen in LOCALES:
         return chosen
-    asked = best_of(request.args.get("ui_locales")) or best_of(g.get("ui_locales"))
+    asked = best_of(_ui_locales()) or best_of(g.get("ui_locales"))
     if asked is None:
         asked = _pending_ui_locale()
     if asked is not None:

@@ -42,6 +42,10 @@ class Client(Base):
     backchannel_logout_uri: Mapped[str | None] = mapped_column(Text)
     # RFC 9126 §6 require_pushed_authorization_requests: authorization requests only by PAR
     require_par: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # RFC 9700 §2.1.1: PKCE (S256) for every client; a legacy confidential client may be let off
+    allow_missing_pkce: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # "" (cityid's defaults) or "fapi2" (FAPI 2.0 Security Profile, idp.oauth.fapi2)
+    profile: Mapped[str] = mapped_column(String(20), default="", server_default="")
     min_level: Mapped[str | None] = mapped_column(String(80))
     subject_type: Mapped[str] = mapped_column(String(10), default="pairwise")
     id_token_alg: Mapped[str] = mapped_column(String(10), default="ES256")

@@ -48,6 +48,7 @@ def purge_expired(session: Any, now: Any) -> None:
         SeenJti,
     )
     from idp.oauth import par
+    from signing import citizen_requests
     from smartcard import challenges
     from smartcard.models import SeenProof
 
@@ -64,6 +65,7 @@ def purge_expired(session: Any, now: Any) -> None:
     session.execute(delete(SeenJti).where(SeenJti.expires_at <= now))
     session.execute(delete(SeenProof).where(SeenProof.expires_at <= now))
     challenges.purge_expired(session, now)
+    citizen_requests.purge(session, now)  # documents to sign: 15 minutes at most (issue 13)
     par.purge(session, now)
     throttle.purge(session, now)
 

@@ -21,6 +21,8 @@ from pki.urls import CaUrls
 ROOT = "root"
 ISSUING = "issuing"
 OCSP_SIGNER = "ocsp-signer"
+TSA = "tsa"  # the time-stamping certificate (pki/tsa.py)
+SEAL = "document-seal"  # the city seal (pki/seal.py)
 
 
 @dataclass(frozen=True)

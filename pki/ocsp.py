@@ -3,6 +3,14 @@
 Answers are signed by the delegated OCSP signer (RFC 6960 §4.2.2.2). Answers without a nonce
 are cached in ``ca_ocsp_cache`` and re-signed at half their validity; revocation deletes the
 cached answer in its own transaction, so the next request already sees it.
+
+Only certificates this CA has a record of are answered with a signature. A serial it never
+issued is answered ``unauthorized`` (RFC 5019 §2.2.3, kept by RFC 9919: a responder without an
+authoritative answer for the certificate), the same unsigned bytes for every serial: a signed
+``unknown`` names the serial, so it cannot be signed in advance, and an anonymous client asking
+for fresh serials would make the responder sign for each request. So what a request costs does
+not depend on the serial asked for: one read, then cached bytes or the constant refusal; a
+signature only for a certificate of ours, once per half validity (or per nonce, RFC 8954).
 """
 
 from __future__ import annotations
@@ -11,12 +19,13 @@ import base64
 import binascii
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from sqlalchemy import Connection, Dialect, bindparam, delete, insert, select
+from sqlalchemy import Connection, Dialect, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -46,11 +55,23 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 
 
-# The hot path: built once, so that a cache hit costs one compiled, cached SELECT.
-_CACHED = select(OCSP_CACHE.c.der, OCSP_CACHE.c.refresh_after).where(
-    OCSP_CACHE.c.issuer_id == bindparam("issuer_id"),
-    OCSP_CACHE.c.serial == bindparam("serial"),
-    OCSP_CACHE.c.hash_alg == bindparam("hash_alg"),
+# The hot path: built once, so that any request costs one compiled, cached SELECT. It finds the
+# certificate (is it ours?) and its cached answer, if any, by their primary keys: no row means a
+# serial this CA never issued.
+_CERTS = cast(Table, CaCertificate.__table__)
+_CACHED = (
+    select(OCSP_CACHE.c.der, OCSP_CACHE.c.refresh_after)
+    .select_from(
+        _CERTS.outerjoin(
+            OCSP_CACHE,
+            and_(
+                OCSP_CACHE.c.issuer_id == _CERTS.c.issuer_id,
+                OCSP_CACHE.c.serial == _CERTS.c.serial,
+                OCSP_CACHE.c.hash_alg == bindparam("hash_alg"),
+            ),
+        )
+    )
+    .where(_CERTS.c.serial == bindparam("serial"), _CERTS.c.issuer_id == bindparam("issuer_id"))
 )
 
 
@@ -75,6 +96,10 @@ def _unsuccessful(status: ocsp.OCSPResponseStatus) -> OcspAnswer:
 
 def malformed() -> OcspAnswer:
     return _unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
+
+
+# RFC 5019 §2.2.3: "unauthorized" where the responder has no authoritative answer; built once
+NOT_ISSUED = _unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED)
 
 
 def internal_error() -> OcspAnswer:
@@ -153,21 +178,28 @@ def respond(
 def cached(
     db: Session | Connection, ca: CertificateAuthority, question: Question, now: dt.datetime
 ) -> OcspAnswer | None:
-    """The pre-signed answer from ``ca_ocsp_cache``, if there is a fresh one: one primary-key
-    SELECT, no lock. The cache *is* database state: a revocation deletes the row in its own
-    transaction, so every process sees the new status on its next request."""
+    """The answer that needs no signature: the pre-signed one from ``ca_ocsp_cache`` if there is
+    a fresh one, ``unauthorized`` for a serial never issued here; None when :func:`sign` must
+    answer. One primary-key SELECT, no lock. The cache *is* database state: a revocation deletes
+    the row in its own transaction, so every process sees the new status on its next request."""
     serial = question.stored_serial
-    if question.nonce is not None or serial is None:  # RFC 8954 §2.1: a nonce is echoed, not cached
+    if serial is None:  # RFC 5280 §4.1.2.2: not a serial any CA of ours can have issued
+        return NOT_ISSUED
+    params = {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}
+    return _answer_from(db.execute(_CACHED, params).first(), question, now)
+
+
+def _answer_from(row: Any, question: Question, now: dt.datetime) -> OcspAnswer | None:
+    """What a ``_CACHED`` row (or its absence) answers without signing."""
+    if row is None:
+        return NOT_ISSUED  # RFC 5019 §2.2.3: no record of it, no signature for it
+    if question.nonce is not None or row[0] is None:  # RFC 8954 §2.1: a nonce is echoed, not cached
         return None
-    hit = db.execute(_CACHED, {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}).first()
-    if hit is None or now >= hit.refresh_after:
+    der, refresh_after = bytes(row[0]), _utc(row[1])
+    if now >= refresh_after:
         return None
-    return OcspAnswer(
-        hit.der,
-        "successful",
-        cached=True,
-        max_age=int((hit.refresh_after - now).total_seconds()),  # RFC 5019 §6.2
-    )
+    # RFC 5019 §6.2: HTTP caches may keep it until we would re-sign it
+    return OcspAnswer(der, "successful", cached=True, max_age=int((refresh_after - now).total_seconds()))
 
 
 class CacheReader:
@@ -186,8 +218,8 @@ class CacheReader:
     ) -> OcspAnswer | None:
         """Like :func:`cached`; ends the read transaction it may have begun (PostgreSQL)."""
         serial = question.stored_serial
-        if question.nonce is not None or serial is None:
-            return None
+        if serial is None:
+            return NOT_ISSUED
         params = {"issuer_id": ca.id, "serial": serial, "hash_alg": question.algorithm}
         cursor = dbapi.cursor()
         try:
@@ -199,12 +231,7 @@ class CacheReader:
             # in autocommit mode, as db.make_engine sets it, says it has none open)
             if getattr(dbapi.driver_connection, "in_transaction", True):
                 dbapi.rollback()
-        if row is None:
-            return None
-        der, refresh_after = bytes(row[0]), _utc(row[1])
-        if now >= refresh_after:
-            return None
-        return OcspAnswer(der, "successful", cached=True, max_age=int((refresh_after - now).total_seconds()))
+        return _answer_from(row, question, now)
 
 
 def _utc(value: dt.datetime | str) -> dt.datetime:
@@ -217,19 +244,19 @@ def _utc(value: dt.datetime | str) -> dt.datetime:
 def sign(session: Session, ca: CertificateAuthority, question: Question, now: dt.datetime) -> OcspAnswer:
     """Sign a fresh answer from the certificate's row; cache it when it carries no nonce."""
     serial = question.stored_serial
+    if serial is None:
+        return NOT_ISSUED
     # The signer first: renewing it commits the session (issue_batch), which would release the
     # row lock below and let a revocation slip between our read and our cache write.
     signer = current_ocsp_signer(session, ca, now=now)
     # lock the row: a revocation in flight cannot slip between our read and our cache write
     lock = question.nonce is None
-    row = session.get(CaCertificate, serial, with_for_update=lock) if serial is not None else None
-    if row is not None and row.issuer_id != ca.id:
-        row = None
+    row = session.get(CaCertificate, serial, with_for_update=lock)
+    if row is None or row.issuer_id != ca.id:
+        return NOT_ISSUED  # RFC 5019 §2.2.3 (a caller that skipped ``cached``)
     revocation_time: dt.datetime | None = None
     reason: x509.ReasonFlags | None = None
-    if row is None:
-        status, status_name = ocsp.OCSPCertStatus.UNKNOWN, "unknown"  # RFC 6960 §2.2
-    elif row.status == PENDING:
+    if row.status == PENDING:
         # RFC 6960 §2.2: a serial that was never (completely) issued is "revoked" on hold, 1970
         status, status_name = ocsp.OCSPCertStatus.REVOKED, "revoked"
         revocation_time, reason = NOT_ISSUED_TIME, x509.ReasonFlags.certificate_hold
@@ -267,7 +294,7 @@ def sign(session: Session, ca: CertificateAuthority, question: Question, now: dt
         serialization.Encoding.DER
     )
     refresh_after = this_update + validity / 2
-    if question.nonce is None and row is not None:
+    if question.nonce is None:
         _cache(session, ca, row.serial, question.algorithm, this_update, refresh_after, der)
     return OcspAnswer(
         der,

@@ -18,7 +18,13 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, ObjectIdentifier
 
 from pki.ca import CertificateAuthority
-from pki.certpolicy import POLICY_DEVICE_AUTH, POLICY_DOCUMENT_SEAL, POLICY_OCSP_SIGNER, POLICY_TLS_SERVER
+from pki.certpolicy import (
+    POLICY_DEVICE_AUTH,
+    POLICY_DOCUMENT_SEAL,
+    POLICY_OCSP_SIGNER,
+    POLICY_TIMESTAMPING,
+    POLICY_TLS_SERVER,
+)
 from pki.errors import (
     BadRequest,
     ExtensionNotAllowed,
@@ -319,8 +325,8 @@ def key_usage(**bits: bool) -> Modifier:
     return constant(x509.KeyUsage(**flags), critical=True)
 
 
-def extended_key_usage(*oids: ObjectIdentifier) -> Modifier:
-    return constant(x509.ExtendedKeyUsage(list(oids)), critical=False)
+def extended_key_usage(*oids: ObjectIdentifier, critical: bool = False) -> Modifier:
+    return constant(x509.ExtendedKeyUsage(list(oids)), critical=critical)
 
 
 def policy(name: str) -> Modifier:
@@ -372,6 +378,11 @@ KU = ExtensionOID.KEY_USAGE
 EKU = ExtensionOID.EXTENDED_KEY_USAGE
 _COMMON_TAIL: tuple[Modifier, ...] = (subject_key_identifier, authority_key_identifier)
 
+# RFC 5280 §4.2.1.12: clientAuth for PKI-2FA and mTLS; emailProtection because PDF validators
+# built on NSS (Poppler's pdfsig) check a signer under the S/MIME signer usage and refuse a
+# certificate whose extKeyUsage lacks it; id-kp-documentSigning (RFC 9336 §3) names the use
+DEVICE_EKUS = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION, ID_KP_DOCUMENT_SIGNING)
+
 DEVICE_AUTH = Profile(
     name="device-auth",
     default_validity=90 * DAY,
@@ -380,14 +391,16 @@ DEVICE_AUTH = Profile(
     validators=(
         keys(curves=(ec.SECP256R1,)),
         csr_extensions_only(SAN, KU, EKU),
-        key_usage_within(digital_signature=True),
-        extended_key_usage_within(ExtendedKeyUsageOID.CLIENT_AUTH),
+        key_usage_within(digital_signature=True, content_commitment=True),
+        extended_key_usage_within(*DEVICE_EKUS),
     ),
     subject=device_subject,
     extensions=(
         end_entity(),
-        key_usage(digital_signature=True),
-        extended_key_usage(ExtendedKeyUsageOID.CLIENT_AUTH),
+        # one certificate for login and signature (docs/pki.md, "Device certificates sign"):
+        # RFC 5280 §4.2.1.3 contentCommitment for the citizen's PAdES signature
+        key_usage(digital_signature=True, content_commitment=True),
+        extended_key_usage(*DEVICE_EKUS),
         subject_alt_name,
         policy(POLICY_DEVICE_AUTH),
         authority_info_access(ocsp=True),
@@ -452,7 +465,7 @@ DOCUMENT_SEAL = Profile(
         keys(curves=(ec.SECP256R1, ec.SECP384R1), rsa_bits=(3072, 4096)),
         csr_extensions_only(KU, EKU),
         key_usage_within(digital_signature=True, content_commitment=True),
-        extended_key_usage_within(ID_KP_DOCUMENT_SIGNING),
+        extended_key_usage_within(ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION),
     ),
     subject=named_subject(
         allowed=frozenset(
@@ -470,7 +483,11 @@ DOCUMENT_SEAL = Profile(
     extensions=(
         end_entity(),
         key_usage(digital_signature=True, content_commitment=True),
-        extended_key_usage(ID_KP_DOCUMENT_SIGNING),
+        # RFC 9336 documentSigning, and emailProtection because NSS — which Poppler's pdfsig,
+        # LibreOffice and Firefox's PDF viewer validate PDF signatures with — checks a PDF
+        # signer's certificate for certificateUsageEmailSigner and refuses an extKeyUsage
+        # without emailProtection ("Certificate type not approved"); see docs/pki.md
+        extended_key_usage(ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION),
         policy(POLICY_DOCUMENT_SEAL),
         authority_info_access(ocsp=True),
         crl_distribution_point,
@@ -478,4 +495,31 @@ DOCUMENT_SEAL = Profile(
     ),
 )
 
-PROFILES: Mapping[str, Profile] = {p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL)}
+TIMESTAMPING = Profile(
+    name="timestamping",
+    internal=True,  # only the CA issues it, to its own TSA key (pki/tsa.py)
+    default_validity=365 * DAY,
+    max_validity=1095 * DAY,
+    validators=(
+        keys(curves=(ec.SECP256R1,)),
+        csr_extensions_only(),
+    ),
+    subject=named_subject(
+        allowed=frozenset({NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME}),
+        required=frozenset({NameOID.COMMON_NAME}),
+    ),
+    extensions=(
+        end_entity(),
+        key_usage(digital_signature=True),
+        # RFC 3161 §2.3: exactly one extKeyUsage, id-kp-timeStamping only, critical
+        extended_key_usage(ExtendedKeyUsageOID.TIME_STAMPING, critical=True),
+        policy(POLICY_TIMESTAMPING),
+        authority_info_access(ocsp=True),
+        crl_distribution_point,
+        *_COMMON_TAIL,
+    ),
+)
+
+PROFILES: Mapping[str, Profile] = {
+    p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL, TIMESTAMPING)
+}

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -16,8 +17,8 @@ from sqlalchemy.orm import Session
 from db import audit, new_id, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
-from pki.certpolicy import POLICY_CA, policy_oid
-from pki.errors import BadRequest, CaNotInitialised, OcspSignerBusy, PkiError
+from pki.certpolicy import POLICY_CA, issuing_ca_policies, policy_oid
+from pki.errors import BadRequest, CaNotInitialised, KeyStoreError, OcspSignerBusy, PkiError
 from pki.issuance import BACKDATE, IssueRequest, issue_batch
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
@@ -36,6 +37,9 @@ class CaInitResult:
     root_key_ref: str
     issuing_serial: str
     ocsp_signer_serial: str
+    tsa_serial: str = ""
+    recertified_issuing_serial: str | None = None  # upgrade: the issuing CA re-certified (same key)
+    recertify_problem: str | None = None  # upgrade: it needed re-certifying but could not be
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def _ca_key_usage() -> x509.KeyUsage:
     )
 
 
-def _store_authority(
+def store_authority(
     session: Session,
     *,
     kind: str,
@@ -122,7 +126,7 @@ def _make_root(session: Session, settings: CaSettings, key_store: KeyStore, now:
             _ext(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
         ],
     ).sign(key, hashes.SHA256())
-    return _store_authority(session, kind=ROOT, parent_id=None, key_ref=key_ref, cert=cert, now=now)
+    return store_authority(session, kind=ROOT, parent_id=None, key_ref=key_ref, cert=cert, now=now)
 
 
 def _make_issuing(
@@ -134,18 +138,36 @@ def _make_issuing(
     now: dt.datetime,
 ) -> CaAuthority:
     subject = _name(settings.issuing_subject, "ca.issuing_subject")
-    ca_policy = x509.PolicyInformation(policy_oid(settings.policy_arc, POLICY_CA), None)
     root_cert = x509.load_der_x509_certificate(root.der)
     root_key = key_store.signer(root.key_ref)
     key_ref = key_store.generate(f"issuing-{secrets.token_hex(8)}")
     public = key_store.signer(key_ref).public_key()
-    root_ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     not_before = now.replace(microsecond=0) - BACKDATE
     not_after = min(
         not_before + dt.timedelta(days=settings.issuing_validity_days),
         root_cert.not_valid_after_utc,
     )
-    cert = x509.CertificateBuilder(
+    cert = _issuing_certificate(settings, root_cert, root_key, subject, public, urls, not_before, not_after)
+    row = store_authority(session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now)
+    _sign_root_crl(session, root, root_key, now)
+    return row
+
+
+def _issuing_certificate(
+    settings: CaSettings,
+    root_cert: x509.Certificate,
+    root_key: Signer,
+    subject: x509.Name,
+    public: ec.EllipticCurvePublicKey,
+    urls: CaUrls,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    root_ski = root_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    # RFC 5280 §6.1.3 (d): a leaf's policy enters the valid policy tree only if the CA
+    # certificate above it asserts it (or anyPolicy); we assert each one (docs/pki.md: CP)
+    policies = [x509.PolicyInformation(oid, None) for oid in issuing_ca_policies(settings.policy_arc)]
+    return x509.CertificateBuilder(
         issuer_name=root_cert.subject,
         subject_name=subject,
         public_key=public,
@@ -179,12 +201,80 @@ def _make_issuing(
                 ),
                 False,
             ),
-            _ext(x509.CertificatePolicies([ca_policy]), False),
+            _ext(x509.CertificatePolicies(policies), False),
         ],
     ).sign(root_key, hashes.SHA256())
-    row = _store_authority(session, kind=ISSUING, parent_id=root.id, key_ref=key_ref, cert=cert, now=now)
-    _sign_root_crl(session, root, root_key, now)
-    return row
+
+
+def _asserted_policies(cert: x509.Certificate) -> set[x509.ObjectIdentifier]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {p.policy_identifier for p in ext}
+
+
+def recertify_issuing_if_needed(
+    session: Session,
+    settings: CaSettings,
+    key_store: KeyStore,
+    base_url: str,
+    *,
+    actor: str = "system",
+    now: dt.datetime | None = None,
+) -> str | None:
+    """Upgrade step (``cityid init`` on an existing instance): when the active issuing CA's
+    certificate does not assert every policy its profiles issue under (instances set up before
+    the explicit-policy fix asserted only ``<arc>.1``), the root certifies the *same* key again,
+    with the same subject, key identifiers and end of validity, and the full policy list.
+    Certificates issued before chain to either certificate. Returns the new serial, or None when
+    nothing was due. Needs the root key; without it, a ``KeyStoreError`` (the caller says so)."""
+    now = now or utcnow()
+    row = session.execute(
+        select(CaAuthority).where(CaAuthority.kind == ISSUING, CaAuthority.active.is_(True))
+    ).scalar()
+    if row is None or row.parent_id is None:
+        return None
+    cert = x509.load_der_x509_certificate(row.der)
+    wanted = set(issuing_ca_policies(settings.policy_arc))
+    if wanted <= _asserted_policies(cert):
+        return None
+    root = session.get(CaAuthority, row.parent_id)
+    assert root is not None
+    root_cert = x509.load_der_x509_certificate(root.der)
+    root_key = key_store.signer(root.key_ref)
+    public = key_store.signer(row.key_ref).public_key()
+    if public.public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise KeyStoreError(f"{row.key_ref!r} is not the issuing CA's key")
+    new = _issuing_certificate(
+        settings,
+        root_cert,
+        root_key,
+        cert.subject,
+        public,
+        CaUrls(base_url),
+        now.replace(microsecond=0) - BACKDATE,
+        cert.not_valid_after_utc,
+    )
+    old_serial = row.serial
+    row.serial = serial_hex(new.serial_number)
+    row.not_before = new.not_valid_before_utc
+    row.der = new.public_bytes(serialization.Encoding.DER)
+    audit.record(
+        session,
+        action="pki.ca.recertify",
+        outcome="success",
+        actor=actor,
+        subject=new.subject.rfc4514_string(),
+        reason="issuing CA certificate re-issued (same key) to assert every profile's policy",
+        details={
+            "old_serial": old_serial,
+            "new_serial": row.serial,
+            "policies": sorted(o.dotted_string for o in wanted),
+        },
+    )
+    session.commit()
+    return row.serial
 
 
 def _sign_root_crl(session: Session, root: CaAuthority, root_key: Signer, now: dt.datetime) -> None:
@@ -239,7 +329,31 @@ def init_ca(
         session.commit()
         ca = load_ca(session, settings, key_store, base_url)
         created = True
+    recertified: str | None = None
+    recertify_problem: str | None = None
+    if not created:  # upgrade of an existing instance (docs/operations.md: run init after upgrades)
+        try:
+            recertified = recertify_issuing_if_needed(
+                session, settings, key_store, base_url, actor=actor, now=now
+            )
+        except KeyStoreError as exc:  # the root key moved offline: say so, change nothing
+            session.rollback()
+            recertify_problem = str(exc)
+            audit.record(
+                session,
+                action="pki.ca.recertify",
+                outcome="failure",
+                actor=actor,
+                subject=ca.certificate.subject.rfc4514_string(),
+                reason=f"the issuing CA certificate needs re-issuing; the root key is not reachable: {exc}",
+            )
+            session.commit()
+        if recertified is not None:
+            ca = load_ca(session, settings, key_store, base_url)
     signer = current_ocsp_signer(session, ca, now=now, actor=actor)
+    from pki.tsa import ensure_tsa
+
+    tsa = ensure_tsa(session, ca, actor=actor, now=now)
     for scope in crl.scopes(ca):
         crl.current(session, ca, scope, now=now)
     root_row = session.get(CaAuthority, ca.root_id)
@@ -251,6 +365,9 @@ def init_ca(
         root_key_ref=root_row.key_ref,
         issuing_serial=serial_hex(ca.certificate.serial_number),
         ocsp_signer_serial=signer.serial,
+        tsa_serial=tsa.serial,
+        recertified_issuing_serial=recertified,
+        recertify_problem=recertify_problem,
     )
     audit.record(
         session,
@@ -269,10 +386,11 @@ def init_ca(
     return result
 
 
-def _signer_subject(ca: CertificateAuthority) -> x509.Name:
+def signer_subject(ca: CertificateAuthority, suffix: str) -> x509.Name:
+    """``<issuing CA's CN> <suffix>``, with the CA's O and C: for the OCSP signer and the TSA."""
     cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     attrs: list[x509.NameAttribute[str | bytes]] = [
-        x509.NameAttribute(NameOID.COMMON_NAME, f"{cn!s} OCSP"[:64])
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{cn!s} {suffix}"[:64])
     ]
     for oid in (NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME):
         attrs.extend(ca.certificate.subject.get_attributes_for_oid(oid))
@@ -286,7 +404,11 @@ def rotate_ocsp_signer(
     now = now or utcnow()
     key_ref = ca.key_store.generate(f"ocsp-{secrets.token_hex(8)}")
     key = ca.key_store.signer(key_ref)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(_signer_subject(ca)).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(signer_subject(ca, "OCSP"))
+        .sign(key, hashes.SHA256())
+    )
     issued = issue_batch(
         session,
         ca,
@@ -306,7 +428,7 @@ def rotate_ocsp_signer(
         .values(active=False)
     )
     cert = issued.certificate
-    _store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
+    store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
     _release_claim(session, ca)
     audit.record(
         session,

@@ -11,6 +11,7 @@ PATH_CHAIN = "/pki/chain.pem"
 PATH_ISSUING = "/pki/issuing.crt"
 PATH_ROOT = "/pki/root.crt"
 PATH_OCSP = "/pki/ocsp"
+PATH_TSA = "/pki/tsa"  # RFC 3161 §3.4: time-stamp protocol over HTTP
 PATH_FULL_CRL = "/pki/crl/full.crl"
 PATH_ROOT_CRL = "/pki/crl/root.crl"
 
@@ -33,6 +34,10 @@ class CaUrls:
     @property
     def issuing_cert(self) -> str:
         return self._url(PATH_ISSUING)
+
+    @property
+    def tsa(self) -> str:
+        return self._url(PATH_TSA)
 
     @property
     def root_cert(self) -> str:

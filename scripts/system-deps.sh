@@ -7,6 +7,14 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v openssl >/dev/null || need+=(openssl)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v xmlsec1 >/dev/null || need+=(xmlsec1)
+command -v pdfsig >/dev/null || need+=(poppler-utils)  # validates our PAdES signatures (tests/signing)
+command -v certutil >/dev/null || need+=(libnss3-tools)  # the NSS database pdfsig trusts the city root from
+# SimpleSAMLphp 1.19 as an independent SAML IdP for the eID end-to-end test (run under php -S;
+# the package also pulls in an httpd, apache2 by default, which the tests do not use)
+[ -d /usr/share/simplesamlphp/www ] || need+=(simplesamlphp)
+command -v php >/dev/null || need+=(php-cli)
+php -m 2>/dev/null | grep -qx dom || need+=(php-xml)
+php -m 2>/dev/null | grep -qx mbstring || need+=(php-mbstring)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${need[*]} (run as root or: sudo apt-get install ${need[*]})" >&2

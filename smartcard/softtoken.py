@@ -350,6 +350,48 @@ class DeviceClient:
         )
         return self._json(self.http.post(url, json={"approval": approval}, timeout=10))
 
+    # -- document signatures (docs/device-api.md §7) --------------------------------------
+
+    def signature_requests(self) -> list[dict[str, Any]]:
+        """Signature requests waiting for this device's citizen, prepared for this key."""
+        url = self._url("/api/signatures/pending")
+        resp = self.http.get(
+            url, headers={"Authorization": f"Device {self.token.proof('GET', url)}"}, timeout=30
+        )
+        items: list[dict[str, Any]] = self._json(resp)["pending"]
+        return items
+
+    def signature_approval(self, item: dict[str, Any], decision: str = "approve", **shown: Any) -> str:
+        """After the citizen saw title, pages, SHA-256 and service: the device proof answering
+        ``item``. For ``approve`` it carries the signature over the CMS signed attributes
+        (RFC 5652 §5.4: ECDSA over SHA-256 of their DER). The device checks that
+        ``to_be_signed`` is the digest of the attributes it signs, so the server cannot have it
+        sign something else. ``shown`` overrides what the answer says was shown (tests)."""
+        attributes = b64url_decode(item["signed_attributes"])
+        if hashlib.sha256(attributes).digest() != b64url_decode(item["to_be_signed"]):
+            raise DeviceApiError(0, {"error": "bad_request", "error_description": "digest mismatch"})
+        claims: dict[str, Any] = {
+            "request": item["id"],
+            "document_sha256": item["document_sha256"],
+            "title": item["title"],
+            "pages": item["pages"],
+            "service_name": item["service_name"],
+            "decision": decision,
+        }
+        if decision == "approve":
+            claims["to_be_signed"] = item["to_be_signed"]
+            claims["signature"] = b64url(self.token.key.sign(attributes, ec.ECDSA(hashes.SHA256())))
+        claims.update(shown)
+        return self.token.proof("POST", self._url("/api/signatures/approve"), **claims)
+
+    def send_signature_approval(self, approval: str) -> dict[str, Any]:
+        url = self._url("/api/signatures/approve")
+        return self._json(self.http.post(url, json={"approval": approval}, timeout=60))
+
+    def sign_document(self, item: dict[str, Any], decision: str = "approve") -> dict[str, Any]:
+        """Answer a signature request (see :meth:`signature_approval`)."""
+        return self.send_signature_approval(self.signature_approval(item, decision))
+
     def renew(
         self, *, attestation: AttestationProfile | None = None, new_key: bool = False
     ) -> dict[str, Any]:

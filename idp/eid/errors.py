@@ -117,3 +117,11 @@ class PseudonymMissing(EidError):
 
 class TokenRequestFailed(EidError):
     code = "token_request_failed"
+
+
+class MetadataUnusable(EidError):
+    """The IdP metadata file cannot be used (changed to something unreadable, or without a
+    usable single sign-on service): fail closed until an admin fixes it."""
+
+    code = "metadata_unusable"
+    description = "Login with the ID card is not available at the moment. Please try again later."

@@ -12,9 +12,9 @@ from types import MappingProxyType
 from typing import Any
 
 import requests
-from authlib.integrations.base_client import OAuthError  # type: ignore[import-untyped]
-from authlib.integrations.requests_client import OAuth2Session  # type: ignore[import-untyped]
-from authlib.oauth2.rfc6749.errors import OAuth2Error  # type: ignore[import-untyped]
+from authlib.integrations.base_client import OAuthError
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc6749.errors import OAuth2Error
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,11 +24,17 @@ from typing import Any
 from xml.etree.ElementTree import ParseError
 
 import defusedxml.ElementTree as safe_et  # type: ignore[import-untyped]  # no stubs (pyproject not ours)
-from saml2 import BINDING_HTTP_POST, ExtensionElement, class_name, saml, samlp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, ExtensionElement, class_name, md, saml, samlp
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
+from saml2.extension import algsupport
+from saml2.metadata import entity_descriptor
+from saml2.s_utils import UnknownSystemEntity, UnsupportedBinding
 from saml2.sigver import DecryptError, MissingKey, SignatureError
-from saml2.xmldsig import DIGEST_SHA256, SIG_RSA_SHA256
+from saml2.xmldsig import DIGEST_SHA256, DIGEST_SHA512, SIG_RSA_SHA256, SIG_RSA_SHA512
 
 from idp.crypto import equal
 from idp.eid.connector import EidAttribute, EidRequest, EidResponse, EidResult, EidStart, PendingEid
@@ -42,6 +51,7 @@ from idp.eid.errors import (
     LevelTooLow,
     LevelUnknown,
     MalformedResponse,
+    MetadataUnusable,
     NotYetValid,
     PseudonymMissing,
     RecipientMismatch,
@@ -97,19 +107,32 @@ DEFAULT_ATTRIBUTES: Mapping[str, str] = MappingProxyType(
     }
 )
 BPK2 = "urn:oid:1.3.6.1.4.1.25484.494450.3"  # BundID service-specific pseudonym (bPK2)
+# Names cityid knows; those without a default SAML name are asked for under their own name
+# until an admin maps them (saml_attribute_names).
+KNOWN_ATTRIBUTES = (*DEFAULT_ATTRIBUTES, "nationality")
+
+# How much an attribute is trusted (ARCHITECTURE.md: attributes kept with source and level):
+# "attribute": each attribute carries its own level in the AKDB TrustLevel XML attribute
+# (BundID); one without it refuses the answer. "assertion": every attribute gets the level
+# the IdP authenticated at (its AuthnContextClassRef), as an eIDAS node or another IdP that
+# knows no per-attribute levels vouches for all it sends at that level.
+ATTRIBUTE_TRUST_MODELS = ("attribute", "assertion")
+# SAML Bindings §3.5 (HTTP-POST) is preferred; §3.4 (HTTP-Redirect) where the IdP offers only it.
+SSO_BINDINGS = (BINDING_HTTP_POST, BINDING_HTTP_REDIRECT)
+
+log = logging.getLogger(__name__)
 
 # XML Encryption 1.1 §5: key transport by RSA-OAEP only (RSA v1.5 falls to Bleichenbacher);
-# block ciphers AES only (no 3DES).
-DEFAULT_ENCRYPTION_ALGORITHMS = frozenset(
-    {
-        "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
-        "http://www.w3.org/2009/xmlenc11#rsa-oaep",
-        "http://www.w3.org/2009/xmlenc11#aes128-gcm",
-        "http://www.w3.org/2009/xmlenc11#aes256-gcm",
-        "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
-        "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
-    }
+# block ciphers AES only (no 3DES). In order of preference (the SP metadata lists them so).
+ENCRYPTION_PREFERENCE = (
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+    "http://www.w3.org/2001/04/xmlenc#aes256-cbc",
+    "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
 )
+DEFAULT_ENCRYPTION_ALGORITHMS = frozenset(ENCRYPTION_PREFERENCE)
 
 
 @dataclass(frozen=True)
@@ -125,6 +148,7 @@ class SamlSettings:
     pseudonym_attribute: str = BPK2
     trust_level_attribute: str = f"{{{AKDB_NS}}}TrustLevel"
     trust_levels: Mapping[str, Level] = field(default_factory=lambda: DEFAULT_TRUST_LEVELS)
+    attribute_trust: str = "attribute"  # one of ATTRIBUTE_TRUST_MODELS
     encryption_algorithms: frozenset[str] = DEFAULT_ENCRYPTION_ALGORITHMS
     clock_skew: timedelta = timedelta(seconds=60)
     xmlsec_binary: str = ""  # empty: found on PATH
@@ -139,19 +163,52 @@ class SamlConnector:
         replay_store: ReplayStore,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        if settings.attribute_trust not in ATTRIBUTE_TRUST_MODELS:
+            raise ValueError(f"attribute_trust {settings.attribute_trust!r}")
         self._s = settings
         self._replay = replay_store
         self._clock = clock
         self._sp_key = Path(settings.sp_key_file).read_text(encoding="ascii")
-        self._client = Saml2Client(_sp_config(settings))
+        self._metadata_lock = threading.Lock()
+        self._metadata_version = _file_version(settings.idp_metadata_file)
+        self._client = load_client(settings)  # raises MetadataUnusable: refused at start
+        self._broken_version: tuple[int, int, int] | None = None
         self._levels_by_context = {ref: level for level, ref in settings.authn_contexts.items()}
         self._attributes_by_saml_name = {v: k for k, v in settings.attribute_names.items()}
+
+    # ---------------------------------------------------------------- metadata
+
+    def client(self) -> Saml2Client:
+        """The SAML client with the IdP metadata file as it is now: a changed file (its mtime,
+        size or inode) is read again before it is used, once, under a lock. A changed file that
+        cannot be used fails closed (MetadataUnusable) until it is fixed: the admin may have
+        replaced the metadata to drop a compromised IdP key, so the old one is not kept."""
+        try:
+            version = _file_version(self._s.idp_metadata_file)
+        except OSError as exc:
+            raise MetadataUnusable(f"IdP metadata file: {exc}") from exc
+        if version == self._metadata_version:
+            return self._client
+        with self._metadata_lock:
+            if version == self._metadata_version:  # another thread reloaded it meanwhile
+                return self._client
+            if version == self._broken_version:
+                raise MetadataUnusable("the changed IdP metadata file cannot be used (see the log)")
+            try:
+                client = load_client(self._s)
+            except MetadataUnusable:
+                self._broken_version = version
+                log.error("eID SAML: the changed IdP metadata file cannot be used; eID login is off")
+                raise
+            self._client, self._metadata_version = client, version
+            log.info("eID SAML: IdP metadata reloaded from %s", self._s.idp_metadata_file)
+            return client
 
     # ---------------------------------------------------------------- start
 
     def start(self, request: EidRequest) -> EidStart:
-        sso = self._client.metadata.single_sign_on_service(self._s.idp_entity_id, BINDING_HTTP_POST)
-        destination = sso[0]["location"]
+        client = self.client()
+        binding, destination = _sso_endpoint(client, self._s.idp_entity_id)
         # SAML Core §3.3.2.2.1: Comparison="minimum": the IdP must authenticate at least this.
         requested_context = samlp.RequestedAuthnContext(
             authn_context_class_ref=[
@@ -159,16 +216,40 @@ class SamlConnector:
             ],
             comparison="minimum",
         )
-        request_id, authn_request = self._client.create_authn_request(
+        redirect = binding == BINDING_HTTP_REDIRECT
+        request_id, authn_request = client.create_authn_request(
             destination,
-            binding=BINDING_HTTP_POST,
+            binding=binding,
             requested_authn_context=requested_context,
             extensions=self._requested_attributes(request.attributes),
-            sign=True,  # SAML Profiles §4.1.4.1: signed over the POST binding
+            # SAML Profiles §4.1.4.1: the request is signed; over HTTP-POST by an enveloped
+            # XML signature, over HTTP-Redirect by the query string's Signature (SAML Bindings
+            # §3.4.4.1: the XML then carries none).
+            sign=not redirect,
             sign_alg=SIG_RSA_SHA256,
             digest_alg=DIGEST_SHA256,
         )
         relay_state = secrets.token_urlsafe(32)
+        pending = PendingEid(
+            connector=self.name,
+            request_id=request_id,
+            relay_state=relay_state,
+            minimum_level=request.minimum_level,
+            created_at=self._clock(),
+        )
+        if redirect:
+            # SAML Bindings §3.4.4.1: DEFLATE, base64, URL-encoded; SigAlg and Signature over
+            # SAMLRequest, RelayState and SigAlg in that order.
+            info = client.apply_binding(
+                BINDING_HTTP_REDIRECT,
+                str(authn_request),
+                destination,
+                relay_state,
+                sign=True,
+                sigalg=SIG_RSA_SHA256,
+            )
+            location = dict(info["headers"])["Location"]
+            return EidStart(method="GET", url=location, form=(), pending=pending)
         xml = str(authn_request).encode("utf-8")
         return EidStart(
             method="POST",
@@ -177,13 +258,7 @@ class SamlConnector:
                 ("SAMLRequest", base64.b64encode(xml).decode("ascii")),  # SAML Bindings §3.5.4
                 ("RelayState", relay_state),
             ),
-            pending=PendingEid(
-                connector=self.name,
-                request_id=request_id,
-                relay_state=relay_state,
-                minimum_level=request.minimum_level,
-                created_at=self._clock(),
-            ),
+            pending=pending,
         )
 
     def _requested_attributes(self, names: tuple[str, ...]) -> samlp.Extensions | None:
@@ -228,11 +303,12 @@ class SamlConnector:
         if not _same(resp.in_response_to, pending.request_id):
             raise InResponseToMismatch(f"InResponseTo {resp.in_response_to!r}")
 
-        assertion, plain_xml = self._decrypt_assertion(resp, xml)
+        client = self.client()
+        assertion, plain_xml = self._decrypt_assertion(client, resp, xml)
         # SAML Profiles §4.1.4.2: the assertion's Issuer is the IdP (checked before its key
         # is looked up for the signature).
         self._check_issuer(assertion.issuer, optional=False)
-        self._check_signature(assertion, plain_xml)
+        self._check_signature(client, assertion, plain_xml)
         _check_conditions(assertion, self._s.sp_entity_id, now, self._s.clock_skew)
         expires = self._check_bearer(assertion, pending, now)
         # SAML Profiles §4.1.4.5: bearer assertions must not be replayed; remember the ID
@@ -241,7 +317,7 @@ class SamlConnector:
             raise Replayed(f"assertion {assertion.id} was already used")
 
         level, context, auth_time = self._authn_level(assertion, pending)
-        pseudonym, attributes = self._attributes(assertion)
+        pseudonym, attributes = self._attributes(assertion, level)
         return EidResult(
             pseudonym=pseudonym,
             level=level,
@@ -259,7 +335,9 @@ class SamlConnector:
         if text != self._s.idp_entity_id:
             raise IssuerMismatch(f"Issuer {text!r}")
 
-    def _decrypt_assertion(self, resp: samlp.Response, xml: str) -> tuple[saml.Assertion, str]:
+    def _decrypt_assertion(
+        self, client: Saml2Client, resp: samlp.Response, xml: str
+    ) -> tuple[saml.Assertion, str]:
         # SAML Core §2.3.4 / eIDAS SAML Message Format §2.6: assertions must come encrypted
         # (and, with SAML Profiles §4.1.4.2, exactly one of them).
         if resp.assertion or len(resp.encrypted_assertion) != 1:
@@ -269,7 +347,7 @@ class SamlConnector:
         self._check_encryption_algorithms(xml)
         _check_encrypted_structure(xml)
         try:
-            plain = self._client.sec.decrypt_keys(xml, keys=[self._sp_key])
+            plain = client.sec.decrypt_keys(xml, keys=[self._sp_key])
         except DecryptError as exc:
             raise DecryptionFailed(str(exc)) from exc
         decrypted = _parse(samlp.response_from_string, plain, "decrypted Response")
@@ -289,14 +367,14 @@ class SamlConnector:
             if algorithm not in self._s.encryption_algorithms:
                 raise WeakEncryption(f"encryption algorithm {algorithm} is not allowed")
 
-    def _check_signature(self, assertion: saml.Assertion, plain_xml: str) -> None:
+    def _check_signature(self, client: Saml2Client, assertion: saml.Assertion, plain_xml: str) -> None:
         # SAML Profiles §4.1.3.5 / §4.1.4.2 and eIDAS: the assertion itself must be signed.
         if assertion.signature is None:
             raise AssertionNotSigned(f"assertion {assertion.id} carries no signature")
         # SAML Core §5.4: an enveloped signature whose single Reference points at this
         # assertion, verified with the IdP's metadata keys only (only_use_keys_in_metadata).
         try:
-            ok = self._client.sec.check_signature(assertion, class_name(assertion), origdoc=plain_xml)
+            ok = client.sec.check_signature(assertion, class_name(assertion), origdoc=plain_xml)
         except (SignatureError, MissingKey) as exc:
             raise SignatureInvalid(str(exc)) from exc
         if not ok:
@@ -348,7 +426,9 @@ class SamlConnector:
             raise LevelTooLow(f"{level.label} < {pending.minimum_level.label}")
         return level, text, _time(statement.authn_instant)
 
-    def _attributes(self, assertion: saml.Assertion) -> tuple[str, tuple[EidAttribute, ...]]:
+    def _attributes(
+        self, assertion: saml.Assertion, assertion_level: Level
+    ) -> tuple[str, tuple[EidAttribute, ...]]:
         pseudonym = ""
         attributes: list[EidAttribute] = []
         for statement in assertion.attribute_statement:
@@ -357,26 +437,148 @@ class SamlConnector:
                 if attribute.name == self._s.pseudonym_attribute:
                     pseudonym = values[0] if values else ""
                     continue
-                level = self._trust_level(attribute)
+                level = self._attribute_level(attribute, assertion_level)
                 name = self._attributes_by_saml_name.get(attribute.name, attribute.name)
                 attributes.extend(EidAttribute(name, value, self._s.idp_entity_id, level) for value in values)
         if not pseudonym:
             raise PseudonymMissing(f"no {self._s.pseudonym_attribute} attribute")
         return pseudonym, tuple(attributes)
 
-    def _trust_level(self, attribute: saml.Attribute) -> Level:
-        """Each attribute says how well it was verified; without that we cannot store it
-        with a level (ARCHITECTURE.md: attributes kept with their source and level)."""
+    def _attribute_level(self, attribute: saml.Attribute, assertion_level: Level) -> Level:
+        """BundID ("attribute"): each attribute says how well it was verified; without that we
+        cannot store it with a level (ARCHITECTURE.md: attributes kept with their source and
+        level). eIDAS node ("assertion"): the IdP vouches for every attribute at the level it
+        authenticated; a TrustLevel it adds all the same can only lower that."""
         raw = (attribute.extension_attributes or {}).get(self._s.trust_level_attribute)
+        if self._s.attribute_trust == "assertion":
+            if raw is None:
+                return assertion_level
+            return min(assertion_level, self._trust_level(attribute, raw))
         if raw is None:
             raise TrustLevelMissing(f"attribute {attribute.name} has no trust level")
+        return self._trust_level(attribute, raw)
+
+    def _trust_level(self, attribute: saml.Attribute, raw: str) -> Level:
         level = self._s.trust_levels.get(raw.strip())
         if level is None:
             raise TrustLevelUnknown(f"attribute {attribute.name} trust level {raw!r}")
         return level
 
 
-def _sp_config(s: SamlSettings) -> SPConfig:
+def attribute_names(overrides: Mapping[str, str]) -> dict[str, str]:
+    """cityid's attribute names -> the IdP's SAML attribute Names: the defaults, as configured."""
+    return {**DEFAULT_ATTRIBUTES, **overrides}
+
+
+def settings_from_config(cfg: Any) -> SamlSettings:
+    """SamlSettings from ``idp.config.Config`` (``eid_connector = "saml"``, the ``[eid]`` table)."""
+    e = cfg.eid
+    return SamlSettings(
+        sp_entity_id=e.saml_sp_entity_id or f"{cfg.issuer}/login/eid/saml",
+        acs_url=f"{cfg.issuer}/login/eid/callback",
+        sp_key_file=e.saml_sp_key_file,
+        sp_cert_file=e.saml_sp_cert_file,
+        idp_entity_id=e.saml_idp_entity_id,
+        idp_metadata_file=e.saml_idp_metadata_file,
+        authn_contexts=BUNDID_CONTEXTS if e.saml_context_names == "bundid" else EIDAS_CONTEXTS,
+        attribute_names=MappingProxyType(attribute_names(e.saml_attribute_names)),
+        pseudonym_attribute=e.saml_pseudonym_attribute,
+        attribute_trust=e.saml_attribute_trust,
+        xmlsec_binary=e.saml_xmlsec_binary,
+    )
+
+
+def key_pair_problem(key_file: str, cert_file: str) -> str | None:
+    """Why the SP's key and certificate cannot be used together, or None: the IdP checks our
+    AuthnRequest signatures and encrypts to the certificate in our metadata (SAML Metadata
+    §2.4.1.1), so a certificate of another key would fail every login."""
+    try:
+        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+    except (OSError, ValueError, TypeError) as exc:
+        return f"not an unencrypted PEM private key and a PEM certificate ({exc})"
+    if not isinstance(key, rsa.RSAPrivateKey):
+        return "the key must be RSA (xmldsig rsa-sha256 signatures, RSA-OAEP key transport)"
+    if cert.public_key() != key.public_key():
+        return "the certificate is not the key's"
+    return None
+
+
+def load_client(s: SamlSettings) -> Saml2Client:
+    """A SAML client for ``s``, or MetadataUnusable saying what is wrong with the IdP metadata:
+    unreadable, without the configured IdP, without a signing key, or without a single sign-on
+    service this SP can use (SAML Metadata §2.4.3)."""
+    try:
+        client = Saml2Client(_sp_config(s))
+    except MetadataUnusable:
+        raise
+    except Exception as exc:  # pysaml2 raises many kinds for a bad file
+        raise MetadataUnusable(f"{s.idp_metadata_file} cannot be read as SAML metadata: {exc}") from exc
+    try:
+        client.metadata[s.idp_entity_id]
+    except KeyError:
+        raise MetadataUnusable(
+            f"{s.idp_metadata_file} does not describe the IdP {s.idp_entity_id!r}"
+        ) from None
+    _sso_endpoint(client, s.idp_entity_id)
+    # SAML Metadata §2.4.1.1: the IdP's signing keys are the only ones trusted for assertions.
+    try:
+        signing = client.metadata.certs(s.idp_entity_id, "idpsso", use="signing")
+    except (KeyError, AttributeError) as exc:
+        raise MetadataUnusable(f"{s.idp_entity_id} has no IDPSSODescriptor") from exc
+    if not signing:
+        raise MetadataUnusable(f"{s.idp_entity_id} publishes no signing certificate in its metadata")
+    return client
+
+
+def sp_metadata(s: SamlSettings) -> str:
+    """SAML Metadata §2.4.4 SPSSODescriptor, written by pysaml2's metadata tools. The algorithms
+    it advertises are the ones this SP accepts, not all xmlsec1 knows (pysaml2 lists MD5 and
+    SHA-1 too): SAML V2.0 Metadata Profile for Algorithm Support §2.3 and SAML Metadata §2.4.1.1
+    (EncryptionMethod in the encryption KeyDescriptor)."""
+    descriptor = entity_descriptor(_sp_config(s, with_idp=False))
+    extensions = md.Extensions()
+    for digest in (DIGEST_SHA256, DIGEST_SHA512):
+        extensions.add_extension_element(algsupport.DigestMethod(algorithm=digest))
+    for signing in (SIG_RSA_SHA256, SIG_RSA_SHA512):
+        extensions.add_extension_element(algsupport.SigningMethod(algorithm=signing))
+    descriptor.extensions = extensions
+    found = descriptor.spsso_descriptor
+    for sp in found if isinstance(found, list) else [found]:
+        for key in sp.key_descriptor:
+            if key.use == "encryption":
+                key.encryption_method = [
+                    md.EncryptionMethod(algorithm=a)
+                    for a in ENCRYPTION_PREFERENCE
+                    if a in s.encryption_algorithms
+                ]
+    return str(descriptor)
+
+
+def _sso_endpoint(client: Saml2Client, idp_entity_id: str) -> tuple[str, str]:
+    """(binding, location) of the IdP's SingleSignOnService: HTTP-POST, else HTTP-Redirect
+    (SAML Profiles §4.1.2: the AuthnRequest may go by either)."""
+    try:
+        by_binding = client.metadata.service(idp_entity_id, "idpsso_descriptor", "single_sign_on_service")
+    except (UnsupportedBinding, UnknownSystemEntity):  # no SingleSignOnService at all
+        by_binding = {}
+    for binding in SSO_BINDINGS:
+        for service in (by_binding or {}).get(binding, []):
+            location = str(service.get("location", ""))
+            if location.startswith(("https://", "http://")):
+                return binding, location
+    raise MetadataUnusable(
+        f"the IdP {idp_entity_id!r} offers no SingleSignOnService with the HTTP-POST or HTTP-Redirect "
+        "binding in its metadata"
+    )
+
+
+def _file_version(path: str) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _sp_config(s: SamlSettings, *, with_idp: bool = True) -> SPConfig:
     xmlsec = s.xmlsec_binary or shutil.which("xmlsec1")
     if not xmlsec:
         raise RuntimeError("xmlsec1 not found: run scripts/system-deps.sh")
@@ -388,7 +590,7 @@ def _sp_config(s: SamlSettings) -> SPConfig:
             "cert_file": s.sp_cert_file,
             "encryption_keypairs": [{"key_file": s.sp_key_file, "cert_file": s.sp_cert_file}],
             "xmlsec_binary": xmlsec,
-            "metadata": {"local": [s.idp_metadata_file]},
+            **({"metadata": {"local": [s.idp_metadata_file]}} if with_idp else {}),
             # Trust only keys from the IdP's metadata, never a certificate in the message.
             "only_use_keys_in_metadata": True,
             "service": {

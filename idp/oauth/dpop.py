@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from idp.crypto import equal
 from idp.models import SeenJti
+from idp.oauth.errors import safe_description
 from smartcard import replay
 
 ALGORITHMS = ["ES256", "ES384", "RS256", "PS256", "Ed25519", "EdDSA"]  # Ed25519: RFC 9864
@@ -209,7 +210,7 @@ def www_authenticate(error: str | None = None, description: str = "") -> str:
     if error:
         parts.append(f'error="{error}"')
         if description:
-            parts.append(f'error_description="{description}"')
+            parts.append(f'error_description="{safe_description(description)}"')  # RFC 6750 §3
     return ", ".join(parts)
 
 

@@ -16,6 +16,7 @@ from db import utcnow
 from idp import uow
 from idp.crypto import equal
 from idp.oauth import dpop
+from idp.oauth.errors import safe_description
 from idp.oauth.server import decode_access_token
 from idp.runtime import runtime
 
@@ -37,7 +38,7 @@ class ResourceError(Exception):
             resp.headers["WWW-Authenticate"] = dpop.www_authenticate(self.error, self.description)
         else:
             resp.headers["WWW-Authenticate"] = (
-                f'Bearer error="{self.error}", error_description="{self.description}"'
+                f'Bearer error="{self.error}", error_description="{safe_description(self.description)}"'
             )
         if self.error == "use_dpop_nonce":
             resp.headers["DPoP-Nonce"] = dpop.make_nonce(runtime().keys.token)

@@ -11,11 +11,12 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
+from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
@@ -31,6 +32,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from db import utcnow
 from idp import uow
@@ -45,10 +47,12 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
-from idp.oauth import dpop
-from idp.oauth.subjects import subject_for
+from idp.oauth import dpop, errors, fapi2
+from idp.oauth.subjects import machine_subject, subject_for
 from idp.runtime import runtime
 from smartcard import replay
+
+R = TypeVar("R", bound=WerkzeugResponse)
 
 MAX_PARAM = 2048  # longest single parameter value we accept
 MAX_QUERY = 8192  # longest query string we accept
@@ -252,15 +256,38 @@ class PkceS256(CodeChallenge):  # type: ignore[misc]
         request = grant.request
         challenge = request.payload.data.get("code_challenge")
         method = request.payload.data.get("code_challenge_method")
-        # RFC 9700 §2.1.1: public clients MUST use PKCE.
-        if grant.client.is_public and not challenge:
+        # RFC 9700 §2.1.1 / OAuth 2.1 §4.1.1 / FAPI 2.0 Security Profile §5.3.2.2: every client uses
+        # PKCE, confidential ones too; only a legacy confidential client registered with
+        # --allow-missing-pkce may go without (never a public or a FAPI 2.0 one)
+        if not challenge and not pkce_waived(grant.client):
             raise InvalidRequestError("PKCE (code_challenge, S256) is required for this client")
         if challenge and not method:
             raise InvalidRequestError("code_challenge_method must be S256 ('plain' is refused)")
         super().validate_code_challenge(grant, redirect_uri)
 
 
-class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+def pkce_waived(client: OAuthClient) -> bool:
+    row = client.row
+    return bool(row.allow_missing_pkce) and not client.is_public and not fapi2.is_fapi2(row)
+
+
+class SenderConstrained:
+    """FAPI 2.0 Security Profile §5.3.2.1: a FAPI 2.0 client's token requests carry a DPoP proof
+    or a client certificate, so no bearer token is issued to it (checked before anything is used
+    up: a refused request leaves the code or refresh token as it was)."""
+
+    request: Any
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()  # type: ignore[misc]
+        reason = fapi2.sender_constraint_refusal(
+            self.request.client.row, dpop=_dpop_proof() is not None, mtls=_mtls_certificate() is not None
+        )
+        if reason is not None:
+            raise InvalidRequestError(reason)
+
+
+class AuthorizationCodeGrant(SenderConstrained, grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
 
     def save_authorization_code(self, code: str, request: Any) -> None:
@@ -277,7 +304,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                 nonce=data.get("nonce"),
                 code_challenge=data.get("code_challenge"),
                 code_challenge_method=data.get("code_challenge_method"),
-                expires_at=utcnow() + dt.timedelta(seconds=runtime().config.code_lifetime_seconds),
+                # RFC 6749 §4.1.2 short-lived; FAPI 2.0 Security Profile §5.3.2.1: ≤ 60 s
+                expires_at=utcnow()
+                + dt.timedelta(
+                    seconds=fapi2.code_lifetime(request.client.row, runtime().config.code_lifetime_seconds)
+                ),
             )
         )
 
@@ -312,7 +343,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             )
             .values(used_at=utcnow())
         )
-        if res.rowcount != 1:
+        if res.rowcount != 1:  # type: ignore[attr-defined]
             # Redeemed by a concurrent request in the meantime: a replay as in query (RFC 6749
             # §4.1.2), so the tokens issued from it are revoked here too.
             grant = authorization_code.grant
@@ -323,7 +354,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return principal_for(uow.db(), authorization_code.grant)
 
 
-class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+class RefreshTokenGrant(SenderConstrained, grants.RefreshTokenGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation (RFC 9700 §4.14.2)
 
@@ -346,11 +377,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             return None
         proof = _dpop_proof()
         client = s.get(Client, grant.client_id)
-        if client is not None and client.token_endpoint_auth_method == "none" and grant.cnf_jkt:
-            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+        bound = client is not None and fapi2.binds_refresh_tokens(client)
+        if bound and grant.cnf_jkt:
+            # RFC 9449 §5: a public client's refresh token is bound to its DPoP key (and a FAPI 2.0
+            # client's: FAPI 2.0 Security Profile §5.3.2.1, no refresh without the sender constraint)
             if proof is None or not equal(proof.jkt, grant.cnf_jkt):
                 return None
-        if client is not None and client.token_endpoint_auth_method == "none" and grant.cnf_x5t:
+        if bound and grant.cnf_x5t:
             # RFC 8705 §4: ... and to the device certificate it was issued with
             device_cert = _mtls_certificate()
             if device_cert is None or not equal(device_cert.thumbprint, grant.cnf_x5t):
@@ -369,12 +402,12 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
             )
             .values(used_at=utcnow())
         )
-        if res.rowcount != 1:  # lost a race with a concurrent use of the same token
+        if res.rowcount != 1:  # type: ignore[attr-defined]  # lost a race with a concurrent use
             _deferred_revoke(refresh_token.grant.id, "refresh token replayed", refresh_token.grant.client_id)
             raise InvalidGrantError("Invalid refresh token")
 
 
-class ClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+class ClientCredentialsGrant(SenderConstrained, grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH
 
 
@@ -458,9 +491,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             token = jwt.decode(assertion, resolve_key, algorithms=ASSERTION_ALGORITHMS)
         except JoseError as e:
             raise InvalidClientError(description=e.description) from e
-        if self.issuer_audience_only and token.claims.get("aud") != self.issuer:
+        if self.issuer_only_for(token.claims.get("sub")) and token.claims.get("aud") != self.issuer:
             # draft-ietf-oauth-rfc7523bis §4 (audience injection): aud is the issuer identifier as
-            # one string; an endpoint URL, or a list that holds another audience, is refused
+            # one string; an endpoint URL, or a list that holds another audience, is refused. FAPI
+            # 2.0 Security Profile §5.3.2.1: always so for a FAPI 2.0 client
             raise InvalidClientError(description=f"the assertion's aud must be {self.issuer!r} alone")
         exp = token.claims.get("exp")
         if isinstance(exp, int | float) and exp > time.time() + MAX_ASSERTION_LIFETIME:
@@ -469,6 +503,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
             raise InvalidClientError(description="the assertion's exp is too far in the future")
         self.verify_claims(token.claims)
         return token.claims
+
+    def issuer_only_for(self, client_id: Any) -> bool:
+        if self.issuer_audience_only:
+            return True
+        client = query_client(client_id) if isinstance(client_id, str) else None
+        return client is not None and fapi2.is_fapi2(client.row)
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
         # RFC 7523 §3 (7): a client assertion's jti is used once, decided by one atomic insert
@@ -497,6 +537,8 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):  # type: ignore[misc]
         extra: dict[str, Any] = {}
         if isinstance(user, Principal):
             extra["gid"] = user.grant.id
+        elif user is None:  # RFC 9068 §5: a machine's sub is never a citizen's (idp.oauth.subjects)
+            extra["sub"] = machine_subject(client.get_client_id())
         proof = _dpop_proof()
         if proof is not None:
             extra["cnf"] = {"jkt": proof.jkt}  # RFC 9449 §6.1
@@ -539,11 +581,12 @@ def save_token(token: dict[str, Any], request: Any) -> None:
     user = request.user
     client_id = request.client.get_client_id()
     proof = _dpop_proof()
-    if isinstance(user, Principal) and proof is not None and request.client.is_public:
+    binds = fapi2.binds_refresh_tokens(request.client.row)  # public and FAPI 2.0 clients
+    if isinstance(user, Principal) and proof is not None and binds:
         if user.grant.cnf_jkt is None:
             user.grant.cnf_jkt = proof.jkt  # RFC 9449 §5: refresh tokens bound to the key
     device_cert = _mtls_certificate()
-    if isinstance(user, Principal) and device_cert is not None and request.client.is_public:
+    if isinstance(user, Principal) and device_cert is not None and binds:
         if user.grant.cnf_x5t is None:
             user.grant.cnf_x5t = device_cert.thumbprint  # RFC 8705 §4: ... and to the certificate
     if isinstance(user, Principal) and token.get("refresh_token"):
@@ -712,7 +755,7 @@ class Revocation(RevocationEndpoint):  # type: ignore[misc]
     check_params = Introspection.check_params
 
     def check_permission(self, token: Any, client: OAuthClient, request: Any) -> bool:
-        return Introspection.check_permission(self, token, client, request)  # type: ignore[arg-type]
+        return Introspection.check_permission(self, token, client, request)
 
     def authenticate_token(self, request: Any, client: OAuthClient) -> Any:
         self.check_params(request, client)
@@ -766,7 +809,7 @@ def query_client(client_id: str) -> OAuthClient | None:
     row = uow.db().connection().execute(_SELECT_CLIENT, {"cid": client_id}).first()
     if row is None or row.disabled:
         return None
-    return OAuthClient(row)
+    return OAuthClient(cast(Client, row))  # a Core row reads like the ORM row (see above)
 
 
 class PublicUrlRequest(FlaskOAuth2Request):  # type: ignore[misc]
@@ -801,12 +844,22 @@ def endpoint_proof(headers: Any, path: str) -> dpop.DpopProof | None:
     )
 
 
-def with_dpop_nonce(resp: Any) -> Any:
+def with_dpop_nonce(resp: R) -> R:
     """``resp`` with a fresh server nonce when nonces are required (RFC 9449 §8, §8.2)."""
     rt = runtime()
     if rt.config.dpop_require_nonce:
         resp.headers["DPoP-Nonce"] = dpop.make_nonce(rt.keys.token)
     return resp
+
+
+def client_secret_basic(query_client: Callable[[str], Any], request: Any) -> Any:
+    """Authlib's ``client_secret_basic``, with credentials that are no base64 of UTF-8 (a byte
+    over 0x7F in the header, RFC 7617 §2) taken as no credentials: ``invalid_client`` (RFC 6749
+    §5.2) where Authlib raised ``ValueError`` (a 500) at every endpoint that authenticates."""
+    try:
+        return authenticate_client_secret_basic(query_client, request)
+    except ValueError:  # UnicodeDecodeError too
+        return None
 
 
 class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
@@ -826,6 +879,7 @@ class CityidAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
 def create_server(app: Flask) -> AuthorizationServer:
     cfg = app.extensions["cityid"].config
+    errors.install()  # RFC 6749 §5.2: descriptions built from request values never raise
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.issuer = cfg.issuer
     server.scopes_supported = None
@@ -834,6 +888,7 @@ def create_server(app: Flask) -> AuthorizationServer:
     )
     generator.expires_generator = lambda client, grant_type: cfg.access_token_lifetime_seconds
     server.register_token_generator("default", generator)
+    server.register_client_auth_method("client_secret_basic", client_secret_basic)
     server.register_client_auth_method(
         "private_key_jwt",
         PrivateKeyJwt(issuer=cfg.issuer, issuer_audience_only=cfg.client_assertion_issuer_audience_only),

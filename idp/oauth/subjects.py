@@ -1,4 +1,10 @@
-"""Subject identifiers: pairwise per sector by default (OIDC Core §8.1), public on request."""
+"""Subject identifiers: pairwise per sector by default (OIDC Core §8.1), public on request.
+
+Two namespaces that cannot meet (RFC 9068 §5: a resource server must not mistake a client for a
+citizen). A citizen's subject is base64url (a public one is the account id, ``db.new_id``; a
+pairwise one an HMAC), so it never holds a ``:``. A machine's subject (a client-credentials
+token, no citizen involved) is ``client:<client_id>``, whatever client_id an admin chose.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,14 @@ def sector_of(client: Client) -> str:
     if uris:
         return urlsplit(uris[0]).hostname or client.client_id
     return client.client_id
+
+
+MACHINE_PREFIX = "client:"
+
+
+def machine_subject(client_id: str) -> str:
+    """The ``sub`` of a token no citizen took part in (RFC 9068 §2.2: it names the client)."""
+    return MACHINE_PREFIX + client_id
 
 
 def subject_for(key: bytes, client: Client, account_id: str) -> str:

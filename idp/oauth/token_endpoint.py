@@ -61,8 +61,9 @@ def _claimed_client_id(req: Request) -> str:
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         except (ValueError, TypeError):
             return ""
-        if isinstance(claims, dict) and isinstance(claims.get("sub"), str):
-            return claims["sub"][:64]
+        sub = claims.get("sub") if isinstance(claims, dict) else None
+        if isinstance(sub, str):
+            return sub[:64]
     return ""
 
 

@@ -14,6 +14,7 @@
     fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { return r.json(); })
       .then(function (data) {
+        if (live && live.textContent) { live.textContent = ""; }
         if (data.status === "approved" || data.status === "denied" || data.status === "expired") {
           form.submit();
           return;
@@ -21,7 +22,8 @@
         window.setTimeout(poll, delay);
       })
       .catch(function () {
-        if (live) { live.textContent = live.getAttribute("data-offline") || ""; }
+        // a real sentence for screen readers (WCAG 4.1.3), set by the template in the page's language
+        if (live) { live.textContent = live.getAttribute("data-offline"); }
         window.setTimeout(poll, delay * 2);
       });
   }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime
@@ -22,6 +22,7 @@ from sqlalchemy import select
 from db import transaction, utcnow
 from idp import accounts, browser, levels, throttle, uow
 from idp.crypto import verify_password
+from idp.forms import FormErrors, field_error
 from idp.mail import send_after_commit
 from idp.models import Account, Client, Consent
 from idp.oauth import backchannel
@@ -52,11 +53,18 @@ BOOKKEEPING = frozenset(
 CITY_TZ = ZoneInfo("Europe/Berlin")
 
 
+@bp.app_template_filter("local_time")
 def local_time(value: dt.datetime | None) -> str:
-    """A date and time as citizens of the city read it (local time, their language)."""
+    """A date and time as citizens of the city read it: local time in their language, with the
+    zone it is in (``07.12.2026, 04:00:00 MEZ``, ``Dec 7, 2026, 4:00:00 AM CET``)."""
     if value is None:
         return ""
-    return format_datetime(value, "medium", tzinfo=CITY_TZ, locale=str(get_locale() or "de"))
+    locale = str(get_locale() or "de")
+    when = format_datetime(value, "medium", tzinfo=CITY_TZ, locale=locale)
+    zone = format_datetime(value, "z", tzinfo=CITY_TZ, locale=locale)  # MEZ/MESZ in German
+    if not zone.isalpha():  # no name in this language (English gives "+0100"): CET/CEST
+        zone = value.astimezone(CITY_TZ).tzname() or "UTC"
+    return f"{when} {zone}"
 
 
 def _event_label(action: str, outcome: str) -> str:
@@ -100,14 +108,14 @@ def _event_label(action: str, outcome: str) -> str:
         "login.eid": _("Logged in with ID card"),
     }
     if action in labels:
-        return labels[action]
+        return str(labels[action])
     if action.startswith("login."):
-        return _("Logged in with a further factor") if ok else _("Failed login attempt")
+        return str(_("Logged in with a further factor") if ok else _("Failed login attempt"))
     if action.startswith(("device", "smartcard", "webauthn", "pki.")):
-        return _("Device: %(event)s", event=action)
+        return str(_("Device: %(event)s", event=action))
     if action.startswith("eid"):
-        return _("ID card: %(event)s", event=action)
-    return _("Other event: %(event)s", event=action)
+        return str(_("ID card: %(event)s", event=action))
+    return str(_("Other event: %(event)s", event=action))
 
 
 def security_log(account_id: str) -> list[dict[str, Any]]:
@@ -201,11 +209,13 @@ def password_context(email: str) -> list[str]:
 
 def password_problem(exc: accounts.WeakPassword) -> str:
     if isinstance(exc, accounts.GuessablePassword):
-        return _(
-            "This password is too easy to guess: it is a common password, a word or a name, or a "
-            "simple pattern. Please choose another one, for example several unrelated words."
+        return str(
+            _(
+                "This password is too easy to guess: it is a common password, a word or a name, or a "
+                "simple pattern. Please choose another one, for example several unrelated words."
+            )
         )
-    return _("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD)
+    return str(_("Please choose a password of at least %(n)s characters.", n=accounts.MIN_PASSWORD))
 
 
 def mail_account(acct: Account, subject: str, body: str) -> None:
@@ -298,6 +308,13 @@ def settle_attempt(attempt: throttle.Attempt, email_index: str, *, right: bool, 
         )
 
 
+class PageFlags(TypedDict):
+    """What a sensitive page shows: whether a strong factor stands in, whether there is a password."""
+
+    strong: bool
+    has_password: bool
+
+
 @dataclass(frozen=True)
 class Sensitive:
     """A page that changes something sensitive: who asks, and how they confirm it is them."""
@@ -306,7 +323,7 @@ class Sensitive:
     strong: str | None  # a factor above low from the last ten minutes stands in for the password
 
     @property
-    def page(self) -> dict[str, bool]:
+    def page(self) -> PageFlags:
         return {"strong": self.strong is not None, "has_password": self.account.password_hash is not None}
 
 
@@ -355,8 +372,8 @@ def _password_link() -> tuple[str, str] | None:
 ACCOUNT_LINKS.append(_password_link)
 
 
-def _password_page(error: str | None = None) -> str:
-    return render_template("account_password.html", csrf_token=browser.csrf_token(), error=error)
+def _password_page(errors: FormErrors | None = None) -> str:
+    return render_template("account_password.html", csrf_token=browser.csrf_token(), errors=errors)
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
@@ -371,19 +388,24 @@ def change_password() -> Any:
         return _password_page()
     current = request.form.get("current_password", "")
     new, again = request.form.get("password", ""), request.form.get("password2", "")
-    if max(len(current), len(new), len(again)) > MAX_PASSWORD_FIELD:
-        return _password_page(_("An entry is too long.")), 400
+    too_long = FormErrors()
+    for name, value in (("current_password", current), ("password", new), ("password2", again)):
+        if len(value) > MAX_PASSWORD_FIELD:
+            too_long.add(name, _("This entry is too long."))
+    if too_long:
+        return _password_page(too_long), 400
     refused = reauthenticate(acct, current, action="password.change")
     if refused == THROTTLED:
-        return _password_page(_("Too many wrong passwords. Please try again later.")), 429
+        held = field_error("current_password", _("Too many wrong passwords. Please try again later."))
+        return _password_page(held), 429
     if refused is not None:
-        return _password_page(_("The current password is wrong.")), 401
+        return _password_page(field_error("current_password", _("The current password is wrong."))), 401
     if new != again:
-        return _password_page(_("The two passwords do not match.")), 400
+        return _password_page(field_error("password2", _("The two passwords do not match."))), 400
     try:
         accounts.set_password(uow.db(), acct, new, password_context(accounts.email_of(runtime().keys, acct)))
     except accounts.WeakPassword as exc:
-        return _password_page(password_problem(exc)), 400
+        return _password_page(field_error("password", password_problem(exc))), 400
     # OWASP Session Management: other sessions end when the password changes, at the services
     # too (back-channel logout, their grants revoked); this one is renewed.
     here = browser.current()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,9 @@ from sqlalchemy import select
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
+from idp.forms import FormErrors, field_error, form_error
 from idp.i18n import DEFAULT, LOCALES
+from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
 from idp.views.account import (
@@ -38,8 +41,13 @@ def _field(name: str) -> str:
     return value[: MAX_FIELD + 1]
 
 
-def _too_long(*names: str) -> bool:
-    return any(len(request.form.get(n, "")) > MAX_FIELD for n in names)
+def _too_long(*names: str) -> FormErrors:
+    """The fields over ``MAX_FIELD`` characters, each with its own message (empty: none)."""
+    errors = FormErrors()
+    for n in names:
+        if len(request.form.get(n, "")) > MAX_FIELD:
+            errors.add(n, _("This entry is too long."))
+    return errors
 
 
 def _keys() -> Any:
@@ -161,17 +169,21 @@ def register() -> Any:
     if request.method == "GET":
         return render_template("register.html", csrf_token=browser.csrf_token())
     browser.check_csrf()
-    if _too_long("email", "password", "password2"):
-        return render_template(
-            "register.html", csrf_token=browser.csrf_token(), error=_("An entry is too long.")
-        ), 400
-    email, password = accounts.normalise_email(_field("email")), _field("password")
+    if too_long := _too_long("email", "password", "password2"):
+        return render_template("register.html", csrf_token=browser.csrf_token(), errors=too_long), 400
+    email, password = normalise_email(_field("email")), _field("password")
+    # every field in error at once, each with its own message (WCAG 3.3.1); the address's form
+    # only: whether it is taken is never told (below)
+    errors = FormErrors()
+    try:
+        accounts.checked_email(email)
+    except accounts.InvalidEmail:
+        errors.add("email", _("Please enter a valid e-mail address."))
     if password != _field("password2"):
+        errors.add("password2", _("The two passwords do not match."))
+    if errors:
         return render_template(
-            "register.html",
-            csrf_token=browser.csrf_token(),
-            email=email,
-            error=_("The two passwords do not match."),
+            "register.html", csrf_token=browser.csrf_token(), email=email, errors=errors
         ), 400
     try:
         acct = accounts.create_account(
@@ -185,9 +197,9 @@ def register() -> Any:
         )
         _send_link(acct, "verify", dt.timedelta(hours=runtime().config.email_verification_hours))
     except accounts.InvalidEmail:
-        error = _("Please enter a valid e-mail address.")
+        errors = field_error("email", _("Please enter a valid e-mail address."))
     except accounts.WeakPassword as exc:
-        error = password_problem(exc)
+        errors = field_error("password", password_problem(exc))
     except accounts.EmailTaken:
         # No account enumeration: the page says the same. An unconfirmed account may have been
         # registered by someone else to take the address over once its owner confirms it
@@ -222,7 +234,7 @@ def register() -> Any:
             status="ok",
             message=_("We have sent you an e-mail. Open the link in it to confirm your address."),
         )
-    return render_template("register.html", csrf_token=browser.csrf_token(), email=email, error=error), 400
+    return render_template("register.html", csrf_token=browser.csrf_token(), email=email, errors=errors), 400
 
 
 @bp.route("/verify", methods=["GET", "POST"])
@@ -231,7 +243,7 @@ def verify() -> Any:
     such a visit must neither use the link up nor confirm an address its owner never saw."""
     token = request.values.get("token", "")[:200]
 
-    def form(error: str | None = None) -> Any:
+    def form(errors: FormErrors | None = None) -> Any:
         return render_template(
             "link_confirm.html",  # mail scanners open links; only the button confirms
             title=_("Confirm your e-mail address"),
@@ -240,7 +252,7 @@ def verify() -> Any:
             csrf_token=browser.csrf_token(),
             token=token,
             ask_password=True,
-            error=error,
+            errors=errors,
         )
 
     try:
@@ -262,7 +274,7 @@ def verify() -> Any:
                 subject=row.account_id,
                 reason=f"throttled after {attempt.failures} failures",
             )
-            return form(_held(attempt, utcnow())), 429
+            return form(field_error("password", _held(attempt, utcnow()))), 429
         hashed = owner.password_hash if owner is not None else None
         right = verify_password(hashed, _field("password")[: accounts.MAX_PASSWORD])
         if owner is not None and attempt is not None:
@@ -276,9 +288,12 @@ def verify() -> Any:
                 reason="wrong password",
             )
             return form(
-                _(
-                    "This is not the password chosen at registration. If you did not register with "
-                    "this address, or forgot the password, choose a new one with “Forgot your password?”."
+                field_error(
+                    "password",
+                    _(
+                        "This is not the password chosen at registration. If you did not register with "
+                        "this address, or forgot the password, choose a new one with “Forgot your password?”."
+                    ),
                 )
             ), 400
         acct = accounts.consume_email_token(uow.db(), _keys(), token, "verify")
@@ -315,12 +330,9 @@ def login() -> Any:
         return render_template("login.html", csrf_token=browser.csrf_token(), client=client)
     browser.check_csrf()
     email, password = _field("email"), _field("password")
-    if _too_long("email", "password"):
+    if too_long := _too_long("email", "password"):
         return render_template(
-            "login.html",
-            csrf_token=browser.csrf_token(),
-            client=client,
-            error=_("An entry is too long."),
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, errors=too_long
         ), 400
     now = utcnow()
     index = _keys().email_lookup(email) if len(email) <= 254 else None
@@ -333,9 +345,9 @@ def login() -> Any:
             subject="",
             reason=f"throttled after {attempt.failures} failures",
         )
-        held = _held(attempt, now)
+        held = form_error(_held(attempt, now), "email")  # about the address, not the password
         return render_template(
-            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=held
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, errors=held
         ), 429
     outcome = accounts.check_login(uow.db(), _keys(), email, password)
     named = outcome.account.id if outcome.account else ""  # the account the address names
@@ -350,11 +362,15 @@ def login() -> Any:
             subject=named,  # shown in the citizen's security log (ASVS V7.2.1)
             reason=outcome.reason,
         )
-        message = {
-            "unverified": _("Please confirm your e-mail address first: open the link we sent you."),
-        }.get(outcome.reason, _("E-mail address or password is wrong."))
+        if outcome.reason == "unverified":
+            errors = form_error(
+                _("Please confirm your e-mail address first: open the link we sent you."), "email"
+            )
+        else:
+            # both fields: the message must not say which of the two is wrong (no enumeration)
+            errors = form_error(_("E-mail address or password is wrong."), "email", "password")
         return render_template(
-            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, error=message
+            "login.html", csrf_token=browser.csrf_token(), client=client, email=email, errors=errors
         ), 401
     assert outcome.account is not None
     target = _continue_url()
@@ -371,17 +387,21 @@ def login() -> Any:
 
 def _held(held: throttle.Blocked, now: dt.datetime) -> str:
     if held.until_reset:
-        return _(
-            "This e-mail address is blocked after too many wrong passwords. "
-            "Please choose a new password with “Forgot your password?”."
+        return str(
+            _(
+                "This e-mail address is blocked after too many wrong passwords. "
+                "Please choose a new password with “Forgot your password?”."
+            )
         )
     minutes = max(1, -(-int((held.until - now).total_seconds()) // 60))
-    return ngettext(
-        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minute, "
-        "or choose a new password with “Forgot your password?”.",
-        "Too many wrong passwords for this e-mail address. Please try again in %(num)s minutes, "
-        "or choose a new password with “Forgot your password?”.",
-        minutes,
+    return str(
+        ngettext(
+            "Too many wrong passwords for this e-mail address. Please try again in %(num)s minute, "
+            "or choose a new password with “Forgot your password?”.",
+            "Too many wrong passwords for this e-mail address. Please try again in %(num)s minutes, "
+            "or choose a new password with “Forgot your password?”.",
+            minutes,
+        )
     )
 
 
@@ -417,6 +437,12 @@ def forgot() -> Any:
 def reset() -> Any:
     token = request.values.get("token", "")[:200]
     if request.method == "GET":
+        # A dead link says so at once, not after the citizen chose a password (the link is only
+        # looked at here, not used up: mail scanners open links too)
+        try:
+            accounts.check_email_token(uow.db(), _keys(), token, "reset")
+        except accounts.InvalidLink as exc:
+            return _invalid_reset_link(str(exc))
         return render_template("reset.html", csrf_token=browser.csrf_token(), token=token)
     browser.check_csrf()
     password = _field("password")
@@ -425,7 +451,7 @@ def reset() -> Any:
             "reset.html",
             csrf_token=browser.csrf_token(),
             token=token,
-            error=_("The two passwords do not match."),
+            errors=field_error("password2", _("The two passwords do not match.")),
         ), 400
     try:
         # A refused password answers 400: the unit of work rolls the link's use back with it
@@ -436,24 +462,10 @@ def reset() -> Any:
             "reset.html",
             csrf_token=browser.csrf_token(),
             token=token,
-            error=password_problem(exc),
+            errors=field_error("password", password_problem(exc)),
         ), 400
     except accounts.InvalidLink as exc:
-        uow.record(
-            action="password.reset",
-            outcome="denied",
-            actor="anonymous",
-            subject="",
-            reason=str(exc),
-        )
-        return render_template(
-            "message.html",
-            title=_("This link is not valid"),
-            status="error",
-            message=_("The link is unknown, expired or was already used. You can ask for a new one."),
-            link="/forgot",
-            link_text=_("Forgot password"),
-        ), 400
+        return _invalid_reset_link(str(exc))
     accounts.mark_email_verified(acct)  # the link proved control of the address
     # Whoever knew the old password is logged out everywhere, at the services too (OWASP).
     ended = end_account_sessions(acct.id, "password reset")
@@ -474,6 +486,18 @@ def reset() -> Any:
         link="/login",
         link_text=_("Log in"),
     )
+
+
+def _invalid_reset_link(reason: str) -> Any:
+    uow.record(action="password.reset", outcome="denied", actor="anonymous", subject="", reason=reason)
+    return render_template(
+        "message.html",
+        title=_("This link is not valid"),
+        status="error",
+        message=_("The link is unknown, expired or was already used. You can ask for a new one."),
+        link="/forgot",
+        link_text=_("Forgot password"),
+    ), 400
 
 
 @bp.get("/lang/<lang>")
@@ -510,3 +534,37 @@ def branding_css() -> Any:
         200,
         {"Content-Type": "text/css; charset=utf-8", "Cache-Control": "public, max-age=300"},
     )
+
+
+# Forms shown again with what was entered when their session had expired (WCAG 2.1 2.2.1);
+# passwords are never sent back (idp.app drops every field named *password*).
+def _refill(template: str, **names: str) -> Callable[[Mapping[str, str]], Any]:
+    def render(values: Mapping[str, str]) -> Any:
+        kept = {var: values.get(field, "") for var, field in names.items()}
+        return render_template(template, csrf_token=browser.csrf_token(), form_expired=True, **kept)
+
+    return render
+
+
+def _refill_verify(values: Mapping[str, str]) -> Any:
+    return render_template(
+        "link_confirm.html",
+        title=_("Confirm your e-mail address"),
+        message=_("Enter the password you chose at registration to confirm this e-mail address."),
+        action="/verify",
+        csrf_token=browser.csrf_token(),
+        token=values.get("token", "")[:200],
+        ask_password=True,
+        form_expired=True,
+    )
+
+
+browser.FORM_REFILL.update(
+    {
+        "auth.register": _refill("register.html", email="email"),
+        "auth.login": _refill("login.html", email="email"),
+        "auth.forgot": _refill("forgot.html", email="email"),
+        "auth.reset": _refill("reset.html", token="token"),
+        "auth.verify": _refill_verify,
+    }
+)

@@ -132,22 +132,13 @@ def _build_connector() -> EidConnector | None:
             sector=cfg.eid.sector or cfg.issuer,
         )
     if kind == "saml":
-        from idp.eid.saml import BUNDID_CONTEXTS, EIDAS_CONTEXTS, SamlConnector, SamlSettings
+        from idp.eid.saml import SamlConnector, settings_from_config
 
-        e = cfg.eid
-        return SamlConnector(
-            SamlSettings(
-                sp_entity_id=e.saml_sp_entity_id or f"{cfg.issuer}/login/eid/saml",
-                acs_url=f"{cfg.issuer}/login/eid/callback",
-                sp_key_file=e.saml_sp_key_file,
-                sp_cert_file=e.saml_sp_cert_file,
-                idp_entity_id=e.saml_idp_entity_id,
-                idp_metadata_file=e.saml_idp_metadata_file,
-                authn_contexts=BUNDID_CONTEXTS if e.saml_context_names == "bundid" else EIDAS_CONTEXTS,
-                xmlsec_binary=e.saml_xmlsec_binary,
-            ),
-            _RequestReplayStore(),
-        )
+        try:
+            return SamlConnector(settings_from_config(cfg), _RequestReplayStore())
+        except EidError as exc:  # the metadata became unusable after the start-up check
+            current_app.logger.error("eID SAML connector unavailable: %s", exc.detail)
+            return None
     if kind == "oidc":
         return _oidc_connector()
     return None
@@ -321,7 +312,17 @@ def start() -> Any:
             404, _("eID login is not available"), _("This server does not offer login with the eID card.")
         )
     client = _pending_client()
-    begun = conn.start(EidRequest(minimum_level=Level.HIGH, attributes=ATTRIBUTES))
+    try:
+        begun = conn.start(EidRequest(minimum_level=Level.HIGH, attributes=ATTRIBUTES))
+    except EidError as exc:  # e.g. the IdP metadata file was replaced by an unusable one
+        uow.record(
+            action="eid.start",
+            outcome="denied",
+            actor="anonymous",
+            subject=client.client_id if client else "",
+            reason=f"{exc.code}: {exc.detail}"[:300],
+        )
+        return _problem(503, _("eID login is not available"), _(exc.description))
     s = browser.ensure()
     state_key = _keys()[1]
     eid_store.save_pending(
@@ -344,6 +345,21 @@ def start() -> Any:
         return redirect(begun.url)
     # SAML Bindings §3.5.4: HTTP-POST binding, a form the citizen sends on (no script: CSP).
     return _page("eid_post.html", url=begun.url, form=begun.form)
+
+
+@bp.get("/eid/saml/metadata")
+def saml_metadata() -> Any:
+    """This SAML SP's metadata for the eID service's operators (SAML Metadata §2.4.4). Made
+    from cityid's own settings only: it is served even while the IdP's metadata is unusable."""
+    if configured_kind() != "saml":
+        return _problem(404, _("Page not found"), _("This page does not exist."))
+    cache = current_app.extensions.setdefault("cityid_eid", {})
+    if "sp_metadata" not in cache:
+        from idp.eid.saml import settings_from_config, sp_metadata
+
+        cache["sp_metadata"] = sp_metadata(settings_from_config(runtime().config))
+    # SAML Metadata §4.1.1: the media type application/samlmetadata+xml.
+    return current_app.response_class(cache["sp_metadata"], mimetype="application/samlmetadata+xml")
 
 
 @bp.get("/login/eid/simulator")
@@ -577,5 +593,11 @@ def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
     return redirect(target)
 
 
+def _eid_login() -> dict[str, Any]:
+    # The login page offers the ID card alone (docs/levels.md) where a connector is usable.
+    return {"eid_login_available": configured_kind() is not None}
+
+
 def init_app(app: Any, srv: Any) -> None:
     _register_hooks()
+    app.context_processor(_eid_login)

@@ -19,6 +19,7 @@ from flask import Blueprint, redirect, render_template, request
 from flask_babel import gettext as _
 
 from idp import accounts, browser, uow
+from idp.forms import FormErrors, field_error
 from idp.mail import send_after_commit
 from idp.runtime import runtime
 from idp.views.account import ACCOUNT_LINKS, THROTTLED, mail_account, reauthenticate, sensitive_request
@@ -40,11 +41,11 @@ def _link() -> tuple[str, str] | None:
 ACCOUNT_LINKS.append(_link)
 
 
-def _page(error: str | None = None, *, email: str = "", strong: bool, has_password: bool) -> str:
+def _page(errors: FormErrors | None = None, *, email: str = "", strong: bool, has_password: bool) -> str:
     return render_template(
         "account_email.html",
         csrf_token=browser.csrf_token(),
-        error=error,
+        errors=errors,
         email=email,
         strong=strong,
         has_password=has_password,
@@ -64,22 +65,31 @@ def request_change() -> Any:
     if request.method == "GET":
         return _page(**page)
     wanted, password = request.form.get("email", ""), request.form.get("password", "")
-    if max(len(wanted), len(password)) > MAX_FIELD:
-        return _page(_("An entry is too long."), **page), 400
+    too_long = FormErrors()
+    for name, value in (("email", wanted), ("password", password)):
+        if len(value) > MAX_FIELD:
+            too_long.add(name, _("This entry is too long."))
+    if too_long:
+        return _page(too_long, **page), 400
     who = acct.id
     if strong is None:
         refused = reauthenticate(acct, password, action="email.change_request")
         if refused == THROTTLED:
-            return _page(_("Too many wrong passwords. Please try again later."), email=wanted, **page), 429
+            held = field_error("password", _("Too many wrong passwords. Please try again later."))
+            return _page(held, email=wanted, **page), 429
         if refused is not None:
-            return _page(_("The password is wrong."), email=wanted, **page), 401
+            return _page(field_error("password", _("The password is wrong.")), email=wanted, **page), 401
     try:
         new_email = accounts.checked_email(wanted)
     except accounts.InvalidEmail:
-        return _page(_("Please enter a valid e-mail address."), email=wanted, **page), 400
+        return _page(
+            field_error("email", _("Please enter a valid e-mail address.")), email=wanted, **page
+        ), 400
     keys = runtime().keys
     if keys.email_lookup(new_email) == acct.email_index:
-        return _page(_("This is already your e-mail address."), email=wanted, **page), 400
+        return _page(
+            field_error("email", _("This is already your e-mail address.")), email=wanted, **page
+        ), 400
     # Whether the new address is someone's account or not, the same happens (no enumeration):
     # the link goes out; following it for a taken address changes nothing (409).
     if link_sent_recently(acct, accounts.EMAIL_CHANGE, _lifetime()):
@@ -162,6 +172,14 @@ def confirm() -> Any:
     """GET shows a button, POST changes: mail scanners that open links change nothing."""
     token = request.values.get("token", "")[:200]
     if request.method == "GET":
+        # A dead link says so at once (looked at, not used up: mail scanners open links too)
+        try:
+            accounts.check_email_token(uow.db(), runtime().keys, token, accounts.EMAIL_CHANGE)
+        except accounts.InvalidLink as exc:
+            uow.record(
+                action="email.change", outcome="denied", actor="anonymous", subject="", reason=str(exc)
+            )
+            return _invalid_link()
         return render_template(
             "link_confirm.html",
             title=_("Confirm your new e-mail address"),

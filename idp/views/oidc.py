@@ -16,6 +16,7 @@ from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -29,7 +30,8 @@ from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.i18n import DEFAULT, LOCALES, best_of
 from idp.models import Consent, Grant
-from idp.oauth import backchannel, dpop, par
+from idp.oauth import backchannel, dpop, fapi2, par
+from idp.oauth.errors import safe_description
 from idp.oauth.server import (
     ALL_AUTH,
     ASSERTION_ALGORITHMS,
@@ -122,6 +124,10 @@ def discovery() -> Response:
         "pushed_authorization_request_endpoint": f"{iss}/par",
         "require_pushed_authorization_requests": False,
         "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        # what each client profile needs (cityid's own field; a client's profile is set by the
+        # city's IT, see docs/fapi2.md): FAPI 2.0 clients push their requests, authenticate with
+        # private_key_jwt and get DPoP- or certificate-bound tokens only
+        "cityid_client_profiles": fapi2.profiles_metadata(),
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
@@ -169,7 +175,7 @@ def _as_request(params: list[tuple[str, str]]) -> Request:
         path="/authorize",
         base_url=runtime().config.issuer,
         query_string=urlencode(params),
-        headers={"User-Agent": request.headers.get("User-Agent", "")},
+        headers=[("User-Agent", request.headers.get("User-Agent", ""))],
     ).get_environ()
     return Request(env)
 
@@ -193,7 +199,7 @@ def _pushed_request() -> tuple[Request | None, Any]:
     return areq, None
 
 
-def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
+def _error_redirect(err: OAuth2Error, error: str | None = None) -> ResponseReturnValue:
     """Redirect an error to the client only if the redirect URI was validated (RFC 6749 §4.1.2.1)."""
     if error is not None:
         err.error = error
@@ -233,7 +239,7 @@ def _error_redirect(err: OAuth2Error, error: str | None = None) -> Response:
         ),
         detail=f"{err.error}: {err.description or ''}",
         status="error",
-    ), 400  # type: ignore[return-value]
+    ), 400
 
 
 def _query_digest() -> str:
@@ -293,7 +299,8 @@ def authorize() -> Any:
         return _error_redirect(err)
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
-    if pushed is None and client.row.require_par:  # RFC 9126 §6
+    # RFC 9126 §6; FAPI 2.0 Security Profile §5.3.2.2: a FAPI 2.0 client's requests only pushed
+    if pushed is None and (client.row.require_par or fapi2.is_fapi2(client.row)):
         return _error_redirect(
             InvalidRequestError(
                 "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
@@ -303,8 +310,8 @@ def authorize() -> Any:
     g.ui_locales = data.get("ui_locales")  # also from a pushed request (RFC 9126) or a POST
     flask_babel.refresh()  # the locale selector sees it (idp/i18n.py)
     if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
-        err = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
-        return _error_redirect(err, error="request_not_supported")
+        unsupported = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
+        return _error_redirect(unsupported, error="request_not_supported")
     if data.get("response_mode", "query") != "query":  # the only mode discovery advertises
         return _error_redirect(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
     prompts = set(data.get("prompt", "").split())
@@ -437,7 +444,7 @@ def authorize() -> Any:
     return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
 
 
-def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> Response:
+def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
     err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
     err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
     return _error_redirect(err)
@@ -454,6 +461,7 @@ MAX_PUSHED_BYTES = 16 * 1024
 
 
 def _par_error(status: int, error: str, description: str) -> Response:
+    description = safe_description(description)  # RFC 6749 §5.2: it may name a pushed value
     uow.record(
         action="par.refuse",
         outcome="denied",
@@ -480,7 +488,9 @@ def pushed_authorization_request() -> Any:
         client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
     except OAuth2Error as err:
         resp = _par_error(401, err.error, err.description or "client authentication failed")
-        if request.authorization is not None:  # RFC 6749 §5.2: the scheme the client used
+        # RFC 6749 §5.2: in the scheme the client used (the header's first word: werkzeug's
+        # request.authorization raises on credentials that are no base64)
+        if request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic":
             resp.headers["WWW-Authenticate"] = f'Basic error="{err.error}"'
         return resp
     form = request.form
@@ -490,6 +500,9 @@ def pushed_authorization_request() -> Any:
         return _par_error(400, "invalid_request", "client_id is not the authenticated client")
     if "request" in form:
         return _par_error(400, "request_not_supported", "request objects are not supported")
+    if fapi2.is_fapi2(client.row) and not form.get("redirect_uri"):
+        # FAPI 2.0 Security Profile §5.3.2.2: redirect_uri is required in a pushed request
+        return _par_error(400, "invalid_request", "redirect_uri is required (FAPI 2.0)")
     params = [(k, v) for k, v in form.items(multi=True) if k not in CLIENT_AUTH_PARAMS and k != "client_id"]
     params.append(("client_id", client.client_id))
     # §2.1 (3): validated as the authorization endpoint validates (redirect URI, PKCE, scope…)
@@ -608,7 +621,7 @@ def end_browser_session(*, reason: str) -> None:
     db = uow.db()
     backchannel.enqueue_for_session(
         db, key_cache(), issuer=rt.config.issuer, sid=s.sid, subject_key=rt.keys.subject
-    )  # type: ignore[attr-defined]
+    )
     from idp.oauth.server import revoke_grant
 
     for gid in db.execute(select(Grant.id).where(Grant.sid == s.sid)).scalars():

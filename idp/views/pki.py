@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, request
 import pki
 from idp.ocsp_wsgi import OcspFastPath, load_issuing_ca
 from idp.runtime import runtime
+from idp.tsa_wsgi import TsaFastPath
 from pki import crl
 from pki.ocsp import malformed
 from pki.urls import (
@@ -35,6 +36,8 @@ _OCSP_RESPONSE = "application/ocsp-response"  # RFC 6960 Appendix A.2
 def init_app(app: Flask, _server: object) -> None:
     """OCSP requests are answered in plain WSGI before Flask sees them (``idp/ocsp_wsgi.py``)."""
     app.wsgi_app = OcspFastPath(app.wsgi_app, app.extensions["cityid"], pki_holder(app))  # type: ignore[method-assign]
+    # RFC 3161 §3.4: POST /pki/tsa, answered in plain WSGI too (idp/tsa_wsgi.py)
+    app.wsgi_app = TsaFastPath(app.wsgi_app, app.extensions["cityid"], pki_holder(app))  # type: ignore[method-assign]
 
 
 def pki_holder(app: Flask) -> dict[str, pki.CertificateAuthority]:

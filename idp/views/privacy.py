@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from db import utcnow
 from idp import browser, uow
+from idp.forms import FormErrors, field_error
 from idp.models import Client
 from idp.oauth.server import key_cache
 from idp.privacy import erase_account, export_account
@@ -51,11 +52,13 @@ def export() -> Any:
     )
 
 
-def _confirm_page(error: str | None = None, *, strong: bool = False, has_password: bool = True) -> str:
+def _confirm_page(
+    errors: FormErrors | None = None, *, strong: bool = False, has_password: bool = True
+) -> str:
     return render_template(
         "account_delete.html",
         csrf_token=browser.csrf_token(),
-        error=error,
+        errors=errors,
         strong=strong,
         has_password=has_password,
     )
@@ -71,20 +74,21 @@ def delete_account() -> Any:
         return _confirm_page(**page)
     password = request.form.get("password", "")
     if len(password) > MAX_PASSWORD_FIELD:
-        return _confirm_page(_("An entry is too long."), **page), 400
+        return _confirm_page(field_error("password", _("This entry is too long.")), **page), 400
     if request.form.get("confirm") != "yes":
+        # the box is what is wrong: the password is not looked at (and not counted as a guess)
         msg = _("Please tick the box to confirm that you want to delete your account.")
-        return _confirm_page(msg, **page), 400
+        return _confirm_page(field_error("confirm", msg), **page), 400
     if strong is not None:
         confirmed_by = f"recent {strong} factor"
     else:
         refused = reauthenticate(acct, password, action="account.delete")
         if refused == THROTTLED:
             msg = _("Too many wrong passwords. Please try again later.")
-            return _confirm_page(msg, **page), 429
+            return _confirm_page(field_error("password", msg), **page), 429
         if refused is not None:
             msg = _("The password is wrong. Your account has not been deleted.")
-            return _confirm_page(msg, **page), 401
+            return _confirm_page(field_error("password", msg), **page), 401
         confirmed_by = "password"
     rt = runtime()
     account_id = acct.id

@@ -44,7 +44,7 @@ from idp.oauth.resource import ResourceError, authenticate
 from idp.oauth.server import revoke_grant
 from idp.ocsp_wsgi import load_issuing_ca
 from idp.runtime import runtime
-from idp.views.account import notify_factor_change
+from idp.views.account import local_time, notify_factor_change
 from idp.views.auth import complete_step
 from idp.views.pki import pki_holder
 from policies import Level, parse_acr
@@ -459,7 +459,13 @@ def device_step() -> Any:
         reason="waiting for device",
         details={"challenge": login.public_id},
     )
-    return render_template("stepup_device.html", login=login, client=client, csrf_token=browser.csrf_token())
+    return render_template(
+        "stepup_device.html",
+        login=login,
+        client=client,
+        csrf_token=browser.csrf_token(),
+        valid_until=local_time(login.expires_at),  # WCAG 2.1 2.2.1: the time limit is stated
+    )
 
 
 @bp.get("/login/device/status")
@@ -495,6 +501,7 @@ def device_continue() -> Any:
                 client=client,
                 csrf_token=browser.csrf_token(),
                 not_yet=True,
+                valid_until=local_time(st.expires_at),
             )
         client, amount = _pending_request()
         taken = pki2fa.take(

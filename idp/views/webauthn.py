@@ -27,7 +27,7 @@ from idp import webauthn as wa
 from idp.crypto import equal
 from idp.models import Account, Client
 from idp.runtime import runtime
-from idp.views.account import may_change_strong_factors, notify_factor_change
+from idp.views.account import ACCOUNT_LINKS, may_change_strong_factors, notify_factor_change
 from idp.views.auth import complete_step
 
 bp = Blueprint("webauthn", __name__)
@@ -54,8 +54,15 @@ def _register_hooks() -> None:
 _register_hooks()
 
 
+def _link() -> tuple[str, str] | None:
+    """*My account* leads to the security keys page (WCAG 2.1 2.4.5: more than one way)."""
+    return "/account/security-keys", _("My security keys")
+
+
 def init_app(app: Any, srv: Any) -> None:
     """Build the relying party once at start-up (configuration, MDS3 trust anchors)."""
+    if _link not in ACCOUNT_LINKS:
+        ACCOUNT_LINKS.append(_link)
     cfg = app.extensions["cityid"].config
     w = cfg.webauthn
     app.extensions["cityid_webauthn"] = wa.load_settings(

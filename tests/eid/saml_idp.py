@@ -9,12 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
-from saml2 import BINDING_HTTP_POST
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.config import IdPConfig, SPConfig
 from saml2.entity import Entity
 from saml2.metadata import entity_descriptor
@@ -120,17 +121,31 @@ class _Server(Server):
 class TestIdp:
     __test__ = False
 
-    def __init__(self, directory: Path, sp_entity: str = SP_ENTITY, acs_url: str = ACS_URL) -> None:
-        """``sp_entity``/``acs_url``: the SP it serves (a live cityid's, for tests over HTTP)."""
+    def __init__(
+        self,
+        directory: Path,
+        sp_entity: str = SP_ENTITY,
+        acs_url: str = ACS_URL,
+        sso_bindings: tuple[str, ...] = (BINDING_HTTP_POST,),
+    ) -> None:
+        """``sp_entity``/``acs_url``: the SP it serves (a live cityid's, for tests over HTTP).
+        ``sso_bindings``: the SingleSignOnService bindings its metadata offers."""
         self.dir = directory
-        self.sp_entity, self.acs_url = sp_entity, acs_url
+        self.sso_bindings = sso_bindings
         self.sp_key, self.sp_cert = make_key_pair(directory, "sp")
         self.idp_key, self.idp_cert = make_key_pair(directory, "idp")
-        other_key, other_cert = make_key_pair(directory, "other-sp")
-        (directory / "sp-metadata.xml").write_text(str(entity_descriptor(self._sp_config())))
-        other = self._sp_config(OTHER_SP_ENTITY, other_key, other_cert)
-        (directory / "other-sp-metadata.xml").write_text(str(entity_descriptor(other)))
+        self.other_key, self.other_cert = make_key_pair(directory, "other-sp")
         (directory / "idp-metadata.xml").write_text(str(entity_descriptor(self._idp_config())))
+        self.serve_sp(sp_entity, acs_url)
+
+    def serve_sp(self, sp_entity: str, acs_url: str) -> None:
+        """Serve the SP ``sp_entity`` with its ACS at ``acs_url`` (a live cityid's, whose port
+        is known only once it runs; the IdP's metadata and keys stay as they are)."""
+        directory = self.dir
+        self.sp_entity, self.acs_url = sp_entity, acs_url
+        (directory / "sp-metadata.xml").write_text(str(entity_descriptor(self._sp_config())))
+        other = self._sp_config(OTHER_SP_ENTITY, self.other_key, self.other_cert)
+        (directory / "other-sp-metadata.xml").write_text(str(entity_descriptor(other)))
         self.server = _Server(
             config=self._idp_config(
                 str(directory / "sp-metadata.xml"), str(directory / "other-sp-metadata.xml")
@@ -176,7 +191,7 @@ class TestIdp:
             "xmlsec_binary": XMLSEC,
             "service": {
                 "idp": {
-                    "endpoints": {"single_sign_on_service": [(SSO_URL, BINDING_HTTP_POST)]},
+                    "endpoints": {"single_sign_on_service": [(SSO_URL, b) for b in self.sso_bindings]},
                     "policy": {"default": {"lifetime": {"minutes": 5}}},
                     "want_authn_requests_signed": True,
                     "name_id_format": [NAMEID_FORMAT_TRANSIENT],
@@ -192,6 +207,18 @@ class TestIdp:
     def receive(self, saml_request: str):  # type: ignore[no-untyped-def]
         """Parse and verify (signature included) the SP's AuthnRequest, as the IdP does."""
         return self.server.parse_authn_request(saml_request, BINDING_HTTP_POST).message
+
+    def receive_redirect(self, url: str):  # type: ignore[no-untyped-def]
+        """The same for the HTTP-Redirect binding: the signature is over the query string
+        (SAML Bindings §3.4.4.1), verified with the SP's key from its metadata."""
+        q = dict(parse_qsl(urlsplit(url).query))
+        return self.server.parse_authn_request(
+            q["SAMLRequest"],
+            BINDING_HTTP_REDIRECT,
+            relay_state=q.get("RelayState"),
+            sigalg=q.get("SigAlg"),
+            signature=q.get("Signature"),
+        ).message
 
     def respond(self, request, issue: Issue | None = None) -> str:  # type: ignore[no-untyped-def]
         issue = issue or Issue(audience=self.sp_entity, destination=self.acs_url)

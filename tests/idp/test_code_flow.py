@@ -222,7 +222,7 @@ def test_client_credentials_token_is_rfc9068_jwt(idp: Idp) -> None:
     assert r.status_code == 200, r.text
     assert r.headers["Cache-Control"] == "no-store"
     at = jwt.decode(r.json()["access_token"], _jwks(idp))
-    assert at.claims["sub"] == cid and at.claims["scope"] == "permits:read"
+    assert at.claims["sub"] == f"client:{cid}" and at.claims["scope"] == "permits:read"  # RFC 9068 §5
     assert "refresh_token" not in r.json()
 
 

@@ -73,7 +73,12 @@ def test_environment_values_that_are_clear_are_taken(tmp_path: Path, monkeypatch
             "simulator",
         ),
         ("code_lifetime_seconds = 0\n", "https://login.example.de", "code_lifetime_seconds"),
-        ("", "https://login.example.de", None),
+        (
+            '[branding]\naccessibility_contact = "barrierefreiheit@example.de"\n',
+            "https://login.example.de",
+            None,
+        ),
+        ("", "https://login.example.de", "accessibility_contact"),  # BITV 2.0 §7: feedback reaches the city
         ('eid_connector = "simulator"\neid_simulator_enabled = true\n', "http://127.0.0.1:8000", None),
     ],
 )

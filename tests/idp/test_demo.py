@@ -15,7 +15,7 @@ from werkzeug.serving import make_server
 from idp.app import create_app
 from idp.demo import DEMO_EMAIL, prepare_demo
 from idp.instance import InstanceKeys
-from tests.idp.conftest import Browser, Idp, csrf, free_port
+from tests.idp.conftest import Browser, Idp, csrf, free_port, query
 
 
 @pytest.fixture
@@ -70,3 +70,25 @@ def test_demo_logout_requires_its_csrf_token(demo: tuple[Idp, str]) -> None:
     r = b.post(f"{idp.url}/demo/logout", {"csrf_token": csrf(home.text)})
     assert r.status_code == 302 and "/logout?id_token_hint=" in r.headers["Location"]
     assert DEMO_EMAIL not in b.get(f"{idp.url}/demo/").text
+
+
+def test_demo_service_uses_pkce_s256(demo: tuple[Idp, str]) -> None:
+    idp, _password = demo
+    start = Browser(idp).get(f"{idp.url}/demo/login")
+    asked = query(start.headers["Location"])
+    assert asked["code_challenge_method"] == "S256" and len(asked["code_challenge"]) == 43
+
+
+def test_demo_result_page_shows_claims_readably_with_a_way_to_my_account(demo: tuple[Idp, str]) -> None:
+    import re
+
+    idp, password = demo
+    b, _home = _logged_in(idp, password)
+    b.http.headers["Accept-Language"] = "en"
+    page = b.get(f"{idp.url}/demo/").text
+    assert f'href="{idp.url}/account"' in page  # on to "My account"
+    assert "<code>auth_time</code>" in page and "Logged in at" in page
+    # times as local dates with their zone, never as epoch seconds
+    rows = re.findall(r'<td class="claim-value">([^<]*)</td>', page)
+    assert rows and not any(re.fullmatch(r"\d{9,}", v) for v in rows)
+    assert sum(bool(re.search(r"\d{4}, .* CES?T$", v)) for v in rows) == 3  # auth_time, iat, exp

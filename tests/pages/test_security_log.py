@@ -76,3 +76,16 @@ def test_wrong_passwords_for_the_account_are_logged_and_shown_to_the_citizen_asv
     olga, _ = logged_in(idp, "olga@example.org")
     olga.http.headers["Accept-Language"] = "en"
     assert "Failed login attempt" in olga.get(idp.url + "/account").text
+
+
+def test_times_on_my_account_name_their_time_zone(idp: Idp) -> None:
+    import re
+
+    idp.add_user("zara@example.org")
+    b, _ = logged_in(idp, "zara@example.org")
+    german = b.get(idp.url + "/account").text
+    # "Account created on", the security log: local time of the city with its zone (MEZ/MESZ)
+    assert re.search(r"\d\d\.\d\d\.\d{4}, \d\d:\d\d:\d\d MES?Z<", german), german
+    b.http.headers["Accept-Language"] = "en"
+    english = b.get(idp.url + "/account").text
+    assert re.search(r"\d{4}, \d{1,2}:\d\d:\d\d\s[AP]M CES?T<", english), english

@@ -119,8 +119,24 @@ def test_openssl_ocsp_against_the_live_responder_good_revoked_unknown(live: Live
     assert f"{leaf}: revoked" in out and "Reason: keyCompromise" in out
     assert f"{leaf}: revoked" in _openssl_ocsp(live, tmp_path, "-cert", str(leaf))
 
+
+def test_openssl_ocsp_for_a_serial_never_issued_gets_unauthorized_rfc5019_2_2_3(
+    live: Live, tmp_path: Path
+) -> None:
+    _, leaf = _issue(live, tmp_path)
+    chain, _ = live.get("/pki/chain.pem")
+    issuing = write(
+        tmp_path / "issuing.pem",
+        chain.split(b"-----END CERTIFICATE-----\n", 1)[0] + b"-----END CERTIFICATE-----\n",
+    )
     foreign = "0x" + "5a" * 19
-    assert f"{foreign}: unknown" in _openssl_ocsp(live, tmp_path, "-serial", foreign)
+    for nonce in ([], ["-no_nonce"]):
+        done = openssl(
+            "ocsp", "-issuer", issuing, "-serial", foreign, "-url", f"{live.base}/pki/ocsp", *nonce
+        )
+        assert "Responder Error: unauthorized (6)" in done.stdout + done.stderr, done.stdout + done.stderr
+    # the issued certificate next to it is answered and verifies, as before
+    assert f"{leaf}: good" in _openssl_ocsp(live, tmp_path, "-cert", str(leaf))
 
 
 def test_ocsp_over_get_rfc6960_appendix_a_1(live: Live, tmp_path: Path) -> None:

@@ -131,8 +131,28 @@ def test_device_certificate_carries_no_personal_data_only_the_device_urn(
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_encipherment
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert ExtendedKeyUsageOID.CLIENT_AUTH in eku
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == dt.timedelta(days=90, minutes=1)
+
+
+def test_device_certificate_may_sign_documents_content_commitment_and_signing_ekus(
+    db_session: Session, ca: pki.CertificateAuthority
+) -> None:
+    """docs/pki.md: the device key signs PDFs, so its certificate says so (RFC 5280 §4.2.1.3
+    contentCommitment; §4.2.1.12 emailProtection, which NSS-based PDF validators ask of a
+    signer, and id-kp-documentSigning, RFC 9336); nothing that would let it encrypt or certify."""
+    cert = pki.issue(
+        db_session, ca, pki.IssueRequest(make_csr(), "device-auth", device_id=DEVICE_ID)
+    ).certificate
+    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert ku.digital_signature and ku.content_commitment
+    assert not (ku.key_encipherment or ku.key_agreement or ku.key_cert_sign or ku.crl_sign)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36"),
+    ]
 
 
 def test_aia_and_crl_dp_name_the_urls_the_ca_serves_rfc5280_4_2_2_1_and_4_2_1_13(
@@ -203,14 +223,14 @@ def test_batch_issuance_records_every_certificate(db_session: Session, ca: pki.C
     assert all(pki.status(db_session, r.serial).status == "issued" for r in results)
 
 
-def test_document_seal_has_content_commitment_and_rfc9336_document_signing(
+def test_document_seal_has_content_commitment_rfc9336_document_signing_and_email_protection_for_nss(
     db_session: Session, ca: pki.CertificateAuthority
 ) -> None:
     cert = pki.issue(db_session, ca, _requests()["document-seal"]).certificate
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert ku.digital_signature and ku.content_commitment
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(eku) == [ID_KP_DOCUMENT_SIGNING]
+    assert list(eku) == [ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]
 
 
 def test_ca_init_is_idempotent(
@@ -279,7 +299,7 @@ def test_certificate_policies_sit_under_the_configured_arc_rfc5280_4_2_1_4(
     store = pki.open_key_store(settings, tmp_path, PASSPHRASE)
     pki.init_ca(db_session, settings, store, BASE_URL)
     ca = pki.load_ca(db_session, settings, store, BASE_URL)
-    assert _policies(ca.certificate) == [f"{CITY_ARC}.1"]
+    assert _policies(ca.certificate) == [f"{CITY_ARC}.{p}" for p in ("1", "1.1", "1.2", "1.3", "1.4", "1.5")]
     expected = {"device-auth": "1.1", "tls-server": "1.2", "tls-server-rsa": "1.2", "document-seal": "1.3"}
     for which, request in _requests().items():
         cert = pki.issue(db_session, ca, request).certificate

@@ -79,25 +79,41 @@ def test_good_then_revoked_at_once_rfc6960_2_2(
     assert lint_ocsp(pki.respond(db_session, ca, req).der, tmp_path) == ""
 
 
-def test_a_serial_the_ca_never_issued_is_unknown_rfc6960_2_2(
-    db_session: Session, ca: pki.CertificateAuthority, tmp_path: Path
-) -> None:
-    foreign = _device(db_session, ca).certificate
-    req = (
-        ocsp.OCSPRequestBuilder()
-        .add_certificate_by_hash(
-            *_issuer_hashes(ca.certificate, hashes.SHA1()),
-            foreign.serial_number + 1,
-            hashes.SHA1(),
-        )
-        .build()
-        .public_bytes(serialization.Encoding.DER)
+def _unissued(ca: pki.CertificateAuthority, serial: int, nonce: bytes | None = None) -> bytes:
+    builder = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        *_issuer_hashes(ca.certificate, hashes.SHA1()), serial, hashes.SHA1()
     )
-    answer = pki.respond(db_session, ca, req)
-    assert answer.cert_status == "unknown"
-    assert _answer(db_session, ca, req).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
-    assert lint_ocsp(answer.der, tmp_path) == ""
-    assert db_session.scalar(select(func.count()).select_from(CaOcspCache)) == 0  # not cached
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def test_a_serial_the_ca_never_issued_is_unauthorized_without_signing_anything_rfc5019_2_2_3(
+    db_session: Session, ca: pki.CertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RFC 5019 §2.2.3 (RFC 9919 §2.2.3): a responder without an answer for a certificate says
+    # "unauthorized" (unsigned, the same bytes for every serial), so an anonymous request for a
+    # serial of its choice costs no signature: cost per request is the same for any serial.
+    issued = _device(db_session, ca)  # the OCSP signer exists: signing would be possible
+    signatures: list[str] = []
+    real_signer = ca.key_store.signer
+
+    def counting_signer(key_ref: str) -> Any:
+        signatures.append(key_ref)
+        return real_signer(key_ref)
+
+    monkeypatch.setattr(ca.key_store, "signer", counting_signer)
+    serials = [issued.certificate.serial_number + 1, 1, 2**159 + 12345, 0, 2**200]
+    answers = [pki.respond(db_session, ca, _unissued(ca, s)) for s in serials]
+    answers.append(pki.respond(db_session, ca, _unissued(ca, serials[0], nonce=b"\x07" * 16)))
+    assert {a.response_status for a in answers} == {"unauthorized"}
+    assert len({a.der for a in answers}) == 1  # one constant answer
+    assert all(a.max_age == 0 for a in answers)  # "no-store": a serial may be issued later
+    assert signatures == []
+    assert db_session.scalar(select(func.count()).select_from(CaOcspCache)) == 0  # nothing stored
+    # the issued certificate is still answered, signed
+    good = _answer(db_session, ca, _request(issued.certificate, ca.certificate))
+    assert good.certificate_status == ocsp.OCSPCertStatus.GOOD and signatures
 
 
 def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:

@@ -1,0 +1,106 @@
+"""The city seal's key and certificate (profile ``document-seal``).
+
+The key is made in the CA's key store (``ca.key_store``: encrypted file, or the HSM over PKCS#11
+— then it exists only there) and certified by the issuing CA; its row in ``ca_authority``
+(kind ``document-seal``) remembers the key reference, as for the OCSP signer and the TSA.
+``cityid seal init`` calls :func:`init_seal`; a second call makes a new key and certificate and
+retires the old row (documents sealed before stay valid: their certificate is not revoked).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db import audit, utcnow
+from pki.ca import SEAL, CertificateAuthority
+from pki.errors import BadRequest
+from pki.issuance import IssueRequest, issue_batch
+from pki.keystore import Signer
+from pki.models import CaAuthority
+
+
+@dataclass(frozen=True)
+class Seal:
+    serial: str
+    key_ref: str
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuing CA, root
+    not_after: dt.datetime
+
+
+def init_seal(
+    session: Session,
+    ca: CertificateAuthority,
+    subject: str,
+    *,
+    validity: dt.timedelta | None = None,
+    actor: str = "system",
+    now: dt.datetime | None = None,
+) -> Seal:
+    """A new seal key in the key store and its ``document-seal`` certificate. Commits."""
+    now = now or utcnow()
+    try:
+        name = x509.Name.from_rfc4514_string(subject)
+    except ValueError as exc:
+        raise BadRequest(f"not an RFC 4514 name: {subject!r}") from exc
+    key_ref = ca.key_store.generate(f"seal-{secrets.token_hex(8)}")
+    key = ca.key_store.signer(key_ref)
+    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
+    issued = issue_batch(
+        session,
+        ca,
+        [
+            IssueRequest(
+                csr=csr.public_bytes(serialization.Encoding.DER),
+                profile="document-seal",
+                validity=validity,
+                requested_by=actor,
+            )
+        ],
+        now=now,
+    )[0]
+    from pki.setup import store_authority
+
+    session.execute(
+        update(CaAuthority)
+        .where(CaAuthority.kind == SEAL, CaAuthority.parent_id == ca.id)
+        .values(active=False)
+    )
+    store_authority(session, kind=SEAL, parent_id=ca.id, key_ref=key_ref, cert=issued.certificate, now=now)
+    audit.record(
+        session,
+        action="pki.seal.init",
+        outcome="success",
+        actor=actor,
+        subject=issued.subject,
+        details={"serial": issued.serial, "not_after": issued.not_after, "key_ref": key_ref},
+    )
+    session.commit()
+    return Seal(
+        issued.serial, key_ref, issued.certificate, (ca.certificate, ca.root_certificate), issued.not_after
+    )
+
+
+def active_seal(session: Session, ca: CertificateAuthority) -> Seal | None:
+    row = session.execute(
+        select(CaAuthority)
+        .where(CaAuthority.kind == SEAL, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
+    if row is None:
+        return None
+    cert = x509.load_der_x509_certificate(row.der)
+    return Seal(row.serial, row.key_ref, cert, (ca.certificate, ca.root_certificate), row.not_after)
+
+
+def seal_signer(ca: CertificateAuthority, seal: Seal) -> Signer:
+    """The seal key's signer: the key stays in its store (an HSM signs inside the token)."""
+    return ca.key_store.signer(seal.key_ref)

@@ -1,0 +1,365 @@
+"""The time-stamp authority (RFC 3161, with RFC 5816's ESSCertIDv2).
+
+A ``TimeStamper`` is loaded once per process with the active TSA certificate (profile
+``timestamping``, issued by the issuing CA) and a signer from the key store: the key never leaves
+its store. ``respond(request_der)`` answers a DER ``TimeStampReq`` with a DER ``TimeStampResp``;
+a request it cannot grant gets status ``rejection`` with the failInfo of RFC 3161 §2.4.2, never
+an exception. ``stamp(digest)`` is the in-process path ``signing/`` uses.
+
+ASN.1 by asn1crypto (its ``tsp`` and ``cms`` modules); the signature by the key store's signer
+(ECDSA P-256 with SHA-256). Serial numbers are 128 random bits (RFC 3161 §2.4.2: unique for each
+token of this TSA, across every worker, with no shared state).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from asn1crypto import algos, cms, core, tsp
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db import audit, utcnow
+from pki.ca import TSA, CertificateAuthority
+from pki.certpolicy import POLICY_TIMESTAMPING, policy_oid
+from pki.errors import PkiError
+from pki.issuance import IssueRequest, issue_batch
+from pki.keystore import Signer
+from pki.models import CaAuthority
+
+# RFC 3161 §2.4.2 accuracy: our clock is NTP-disciplined; we state one second
+ACCURACY_SECONDS = 1
+TSA_RENEW_BEFORE = dt.timedelta(days=60)  # `cityid init` renews the TSA certificate this early
+MAX_REQUEST = 16 * 1024  # a TimeStampReq with a SHA-512 imprint and a nonce is ~100 octets
+
+# hash algorithms we accept in a messageImprint, with their digest sizes (RFC 3161 §2.4.1:
+# the TSA SHOULD check that the hash algorithm is known and the value has the right length)
+_DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64, "sha3_256": 32, "sha3_384": 48, "sha3_512": 64}
+
+
+class TsaUnavailable(PkiError):
+    code = "tsa_unavailable"
+    description = "no active time-stamping certificate: run `cityid init`"
+
+
+@dataclass(frozen=True)
+class TimeStampAnswer:
+    """One answer: the DER TimeStampResp and, for the audit, what was decided."""
+
+    der: bytes
+    granted: bool
+    serial: int | None = None
+    fail_info: str | None = None  # RFC 3161 §2.4.2 PKIFailureInfo name
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class TsaCertificate:
+    serial: str
+    key_ref: str
+    certificate: x509.Certificate
+    not_after: dt.datetime
+
+
+class TimeStamper:
+    """Signs time-stamp tokens with one TSA certificate and key."""
+
+    def __init__(self, tsa: TsaCertificate, signer: Signer, policy: str, chain: tuple[x509.Certificate, ...]):
+        self.tsa = tsa
+        self._signer = signer
+        self.policy = policy  # dotted OID: <arc>.1.5
+        self.chain = chain  # issuing CA, root (for callers that embed it)
+        der = tsa.certificate.public_bytes(serialization.Encoding.DER)
+        self._cert = asn1_x509.Certificate.load(der)
+        # RFC 5816 §2.2.1 / RFC 5035: signing-certificate-v2 with the SHA-256 ESSCertIDv2
+        signing_cert_attr = cms.CMSAttribute(
+            {
+                "type": "signing_certificate_v2",
+                "values": [
+                    tsp.SigningCertificateV2(
+                        {
+                            "certs": [
+                                tsp.ESSCertIDv2(
+                                    {
+                                        "hash_algorithm": {"algorithm": "sha256"},
+                                        "cert_hash": hashlib.sha256(der).digest(),
+                                        "issuer_serial": {
+                                            "issuer": [
+                                                asn1_x509.GeneralName({"directory_name": self._cert.issuer})
+                                            ],
+                                            "serial_number": self._cert.serial_number,
+                                        },
+                                    }
+                                )
+                            ]
+                        }
+                    )
+                ],
+            }
+        )
+        sid = cms.SignerIdentifier(
+            {
+                "issuer_and_serial_number": cms.IssuerAndSerialNumber(
+                    {"issuer": self._cert.issuer, "serial_number": self._cert.serial_number}
+                )
+            }
+        )
+        tsa_name = asn1_x509.GeneralName({"directory_name": self._cert.subject})
+        # The parts every token shares, kept as DER and loaded (lazily) per token: asn1crypto
+        # re-encodes a value built from Python data on every dump (~10 ms for the ESSCertIDv2
+        # attribute), but copies the bytes of a value it loaded.
+        self._signing_cert_attr_der = signing_cert_attr.dump()
+        self._sid_der = sid.dump()
+        self._tsa_name_der = tsa_name.dump()
+        self._cert_der = der
+        # constant parts as DER, each made by asn1crypto once
+        self._const: dict[str, bytes] = {
+            name: algos.DigestAlgorithm({"algorithm": name}).dump() for name in _DIGEST_SIZES
+        }
+        self._const |= {
+            "policy": core.ObjectIdentifier(policy).dump(),
+            "accuracy": tsp.Accuracy({"seconds": ACCURACY_SECONDS}).dump(),
+            "content_type_attr": cms.CMSAttribute({"type": "content_type", "values": ["tst_info"]}).dump(),
+            "sha256_ecdsa": algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump(),
+            "digest_algorithms": cms.DigestAlgorithms(
+                [algos.DigestAlgorithm({"algorithm": "sha256"})]
+            ).dump(),
+            "tst_info": cms.ContentType("tst_info").dump(),
+            "signed_data": cms.ContentType("signed_data").dump(),
+            "certificates": cms.CertificateSet([asn1_x509.Certificate.load(der)]).dump(),
+        }
+
+    # -- the protocol --------------------------------------------------------------------
+
+    def respond(self, request_der: bytes, *, now: dt.datetime | None = None) -> TimeStampAnswer:
+        """A DER TimeStampResp for a DER TimeStampReq (RFC 3161 §2.4)."""
+        if len(request_der) > MAX_REQUEST:
+            return rejection("bad_request", "request too large")
+        try:
+            req = tsp.TimeStampReq.load(request_der, strict=True)
+            version = req["version"].native
+            imprint = req["message_imprint"]
+            algorithm = imprint["hash_algorithm"]["algorithm"].native
+            digest = imprint["hashed_message"].native
+            policy = req["req_policy"].native
+            nonce = req["nonce"].native
+            cert_req = bool(req["cert_req"].native)
+            extensions = req["extensions"].native
+        except (ValueError, TypeError, KeyError) as exc:
+            return rejection("bad_data_format", f"not a DER TimeStampReq: {type(exc).__name__}")
+        if version != "v1":  # RFC 3161 §2.4.1: version INTEGER { v1(1) }
+            return rejection("bad_request", f"unsupported version {version!r}")
+        if algorithm not in _DIGEST_SIZES:  # RFC 3161 §2.4.2: badAlg
+            return rejection("bad_alg", f"hash algorithm {algorithm!r} not accepted")
+        if not isinstance(digest, bytes) or len(digest) != _DIGEST_SIZES[algorithm]:
+            # RFC 3161 §2.4.1: the TSA SHOULD check the length of the hashed message
+            return rejection("bad_data_format", "hashedMessage has the wrong length for its algorithm")
+        if policy is not None and policy != self.policy:  # RFC 3161 §2.4.2: unacceptedPolicy
+            return rejection("unaccepted_policy", f"policy {policy} not offered")
+        if extensions:  # RFC 3161 §2.4.2: unacceptedExtension (we support none)
+            return rejection("unaccepted_extensions", "no request extensions are supported")
+        if nonce is not None and not 0 <= nonce < 2**512:
+            return rejection("bad_request", "nonce out of range")
+        serial = new_token_serial()
+        token = self._token(algorithm, digest, nonce, cert_req, serial, now or utcnow())
+        resp = tsp.TimeStampResp(
+            {"status": tsp.PKIStatusInfo({"status": "granted"}), "time_stamp_token": token}
+        )
+        return TimeStampAnswer(resp.dump(), True, serial)
+
+    def stamp(
+        self,
+        digest: bytes,
+        *,
+        algorithm: str = "sha256",
+        nonce: int | None = None,
+        now: dt.datetime | None = None,
+    ) -> cms.ContentInfo:
+        """In process: a token (ContentInfo/SignedData, certificate included) for ``digest``."""
+        if algorithm not in _DIGEST_SIZES or len(digest) != _DIGEST_SIZES[algorithm]:
+            raise PkiError(f"digest does not match {algorithm}")
+        return self._token(algorithm, digest, nonce, True, new_token_serial(), now or utcnow())
+
+    def _token(
+        self,
+        algorithm: str,
+        digest: bytes,
+        nonce: int | None,
+        cert_req: bool,
+        serial: int,
+        now: dt.datetime,
+    ) -> cms.ContentInfo:
+        const = self._const
+        info: dict[str, object] = {
+            "version": "v1",
+            "policy": core.ObjectIdentifier.load(const["policy"]),  # RFC 3161 §2.4.2: the TSA's policy
+            # RFC 3161 §2.4.2: the same hash algorithm and value as the request's
+            "message_imprint": tsp.MessageImprint(
+                {"hash_algorithm": algos.DigestAlgorithm.load(const[algorithm]), "hashed_message": digest}
+            ),
+            "serial_number": serial,
+            "gen_time": now.astimezone(dt.UTC),
+            "accuracy": tsp.Accuracy.load(const["accuracy"]),  # RFC 3161 §2.4.2
+            "tsa": asn1_x509.GeneralName.load(self._tsa_name_der),
+        }
+        if nonce is not None:
+            info["nonce"] = nonce  # RFC 3161 §2.4.2: MUST be present if it was in the request
+        tst_info = tsp.TSTInfo(info).dump()
+        message_digest = cms.CMSAttribute(
+            {"type": "message_digest", "values": [hashlib.sha256(tst_info).digest()]}
+        )
+        signed_attrs = cms.CMSAttributes(
+            [
+                # RFC 5652 §11.1 / RFC 3161 §2.4.2: eContentType id-ct-TSTInfo
+                cms.CMSAttribute.load(const["content_type_attr"]),
+                message_digest,  # RFC 5652 §11.2
+                cms.CMSAttribute.load(self._signing_cert_attr_der),  # RFC 5816 §2.2.1
+            ]
+        )
+        # RFC 5652 §5.4: the signature covers the DER of the attributes as a SET OF
+        signature = self._signer.sign(signed_attrs.dump(), ec.ECDSA(hashes.SHA256()))
+        signer_info = cms.SignerInfo(
+            {
+                "version": "v1",
+                "sid": cms.SignerIdentifier.load(self._sid_der),
+                "digest_algorithm": algos.DigestAlgorithm.load(const["sha256"]),
+                "signed_attrs": signed_attrs,
+                "signature_algorithm": algos.SignedDigestAlgorithm.load(const["sha256_ecdsa"]),
+                "signature": signature,
+            }
+        )
+        signed_data: dict[str, object] = {
+            "version": "v3",
+            "digest_algorithms": cms.DigestAlgorithms.load(const["digest_algorithms"]),
+            "encap_content_info": cms.EncapsulatedContentInfo(
+                {
+                    "content_type": cms.ContentType.load(const["tst_info"]),
+                    "content": core.ParsableOctetString(tst_info),
+                }
+            ),
+            "signer_infos": cms.SignerInfos([signer_info]),
+        }
+        if cert_req:  # RFC 3161 §2.4.1: certReq TRUE → the TSA's certificate MUST be included
+            signed_data["certificates"] = cms.CertificateSet.load(const["certificates"])
+        return cms.ContentInfo(
+            {
+                "content_type": cms.ContentType.load(const["signed_data"]),
+                "content": cms.SignedData(signed_data),
+            }
+        )
+
+
+def new_token_serial() -> int:
+    """RFC 3161 §2.4.2: unique per token; 128 random bits, positive, ≤ 160 bits."""
+    return secrets.randbits(127) | (1 << 127)
+
+
+class _TimeStampResp(tsp.TimeStampResp):  # type: ignore[misc]
+    """RFC 3161 §2.4.2: timeStampToken is OPTIONAL (absent in a rejection); asn1crypto 1.5
+    declares it required."""
+
+    _fields = [("status", tsp.PKIStatusInfo), ("time_stamp_token", cms.ContentInfo, {"optional": True})]
+
+
+def rejection(fail_info: str, reason: str) -> TimeStampAnswer:
+    status = tsp.PKIStatusInfo(
+        {
+            "status": "rejection",
+            "status_string": [reason],
+            "fail_info": tsp.PKIFailureInfo({fail_info}),
+        }
+    )
+    return TimeStampAnswer(_TimeStampResp({"status": status}).dump(), False, None, fail_info, reason)
+
+
+# -- the TSA certificate -----------------------------------------------------------------------
+
+
+def active_tsa(session: Session, ca: CertificateAuthority) -> TsaCertificate | None:
+    row = session.execute(
+        select(CaAuthority)
+        .where(CaAuthority.kind == TSA, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
+    if row is None:
+        return None
+    return TsaCertificate(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
+
+
+def load_time_stamper(
+    session: Session, ca: CertificateAuthority, *, now: dt.datetime | None = None
+) -> TimeStamper:
+    """The TimeStamper of the active TSA certificate; :class:`TsaUnavailable` if none is valid."""
+    now = now or utcnow()
+    tsa = active_tsa(session, ca)
+    if tsa is None or tsa.not_after <= now:
+        raise TsaUnavailable()
+    return TimeStamper(
+        tsa,
+        ca.key_store.signer(tsa.key_ref),
+        policy_oid(ca.settings.policy_arc, POLICY_TIMESTAMPING).dotted_string,
+        (ca.certificate, ca.root_certificate),
+    )
+
+
+def ensure_tsa(
+    session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
+) -> TsaCertificate:
+    """The active TSA certificate; a new key and certificate if there is none or it ends within
+    ``TSA_RENEW_BEFORE`` (``cityid init``, also on an instance set up before the TSA). Commits."""
+    now = now or utcnow()
+    current = active_tsa(session, ca)
+    if current is not None and current.not_after - now >= TSA_RENEW_BEFORE:
+        return current
+    return rotate_tsa(session, ca, actor=actor, now=now)
+
+
+def rotate_tsa(
+    session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
+) -> TsaCertificate:
+    """A new TSA key in the key store and its ``timestamping`` certificate. Commits."""
+    from pki.setup import signer_subject, store_authority
+
+    now = now or utcnow()
+    key_ref = ca.key_store.generate(f"tsa-{secrets.token_hex(8)}")
+    key = ca.key_store.signer(key_ref)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(signer_subject(ca, "TSA"))
+        .sign(key, hashes.SHA256())
+    )
+    issued = issue_batch(
+        session,
+        ca,
+        [
+            IssueRequest(
+                csr=csr.public_bytes(serialization.Encoding.DER), profile="timestamping", requested_by=actor
+            )
+        ],
+        now=now,
+        _internal=True,
+    )[0]
+    session.execute(
+        update(CaAuthority)
+        .where(CaAuthority.kind == TSA, CaAuthority.parent_id == ca.id)
+        .values(active=False)
+    )
+    store_authority(session, kind=TSA, parent_id=ca.id, key_ref=key_ref, cert=issued.certificate, now=now)
+    audit.record(
+        session,
+        action="pki.tsa.rotate",
+        outcome="success",
+        actor=actor,
+        subject=issued.subject,
+        details={"serial": issued.serial, "not_after": issued.not_after, "key_ref": key_ref},
+    )
+    session.commit()
+    return TsaCertificate(issued.serial, key_ref, issued.certificate, issued.not_after)

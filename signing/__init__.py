@@ -1,0 +1,58 @@
+"""PAdES signing and validation for cityid (pyHanko): prepare, finish with a device or seal key,
+validate. Never imports Flask; see README.md."""
+
+from signing.errors import (
+    BadState,
+    BadVisibleBox,
+    BrokenPdf,
+    DocumentError,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedPdf,
+    NotAPdf,
+    RevocationDataMissing,
+    SignatureMismatch,
+    SigningError,
+    TimeStampFailed,
+    UnknownLevel,
+)
+from signing.inputs import DEFAULT_MAX_SIZE, PdfInfo, inspect
+from signing.pades import (
+    Level,
+    Prepared,
+    RevocationData,
+    RevocationSource,
+    SigningContext,
+    Visible,
+    check_signature,
+    finish,
+    prepare,
+)
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "BadState",
+    "BadVisibleBox",
+    "BrokenPdf",
+    "DocumentError",
+    "DocumentTooLarge",
+    "EmptyDocument",
+    "EncryptedPdf",
+    "Level",
+    "NotAPdf",
+    "PdfInfo",
+    "Prepared",
+    "RevocationData",
+    "RevocationDataMissing",
+    "RevocationSource",
+    "SignatureMismatch",
+    "SigningContext",
+    "SigningError",
+    "TimeStampFailed",
+    "UnknownLevel",
+    "Visible",
+    "check_signature",
+    "finish",
+    "inspect",
+    "prepare",
+]
