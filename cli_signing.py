@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -127,11 +128,10 @@ def seal_sign(
         _bad_input(as_json, "bad_options", "give exactly one of --out FILE or --out-dir DIR")
     if out_file is not None and len(inputs) != 1:
         _bad_input(as_json, "bad_options", "--out takes one input; use --out-dir for several")
-    targets = [out_file] if out_file is not None else [out_dir / p.name for p in inputs]  # type: ignore[operator]
+    targets = [out_file] if out_file is not None else [(out_dir or Path()) / p.name for p in inputs]
     if len(set(targets)) != len(targets):
         _bad_input(as_json, "bad_options", "two inputs have the same file name")
     for target in targets:
-        assert target is not None
         if target.exists():
             _bad_input(as_json, "output_exists", f"{target} exists; not overwritten")
     documents: list[bytes] = []
@@ -143,9 +143,9 @@ def seal_sign(
     with _authority(data_dir) as (session, ca):
         for path, pdf in zip(inputs, documents, strict=True):
             try:
-                signing.inspect(pdf)  # all checked before any is sealed
-                if box is not None and box.page > signing.inspect(pdf).page_count:
-                    raise signing.BadVisibleBox(f"page {box.page} of {signing.inspect(pdf).page_count}")
+                info = signing.inspect(pdf)  # all checked before any is sealed
+                if box is not None and box.page > info.page_count:
+                    raise signing.BadVisibleBox(f"page {box.page} of {info.page_count}")
             except signing.DocumentError as exc:
                 _refusal_audit(session, pdf, exc)
                 _bad_input(as_json, exc.code, f"{path}: {exc.detail}")
@@ -167,7 +167,6 @@ def seal_sign(
             raise AssertionError("unreachable") from exc
     written = []
     for target, result in zip(targets, sealed, strict=True):
-        assert target is not None
         _write_new(target, result.pdf)
         written.append(
             {"out": str(target), "document_sha256": result.document_sha256, "level": result.level.value}
@@ -176,8 +175,6 @@ def seal_sign(
 
 
 def _refusal_audit(session: Session, pdf: bytes, exc: signing.SigningError) -> None:
-    import hashlib
-
     audit.record(
         session,
         action="signing.seal",
@@ -246,8 +243,6 @@ def signature_validate(data_dir: Path | None, pdf_file: Path, offline: bool, as_
 
 
 def _audit_validation(session: Session, pdf: bytes, result: ValidationResult | None, refusal: str) -> None:
-    import hashlib
-
     audit.record(
         session,
         action="signing.validate",

@@ -41,7 +41,12 @@ def _rate(fn: Callable[[], object], seconds: float) -> dict[str, Any]:
         fn()
         n += 1
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return {"n": n, "per_s": round(n / wall, 1), "per_cpu_s": round(n / cpu, 1), "ms_each": round(1000 * wall / n, 2)}
+    return {
+        "n": n,
+        "per_s": round(n / wall, 1),
+        "per_cpu_s": round(n / cpu, 1),
+        "ms_each": round(1000 * wall / n, 2),
+    }
 
 
 def _city(tmp: Path) -> tuple[Any, Any, Any, Any]:
@@ -73,7 +78,9 @@ def bench_seal(seconds: float) -> dict[str, Any]:
             pdf = make_pdf(pages)
             for level in Level:
                 out[f"{pages}_page_{level.value}"] = _rate(
-                    lambda pdf=pdf, level=level: seal_pdf(pdf, seal.certificate, seal.chain, key, context, level=level),
+                    lambda pdf=pdf, level=level: seal_pdf(
+                        pdf, seal.certificate, seal.chain, key, context, level=level
+                    ),
                     seconds,
                 ) | {"pdf_bytes": len(pdf)}
         session.close()
@@ -98,7 +105,12 @@ def bench_validate(seconds: float) -> dict[str, Any]:
         seal = active_seal(session, ca)
         assert seal is not None
         sealed = seal_pdf(
-            make_pdf(1), seal.certificate, seal.chain, seal_signer(ca, seal), pki_context(session, ca), level=Level.B_LT
+            make_pdf(1),
+            seal.certificate,
+            seal.chain,
+            seal_signer(ca, seal),
+            pki_context(session, ca),
+            level=Level.B_LT,
         )
         root = ca.root_certificate
         assert validate(sealed, [root], online=False).valid
@@ -135,9 +147,13 @@ def bench_tsa(seconds: int, workers: int, threads: int) -> dict[str, Any]:
 
     with served(core=0, workers=workers, threads=threads) as (_data, url):
         query = subprocess.run(
-            ["openssl", "ts", "-query", "-digest", "42" * 32, "-sha256", "-cert"], capture_output=True, check=True
+            ["openssl", "ts", "-query", "-digest", "42" * 32, "-sha256", "-cert"],
+            capture_output=True,
+            check=True,
         ).stdout
-        first = requests.post(url + "/pki/tsa", data=query, headers={"Content-Type": "application/timestamp-query"})
+        first = requests.post(
+            url + "/pki/tsa", data=query, headers={"Content-Type": "application/timestamp-query"}
+        )
         assert tsp.TimeStampResp.load(first.content)["status"]["status"].native == "granted", first.content
         result = wrk(url + "/pki/tsa", WRK_TSA, seconds=seconds, connections=32, threads=1)
         return {

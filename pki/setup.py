@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db import audit, new_id, utcnow
 from pki import crl
-from pki.ca import ISSUING, OCSP_SIGNER, ROOT, CertificateAuthority, load_ca
+from pki.ca import ISSUING, OCSP_SIGNER, ROOT, TSA, CertificateAuthority, load_ca
 from pki.certpolicy import POLICY_CA, issuing_ca_policies, policy_oid
 from pki.errors import BadRequest, CaNotInitialised, KeyStoreError, OcspSignerBusy, PkiError
 from pki.issuance import BACKDATE, IssueRequest, issue_batch
@@ -443,7 +443,8 @@ def rotate_ocsp_signer(
 
 
 def check_key_store(session: Session, settings: CaSettings, store: KeyStore, base_url: str) -> str | None:
-    """What this machine cannot read of the CA keys in use (the issuing CA's, the OCSP signer's),
+    """What this machine cannot read of the CA keys in use (the issuing CA's, the OCSP signer's,
+    the TSA's),
     or None; None too before ``cityid ca init``. Every machine that serves must reach the same key
     store: the OCSP signer is renewed by whichever machine answers first when it is due."""
     if session.execute(select(CaAuthority.id).limit(1)).first() is None:
@@ -451,7 +452,9 @@ def check_key_store(session: Session, settings: CaSettings, store: KeyStore, bas
     try:
         load_ca(session, settings, store, base_url).signer()
         refs = session.execute(
-            select(CaAuthority.key_ref).where(CaAuthority.kind == OCSP_SIGNER, CaAuthority.active.is_(True))
+            select(CaAuthority.key_ref).where(
+                CaAuthority.kind.in_((OCSP_SIGNER, TSA)), CaAuthority.active.is_(True)
+            )
         ).scalars()
         for ref in refs:
             store.signer(ref)

@@ -14,6 +14,7 @@ from signing.errors import (
     SignatureMismatch,
     SigningError,
     TimeStampFailed,
+    TooManySignatures,
     UnknownLevel,
 )
 from signing.inputs import DEFAULT_MAX_SIZE, PdfInfo, inspect
@@ -49,6 +50,7 @@ __all__ = [
     "SigningContext",
     "SigningError",
     "TimeStampFailed",
+    "TooManySignatures",
     "UnknownLevel",
     "Visible",
     "check_signature",

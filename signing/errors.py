@@ -48,6 +48,11 @@ class EncryptedPdf(DocumentError):
     description = "the PDF is encrypted; remove the encryption before signing"
 
 
+class TooManySignatures(DocumentError):
+    code = "too_many_signatures"
+    description = "the document has more signatures than are validated (a limit against abuse)"
+
+
 class BadVisibleBox(DocumentError):
     code = "bad_visible_box"
     description = "the visible signature box is not PAGE,X,Y,W,H on an existing page"

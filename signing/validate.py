@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +31,13 @@ from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, RevokedError
 
 from pki.certpolicy import POLICY_DOCUMENT_SEAL
-from signing.errors import BrokenPdf
+from signing.errors import BrokenPdf, TooManySignatures
 from signing.inputs import DEFAULT_MAX_SIZE, check_header, describe, open_reader
 
 log = logging.getLogger("cityid")
 DER = serialization.Encoding.DER
 
+MAX_SIGNATURES = 20
 StatusNow = Callable[[x509.Certificate], "bool | None"]
 
 
@@ -91,6 +91,8 @@ def validate(
     info = describe(pdf, reader)
     try:
         embedded = list(reader.embedded_regular_signatures)
+        if len(embedded) > MAX_SIGNATURES:  # each costs path validations: bound the work an upload buys
+            raise TooManySignatures(f"{len(embedded)} signatures; at most {MAX_SIGNATURES} are validated")
         dss = DocumentSecurityStore.read_dss(reader) if "/DSS" in reader.root else None
     except (PdfError, KeyError, TypeError, ValueError) as exc:
         raise BrokenPdf(f"{type(exc).__name__}") from exc
@@ -172,6 +174,20 @@ async def _status(
     return await async_validate_pdf_signature(sig, signer_validation_context=context)
 
 
+async def _chains_offline(
+    sig: EmbeddedPdfSignature,
+    roots: list[asn1_x509.Certificate],
+    dss: DocumentSecurityStore | None,
+    moment: dt.datetime | None,
+    status: PdfSignatureStatus,
+    embedded: bool,
+) -> bool:
+    """Whether the signer's certificate chains to a trust root with the certificates at hand."""
+    if not embedded:
+        return bool(status.trusted)  # that status was made with revocation soft-failing
+    return bool((await _status(sig, roots, dss, moment, False, "soft-fail")).trusted)
+
+
 async def _validate_one(
     sig: EmbeddedPdfSignature,
     dss: DocumentSecurityStore | None,
@@ -192,8 +208,10 @@ async def _validate_one(
         if not embedded:
             unchecked = "no revocation data in the document and no network: revocation not checked"
         decided = embedded and status.trusted and status.valid and not status.revoked
-        if online and not decided:
-            # ... the responders and CRL distribution points only when it did not decide
+        if online and not decided and await _chains_offline(sig, roots, dss, moment, status, embedded):
+            # ... the responders and CRL distribution points only when it did not decide, and
+            # only for a path to our root built from what the file carries: URLs in certificates
+            # that do not chain to it are never fetched (the upload may come from anyone)
             try:
                 status = await _status(sig, roots, dss, moment, True)
                 unchecked = ""
@@ -206,11 +224,13 @@ async def _validate_one(
         problems.append(unchecked)
     timestamp = None
     tst = status.timestamp_validity
-    if tst is not None:
-        if tst.intact and tst.valid and tst.trusted:
-            timestamp = tst.timestamp
-        else:
-            problems.append("the signature time-stamp does not validate")
+    if tst is not None and tst.intact and tst.valid and tst.trusted:
+        timestamp = tst.timestamp
+    elif ts_time is not None:
+        # the certificate was judged at the time the token claims: without a valid token that
+        # time is the signer's word only (ETSI EN 319 102-1 §5.6.2.1), so "valid then" is unproven
+        problems.append("the signature time-stamp does not validate")
+        unchecked = unchecked or "the signing time is not proven"
     changed = _changed_after(status)
     if changed:
         problems.append("the document was changed after signing")
@@ -218,7 +238,7 @@ async def _validate_one(
         problems.append("the certificate does not chain to the trusted root")
     if status.revoked:
         problems.append("the certificate was revoked at the signing time")
-    valid_now = _valid_now(cert, sig, roots, dss, online, status_now)
+    valid_now = await _valid_now(cert, sig, roots, dss, online, status_now) if status.trusted else False
     return SignatureReport(
         field_name=str(sig.field_name),
         signer=_signer_name(cert),
@@ -258,7 +278,7 @@ def _level(status: PdfSignatureStatus, dss: DocumentSecurityStore | None) -> str
     return "B-T"
 
 
-def _valid_now(
+async def _valid_now(
     cert: x509.Certificate,
     sig: EmbeddedPdfSignature,
     roots: list[asn1_x509.Certificate],
@@ -270,33 +290,23 @@ def _valid_now(
         return status_now(cert)
     if not online:
         return None
-    context = _context(roots, dss, moment=None, online=True, other_certs=sig.other_embedded_certs)
-    context = ValidationContext(  # now: no embedded (old) revocation data, only what is fetched
+    if cert.not_valid_after_utc < dt.datetime.now(dt.UTC):
+        return False  # RFC 5280 §6.1.3 (a)(2)
+    embedded_certs = list(dss.load_certs()) if dss is not None else []
+    context = ValidationContext(  # now: not the embedded (old) revocation data, only what is fetched
         trust_roots=roots,
-        other_certs=[*context.certificate_registry, *sig.other_embedded_certs],
+        other_certs=[*embedded_certs, *sig.other_embedded_certs],
         allow_fetching=True,
         revocation_mode="hard-fail",
     )
     validator = CertificateValidator(sig.signer_cert, validation_context=context)
     try:
-        return _run_validator(validator)
-    except RevokedError:
+        await validator.async_validate_usage(set())  # type: ignore[no-untyped-call]
+        return True
+    except (RevokedError, PathBuildingError):
         return False
-    except PathBuildingError:
-        return False
-    except PathValidationError as exc:
-        if "expired" in str(exc).lower():
-            return False
-        return None  # no responder reachable: unknown
-
-
-def _run_validator(validator: CertificateValidator) -> bool:
-    import concurrent.futures
-
-    # we are inside asyncio.run(): run the validator's own loop in a helper thread
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        pool.submit(lambda: asyncio.run(validator.async_validate_usage(set()))).result()  # type: ignore[no-untyped-call]
-    return True
+    except (PathValidationError, OSError):
+        return None  # no responder reachable, or no decision: unknown
 
 
 def _broken(sig: EmbeddedPdfSignature, cert: x509.Certificate, problem: str) -> SignatureReport:
@@ -342,7 +352,3 @@ def _kind(cert: x509.Certificate) -> str:
     return (
         "seal" if any(p.policy_identifier.dotted_string.endswith(suffix) for p in policies) else "signature"
     )
-
-
-def document_sha256(pdf: bytes) -> str:
-    return hashlib.sha256(pdf).hexdigest()

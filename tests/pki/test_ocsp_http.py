@@ -248,7 +248,7 @@ def test_a_machine_without_the_ocsp_signer_key_answers_internal_error_rfc6960_2_
         app.extensions["cityid"].engine.dispose()
 
 
-@pytest.mark.parametrize("missing", ["ocsp-*", "issuing-*"])
+@pytest.mark.parametrize("missing", ["ocsp-*", "issuing-*", "tsa-*"])
 def test_serve_refuses_to_start_on_a_machine_that_cannot_read_the_ca_keys(
     file_store_instance: Path, missing: str
 ) -> None:

@@ -175,3 +175,20 @@ def test_an_instance_without_a_tsa_gets_one_on_init(
     result = pki.init_ca(db_session, ca_config, key_store, "https://ca.test.invalid")
     tsa = active_tsa(db_session, ca)
     assert tsa is not None and tsa.serial == result.tsa_serial
+
+
+def test_tokens_are_canonical_der_as_asn1crypto_re_encodes_them(stamper: TimeStamper, tmp_path: Path) -> None:
+    # pki/tsa_asn1.py encodes with cryptography's declarative ASN.1; asn1crypto, decoding every
+    # field and encoding it again from scratch, must produce the very same bytes (DER is unique)
+    for extra in ((), ("-no_nonce",)):
+        answer = stamper.respond(_query(tmp_path, b"doc", *extra))
+        parsed = tsp.TimeStampResp.load(answer.der)
+        assert parsed.dump(force=True) == answer.der
+        info = parsed["time_stamp_token"]["content"]["encap_content_info"]["content"].parsed
+        assert (info["nonce"].native is None) == bool(extra)
+        attrs = parsed["time_stamp_token"]["content"]["signer_infos"][0]["signed_attrs"]
+        assert [a["type"].native for a in attrs] == [
+            "content_type",
+            "message_digest",
+            "signing_certificate_v2",
+        ]

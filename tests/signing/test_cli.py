@@ -168,3 +168,21 @@ def test_the_seal_key_lives_in_softhsm2_when_pkcs11_is_configured(
     assert run(data_dir, "seal", "sign", str(src), "--out", str(dst))[0] == 0
     code, out = run(data_dir, "signature", "validate", str(dst), "--offline", "--json")
     assert code == 0, out
+
+
+def test_a_seal_revoked_after_sealing_still_validates_as_made_before_and_is_not_valid_now(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    src, dst = tmp_path / "in.pdf", tmp_path / "out.pdf"
+    src.write_bytes(make_pdf(1))
+    assert run(data_dir, "seal", "sign", str(src), "--out", str(dst))[0] == 0  # B-LT
+    code, out = run(data_dir, "cert", "list", "--profile", "document-seal", "--json")
+    serial = json.loads(out)["certificates"][0]["serial"]
+    assert run(data_dir, "cert", "revoke", serial, "--reason", "keyCompromise")[0] == 0
+    code, out = run(data_dir, "signature", "validate", str(dst), "--offline", "--json")
+    assert code == 0, out  # the time-stamp proves the seal was made before the revocation
+    (sig,) = json.loads(out)["signatures"]
+    assert sig["valid_then"] is True and sig["valid_now"] is False and not sig["revoked"]
+    code, out = run(data_dir, "seal", "sign", str(src), "--out", str(tmp_path / "again.pdf"), "--json")
+    assert code == 1 and json.loads(out)["error"] == "seal_not_valid"  # no new seals with it
+    assert not (tmp_path / "again.pdf").exists()

@@ -90,3 +90,19 @@ def test_the_size_limit_is_checked_first(
     pdf = make_pdf(1)
     with pytest.raises(signing.DocumentTooLarge):
         signing.prepare(pdf, cert, [city.ca.certificate], max_size=len(pdf) - 1)
+
+
+def test_b_t_without_a_reachable_tsa_is_a_typed_error(
+    city: City, holder: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]
+) -> None:
+    from pyhanko.sign.timestamps.requests_client import HTTPTimeStamper
+
+    key, cert = holder
+    prepared = signing.prepare(make_pdf(1), cert, [city.ca.certificate], level=signing.Level.B_T)
+    signature = key.sign(prepared.to_be_signed, ec.ECDSA(hashes.SHA256()))
+    for context in (
+        signing.SigningContext(None, None),
+        signing.SigningContext(HTTPTimeStamper("http://127.0.0.1:9/pki/tsa", timeout=2), None),
+    ):
+        with pytest.raises(signing.TimeStampFailed):
+            signing.finish(prepared, signature, context)

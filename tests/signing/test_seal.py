@@ -12,6 +12,7 @@ from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy import select
 
 import pki
+import signing
 from db.audit import AuditEvent
 from signing import Level, Visible
 from signing.seal import SealNotValid, seal_documents
@@ -103,3 +104,37 @@ def test_a_visible_seal_sits_on_the_page_asked_for(city: City) -> None:
     widgets = [a.get_object() for a in page["/Annots"]]
     assert [[int(v) for v in w["/Rect"]] for w in widgets] == [[50, 60, 250, 140]]
     assert validate(sealed, [city.ca.root_certificate], online=False).signatures[0].intact
+
+
+def test_a_broken_time_stamp_does_not_vouch_for_the_signing_time(city: City) -> None:
+    # the certificate is judged at the time-stamp's time; a token whose signature does not
+    # verify must not set that time (else any time could be claimed)
+    sealed = _seal(city, make_pdf(1), Level.B_LT)
+    signature = PdfFileReader(io.BytesIO(sealed)).embedded_signatures[0]
+    (token,) = [
+        a["values"][0]
+        for a in signature.signer_info["unsigned_attrs"]
+        if a["type"].native == "signature_time_stamp_token"
+    ]
+    token_signature = token["content"]["signer_infos"][0]["signature"].native.hex().encode()
+    at = sealed.lower().index(token_signature) + 20  # in /Contents: outside the signed byte range
+    flipped = b"0" if sealed[at : at + 1] != b"0" else b"1"
+    tampered = sealed[:at] + flipped + sealed[at + 1 :]
+    (report,) = validate(tampered, [city.ca.root_certificate], online=False).signatures
+    assert report.intact  # the document's bytes are untouched
+    assert report.timestamp is None and not report.valid_then and not report.ok
+    assert "the signature time-stamp does not validate" in report.problems
+
+
+def test_validation_refuses_more_signatures_than_the_limit(
+    city: City, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signing.validate as validation
+
+    pdf = make_pdf(1)
+    for _ in range(3):
+        pdf = _seal(city, pdf, Level.B_B)
+    assert len(validate(pdf, [city.ca.root_certificate], online=False).signatures) == 3
+    monkeypatch.setattr(validation, "MAX_SIGNATURES", 2)
+    with pytest.raises(signing.TooManySignatures):
+        validate(pdf, [city.ca.root_certificate], online=False)
