@@ -57,7 +57,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: $(STAMP)
@@ -65,10 +65,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/
+	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 
 bench: $(STAMP)
-	@for b in token layers login attestation ca smartcard; do \
+	@for b in token layers login attestation ca smartcard wallet; do \
 		if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; done
 
 clean:

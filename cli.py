@@ -183,7 +183,7 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 )
 def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool) -> None:
     """Serve cityid with a production WSGI server (granian by default, or gunicorn)."""
-    from idp.serve import run
+    from idp.serve import bind_problem, run
 
     cfg = load_config(data_dir)
     if (problem := serve_problem(cfg)) is not None:
@@ -192,6 +192,8 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
         host, _, port = bind.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             fail(f"--bind {bind!r}: use HOST:PORT (e.g. 127.0.0.1:8000) or unix:PATH", code=2)
+    if (problem := bind_problem(bind)) is not None:
+        fail(problem, code=2)
     engine = make_engine(cfg.db_url, pool=False)
     try:
         check_schema(engine)
@@ -230,11 +232,13 @@ def _ca_keys_problem(cfg: Config, engine: Any) -> str | None:
 def demo(data_dir: Path, bind: str) -> None:
     """Initialise a demo instance with a demo service and citizen, and serve it."""
     from idp.demo import prepare_demo
-    from idp.serve import run
+    from idp.serve import bind_problem, run
 
     host, _, port = bind.rpartition(":")
     if (problem := issuer_problem(f"http://{host}:{port}")) is not None:
         fail(f"{problem} (the demo serves plain http: bind it to 127.0.0.1 or localhost)", code=2)
+    if (problem := bind_problem(bind)) is not None:
+        fail(problem, code=2)
     _init_all(data_dir, f"http://{host}:{port}")
     cfg, info = prepare_demo(data_dir, issuer=f"http://{host}:{port}")
     click.echo(info)
@@ -954,7 +958,7 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
     )
 
 
-for _name in ("cli_pki", "cli_device", "cli_signing"):
+for _name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials"):
     try:
         _mod = importlib.import_module(_name)
     except ModuleNotFoundError as _exc:

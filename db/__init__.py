@@ -179,6 +179,7 @@ def import_all_models() -> None:
         "pki.models",
         "smartcard.models",
         "signing.citizen_models",
+        "idp.vci.models",
     ):
         try:
             importlib.import_module(name)

@@ -36,6 +36,8 @@ VIEW_MODULES = [
     "idp.views.devices",  # "My devices"
     "idp.views.webauthn",  # WebAuthn step
     "idp.views.eid",  # eID step
+    "idp.views.wallet",  # EU identity wallet (OpenID4VP verifier) as an eID route
+    "idp.views.vci",  # OpenID4VCI credential issuer: the library card in the wallet
     "idp.views.resource",  # demo resource endpoint (DPoP)
     "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
     "idp.views.signatures",  # citizen signatures: service and device API

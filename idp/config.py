@@ -106,6 +106,24 @@ class EidConfig:
 
 
 @dataclass(frozen=True)
+class WalletConfig:
+    """The EU digital identity wallet as a route to *high* (``[wallet]``, ``CITYID_WALLET_<KEY>``);
+    see docs/wallet.md. Offered next to the ID card connector, or alone."""
+
+    enabled: bool = False
+    trust_anchors_file: str = ""  # PEM: the root certificates of the accepted PID providers
+    verifier_key_file: str = ""  # PEM private key (EC P-256) of the verifier certificate
+    verifier_cert_file: str = ""  # PEM chain, leaf first; its dNSName SAN is the issuer's host
+    pid_vct: str = "urn:eudi:pid:1"  # accepted credential types, comma-separated
+    # OpenID4VP 1.0 §5.9.3: x509_san_dns (the leaf's dNSName SAN is the issuer's host) or
+    # x509_hash (the SHA-256 of the leaf certificate; the prefix HAIP 1.0 requires wallets to support)
+    client_id_prefix: str = "x509_san_dns"
+    # The trust list holds TEST PID providers (walletsim): every result says SIMULATION, and the
+    # issuer must be on 127.0.0.1 or localhost, like the eID simulator.
+    simulation: bool = False
+
+
+@dataclass(frozen=True)
 class WebAuthnConfig:
     """WebAuthn relying party (``[webauthn]`` in cityid.toml, ``CITYID_WEBAUTHN_<KEY>``); see
     docs/webauthn.md. Without an MDS3 blob no authenticator attests to *substantial*."""
@@ -147,6 +165,9 @@ class Config:
     access_token_lifetime_seconds: int = 600
     id_token_lifetime_seconds: int = 600
     refresh_token_lifetime_days: int = 30
+    # a rotated refresh token presented again this soon by the same client (same DPoP key /
+    # certificate) gets the rotation's tokens again instead of revoking the grant; 0: off
+    refresh_token_grace_seconds: int = 10
     code_lifetime_seconds: int = 60
     email_verification_hours: int = 24
     password_reset_minutes: int = 30
@@ -168,6 +189,7 @@ class Config:
     branding: BrandingConfig = field(default_factory=BrandingConfig)
     ca: CaConfig = field(default_factory=CaConfig)
     eid: EidConfig = field(default_factory=EidConfig)
+    wallet: WalletConfig = field(default_factory=WalletConfig)
     smartcard: SmartcardConfig = field(default_factory=SmartcardConfig)
     webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
 
@@ -448,6 +470,7 @@ _POSITIVE = (
     "password_reset_minutes",
 )
 MIN_SECRET_LENGTH = 32
+MAX_REFRESH_GRACE_SECONDS = 300  # a retry comes within seconds; longer only helps a thief
 
 
 def serve_problem(cfg: Config) -> str | None:
@@ -460,16 +483,39 @@ def serve_problem(cfg: Config) -> str | None:
     for name in _POSITIVE:
         if getattr(cfg, name) <= 0:
             return f"setting {name} must be above 0"
+    if not 0 <= cfg.refresh_token_grace_seconds <= MAX_REFRESH_GRACE_SECONDS:
+        return (
+            f"setting refresh_token_grace_seconds = {cfg.refresh_token_grace_seconds}: "
+            f"0 (off) to {MAX_REFRESH_GRACE_SECONDS} seconds"
+        )
     if cfg.smtp.host and not 0 < cfg.smtp.port < 65536:
         return f"setting smtp.port = {cfg.smtp.port}: a port from 1 to 65535 is needed"
     for name in ("secret_key", "key_passphrase"):
         if len(getattr(cfg, name)) < MIN_SECRET_LENGTH:
             return f"setting {name} is shorter than {MIN_SECRET_LENGTH} characters: run `cityid init` for one"
-    simulator = cfg.eid_connector == "simulator" or cfg.eid_simulator_enabled
+    simulator = cfg.eid_connector == "simulator" or cfg.eid_simulator_enabled or cfg.wallet.simulation
     if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
         # the simulator reports whatever eID level its user picks: anyone would reach *high*
         return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
-    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg)
+    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg) or wallet_problem(cfg)
+
+
+def wallet_problem(cfg: Config) -> str | None:
+    """Why the wallet route cannot be used as configured (docs/wallet.md), or None."""
+    w = cfg.wallet
+    if not w.enabled:
+        return None
+    for name in ("trust_anchors_file", "verifier_key_file", "verifier_cert_file"):
+        path = getattr(w, name)
+        if not path or not Path(path).is_file():
+            return f"[wallet] {name} = {path!r} is not a readable file"
+    from idp.eid.wallet.connector import load_verifier  # cryptography only
+
+    try:
+        load_verifier(cfg)
+    except ValueError as exc:
+        return f"[wallet] {exc}"
+    return None
 
 
 def _host_for_url(hostname: str) -> str:

@@ -16,6 +16,7 @@ from werkzeug.datastructures import Headers
 CORS_PATHS = frozenset(
     {
         "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
         "/jwks.json",
         "/token",
         "/userinfo",

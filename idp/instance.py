@@ -20,6 +20,7 @@ class InstanceKeys:
     subject: bytes  # pairwise subject identifiers
     csrf: bytes
     personal_data: Sealer  # encrypts personal data at rest
+    token_answer: Sealer  # encrypts a refresh's token answer for its grace window
 
     @classmethod
     def from_config(cls, cfg: Config) -> InstanceKeys:
@@ -31,6 +32,7 @@ class InstanceKeys:
             subject=derive_key(s, "pairwise-subject"),
             csrf=derive_key(s, "csrf"),
             personal_data=Sealer(derive_key(cfg.key_passphrase or s, "personal-data")),
+            token_answer=Sealer(derive_key(cfg.key_passphrase or s, "refresh-token-answer")),
         )
 
     def email_lookup(self, email: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, false
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db import Base, new_id, utcnow
@@ -117,6 +117,21 @@ class RefreshToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]  # rotated: a second use is a replay
+    # the token answer that rotated it (new refresh and access token), sealed with
+    # InstanceKeys.token_answer: the same client retrying within refresh_token_grace_seconds gets it
+    # again instead of losing the grant; cleared once the successor is rotated or the grant revoked
+    answer_sealed: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+    # at most one row of a grant keeps an answer: a rotation clears its grant's others through
+    # this index, whatever the number of tokens the grant has rotated through
+    __table_args__ = (
+        Index(
+            "ix_idp_refresh_token_answer",
+            "grant_id",
+            sqlite_where=text("answer_sealed IS NOT NULL"),
+            postgresql_where=text("answer_sealed IS NOT NULL"),
+        ),
+    )
 
 
 class RevokedAccessToken(Base):
@@ -247,6 +262,9 @@ class PushedRequest(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     first_used_at: Mapped[dt.datetime | None]
     consumed_at: Mapped[dt.datetime | None]
+    # an authorization request the browser POSTed (OIDC Core §3.1.2.1), kept here so that its
+    # parameters stay out of URLs: not pushed by an authenticated client (RFC 9126 §6 require_par)
+    front_channel: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class InstanceCheck(Base):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import errno
 import logging
 import multiprocessing.util
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -33,10 +35,12 @@ def purge_expired(session: Any, now: Any) -> None:
     """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
     assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges;
     a day after their end: e-mail links (a change of address holds the new address), codes,
-    refresh tokens, revoked grants, delivered or abandoned logout tokens (they name the subject)."""
-    from sqlalchemy import delete
+    refresh tokens, revoked grants, delivered or abandoned logout tokens (they name the subject);
+    a refresh's kept answer once past any grace window."""
+    from sqlalchemy import delete, update
 
     from idp import throttle
+    from idp.config import MAX_REFRESH_GRACE_SECONDS
     from idp.models import (
         AuthorizationCode,
         EmailToken,
@@ -56,6 +60,15 @@ def purge_expired(session: Any, now: Any) -> None:
     session.execute(delete(EmailToken).where(EmailToken.expires_at <= cutoff))
     session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at <= cutoff))
     session.execute(delete(RefreshToken).where(RefreshToken.expires_at <= cutoff))
+    # a rotation's kept answer (idp.oauth.rotation) once no grace window can reach it any more
+    session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.answer_sealed.is_not(None),
+            RefreshToken.used_at <= now - dt.timedelta(seconds=MAX_REFRESH_GRACE_SECONDS),
+        )
+        .values(answer_sealed=None)
+    )
     session.execute(delete(Grant).where(Grant.revoked_at <= cutoff))  # its codes, tokens go with it
     session.execute(
         delete(LogoutOutbox).where((LogoutOutbox.delivered_at <= cutoff) | (LogoutOutbox.failed_at <= cutoff))
@@ -95,6 +108,46 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
                     )
         except Exception:  # keep the worker alive; the outbox keeps what is not done
             log.exception("background duty failed")
+
+
+def bind_problem(bind: str) -> str | None:
+    """Why ``bind`` (HOST:PORT or unix:PATH) cannot be served on, or None.
+
+    granian listens with SO_REUSEPORT: a second `cityid serve` on an address another process
+    already listens on would not fail, the kernel would split the connections between the two
+    (perhaps of different versions or configurations) without a word. So the address is tried
+    first with a socket *without* SO_REUSEPORT, which the kernel refuses (EADDRINUSE) while
+    anyone listens there; SO_REUSEADDR lets a just-stopped server's connections in TIME_WAIT
+    not count. (A process that binds between this check and the server's own bind is not
+    caught: this is for the mistake, not for a race.)"""
+    if bind.startswith("unix:"):
+        path = bind[len("unix:") :]
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                return None  # nobody answers there: a stale socket file is replaced
+        return f"--bind {bind}: another process is already listening on {path}"
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        addresses = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, ValueError) as exc:
+        return f"--bind {bind}: {exc}"
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return (
+                        f"--bind {bind}: another process is already listening on that address "
+                        "(stop it, or pick another port: two servers on one address would split "
+                        "the requests between them)"
+                    )
+                return f"--bind {bind}: {exc.strerror or exc}"
+    return None
 
 
 class Background:

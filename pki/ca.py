@@ -23,6 +23,7 @@ ISSUING = "issuing"
 OCSP_SIGNER = "ocsp-signer"
 TSA = "tsa"  # the time-stamping certificate (pki/tsa.py)
 SEAL = "document-seal"  # the city seal (pki/seal.py)
+CREDENTIAL_ISSUER = "credential-issuer"  # the wallet credential issuer's key (pki/credential_issuer.py)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ POLICY_TLS_SERVER = "1.2"
 POLICY_DOCUMENT_SEAL = "1.3"
 POLICY_OCSP_SIGNER = "1.4"
 POLICY_TIMESTAMPING = "1.5"
+POLICY_CREDENTIAL_ISSUER = "1.6"  # the key that signs the city's wallet credentials (SD-JWT VC)
 # Every policy an end-entity certificate of this CA may carry: a profile with a new policy adds
 # it here, and `cityid init` re-certifies the issuing CA (same key) to assert it.
 LEAF_POLICIES: tuple[str, ...] = (
@@ -33,6 +34,7 @@ LEAF_POLICIES: tuple[str, ...] = (
     POLICY_DOCUMENT_SEAL,
     POLICY_OCSP_SIGNER,
     POLICY_TIMESTAMPING,
+    POLICY_CREDENTIAL_ISSUER,
 )
 
 

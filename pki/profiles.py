@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID, Ob
 
 from pki.ca import CertificateAuthority
 from pki.certpolicy import (
+    POLICY_CREDENTIAL_ISSUER,
     POLICY_DEVICE_AUTH,
     POLICY_DOCUMENT_SEAL,
     POLICY_OCSP_SIGNER,
@@ -520,6 +521,30 @@ TIMESTAMPING = Profile(
     ),
 )
 
+CREDENTIAL_ISSUER = Profile(
+    name="credential-issuer",
+    internal=True,  # only the CA issues it, to its own credential issuer key (pki/credential_issuer.py)
+    default_validity=730 * DAY,
+    max_validity=1095 * DAY,
+    validators=(
+        keys(curves=(ec.SECP256R1,)),  # ES256 (HAIP 1.0)
+        csr_extensions_only(),
+    ),
+    subject=named_subject(
+        allowed=frozenset({NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME}),
+        required=frozenset({NameOID.COMMON_NAME}),
+    ),
+    extensions=(
+        end_entity(),
+        # SD-JWT VC §3.5 (x5c): the key signs credentials and status lists, nothing else
+        key_usage(digital_signature=True),
+        policy(POLICY_CREDENTIAL_ISSUER),
+        authority_info_access(ocsp=True),
+        crl_distribution_point,
+        *_COMMON_TAIL,
+    ),
+)
+
 PROFILES: Mapping[str, Profile] = {
-    p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL, TIMESTAMPING)
+    p.name: p for p in (DEVICE_AUTH, OCSP_SIGNER, TLS_SERVER, DOCUMENT_SEAL, TIMESTAMPING, CREDENTIAL_ISSUER)
 }

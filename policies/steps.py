@@ -21,6 +21,7 @@ class FactorKind(StrEnum):
     PASSWORD = "pwd"
     DEVICE_KEY = "hwk"  # PKI-2FA signature or WebAuthn assertion by a device key
     EID = "eid"  # German eID card through an eID connector
+    WALLET = "wallet"  # EU digital identity wallet: PID over OpenID4VP (docs/wallet.md)
 
 
 class Step(StrEnum):
@@ -126,13 +127,17 @@ def _counted(decision: LevelDecision, session: SessionFacts, now: datetime) -> t
     return tuple(counted)
 
 
+# Identity factors: the eID card and the wallet's PID both prove who the person is (Step.EID).
+_IDENTITY = (FactorKind.EID, FactorKind.WALLET)
+
+
 def _reaches(factor: Factor, level: Level) -> bool:
     return factor.level is not None and factor.level >= level
 
 
 def _level_of(factors: tuple[Factor, ...]) -> Level | None:
     """What the factors prove together (ARCHITECTURE.md, levels of assurance)."""
-    reached: list[Level] = [f.level for f in factors if f.kind is FactorKind.EID and f.level]
+    reached: list[Level] = [f.level for f in factors if f.kind in _IDENTITY and f.level]
     if any(f.kind is FactorKind.PASSWORD for f in factors):
         reached.append(Level.LOW)
         if any(f.kind is FactorKind.DEVICE_KEY and _reaches(f, Level.SUBSTANTIAL) for f in factors):
@@ -152,6 +157,11 @@ def _amr(factors: tuple[Factor, ...]) -> tuple[str, ...]:
             # RFC 8176 §2: hwk = hardware-secured key, swk = software-secured key.
             methods.add("hwk" if _reaches(factor, Level.SUBSTANTIAL) else "swk")
             categories.add("possession")
+        elif factor.kind is FactorKind.WALLET:
+            # RFC 8176 §2: hwk (the key-binding key in the wallet's secure hardware), pin (the
+            # wallet's user authentication, HAIP 1.0); "wallet" names the route (not registered).
+            methods.update(("hwk", "pin", "wallet"))
+            categories.update(("possession", "knowledge"))
         else:
             methods.update(("sc", "pin"))  # RFC 8176 §2: smart card, PIN
             categories.update(("possession", "knowledge"))
@@ -188,7 +198,7 @@ def _missing(route: tuple[Step, ...], factors: tuple[Factor, ...], goal: Level) 
         if step is Step.PASSWORD:
             done = any(f.kind is FactorKind.PASSWORD for f in factors)
         elif step is Step.EID:
-            done = any(f.kind is FactorKind.EID and _reaches(f, goal) for f in factors)
+            done = any(f.kind in _IDENTITY and _reaches(f, goal) for f in factors)
         else:
             done = any(f.kind is FactorKind.DEVICE_KEY and _reaches(f, goal) for f in factors)
         if not done:

@@ -40,6 +40,7 @@ class ParError(Exception):
 class Pushed:
     digest: str
     params: list[tuple[str, str]]
+    front_channel: bool = False  # POSTed by the browser, not pushed by the client (see push)
 
 
 def _context(digest: str) -> str:
@@ -47,9 +48,19 @@ def _context(digest: str) -> str:
 
 
 def push(
-    session: Session, keys: InstanceKeys, client_id: str, params: list[tuple[str, str]], now: dt.datetime
+    session: Session,
+    keys: InstanceKeys,
+    client_id: str,
+    params: list[tuple[str, str]],
+    now: dt.datetime,
+    *,
+    front_channel: bool = False,
 ) -> tuple[str, int]:
-    """Store a validated pushed request; return its request_uri and lifetime in seconds."""
+    """Store a validated pushed request; return its request_uri and lifetime in seconds.
+
+    ``front_channel``: an authorization request the browser POSTed (OIDC Core §3.1.2.1), kept
+    the same way so that its parameters never appear in a URL; it proves nothing about the
+    client and is validated at the authorization endpoint like any other request."""
     reference = random_token(32)  # 256 bits: the request_uri is a bearer reference
     request_uri = PREFIX + reference
     digest = keys.token_digest(request_uri)
@@ -60,6 +71,7 @@ def push(
             params_enc=keys.personal_data.seal(json.dumps(params).encode(), _context(digest)),
             created_at=now,
             expires_at=now + LIFETIME,
+            front_channel=front_channel,
         )
     )
     return request_uri, int(LIFETIME.total_seconds())
@@ -86,7 +98,7 @@ def resolve(
     elif row.created_at + CONTINUE <= now:
         raise ParError("request_uri expired")
     params = json.loads(keys.personal_data.open(row.params_enc, _context(digest)))
-    return Pushed(digest, [(str(k), str(v)) for k, v in params])
+    return Pushed(digest, [(str(k), str(v)) for k, v in params], front_channel=row.front_channel)
 
 
 def consume(session: Session, digest: str, now: dt.datetime) -> bool:

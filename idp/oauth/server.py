@@ -16,8 +16,18 @@ from typing import Any, TypeVar, cast
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.integrations.flask_oauth2.requests import FlaskOAuth2Payload, FlaskOAuth2Request
 from authlib.oauth2.rfc6749 import ClientMixin, OAuth2Request, grants
-from authlib.oauth2.rfc6749.authenticate_client import authenticate_client_secret_basic
-from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.authenticate_client import (
+    ClientAuthentication,
+    authenticate_client_secret_basic,
+)
+from authlib.oauth2.rfc6749.errors import (
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
+from authlib.oauth2.rfc6749.hooks import hooked
+from authlib.oauth2.rfc6749.util import extract_basic_authorization, scope_to_list
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -47,7 +57,7 @@ from idp.models import (
     RevokedAccessToken,
     SeenJti,
 )
-from idp.oauth import dpop, errors, fapi2
+from idp.oauth import dpop, errors, fapi2, rotation
 from idp.oauth.subjects import machine_subject, subject_for
 from idp.runtime import runtime
 from smartcard import replay
@@ -168,6 +178,8 @@ class CodeRecord:
 class RefreshRecord:
     row: RefreshToken
     grant: Grant
+    # set for a retry within the grace window: the rotation's answer, returned again
+    answer: rotation.RotationAnswer | None = None
 
     def check_client(self, client: OAuthClient) -> bool:
         return self.grant.client_id == client.get_client_id()
@@ -222,6 +234,13 @@ def revoke_grant(session: Session, grant_id: str, reason: str) -> None:
         update(Grant)
         .where(Grant.id == grant_id, Grant.revoked_at.is_(None))
         .values(revoked_at=utcnow(), revoked_reason=reason)
+    )
+    # a revoked family's kept answers (idp.oauth.rotation) are of no use to anyone
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.grant_id == grant_id, RefreshToken.answer_sealed.is_not(None))
+        .values(answer_sealed=None)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -289,6 +308,16 @@ class SenderConstrained:
 
 class AuthorizationCodeGrant(SenderConstrained, grants.AuthorizationCodeGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = ALL_AUTH
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: OAuth2Request, client: OAuthClient) -> str:
+        if not request.payload.redirect_uri and "openid" in scope_to_list(request.payload.scope or ""):
+            # OIDC Core §3.1.2.1: redirect_uri is REQUIRED in an OpenID Connect request, even
+            # with one registered URI (plain OAuth keeps RFC 6749 §3.1.2.3's default). Never a
+            # redirect: none was named (RFC 6749 §4.1.2.1).
+            raise InvalidRequestError("redirect_uri is required in an OpenID Connect request")
+        redirect_uri: str = grants.AuthorizationCodeGrant.validate_authorization_redirect_uri(request, client)
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request: Any) -> None:
         principal: Principal = request.user
@@ -369,10 +398,9 @@ class RefreshTokenGrant(SenderConstrained, grants.RefreshTokenGrant):  # type: i
         if grant is None or grant.revoked_at is not None:
             return None
         if row.used_at is not None:
-            # RFC 9700 §4.14.2: a rotated refresh token used again means it leaked;
-            # revoke the whole family.
-            _deferred_revoke(grant.id, "refresh token replayed", grant.client_id)
-            return None
+            # RFC 9700 §4.14.2: a rotated refresh token used again means it leaked; revoke the
+            # whole family (unless it is the same client's retry within the grace window)
+            return self._retry_or_revoke(row, grant, row.used_at, row.answer_sealed)
         if row.expires_at <= utcnow():
             return None
         proof = _dpop_proof()
@@ -390,25 +418,150 @@ class RefreshTokenGrant(SenderConstrained, grants.RefreshTokenGrant):  # type: i
                 return None
         return RefreshRecord(row, grant)
 
+    def _retry(self) -> rotation.Retry:
+        proof, cert = _dpop_proof(), _mtls_certificate()
+        return rotation.Retry(
+            client_id=self.request.client.get_client_id(),
+            jkt=proof.jkt if proof is not None else None,
+            x5t=cert.thumbprint if cert is not None else None,
+            scope_asked=self.request.payload.scope or "",
+        )
+
+    def _retry_or_revoke(
+        self, row: RefreshToken, grant: Grant, used_at: dt.datetime, sealed: bytes | None
+    ) -> RefreshRecord | None:
+        """A rotated token presented again: the rotation's answer for the same client's retry
+        within the grace window (idp.oauth.rotation), else the family is revoked."""
+        answer = rotation.unseal(runtime_keys().token_answer, row.token_digest, sealed)
+        why = rotation.refusal(
+            answer,
+            self._retry(),
+            used_at=used_at.timestamp(),
+            now=time.time(),
+            grace_seconds=runtime().config.refresh_token_grace_seconds,
+        )
+        if why is None and answer is not None and _rotated(uow.db(), answer):
+            why = "after its successor was used"
+        if why is not None or answer is None:
+            _deferred_revoke(grant.id, f"refresh token replayed {why}", grant.client_id)
+            return None
+        return RefreshRecord(row, grant, answer=answer)
+
     def authenticate_user(self, refresh_token: RefreshRecord) -> Principal | None:
         return principal_for(uow.db(), refresh_token.grant)
 
-    def revoke_old_credential(self, refresh_token: RefreshRecord) -> None:
-        res = uow.db().execute(
+    @hooked  # type: ignore[untyped-decorator]
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        """RFC 6749 §6 as Authlib does it, with the old token claimed *before* the new ones are
+        made: of two concurrent uses of one token exactly one rotates it (the other's UPDATE
+        waits for the winner's commit on PostgreSQL; SQLite runs them one after the other), and
+        the other is answered as a retry (or a replay) of the winner's rotation."""
+        record: RefreshRecord = self.request.refresh_token
+        user = self.authenticate_user(record)
+        if not user:
+            raise InvalidRequestError("There is no 'user' for this token.")
+        self.request.user = user
+        if record.answer is None and not self._claim(record):
+            record = self._after_lost_race(record)
+        if record.answer is not None:
+            token = rotation.again(record.answer)
+            uow.record(
+                action="token.issue_again",
+                outcome="success",
+                actor=record.grant.client_id,
+                subject=user.account.id,
+                reason="refresh token presented again within the grace window: the rotation's tokens",
+                details={"grant": record.grant.id, "rotated_at": record.answer.issued_at},
+            )
+            return 200, token, self.TOKEN_RESPONSE_HEADER
+        token = self.issue_token(user, record)
+        self.save_token(token)
+        self._keep_answer(record, token)
+        return 200, token, self.TOKEN_RESPONSE_HEADER
+
+    def _claim(self, record: RefreshRecord) -> bool:
+        """Mark the token used; False when a concurrent request did first (only one UPDATE can
+        flip used_at)."""
+        s = uow.db()
+        res = s.execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_digest == record.row.token_digest, RefreshToken.used_at.is_(None))
+            .values(used_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        # the answers kept for the tokens before this one: their successor (this one) is used now
+        s.execute(
             update(RefreshToken)
             .where(
-                RefreshToken.token_digest == refresh_token.row.token_digest,
-                RefreshToken.used_at.is_(None),
+                RefreshToken.grant_id == record.grant.id,
+                RefreshToken.token_digest != record.row.token_digest,
+                RefreshToken.answer_sealed.is_not(None),
             )
-            .values(used_at=utcnow())
+            .values(answer_sealed=None)
+            .execution_options(synchronize_session=False)
         )
-        if res.rowcount != 1:  # type: ignore[attr-defined]  # lost a race with a concurrent use
-            _deferred_revoke(refresh_token.grant.id, "refresh token replayed", refresh_token.grant.client_id)
+        return True
+
+    def _after_lost_race(self, record: RefreshRecord) -> RefreshRecord:
+        """Another request rotated this token since it was read: its committed state decides."""
+        conn = uow.db().connection()
+        now = conn.execute(_SELECT_REFRESH_STATE, {"digest": record.row.token_digest}).first()
+        revoked = conn.execute(_SELECT_GRANT_STATE, {"gid": record.grant.id}).first()
+        if now is None or now.used_at is None or revoked is None or revoked.revoked_at is not None:
             raise InvalidGrantError("Invalid refresh token")
+        again = self._retry_or_revoke(record.row, record.grant, now.used_at, now.answer_sealed)
+        if again is None:
+            raise InvalidGrantError("Invalid refresh token")
+        return again
+
+    def _keep_answer(self, record: RefreshRecord, token: dict[str, Any]) -> None:
+        """Seal this rotation's answer onto the rotated token for the grace window."""
+        if runtime().config.refresh_token_grace_seconds <= 0:
+            return  # no window: nothing kept
+        proof, cert = _dpop_proof(), _mtls_certificate()
+        answer = rotation.RotationAnswer(
+            token=dict(token),
+            issued_at=int(time.time()),
+            client_id=record.grant.client_id,
+            jkt=proof.jkt if proof is not None else None,
+            x5t=cert.thumbprint if cert is not None else None,
+            scope_asked=self.request.payload.scope or "",
+        )
+        digest = record.row.token_digest
+        uow.db().execute(
+            update(RefreshToken)
+            .where(RefreshToken.token_digest == digest)
+            .values(answer_sealed=rotation.seal(runtime_keys().token_answer, digest, answer))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _rotated(s: Session, answer: rotation.RotationAnswer) -> bool:
+    """Whether the refresh token the rotation answered with has been used itself since."""
+    successor = answer.token.get("refresh_token")
+    if not isinstance(successor, str):
+        return True
+    row = (
+        s.connection()
+        .execute(_SELECT_REFRESH_STATE, {"digest": runtime_keys().token_digest(successor)})
+        .first()
+    )
+    return row is None or row.used_at is not None
 
 
 class ClientCredentialsGrant(SenderConstrained, grants.ClientCredentialsGrant):  # type: ignore[misc]
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        asked = set(scope_to_list(self.request.payload.scope) or [])
+        beyond = asked - set(self.request.client.row.scope.split())
+        if beyond:
+            # RFC 6749 §5.2 invalid_scope: unknown, or beyond what the client is registered for
+            # (never silently narrowed: the client would hold a token without knowing its scope)
+            raise InvalidScopeError(f"scope not allowed for this client: {' '.join(sorted(beyond))}")
 
 
 class OpenIDConnect(OpenIDCode):  # type: ignore[misc]
@@ -467,6 +620,60 @@ def userinfo_claims(user: Principal, scope: str) -> UserInfo:
 # private_key_jwt (discovery advertises these); Ed25519 is RFC 9864's name for EdDSA on Ed25519
 ASSERTION_ALGORITHMS = ["ES256", "RS256", "Ed25519", "EdDSA"]
 MAX_ASSERTION_LIFETIME = 3600  # seconds from now that a client assertion's exp may reach
+
+
+def presented_auth_methods(request: Any) -> list[str]:
+    """The client authentication methods a request carries credentials for."""
+    form = request.form
+    found = []
+    if request.headers.get("Authorization", "")[:6].lower() == "basic ":
+        found.append("client_secret_basic")
+    if "client_secret" in form:
+        found.append("client_secret_post")
+    if "client_assertion" in form or "client_assertion_type" in form:
+        found.append("private_key_jwt")
+    return found
+
+
+class ClientAuth(ClientAuthentication):  # type: ignore[misc]
+    """Authlib's client authentication with RFC 6749 §2.3 and RFC 7521 §4.2 around it, and
+    errors that name the method the client is registered for."""
+
+    def authenticate(self, request: Any, methods: list[str], endpoint: str) -> OAuthClient:
+        presented = presented_auth_methods(request)
+        if len(presented) > 1:
+            # RFC 6749 §2.3: the client MUST NOT use more than one authentication method in each
+            # request (which one would decide?)
+            raise InvalidRequestError(f"more than one client authentication method: {', '.join(presented)}")
+        try:
+            client: OAuthClient = super().authenticate(request, methods, endpoint)
+        except InvalidClientError as err:
+            if err.description.startswith("The client cannot authenticate with methods"):
+                err.description = self.failure(request, methods)
+            raise
+        body_id = request.form.get("client_id")
+        if body_id is not None and not equal(body_id, client.get_client_id()):
+            if request.auth_method == "private_key_jwt":
+                # RFC 7521 §4.2: a client_id sent along MUST identify the same client as the
+                # assertion
+                raise InvalidClientError(description="client_id is not the client assertion's subject")
+            # HTTP Basic for one client, client_id of another in the body (RFC 6749 §2.3.1 sends
+            # it along only for the same client): the request names two clients (as /par says)
+            raise InvalidRequestError("client_id is not the authenticated client")
+        return client
+
+    def failure(self, request: Any, methods: list[str]) -> str:
+        """Why authentication failed, in terms of the method *this* client is registered for
+        (never the list of every method the server knows). A client that is not found gets the
+        generic text: whether a client_id exists is not told here."""
+        client_id = extract_basic_authorization(request.headers)[0] or request.form.get("client_id")
+        client = self.query_client(client_id) if isinstance(client_id, str) else None
+        if client is None:
+            return "client authentication failed"
+        registered = client.row.token_endpoint_auth_method
+        if registered not in methods:
+            return f"this client is registered for {registered}, which this endpoint does not accept"
+        return f"client authentication failed: this client authenticates with {registered}"
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
@@ -657,6 +864,10 @@ _REVOKED = cast(Table, RevokedAccessToken.__table__)
 _GRANTS = cast(Table, Grant.__table__)
 _SELECT_REVOKED_JTI = select(_REVOKED.c.jti).where(_REVOKED.c.jti == bindparam("jti"))
 _SELECT_GRANT_STATE = select(_GRANTS.c.revoked_at).where(_GRANTS.c.id == bindparam("gid"))
+_REFRESH = cast(Table, RefreshToken.__table__)
+_SELECT_REFRESH_STATE = select(_REFRESH.c.used_at, _REFRESH.c.answer_sealed).where(
+    _REFRESH.c.token_digest == bindparam("digest")
+)
 
 
 def find_token(token: str, token_type_hint: str | None) -> Any:
@@ -883,6 +1094,7 @@ def create_server(app: Flask) -> AuthorizationServer:
     server = CityidAuthorizationServer(app, query_client=query_client, save_token=save_token)
     server.issuer = cfg.issuer
     server.scopes_supported = None
+    server._client_auth = ClientAuth(query_client)
     generator = AccessTokenGenerator(
         issuer=cfg.issuer, alg="ES256", refresh_token_generator=_refresh_token_generator
     )

@@ -521,6 +521,19 @@ def index() -> Any:
     return render_template("index.html")
 
 
+@bp.get("/favicon.ico")
+def favicon() -> Any:
+    """The icon browsers ask for on their own (idp.favicon), in the city's colour."""
+    from flask import current_app
+
+    from idp.favicon import ico
+
+    body = current_app.extensions.get("cityid_favicon")
+    if body is None:
+        body = current_app.extensions["cityid_favicon"] = ico(runtime().config.branding.primary_colour)
+    return body, 200, {"Content-Type": "image/x-icon", "Cache-Control": "public, max-age=86400"}
+
+
 @bp.get("/branding.css")
 def branding_css() -> Any:
     """City colours from config, as a stylesheet (CSP forbids inline styles)."""

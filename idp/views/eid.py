@@ -83,6 +83,17 @@ REBUILD_AFTER = 3600.0
 _BUILDING = threading.Lock()
 
 
+def _wallet() -> EidConnector | None:
+    """The EU wallet route (idp.views.wallet), offered beside the ID card, or None."""
+    from idp.views import wallet
+
+    return wallet.connector() if runtime().config.wallet.enabled else None
+
+
+def _connector_for(name: str) -> EidConnector | None:
+    return _wallet() if name == "wallet" else connector()
+
+
 def connector() -> EidConnector | None:
     cache = current_app.extensions.setdefault("cityid_eid", {})
     now = time.monotonic()
@@ -181,7 +192,7 @@ def _oidc_connector() -> EidConnector | None:
 def eid_account_facts(session: Session, account_id: str) -> dict[str, Any]:
     """ACCOUNT_FACT_HOOKS: with a usable connector every account can reach *high* by eID (its
     first use links the card); without one, nobody can."""
-    if configured_kind() is None:
+    if configured_kind() is None and _wallet() is None:
         return {"eid_level": None}
     return {"eid_level": Level.HIGH}
 
@@ -291,12 +302,15 @@ def _pending_client() -> Client | None:
 
 @bp.get("/login/eid")
 def start_page() -> Any:
-    if connector() is None:
+    card, wallet = connector(), _wallet()
+    if card is None and wallet is None:
         return _problem(
             404, _("eID login is not available"), _("This server does not offer login with the eID card.")
         )
     return _page(
         "eid.html",
+        card=card is not None,
+        wallet=wallet is not None,
         client=_pending_client(),
         account=browser.current_account(),
         csrf_token=browser.csrf_token(),
@@ -305,7 +319,8 @@ def start_page() -> Any:
 
 @bp.post("/login/eid")
 def start() -> Any:
-    conn = connector()  # before any database access: building it may fetch upstream metadata
+    # before any database access: building it may fetch upstream metadata
+    conn = _wallet() if request.form.get("eid") == "wallet" else connector()
     browser.check_csrf()
     if conn is None:
         return _problem(
@@ -374,7 +389,8 @@ def simulator_page() -> Any:
 def _callback_params() -> dict[str, str] | None:
     params: dict[str, str] = {}
     for key, value in request.values.items():
-        limit = MAX_SAML_RESPONSE if key == "SAMLResponse" else MAX_VALUE
+        # SAMLResponse; a wallet's response (OpenID4VP 1.0 §8.3.1, a JWE) or its plain vp_token
+        limit = MAX_SAML_RESPONSE if key in ("SAMLResponse", "response", "vp_token") else MAX_VALUE
         if len(key) > 100 or len(value) > limit:
             return None
         params[key] = value
@@ -387,6 +403,8 @@ def callback() -> Any:
     state, never by the cookie: a cross-site SAML POST carries no SameSite=Lax cookie."""
     params = _callback_params()
     state = (params or {}).get("RelayState") or (params or {}).get("state") or ""
+    if request.method == "POST" and request.args.get("flow") in ("same", "cross"):
+        state = request.args.get("state", "")  # a wallet's response_uri (idp.views.wallet)
     if params is None or not state or len(state) > 200:
         return _refused_callback("malformed callback parameters")
     state_key = _keys()[1]
@@ -404,7 +422,7 @@ def callback() -> Any:
     if answered:
         return _refused_callback("callback already answered")  # single use
     pending = found[1]
-    conn = connector()
+    conn = _connector_for(pending.connector)
     if conn is None or conn.name != pending.connector:
         return _refused_callback(f"connector changed to {conn.name if conn else 'none'}")
     try:
@@ -418,6 +436,10 @@ def callback() -> Any:
             subject=client_id or "",
             reason=f"{exc.code}: {exc.detail}"[:300],
         )
+        if conn.name == "wallet":
+            from idp.views.wallet import wallet_error
+
+            return wallet_error(exc.code, exc.description)
         return _problem(400, _("eID check failed"), _(exc.description))
     again = eid_store.find_pending(uow.db(), sealer, digest)
     if again is None or again[0].result_enc is not None:
@@ -437,6 +459,10 @@ def callback() -> Any:
         reason=f"{conn.name}: {result.level.label} from {result.issuer}"[:300],
         details={"simulation": result.simulation},
     )
+    if conn.name == "wallet":
+        from idp.views.wallet import wallet_answer
+
+        return wallet_answer(state, request.args.get("flow", ""), handover)
     return redirect(f"/login/eid/complete?{urlencode({'state': state, 'handover': handover})}", code=303)
 
 
@@ -446,6 +472,10 @@ def _handover_digest(handover: str) -> str:
 
 def _refused_callback(why: str) -> Any:
     uow.record(action="eid.verify", outcome="denied", actor="anonymous", subject="", reason=why)
+    if request.method == "POST" and request.args.get("flow") in ("same", "cross"):
+        from idp.views.wallet import wallet_error  # to the wallet: a protocol error
+
+        return wallet_error("invalid_state", why)
     return _problem(
         400,
         _("This eID answer cannot be used"),
@@ -496,9 +526,10 @@ def complete() -> Any:
     _consume_even_on_failure(digest)
     index_key, _sk = _keys()
     pseudonym = eid_store.pseudonym_digest(index_key, result.issuer, result.pseudonym)
+    factor = "wallet" if found[1].connector == "wallet" else "eid"  # policies FactorKind
     account = browser.current_account()
     if account is None:
-        return _login_by_eid(pseudonym, result)
+        return _login_by_eid(pseudonym, result, factor)
     if eid_store.link_of_account(uow.db(), account.id) is None and not may_change_strong_factors(account):
         # A first card next to a device or passkey at substantial: a password alone must not
         # link someone else's card (and with it level high) to the account.
@@ -547,10 +578,10 @@ def complete() -> Any:
     )
     if created:
         notify_factor_change(account, _("An ID card was linked to your account."))
-    return complete_step("eid", int(result.level), method="eid")
+    return complete_step(factor, int(result.level), method=factor)
 
 
-def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
+def _login_by_eid(pseudonym: str, result: EidResult, factor: str = "eid") -> Any:
     """No one is logged in: the eID logs in the account it is linked to, if any."""
     row = eid_store.link_by_pseudonym(uow.db(), pseudonym)
     account = uow.db().get(Account, row.account_id) if row is not None else None
@@ -581,7 +612,7 @@ def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
         result=result,
     )
     target = continue_url()
-    browser.log_in(account, "eid", int(result.level))
+    browser.log_in(account, factor, int(result.level))
     uow.record(
         action="login.eid",
         outcome="success",
@@ -595,7 +626,7 @@ def _login_by_eid(pseudonym: str, result: EidResult) -> Any:
 
 def _eid_login() -> dict[str, Any]:
     # The login page offers the ID card alone (docs/levels.md) where a connector is usable.
-    return {"eid_login_available": configured_kind() is not None}
+    return {"eid_login_available": configured_kind() is not None or bool(runtime().config.wallet.enabled)}
 
 
 def init_app(app: Any, srv: Any) -> None:

@@ -40,6 +40,7 @@ from idp.oauth.server import (
     key_cache,
     oversized,
     principal_for,
+    query_client,
     with_dpop_nonce,
 )
 from idp.runtime import runtime
@@ -47,7 +48,7 @@ from policies import AskStep, Refused, Satisfied, Step, next_step, required_leve
 
 bp = Blueprint("oidc", __name__)
 
-SCOPES = ["openid", "profile", "email", "offline_access", "eid", "smartcard:enroll"]
+SCOPES = ["openid", "profile", "email", "offline_access", "eid", "smartcard:enroll", "library_card"]
 
 
 def server() -> Any:
@@ -59,6 +60,29 @@ def server() -> Any:
 
 @bp.get("/.well-known/openid-configuration")
 def discovery() -> Response:
+    return _metadata_response()
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def authorization_server_metadata() -> Response:
+    """RFC 8414 §3: the same metadata as OpenID Connect Discovery (RFC 8414 §2 allows the
+    OpenID parameters beside its own; one document, so the two can never disagree). An issuer
+    with a path would be found at /.well-known/oauth-authorization-server/<path> (§3.1): the
+    proxy in front maps that; cityid's issuer is a host."""
+    return _metadata_response()
+
+
+def _metadata_response() -> Response:
+    # built once per process from the configuration (read once at start)
+    body = current_app.extensions.get("cityid_metadata")
+    if body is None:
+        body = current_app.extensions["cityid_metadata"] = json.dumps(_metadata()).encode()
+    resp = Response(body, mimetype="application/json")
+    resp.headers["Cache-Control"] = "public, max-age=300"
+    return resp
+
+
+def _metadata() -> dict[str, Any]:
     rt_cfg = runtime().config
     iss = rt_cfg.issuer
     scope_levels = rt_cfg.scope_levels
@@ -78,7 +102,8 @@ def discovery() -> Response:
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": ["pairwise", "public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        "userinfo_signing_alg_values_supported": [],
+        # userinfo_signing_alg_values_supported: omitted, userinfo answers plain JSON only (OIDC
+        # Discovery §3: an empty list is no valid value)
         "token_endpoint_auth_methods_supported": [
             "client_secret_basic",
             "client_secret_post",
@@ -148,9 +173,7 @@ def discovery() -> Response:
         ],
         "prompt_values_supported": ["none", "login", "consent"],
     }
-    resp = jsonify(meta)
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    return resp
+    return meta
 
 
 @bp.get("/jwks.json")
@@ -194,6 +217,7 @@ def _pushed_request() -> tuple[Request | None, Any]:
         # The redirect URI is not known to be this client's: a page, no redirect (RFC 6749 §4.1.2.1).
         return None, _error_redirect(InvalidRequestError(str(exc)), error=par.ParError.error)
     g.par_digest = pushed.digest
+    g.par_front_channel = pushed.front_channel
     areq = _as_request(pushed.params)
     g.authz_values = areq.values
     return areq, None
@@ -287,6 +311,8 @@ def authorize() -> Any:
     if oversized(request):
         err = InvalidRequestError("a parameter is too long")
         return _error_redirect(err)
+    if request.method == "POST" and "csrf_token" not in request.form:
+        return _posted_request()
     srv = server()
     pushed, refused = _pushed_request()
     if refused is not None:
@@ -300,7 +326,7 @@ def authorize() -> Any:
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
     # RFC 9126 §6; FAPI 2.0 Security Profile §5.3.2.2: a FAPI 2.0 client's requests only pushed
-    if pushed is None and (client.row.require_par or fapi2.is_fapi2(client.row)):
+    if (pushed is None or g.par_front_channel) and (client.row.require_par or fapi2.is_fapi2(client.row)):
         return _error_redirect(
             InvalidRequestError(
                 "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
@@ -444,6 +470,46 @@ def authorize() -> Any:
     return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
 
 
+# the consent form's own fields: never part of an authorization request
+CONSENT_FORM_FIELDS = {"csrf_token", "decision"}
+
+
+def _posted_request() -> Any:
+    """OIDC Core §3.1.2.1: the authorization endpoint MUST support POST (form-encoded).
+
+    Told apart from the consent form by the absence of a CSRF token: a POST without one is an
+    authorization request and can never decide consent (the consent form needs the token of
+    this browser session, OWASP CSRF cheat sheet). Its parameters are kept as a front-channel
+    pushed request (idp.oauth.par) and the browser goes on with GET and the request_uri only,
+    so they stay out of URLs and logs as the client meant; the request is then validated as any
+    other. A service registered --require-par still has to push (RFC 9126 §6)."""
+    form = request.form
+    client_id = form.get("client_id", "")
+    if "request_uri" in form:  # RFC 9126 §4: the reference of a pushed request, nothing more
+        target = urlencode({"client_id": client_id, "request_uri": form["request_uri"]})
+        return redirect(f"/authorize?{target}", 303)
+    too_big = (request.content_length or 0) > MAX_PUSHED_BYTES or len(form) > MAX_PUSHED_PARAMS
+    client = query_client(client_id)
+    if client is None or too_big:
+        # no redirect: the redirect URI was not validated (RFC 6749 §4.1.2.1)
+        return _error_redirect(
+            InvalidRequestError("the request is too large" if too_big else "unknown client_id")
+        )
+    params = [(k, v) for k, v in form.items(multi=True) if k not in CONSENT_FORM_FIELDS]
+    request_uri, _ = par.push(
+        uow.db(), runtime().keys, client.client_id, params, utcnow(), front_channel=True
+    )
+    uow.record(
+        action="authorize.posted",
+        outcome="info",
+        actor="anonymous",  # an authorization request proves nothing about who sent it
+        subject=client.client_id,
+        reason="authorization request sent as POST: kept, continued with GET",
+    )
+    target = urlencode({"client_id": client.client_id, "request_uri": request_uri})
+    return redirect(f"/authorize?{target}", 303)
+
+
 def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
     err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
     err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
@@ -487,10 +553,11 @@ def pushed_authorization_request() -> Any:
     try:  # §2.1 (1): client authentication as at the token endpoint
         client: OAuthClient = srv.authenticate_client(srv.create_oauth2_request(None), ALL_AUTH, "par")
     except OAuth2Error as err:
-        resp = _par_error(401, err.error, err.description or "client authentication failed")
+        status = 401 if err.error == "invalid_client" else err.status_code  # RFC 6749 §5.2
+        resp = _par_error(status, err.error, err.description or "client authentication failed")
         # RFC 6749 §5.2: in the scheme the client used (the header's first word: werkzeug's
         # request.authorization raises on credentials that are no base64)
-        if request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic":
+        if status == 401 and request.headers.get("Authorization", "").partition(" ")[0].lower() == "basic":
             resp.headers["WWW-Authenticate"] = f'Basic error="{err.error}"'
         return resp
     form = request.form

@@ -51,8 +51,10 @@ def login_and_get_code(
 
 
 def test_code_flow_with_pkce_id_token_userinfo_refresh_revoke_logout(
-    idp: Idp, logout_receiver: Receiver
+    idp_factory: Any, logout_receiver: Receiver
 ) -> None:
+    # reuse detection without the grace window for retries (tests/idp/test_refresh_grace.py)
+    idp = idp_factory(refresh_token_grace_seconds=0)
     redirect = "http://127.0.0.1:9/cb"
     cid, secret = idp.add_client(
         name="Bürgeramt",

@@ -299,7 +299,9 @@ def test_certificate_policies_sit_under_the_configured_arc_rfc5280_4_2_1_4(
     store = pki.open_key_store(settings, tmp_path, PASSPHRASE)
     pki.init_ca(db_session, settings, store, BASE_URL)
     ca = pki.load_ca(db_session, settings, store, BASE_URL)
-    assert _policies(ca.certificate) == [f"{CITY_ARC}.{p}" for p in ("1", "1.1", "1.2", "1.3", "1.4", "1.5")]
+    assert _policies(ca.certificate) == [
+        f"{CITY_ARC}.{p}" for p in ("1", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6")
+    ]
     expected = {"device-auth": "1.1", "tls-server": "1.2", "tls-server-rsa": "1.2", "document-seal": "1.3"}
     for which, request in _requests().items():
         cert = pki.issue(db_session, ca, request).certificate

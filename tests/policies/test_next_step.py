@@ -325,3 +325,16 @@ def test_next_step_table(decision, factors, account, expected):
 def test_naive_datetimes_are_rejected(now, factors):
     with pytest.raises(ValueError, match="aware"):
         next_step(decide(), SessionFacts(factors), PLAIN, now)
+
+
+def test_wallet_pid_reaches_high_like_the_id_card_and_amr_names_the_wallet_rfc8176() -> None:
+    wallet = Factor(FactorKind.WALLET, ago(2), HIGH)
+    got = summary(next_step(decide(HIGH), SessionFacts((pwd(), wallet)), WITH_ALL, NOW))
+    assert got == satisfied(HIGH, ACR_HIGH, ("hwk", "mfa", "pin", "pwd", "wallet"), ago(5), "client_minimum")
+    alone = summary(next_step(decide(HIGH), SessionFacts((wallet,)), EID_ONLY, NOW))
+    assert alone == satisfied(HIGH, ACR_HIGH, ("hwk", "mfa", "pin", "wallet"), ago(2), "client_minimum")
+    # a wallet factor of a lower level (should a connector report one) does not reach high
+    low = summary(
+        next_step(decide(HIGH), SessionFacts((pwd(), Factor(FactorKind.WALLET, ago(2), SUB))), WITH_ALL, NOW)
+    )
+    assert low[0] == "ask"
