@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck translations messages system-deps bench clean
+.PHONY: run test fuzz lint typecheck translations messages system-deps bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need Python >= 3.11 (python3.13, python3.12, python3.11 or python3 on PATH)"; exit 1; }
@@ -59,6 +59,14 @@ test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The fuzz campaign's long profile (tests/fuzz; `make test` runs its short, fixed one): every
+# endpoint under generated hostile requests for FUZZ_SECONDS (20 minutes), schemathesis against a
+# live `cityid serve` among them; prints the requests sent per endpoint and the server errors (0).
+FUZZ_SECONDS ?= 1200
+fuzz: $(STAMP) translations
+	CITYID_FUZZ_PROFILE=long CITYID_FUZZ_SECONDS=$(FUZZ_SECONDS) CITYID_FUZZ_REPORT=fuzz-report.json \
+		$(BIN)/pytest -q -p no:cacheprovider tests/fuzz
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -958,16 +958,23 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
     )
 
 
-for _name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials"):
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
-        continue
-    for _cmd in _mod.COMMANDS:
-        main.add_command(_cmd)
+def _add_area_commands(group: click.Group) -> None:
+    for name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials"):
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for cmd in mod.COMMANDS:
+            group.add_command(cmd)
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m cli`: run the module under its own name, which the area modules import from
+    # (loading them from __main__ would import this file a second time, half-initialised)
+    import cli
+
+    cli.main()
+else:
+    _add_area_commands(main)

@@ -22,6 +22,7 @@ from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
 from idp.oauth.errors import safe_description
+from idp.request import CityidRequest
 from idp.runtime import Runtime
 
 # One module per endpoint group; each exposes ``bp`` (a Blueprint).
@@ -108,6 +109,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     if problem is not None:
         raise ValueError(problem)
     app = Flask(__name__)
+    app.request_class = CityidRequest  # header parsing that never raises on hostile input
     app.json = HostileJSONProvider(app)
     engine = make_engine(config.db_url)
     if check_schema:
@@ -159,6 +161,10 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
         if hasattr(module, "init_app"):
             module.init_app(app, srv)
 
+    from idp import openapi
+
+    openapi.init_app(app, config.issuer)  # /openapi.json from docs/openapi.yaml
+
     from idp.oauth.token_endpoint import TokenEndpoint
 
     retry.track_commits(sessions)
@@ -186,6 +192,15 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:
+        response = app.make_response(_http_error_body(exc))
+        # the exception's own headers: Allow on a 405 (RFC 9110 §15.5.6 MUST), WWW-Authenticate,
+        # Retry-After; our body brings its own Content-Type
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    def _http_error_body(exc: HTTPException) -> Any:
         if request.path.startswith(JSON_PATHS):
             code = exc.code or 500
             error = "server_error" if code >= 500 else "invalid_request"  # RFC 6749 §4.1.2.1

@@ -497,7 +497,7 @@ def serve_problem(cfg: Config) -> str | None:
     if simulator and urlsplit(cfg.issuer).hostname not in LOOPBACK_HOSTS:
         # the simulator reports whatever eID level its user picks: anyone would reach *high*
         return "the eID simulator is for development only (an issuer on 127.0.0.1 or localhost)"
-    return branding_problem(cfg.branding, cfg.issuer) or eid_problem(cfg) or wallet_problem(cfg)
+    return eid_problem(cfg) or branding_problem(cfg.branding, cfg.issuer) or wallet_problem(cfg)
 
 
 def wallet_problem(cfg: Config) -> str | None:

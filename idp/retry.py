@@ -55,7 +55,7 @@ class RetryOnce:
     """WSGI middleware: repeat a request once when the app answers with :data:`HEADER`."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self.app = app
+        self.wrapped = app  # the next application inward (as the other middleware name it)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         try:
@@ -63,7 +63,7 @@ class RetryOnce:
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY or environ.get("HTTP_TRANSFER_ENCODING"):
-            return self.app(environ, start_response)  # cannot be replayed; refused further in anyway
+            return self.wrapped(environ, start_response)  # cannot be replayed; refused further in anyway
         body = environ["wsgi.input"].read(length) if length else b""
         for attempt in (1, 2):
             env = dict(environ)
@@ -79,7 +79,7 @@ class RetryOnce:
                 _into.update(status=status, headers=headers, exc_info=exc_info)
                 return lambda _data: None  # the write() callable; Flask never uses it
 
-            result = self.app(env, capture)
+            result = self.wrapped(env, capture)
             headers = answer["headers"]
             if any(k.lower() == HEADER.lower() for k, _ in headers):
                 if attempt == 1:

@@ -10,6 +10,11 @@ The one place every OAuth error passes is its constructor: :func:`install` wraps
 the description is made safe there (each character outside the set percent-encoded as UTF-8,
 so a developer can still read what was sent), whoever builds the error — Authlib or cityid.
 Our own JSON and ``WWW-Authenticate`` errors use :func:`safe_description` directly.
+
+RFC 6749 §5.2 makes ``error_description`` optional; cityid always sends one (docs: every JSON
+error is ``{"error", "error_description"}``), so an error Authlib raises without a text (e.g.
+``unsupported_grant_type`` for a missing ``grant_type``) gets the short meaning of its code
+from :data:`DEFAULT_DESCRIPTIONS`, in the same constructor.
 """
 
 from __future__ import annotations
@@ -39,6 +44,30 @@ def _percent_encoded(c: str) -> str:
     return "".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
 
 
+# RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 7009 §2.2.1, RFC 9126 §2.3, RFC 9449 §7.1
+DEFAULT_DESCRIPTIONS = {
+    "invalid_request": "the request is missing a parameter or is malformed",
+    "invalid_client": "client authentication failed",
+    "invalid_grant": "the grant is invalid, expired or revoked",
+    "unauthorized_client": "this client may not use this grant type",
+    "unsupported_grant_type": "the grant type is not supported",
+    "invalid_scope": "the requested scope is invalid or unknown",
+    "access_denied": "the request was denied",
+    "unsupported_response_type": "the response type is not supported",
+    "server_error": "the server could not answer the request",
+    "temporarily_unavailable": "the server is briefly unavailable",
+    "invalid_token": "the access token is not valid",
+    "insufficient_scope": "the access token lacks the required scope",
+    "unsupported_token_type": "the token type is not supported",
+    "invalid_request_uri": "the request_uri is unknown or expired",
+    "invalid_dpop_proof": "the DPoP proof is not valid",
+}
+
+
+def default_description(error: str | None) -> str:
+    return DEFAULT_DESCRIPTIONS.get(error or "", "the request was refused")
+
+
 _original_init = OAuth2Error.__init__
 
 
@@ -46,6 +75,8 @@ def _safe_init(self: OAuth2Error, description: Any = None, *args: Any, **kwargs:
     if isinstance(description, str):
         description = safe_description(description)
     _original_init(self, description, *args, **kwargs)
+    if not self.description:  # RFC 6749 §5.2: optional there, always present here
+        self.description = default_description(self.error)
 
 
 def install() -> None:

@@ -666,7 +666,11 @@ class ClientAuth(ClientAuthentication):  # type: ignore[misc]
         """Why authentication failed, in terms of the method *this* client is registered for
         (never the list of every method the server knows). A client that is not found gets the
         generic text: whether a client_id exists is not told here."""
-        client_id = extract_basic_authorization(request.headers)[0] or request.form.get("client_id")
+        try:
+            basic_id = extract_basic_authorization(request.headers)[0]
+        except (ValueError, UnicodeError):  # credentials that are no base64 of UTF-8 (RFC 7617 §2)
+            basic_id = None
+        client_id = basic_id or request.form.get("client_id")
         client = self.query_client(client_id) if isinstance(client_id, str) else None
         if client is None:
             return "client authentication failed"

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from flask import Flask, Response, g
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request
@@ -26,6 +27,7 @@ from db import utcnow
 from idp import cors, retry, uow
 from idp.oauth import dpop, mtls
 from idp.oauth.server import endpoint_proof, oversized, with_dpop_nonce
+from idp.request import SafeAuthorization
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -34,7 +36,7 @@ PATH = "/token"
 MAX_BODY = 64 * 1024  # a token request is a few hundred bytes; a client assertion a few KiB
 
 
-class TokenRequest(Request):
+class TokenRequest(SafeAuthorization):
     max_content_length = MAX_BODY
     max_form_memory_size = MAX_BODY
     max_form_parts = 64
@@ -52,8 +54,11 @@ def _claimed_client_id(req: Request) -> str:
     assertion's sub); unverified: for the audit entry's details only."""
     if req.values.get("client_id"):
         return str(req.values["client_id"])[:64]
-    if req.authorization is not None and req.authorization.type == "basic":
-        return (req.authorization.username or "")[:64]
+    if req.headers.get("Authorization", "")[:6].lower() == "basic ":
+        try:  # werkzeug's req.authorization raises on credentials that are no base64 of UTF-8
+            return (extract_basic_authorization(req.headers)[0] or "")[:64]
+        except (ValueError, UnicodeError):
+            return ""
     assertion = req.values.get("client_assertion", "")
     if assertion.count(".") == 2 and len(assertion) < 8192:
         try:

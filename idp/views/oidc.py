@@ -641,8 +641,15 @@ def userinfo() -> Any:
     gid = claims.get("gid")
     grant = uow.db().get(Grant, gid) if gid else None
     principal = principal_for(uow.db(), grant) if grant else None
-    if principal is None:
-        return jsonify(error="invalid_token"), 401
+    if principal is None:  # a client-credentials token (with scope openid) names no citizen
+        bound = bool((claims.get("cnf") or {}).get("jkt"))
+        # RFC 6750 §3.1 (WWW-Authenticate on a 401), OIDC Core §5.3.3
+        return ResourceError(
+            401,
+            "invalid_token",
+            "the access token does not act for a citizen",
+            scheme="DPoP" if bound else "Bearer",
+        ).response()
     resp = jsonify(dict(userinfo_claims(principal, claims.get("scope", ""))))
     resp.headers["Cache-Control"] = "no-store"
     return resp

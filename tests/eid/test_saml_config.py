@@ -24,6 +24,8 @@ def _saml_toml(idp: TestIdp, extra: str = "") -> str:
         f'saml_sp_key_file = "{s.sp_key_file}"\nsaml_sp_cert_file = "{s.sp_cert_file}"\n'
         f'saml_idp_entity_id = "{IDP_ENTITY}"\nsaml_idp_metadata_file = "{s.idp_metadata_file}"\n'
         f'saml_xmlsec_binary = "{XMLSEC}"\n{extra}'
+        # a public issuer needs where the accessibility feedback goes (BITV 2.0 §7)
+        '[branding]\naccessibility_contact = "barrierefreiheit@example.de"\n'
     )
 
 

@@ -53,8 +53,19 @@ def test_a_refresh_that_loses_its_race_is_not_audited_as_an_issued_token(idp: Id
     assert raced["done"]
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     issued = _entries(idp, "token.issue")[issued_before:]
-    # the loser had generated and queued its tokens before it lost: nothing of it was committed
-    assert [(o, reason.startswith("rolled back: ")) for o, _a, reason, _d in issued] == [("failure", True)]
+    # the loser issued nothing that was committed: no token.issue success names it
+    assert [o for o, _a, _r, _d in issued if o == "success"] == []
+
+
+def test_a_success_queued_by_a_request_that_rolls_back_is_written_as_a_failure(idp: Idp) -> None:
+    from idp import uow
+
+    with idp.app.test_request_context("/"):
+        uow.record(action="test.change", outcome="success", actor="admin", subject="x", reason="did it")
+        uow.record(action="test.refuse", outcome="denied", actor="admin", subject="x", reason="no")
+        uow.finish(False)  # the request failed after it had queued its success
+    got = [(o, r) for o, _a, r, _d in _entries(idp, "test.change") + _entries(idp, "test.refuse")]
+    assert got == [("failure", "rolled back: did it"), ("denied", "no")]
 
 
 def test_a_refusal_after_client_authentication_names_the_client(idp: Idp) -> None:

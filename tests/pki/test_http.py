@@ -50,7 +50,9 @@ def write_config(data_dir: Path, db_url: str, issuer: str, ca: CaConfig) -> None
         f'secret_key = "{"s" * 43}"\nkey_passphrase = "{PASSPHRASE}"\n'
         f'[ca]\ncrl_shards = {ca.crl_shards}\nkey_store = "{ca.key_store}"\n'
         f'pkcs11_module = "{ca.pkcs11_module}"\npkcs11_token_label = "{ca.pkcs11_token_label}"\n'
-        f'pkcs11_pin = "{ca.pkcs11_pin}"\npolicy_arc = "{ca.policy_arc}"\n',
+        f'pkcs11_pin = "{ca.pkcs11_pin}"\npolicy_arc = "{ca.policy_arc}"\n'
+        # a public issuer needs where the accessibility feedback goes (BITV 2.0 §7)
+        '[branding]\naccessibility_contact = "barrierefreiheit@example.de"\n',
         encoding="utf-8",
     )
 
