@@ -58,7 +58,7 @@ run: $(STAMP)
 test: $(STAMP) $(NODE_STAMP) system-deps translations
 	$(BIN)/ruff check .
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 # The fuzz campaign's long profile (tests/fuzz; `make test` runs its short, fixed one): every
 # endpoint under generated hostile requests for FUZZ_SECONDS (20 minutes), schemathesis against a
