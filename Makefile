@@ -75,9 +75,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy pki/ attestation/ policies/ smartcard/ idp/ db/ signing/ walletsim/
 
+# All benches as JSON lines (one object per line). The side-by-side run with the certified Node peer
+# needs its harness set up in $(BENCH_PEER) (see bench/compare_peer.py); skipped when it is missing.
+BENCH_PEER ?= /tmp/bench-peer
 bench: $(STAMP)
-	@for b in token layers login attestation ca smartcard wallet; do \
-		if [ -f bench/$$b.py ]; then echo "== bench/$$b.py"; $(BIN)/python -m bench.$$b || exit 1; fi; done
+	@for b in token layers login login_cost attestation ca smartcard wallet; do \
+		if [ -f bench/$$b.py ]; then $(BIN)/python -m bench.$$b | grep '^{' || exit 1; fi; done
+	@if [ -d $(BENCH_PEER)/peer/node_modules ]; then \
+		$(BIN)/python -m bench.compare_peer --peer $(BENCH_PEER) --json; \
+	else echo '{"bench": "compare_peer", "skipped": "peer harness not set up in $(BENCH_PEER)"}'; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -569,6 +569,47 @@ def user_disable(data_dir: Path, email_or_id: str, as_json: bool) -> None:
     out({"disabled": acct_id}, as_json, f"account {acct_id} disabled")
 
 
+@user.group("role")
+def user_role() -> None:
+    """Staff roles: ``analyst`` and ``admin`` see the insights dashboard (/insights)."""
+
+
+def _change_role(data_dir: Path, email_or_id: str, role: str, grant: bool, as_json: bool) -> None:
+    from idp.insights.access import UnknownRole, change_role
+
+    with session_for(data_dir, as_json) as (cfg, s):
+        try:
+            acct_id = change_role(s, instance_keys(cfg), email_or_id, role, grant=grant)
+        except UnknownRole as exc:
+            fail(str(exc), as_json, 2)
+        if acct_id is None:
+            fail(f"no account {email_or_id}", as_json, 4)
+    verb = "granted to" if grant else "withdrawn from"
+    out(
+        {"account": acct_id, "role": role, "granted": grant}, as_json, f"role {role} {verb} account {acct_id}"
+    )
+
+
+@user_role.command("add")
+@data_dir_option
+@click.argument("email_or_id")
+@click.argument("role", type=click.Choice(["analyst", "admin"]))
+@json_option
+def user_role_add(data_dir: Path, email_or_id: str, role: str, as_json: bool) -> None:
+    """Grant ROLE to the account (analyst: read the insights; admin: the same, for now)."""
+    _change_role(data_dir, email_or_id, role, True, as_json)
+
+
+@user_role.command("remove")
+@data_dir_option
+@click.argument("email_or_id")
+@click.argument("role", type=click.Choice(["analyst", "admin"]))
+@json_option
+def user_role_remove(data_dir: Path, email_or_id: str, role: str, as_json: bool) -> None:
+    """Withdraw ROLE from the account."""
+    _change_role(data_dir, email_or_id, role, False, as_json)
+
+
 @user.command("enable")
 @data_dir_option
 @click.argument("email_or_id")
@@ -959,7 +1000,7 @@ def restore(archive: Path, data_dir: Path, database_url: str, as_json: bool) -> 
 
 
 def _add_area_commands(group: click.Group) -> None:
-    for name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials"):
+    for name in ("cli_pki", "cli_device", "cli_signing", "cli_credentials", "cli_insights"):
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

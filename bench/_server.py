@@ -20,6 +20,9 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+# `cityid` as the console script runs it (cli imported as a module, not as __main__: a command
+# module that imports cli would otherwise load a second copy of it)
+CLI = [sys.executable, "-c", "import cli; cli.main()"]
 
 
 def free_port() -> int:
@@ -30,7 +33,7 @@ def free_port() -> int:
 
 def cli(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
     res = subprocess.run(
-        [sys.executable, "-m", "cli", *args, "--data-dir", str(data)],
+        [*CLI, *args, "--data-dir", str(data)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -154,9 +157,7 @@ def served(
             "taskset",
             "-c",
             str(core),
-            sys.executable,
-            "-m",
-            "cli",
+            *CLI,
             "serve",
             "--data-dir",
             str(data),

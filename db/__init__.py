@@ -180,6 +180,7 @@ def import_all_models() -> None:
         "smartcard.models",
         "signing.citizen_models",
         "idp.vci.models",
+        "idp.insights.models",
     ):
         try:
             importlib.import_module(name)

@@ -43,6 +43,7 @@ VIEW_MODULES = [
     "idp.views.accessibility",  # accessibility statement, Leichte Sprache, sign language (BITV 2.0)
     "idp.views.signatures",  # citizen signatures: service and device API
     "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
+    "idp.insights.views",  # /insights for staff, /metrics with a token (issue 15)
 ]
 # errors are JSON here ({"error", "error_description"}), pages elsewhere
 JSON_PATHS = ("/api/", "/token", "/introspect", "/revoke", "/userinfo", "/par")
@@ -170,6 +171,17 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     retry.track_commits(sessions)
     app.wsgi_app = retry.RetryOnce(app.wsgi_app)  # type: ignore[method-assign]
     app.wsgi_app = TokenEndpoint(app, security_headers)  # type: ignore[method-assign]
+    from idp.oauth.fast_paths import BeforeFlask
+    from idp.static_docs import StaticDocuments
+
+    app.wsgi_app = BeforeFlask(app, security_headers)  # type: ignore[method-assign]
+
+    app.wsgi_app = StaticDocuments(app, security_headers)  # type: ignore[method-assign]
+
+    if config.insights.metrics:  # request rate and latency per endpoint group (docs/insights.md)
+        from idp.insights.metrics import RequestMetrics
+
+        app.wsgi_app = RequestMetrics(app.wsgi_app)  # type: ignore[method-assign]
 
     if demo:
         from idp.views.demo import init_demo

@@ -77,6 +77,20 @@ class CaConfig:
 
 
 @dataclass(frozen=True)
+class InsightsConfig:
+    """Counts, never profiles (docs/insights.md). ``[insights]`` in cityid.toml."""
+
+    funnel: bool = True  # count login funnel steps (hourly counters without personal data)
+    retention_months: int = 25  # counters older than this are deleted
+    min_count: int = 10  # open-data export and dashboard: cells below this are shown as "<k"
+    metrics: bool = False  # Prometheus /metrics at all
+    # /metrics only on this HOST:PORT (a second listener of `cityid serve`), never on the public
+    # bind; empty: on the public bind, and then only with ``metrics_token``
+    metrics_bind: str = ""
+    metrics_token: str = ""  # bearer token a scraper must send on the public bind
+
+
+@dataclass(frozen=True)
 class EidConfig:
     """eID connector settings (``[eid]`` in cityid.toml, ``CITYID_EID_<KEY>``); see docs/levels.md.
 
@@ -173,6 +187,9 @@ class Config:
     password_reset_minutes: int = 30
     mtls_client_cert_header: str = ""  # off unless set, e.g. "X-SSL-Client-Cert"
     dpop_require_nonce: bool = True  # RFC 9449 §8: server-provided nonces
+    # /token answered by the fast paths where they are proven (idp.oauth.fast_paths), everything
+    # else by Authlib; false: Authlib alone
+    fast_paths: bool = True
     # private_key_jwt: accept only the issuer as `aud` (draft-ietf-oauth-rfc7523bis, against
     # audience injection); off: the token and PAR endpoint URLs too (OIDC Core §9, most clients)
     client_assertion_issuer_audience_only: bool = False
@@ -192,6 +209,7 @@ class Config:
     wallet: WalletConfig = field(default_factory=WalletConfig)
     smartcard: SmartcardConfig = field(default_factory=SmartcardConfig)
     webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
+    insights: InsightsConfig = field(default_factory=InsightsConfig)
 
     @property
     def db_url(self) -> str:

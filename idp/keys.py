@@ -8,6 +8,7 @@ has expired.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import time
@@ -109,6 +110,10 @@ class KeyMaterial:
     verify_set: KeySet  # public keys, to verify our own tokens
     signing: dict[str, ECKey | RSAKey]  # alg -> current private key (with kid)
     loaded_at: float
+    # /jwks.json as served (RFC 7517 §5): the bytes and their strong ETag (RFC 9110 §8.8.3), a
+    # digest of the bytes, so that every worker that loaded the same key set names it alike
+    jwks_body: bytes = b""
+    jwks_etag: str = ""
 
 
 class KeyCache:
@@ -122,6 +127,13 @@ class KeyCache:
 
     def invalidate(self) -> None:
         self._material = None
+
+    def fresh(self) -> KeyMaterial | None:
+        """The loaded key material while it is still fresh (no database access), else None."""
+        m = self._material
+        if m is not None and time.monotonic() - m.loaded_at < self._ttl:
+            return m
+        return None
 
     def get(self, session: Session) -> KeyMaterial:
         m = self._material
@@ -157,8 +169,11 @@ class KeyCache:
         for r in rows:
             if r.active_from > now:
                 ttl = min(ttl, (r.active_from - now).total_seconds())
+        body = json.dumps({"keys": published}, separators=(",", ":")).encode()
         return KeyMaterial(
             jwks={"keys": published},
+            jwks_body=body,
+            jwks_etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
             verify_set=KeySet.import_key_set({"keys": published}),
             signing=signing,
             loaded_at=time.monotonic() - (self._ttl - ttl),

@@ -25,6 +25,8 @@ class Account(Base):
     password_changed_at: Mapped[dt.datetime | None]
     # Registered on /register (not by an administrator): purged if never confirmed (idp.privacy)
     self_registered: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # staff roles, space-separated (`cityid user role add`): "analyst" and "admin" see /insights
+    roles: Mapped[str] = mapped_column(String(100), default="", server_default="")
 
 
 class Client(Base):

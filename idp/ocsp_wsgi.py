@@ -102,6 +102,10 @@ class OcspFastPath:
         except (pki.PkiError, SQLAlchemyError):
             return self._app(environ, start_response)  # Flask's view says 503
         answer = ocsp.malformed() if der is None else self._answer(ca, der)
+        if self._rt.config.insights.metrics:
+            from idp.insights.metrics import observe_ocsp
+
+            observe_ocsp(answer.cert_status or answer.response_status)
         return _reply(start_response, "200 OK", answer.der, OCSP_RESPONSE, answer.max_age)
 
     def _answer(self, ca: pki.CertificateAuthority, der: bytes) -> pki.OcspAnswer:

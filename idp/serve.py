@@ -31,7 +31,7 @@ log = logging.getLogger("cityid")
 KEEP_AFTER_USE = dt.timedelta(days=1)
 
 
-def purge_expired(session: Any, now: Any) -> None:
+def purge_expired(session: Any, now: Any, *, insights_retention_months: int = 25) -> None:
     """Rows whose time is up: browser sessions, the revoked-token and replay caches (client
     assertions, DPoP proofs, device proofs), pushed requests, quiet throttle runs, old challenges;
     a day after their end: e-mail links (a change of address holds the new address), codes,
@@ -41,6 +41,7 @@ def purge_expired(session: Any, now: Any) -> None:
 
     from idp import throttle
     from idp.config import MAX_REFRESH_GRACE_SECONDS
+    from idp.insights import funnel, store
     from idp.models import (
         AuthorizationCode,
         EmailToken,
@@ -56,6 +57,8 @@ def purge_expired(session: Any, now: Any) -> None:
     from smartcard import challenges
     from smartcard.models import SeenProof
 
+    # a login flow that stops is counted abandoned at its last step once its session expires
+    funnel.count_expired(session, now)
     cutoff = now - KEEP_AFTER_USE
     session.execute(delete(EmailToken).where(EmailToken.expires_at <= cutoff))
     session.execute(delete(AuthorizationCode).where(AuthorizationCode.expires_at <= cutoff))
@@ -81,6 +84,7 @@ def purge_expired(session: Any, now: Any) -> None:
     citizen_requests.purge(session, now)  # documents to sign: 15 minutes at most (issue 13)
     par.purge(session, now)
     throttle.purge(session, now)
+    store.purge(session, now, insights_retention_months)  # counters past their retention
 
 
 def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
@@ -88,6 +92,8 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     thread: idp.mail.Courier)."""
     from db import transaction, utcnow
     from idp import audit_spool
+    from idp.insights import funnel
+    from idp.insights.report import roll_up
     from idp.oauth.backchannel import deliver_due
     from idp.privacy import purge_unconfirmed
 
@@ -98,10 +104,13 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
         try:
             audit_spool.replay(rt.sessions, rt.config.data_dir)  # records kept while the db was down
             deliver_due(rt.sessions, rt.key_cache)
+            funnel.flush(app)  # this worker's login funnel increments (idp.insights)
             ticks += 1
             if ticks % 30 == 0:
                 with transaction(rt.sessions) as s:
-                    purge_expired(s, utcnow())
+                    purge_expired(s, utcnow(), insights_retention_months=rt.config.insights.retention_months)
+                with transaction(rt.sessions) as s:  # completed days of the funnel counters
+                    roll_up(s, utcnow())
                 with app.app_context():  # erasure hooks of other packages may load the CA
                     purge_unconfirmed(
                         rt.sessions, rt.keys, rt.key_cache, issuer=rt.config.issuer, now=utcnow()
@@ -179,6 +188,12 @@ class Background:
         deadline = time.monotonic() + grace
         self.stop_event.set()
         rt = self.app.extensions["cityid"]
+        try:
+            from idp.insights import funnel
+
+            funnel.flush(self.app)  # the last counts of this worker
+        except Exception:
+            log.exception("insights: the last funnel counts could not be written")
         courier_done = rt.courier.stop(wait=max(0.1, deadline - time.monotonic()))
         if self.thread.is_alive():
             self.thread.join(max(0.1, deadline - time.monotonic()))
@@ -262,6 +277,14 @@ def run(
     default because the TLS proxy in front logs every request anyway, and the line costs about a
     third of the OCSP responder's throughput (measured: 6,000 vs 4,000 responses/s on one core).
     Security decisions are in the audit log either way."""
+    if cfg.insights.metrics:
+        from idp.insights import metrics
+
+        # before any worker imports prometheus_client: its multiprocess mode (one truth per
+        # serve process, whatever worker a scrape reaches)
+        metrics.prepare_multiprocess(cfg)
+        if cfg.insights.metrics_bind:  # /metrics on its own address, never on the public bind
+            metrics.start_listener(cfg, cfg.insights.metrics_bind)
     if server == "granian":
         _run_granian(cfg, bind=bind, workers=workers, threads=threads, demo=demo, access_log=access_log)
         return

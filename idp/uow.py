@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from db import audit, transaction
 from idp import audit_spool
+from idp.insights import funnel
 from idp.runtime import runtime
 
 log = logging.getLogger("cityid")
@@ -75,7 +76,7 @@ def abandon() -> None:
     """Drop this request's unit of work without writing anything: it is about to run again
     (idp.retry), and the repeat records what it does."""
     session: Session | None = g.pop("_db", None)
-    for key in ("_audit", "_on_failure", "_after_commit"):
+    for key in ("_audit", "_on_failure", "_after_commit", funnel.REQUEST_KEY):  # the repeat counts
         g.pop(key, None)
     if session is not None:
         with contextlib.suppress(Exception):  # its connection is gone
@@ -127,6 +128,7 @@ def finish(ok: bool) -> None:
                     raise
                 g.pop("_audit", None)
     finally:
+        funnel.hand_over()  # the login funnel's increments, whatever the outcome (idp.insights)
         if session is not None:
             session.close()
 

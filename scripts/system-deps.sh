@@ -9,6 +9,7 @@ command -v pkcs11-tool >/dev/null || need+=(opensc)
 command -v xmlsec1 >/dev/null || need+=(xmlsec1)
 command -v pdfsig >/dev/null || need+=(poppler-utils)  # validates our PAdES signatures (tests/signing)
 command -v certutil >/dev/null || need+=(libnss3-tools)  # the NSS database pdfsig trusts the city root from
+command -v promtool >/dev/null || need+=(prometheus)  # `promtool check metrics` on /metrics (tests/insights)
 # SimpleSAMLphp 1.19 as an independent SAML IdP for the eID end-to-end test (run under php -S;
 # the package also pulls in an httpd, apache2 by default, which the tests do not use)
 [ -d /usr/share/simplesamlphp/www ] || need+=(simplesamlphp)

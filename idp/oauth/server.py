@@ -927,27 +927,7 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
     def introspect_token(self, token: Any) -> dict[str, Any]:
         kind, value = token
         if kind == "access_token":
-            out = {
-                k: value[k]
-                for k in (
-                    "scope",
-                    "client_id",
-                    "sub",
-                    "exp",
-                    "iat",
-                    "iss",
-                    "aud",
-                    "jti",
-                    "acr",
-                    "auth_time",
-                    "cnf",
-                )
-                if k in value
-            }
-            # RFC 9449 §6.2: a DPoP-bound token is of type DPoP (the resource must ask for a proof)
-            bound = "jkt" in (value.get("cnf") or {})
-            out.update({"active": True, "token_type": "DPoP" if bound else "Bearer"})
-            return out
+            return access_token_introspection(value)
         rec: RefreshRecord = value
         if rec.is_revoked() or rec.is_expired():
             return {"active": False}
@@ -959,6 +939,16 @@ class Introspection(IntrospectionEndpoint):  # type: ignore[misc]
             "exp": int(rec.row.expires_at.timestamp()),
             "iss": runtime().config.issuer,
         }
+
+
+def access_token_introspection(value: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7662 §2.2 for one of our valid access tokens (its verified claims)."""
+    keys = ("scope", "client_id", "sub", "exp", "iat", "iss", "aud", "jti", "acr", "auth_time", "cnf")
+    out = {k: value[k] for k in keys if k in value}
+    # RFC 9449 §6.2: a DPoP-bound token is of type DPoP (the resource must ask for a proof)
+    bound = "jkt" in (value.get("cnf") or {})
+    out.update({"active": True, "token_type": "DPoP" if bound else "Bearer"})
+    return out
 
 
 class Revocation(RevocationEndpoint):  # type: ignore[misc]

@@ -18,6 +18,7 @@ from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
 from idp.forms import FormErrors, field_error, form_error
 from idp.i18n import DEFAULT, LOCALES
+from idp.insights import funnel
 from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
 from idp.runtime import runtime
@@ -67,7 +68,7 @@ def continue_url() -> str:
     return _continue_url()
 
 
-def complete_step(factor: str, level: int | None, *, method: str) -> Any:
+def complete_step(factor: str, level: int | None, *, method: str, platform: str = "") -> Any:
     """Record a completed step-up factor (``hwk``, ``eid``) and continue the authorization.
 
     The session id is rotated (OWASP session management: renew on privilege change).
@@ -77,6 +78,9 @@ def complete_step(factor: str, level: int | None, *, method: str) -> Any:
         return redirect("/login")
     target = _continue_url()
     s = browser.log_in(account, factor, level)
+    funnel.step(
+        funnel.STEPUP, "done", method=method, level_reached=funnel.level_name(level), platform=platform
+    )
     uow.record(
         action=f"login.{method}",
         outcome="success",
@@ -327,6 +331,7 @@ def verify() -> Any:
 def login() -> Any:
     client = _pending_client()
     if request.method == "GET":
+        funnel.step(funnel.LOGIN_PAGE, "shown")
         return render_template("login.html", csrf_token=browser.csrf_token(), client=client)
     browser.check_csrf()
     email, password = _field("email"), _field("password")
@@ -355,6 +360,7 @@ def login() -> Any:
     if attempt is not None and index:
         settle_attempt(attempt, index, right=right, account_id=named)
     if outcome.reason != "ok":
+        funnel.step(funnel.FIRST_FACTOR, "failed", method="password")
         uow.record(
             action="login.password",
             outcome="denied",
@@ -375,6 +381,7 @@ def login() -> Any:
     assert outcome.account is not None
     target = _continue_url()
     browser.log_in(outcome.account, "pwd")
+    funnel.step(funnel.FIRST_FACTOR, "ok", method="password", level_reached="low")
     uow.record(
         action="login.password",
         outcome="success",

@@ -39,6 +39,7 @@ from idp import browser, eid_store, levels, privacy, uow
 from idp.crypto import derive_key, equal, keyed_digest, random_token
 from idp.eid.connector import EidConnector, EidRequest, EidResponse, EidResult
 from idp.eid.errors import EidError
+from idp.insights import funnel
 from idp.models import Account, Client, Consent
 from idp.oauth import server as oauth_server
 from idp.runtime import runtime
@@ -558,6 +559,7 @@ def complete() -> Any:
             result=result,
         )
     except eid_store.LinkRefused as exc:
+        funnel.step(funnel.STEPUP, "failed", method="eid")
         uow.record(action="eid.link", outcome="denied", actor=account.id, subject=account.id, reason=exc.code)
         return _problem(
             403,

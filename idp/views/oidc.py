@@ -25,10 +25,11 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from db import utcnow
-from idp import browser, consents, levels, uow
+from idp import browser, consents, levels, static_docs, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
 from idp.i18n import DEFAULT, LOCALES, best_of
+from idp.insights import funnel
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, fapi2, par
 from idp.oauth.errors import safe_description
@@ -58,32 +59,9 @@ def server() -> Any:
 # --------------------------------------------------------------------------- discovery
 
 
-@bp.get("/.well-known/openid-configuration")
-def discovery() -> Response:
-    return _metadata_response()
-
-
-@bp.get("/.well-known/oauth-authorization-server")
-def authorization_server_metadata() -> Response:
-    """RFC 8414 §3: the same metadata as OpenID Connect Discovery (RFC 8414 §2 allows the
-    OpenID parameters beside its own; one document, so the two can never disagree). An issuer
-    with a path would be found at /.well-known/oauth-authorization-server/<path> (§3.1): the
-    proxy in front maps that; cityid's issuer is a host."""
-    return _metadata_response()
-
-
-def _metadata_response() -> Response:
-    # built once per process from the configuration (read once at start)
-    body = current_app.extensions.get("cityid_metadata")
-    if body is None:
-        body = current_app.extensions["cityid_metadata"] = json.dumps(_metadata()).encode()
-    resp = Response(body, mimetype="application/json")
-    resp.headers["Cache-Control"] = "public, max-age=300"
-    return resp
-
-
-def _metadata() -> dict[str, Any]:
-    rt_cfg = runtime().config
+def discovery_metadata(rt_cfg: Any) -> dict[str, Any]:
+    """The discovery document (OIDC Discovery §3, RFC 8414 §2): fixed by the configuration, so
+    computed once per process and served as bytes (idp.static_docs)."""
     iss = rt_cfg.issuer
     scope_levels = rt_cfg.scope_levels
     meta = {
@@ -176,11 +154,27 @@ def _metadata() -> dict[str, Any]:
     return meta
 
 
+# Normally answered by idp.static_docs before Flask; these views serve what it hands on (a stale
+# key cache, another method), with the same bytes.
+@bp.get("/.well-known/openid-configuration")
+def discovery() -> Response:
+    doc = static_docs.discovery_document(runtime().config)
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
+
+
+@bp.get("/.well-known/oauth-authorization-server")
+def authorization_server_metadata() -> Response:
+    """RFC 8414 §3: the same metadata as OpenID Connect Discovery (RFC 8414 §2 allows the
+    OpenID parameters beside its own; one document, so the two can never disagree). An issuer
+    with a path would be found at /.well-known/oauth-authorization-server/<path> (§3.1): the
+    proxy in front maps that; cityid's issuer is a host."""
+    return discovery()
+
+
 @bp.get("/jwks.json")
 def jwks() -> Response:
-    resp = jsonify(key_cache().get(uow.db()).jwks)
-    resp.headers["Cache-Control"] = "public, max-age=60"
-    return resp
+    doc = static_docs.jwks_document(key_cache().get(uow.db()))
+    return static_docs.flask_response(doc, request.headers.get("If-None-Match"))
 
 
 # --------------------------------------------------------------------------- authorize
@@ -279,16 +273,18 @@ def _pending_started(s: Any) -> int | None:
 
 def _set_pending(started: int | None = None) -> None:
     s = browser.ensure()
-    s.pending = json.dumps(
-        {
-            "q": _query_digest(),
-            "started": started or int(time.time()),
-            "url": request.full_path if request.query_string else request.path,
-            # OIDC Core §3.1.2.1: the pages of this request stay in the language asked for,
-            # also where the citizen comes back without it in the query (eID, PAR)
-            "ui": best_of(g.get("ui_locales")),
-        }
-    )
+    pending: dict[str, Any] = {
+        "q": _query_digest(),
+        "started": started or int(time.time()),
+        "url": request.full_path if request.query_string else request.path,
+        # OIDC Core §3.1.2.1: the pages of this request stay in the language asked for,
+        # also where the citizen comes back without it in the query (eID, PAR)
+        "ui": best_of(g.get("ui_locales")),
+    }
+    flow = funnel.current_flow()
+    if flow is not None:  # which funnel steps this authorization has counted (idp.insights)
+        pending["fn"] = flow
+    s.pending = json.dumps(pending)
 
 
 def _needs_consent(account_id: str, client: OAuthClient, scope: str) -> bool:
@@ -358,6 +354,9 @@ def authorize() -> Any:
     )
     if decision.refusal is not None:
         return _refuse(decision.refusal, redirect_uri, client)
+    funnel.authorization_accepted(
+        service=client.client_id, level_asked=decision.target, language=_language(data), new=started is None
+    )
 
     # Which factor is missing? (ARCHITECTURE: step up, never restart.)
     if account is None:
@@ -376,6 +375,8 @@ def authorize() -> Any:
         if "none" in prompts:
             return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)
+        if outcome.step != Step.PASSWORD:
+            funnel.step(funnel.STEPUP, "asked", method=str(outcome.step))
         uow.record(
             action="authorize.step",
             outcome="info",
@@ -393,6 +394,8 @@ def authorize() -> Any:
     if request.method == "POST":
         browser.check_csrf()
         if request.form.get("decision") != "allow":
+            funnel.step(funnel.CONSENT, "refused")
+            funnel.finished()
             uow.record(
                 action="consent.deny",
                 outcome="denied",
@@ -418,6 +421,7 @@ def authorize() -> Any:
                 status="error",
             ), 400
         consents.grant(uow.db(), account.id, client.client_id, scope)
+        funnel.step(funnel.CONSENT, "given")
         uow.record(
             action="consent.grant",
             outcome="success",
@@ -429,6 +433,7 @@ def authorize() -> Any:
         if "none" in prompts:
             return _error_redirect(ConsentRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)  # the consent form answers this request once
+        funnel.step(funnel.CONSENT, "shown")
         return render_template(
             "consent.html",
             client=client.row,
@@ -456,6 +461,9 @@ def authorize() -> Any:
     # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
     # service can go on in it (also what later mails to the account are written in)
     account.locale = str(flask_babel.get_locale() or DEFAULT)
+    funnel.step(
+        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
+    )
     session.pending = None
     if pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
         return _error_redirect(InvalidRequestError("request_uri already used"), error=par.ParError.error)
@@ -508,6 +516,26 @@ def _posted_request() -> Any:
     )
     target = urlencode({"client_id": client.client_id, "request_uri": request_uri})
     return redirect(f"/authorize?{target}", 303)
+
+
+def _language(data: Any) -> str:
+    from flask_babel import get_locale
+
+    return str(get_locale() or "de")[:8]
+
+
+def _login_method(amr: Any) -> str:
+    """The strongest method of this login, for the funnel: the step-up used in this authorization,
+    else (a session reused: single sign-on) the strongest factor the session holds."""
+    flow = funnel.current_flow()
+    if flow is not None and flow.get("m"):
+        return str(flow["m"])
+    kinds = set(amr)
+    if kinds & {"sc", "eid"}:
+        return "eid"
+    if "hwk" in kinds:
+        return "hwk"
+    return "password"
 
 
 def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:

@@ -38,6 +38,7 @@ from attestation import AndroidApp, AppIdentity, AppleApp, RevocationList, Trust
 from attestation.config import APPLE_APP_ATTEST_ROOT_FILES, GOOGLE_ROOT_FILES, packaged_roots
 from db import utcnow
 from idp import browser, levels, uow
+from idp.insights import funnel
 from idp.models import Account, Client, Grant, LoginSession
 from idp.oauth import mtls
 from idp.oauth.resource import ResourceError, authenticate
@@ -515,6 +516,7 @@ def device_continue() -> Any:
             level=Level.SUBSTANTIAL,
         )
     except SmartcardError as exc:
+        funnel.step(funnel.STEPUP, "failed", method="device")
         uow.record(
             action="login.pki2fa",
             outcome="denied",
@@ -540,12 +542,18 @@ def device_continue() -> Any:
         reason=f"device level {level}",
         details={"challenge": taken.public_id},
     )
-    response = complete_step("hwk", level, method="pki2fa")
+    response = complete_step("hwk", level, method="pki2fa", platform=_platform(taken.device_id))
     uow.db().flush()  # the renewed session gets its sid on flush
     renewed = browser.current()
     if renewed is not None and renewed.sid:
         pki2fa.rebind(uow.db(), taken.public_id, renewed.sid)
     return response
+
+
+def _platform(device_id: str) -> str:
+    """The device's platform for the login funnel (android, ios, software): never the device."""
+    device = uow.db().get(Device, device_id)
+    return funnel.platform_of(device.type) if device is not None else ""
 
 
 # --------------------------------------------------------------------------- revocation glue

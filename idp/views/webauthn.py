@@ -25,6 +25,7 @@ from db import utcnow
 from idp import browser, levels, uow
 from idp import webauthn as wa
 from idp.crypto import equal
+from idp.insights import funnel
 from idp.models import Account, Client
 from idp.runtime import runtime
 from idp.views.account import ACCOUNT_LINKS, may_change_strong_factors, notify_factor_change
@@ -132,6 +133,8 @@ def _refuse(action: str, account: Account, exc: wa.WebAuthnError, response: obje
             wa.discard_challenge(s, digest, session_digest)
 
         uow.on_failure(_discard)
+    if action == "webauthn.authenticate":
+        funnel.step(funnel.STEPUP, "failed", method="webauthn")
     uow.record(
         action=action,
         outcome="denied",

@@ -27,6 +27,8 @@ def _dir(tmp_path: Path, toml: str, issuer: str = "https://login.example.de") ->
         ("sesion_lifetime_minutes = 5\n", "sesion_lifetime_minutes"),  # a typo: the default would rule
         ("[smartcard]\nallow_softwar_keys = false\n", "smartcard.allow_softwar_keys"),
         ('dpop_require_nonce = "false"\n', "dpop_require_nonce"),  # a string, which counts as true
+        ('fast_paths = "false"\n', "fast_paths"),
+        ("fast_paths = 0\n", "fast_paths"),
         ('access_token_lifetime_seconds = "600"\n', "access_token_lifetime_seconds"),
         ("access_token_lifetime_seconds = -5\n", "access_token_lifetime_seconds"),
         ('scope_levels = "payment"\n', "scope_levels"),
@@ -43,6 +45,7 @@ def test_an_unusable_setting_in_the_file_is_refused_by_name(tmp_path: Path, toml
     ("variable", "value"),
     [
         ("CITYID_DPOP_REQUIRE_NONCE", "flase"),
+        ("CITYID_FAST_PATHS", "fasle"),
         ("CITYID_SMTP_PORT", "abc"),
         ("CITYID_SCOPE_LEVELS", "payment"),  # was read as no levels at all: payment at *low*
         ("CITYID_SCOPE_LEVELS", "payment:substantial"),
@@ -54,6 +57,12 @@ def test_an_unusable_environment_variable_is_refused_by_name(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load_config(_dir(tmp_path, ""))
+
+
+def test_fast_paths_are_on_by_default_and_can_be_switched_off(tmp_path: Path) -> None:
+    assert load_config(_dir(tmp_path, "")).fast_paths is True
+    (tmp_path / "off").mkdir()
+    assert load_config(_dir(tmp_path / "off", "fast_paths = false\n")).fast_paths is False
 
 
 def test_environment_values_that_are_clear_are_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
