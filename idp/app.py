@@ -247,7 +247,11 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     def _database_error(exc: DBAPIError) -> Any:
         if not retry.may_repeat(exc):
             raise exc  # a 500, as any other failure
-        uow.abandon()
+        last = bool(request.environ.get(retry.ENVIRON_KEY))
+        if last:
+            uow.give_up()  # not repeated: its audit records and refusal work are kept
+        else:
+            uow.abandon()  # the repeat records what it does
         api = request.path.startswith(("/api/", "/introspect", "/revoke", "/userinfo", "/par", "/pki/"))
         if api:
             resp = Response(
@@ -266,7 +270,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
                 status=503,
             )
         resp.headers["Retry-After"] = "1"
-        if not request.environ.get(retry.ENVIRON_KEY):
+        if not last:
             resp.headers[retry.HEADER] = "1"  # RetryOnce runs the request once more
         return resp
 

@@ -76,10 +76,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _libpq_url(sqlalchemy_url: str) -> str:
-    """``postgresql+psycopg://…`` as the PostgreSQL tools take it (a libpq URI)."""
+def _libpq(sqlalchemy_url: str) -> tuple[str, dict[str, str]]:
+    """``postgresql+psycopg://…`` as the PostgreSQL tools take it: a libpq URI *without* the
+    password (a command line is readable by every local user, ``ps``), and the environment for
+    the tool with the password as ``PGPASSWORD`` (libpq §34.15), which only the user can read."""
     url = make_url(sqlalchemy_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+    env = dict(os.environ)
+    if url.password is not None:
+        env["PGPASSWORD"] = str(url.password)
+        url = url._replace(password=None)  # URL.set() leaves a None unchanged
+    return url.render_as_string(hide_password=False), env
 
 
 def _tool(name: str) -> str:
@@ -126,6 +132,7 @@ def create(cfg: Config, out: Path) -> BackupResult:
             kind, db_file = "postgresql", staging / PG_DUMP_NAME
             # the anchor first: the dump, taken after, holds at least everything up to it
             last_seq, last_hash = _anchor(cfg.db_url)
+            dsn, env = _libpq(cfg.db_url)
             done = subprocess.run(  # noqa: S603 - fixed arguments, the URL is the admin's
                 [
                     _tool("pg_dump"),
@@ -134,11 +141,12 @@ def create(cfg: Config, out: Path) -> BackupResult:
                     "--file",
                     str(db_file),
                     "--dbname",
-                    _libpq_url(cfg.db_url),
+                    dsn,
                 ],
                 capture_output=True,
                 text=True,
                 check=False,
+                env=env,
             )
             if done.returncode != 0:
                 raise BackupError(f"pg_dump failed: {done.stderr.strip()[:500]}")
@@ -268,18 +276,20 @@ def _restore(archive: Path, data_dir: Path, database_url: str) -> RestoreResult:
         if tables:
             raise BackupError("the target database is not empty: restore into a new database")
         dump = data_dir / PG_DUMP_NAME
+        dsn, env = _libpq(database_url)
         done = subprocess.run(  # noqa: S603 - fixed arguments, the URL is the admin's
             [
                 _tool("pg_restore"),
                 "--no-owner",
                 "--exit-on-error",
                 "--dbname",
-                _libpq_url(database_url),
+                dsn,
                 str(dump),
             ],
             capture_output=True,
             text=True,
             check=False,
+            env=env,
         )
         if done.returncode != 0:
             raise BackupError(f"pg_restore failed: {done.stderr.strip()[:500]}")

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -253,6 +253,22 @@ def store_result(sealer: Sealer, row: EidPending, result: EidResult, *, handover
     browser which delivered the answer receives (see ``idp.views.eid.callback``)."""
     sealed = {**json.loads(_result_json(result)), "handover": handover_digest}
     row.result_enc = sealer.seal(json.dumps(sealed).encode(), f"eid-result:{row.state_digest}")
+
+
+def claim_result(
+    session: Session, sealer: Sealer, row: EidPending, result: EidResult, *, handover_digest: str
+) -> bool:
+    """The callback's answer, once: stored only while none is (one UPDATE ... WHERE result_enc
+    IS NULL), so that of two concurrent callbacks for one state (PostgreSQL READ COMMITTED: both
+    read it unanswered) the second cannot replace the first's answer. False if another was first."""
+    sealed = {**json.loads(_result_json(result)), "handover": handover_digest}
+    won = session.execute(
+        update(EidPending)
+        .where(EidPending.state_digest == row.state_digest, EidPending.result_enc.is_(None))
+        .values(result_enc=sealer.seal(json.dumps(sealed).encode(), f"eid-result:{row.state_digest}"))
+        .execution_options(synchronize_session=False)
+    )
+    return bool(won.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def handover_matches(sealer: Sealer, row: EidPending, handover_digest: str) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 log = logging.getLogger("cityid")
 
 HEADER = "X-Cityid-Retry"  # internal: set by the error handler, removed by RetryOnce
-ENVIRON_KEY = "cityid.retried"
+ENVIRON_KEY = "cityid.retried"  # set on a request's last attempt (the repeat, or one never repeated)
 DELAY_SECONDS = 0.3  # a restarted PostgreSQL accepted connections again after 0.19 s (issue 19)
 MAX_BODY = 1024 * 1024  # Flask's MAX_CONTENT_LENGTH: a larger body is refused anyway
 
@@ -63,7 +63,10 @@ class RetryOnce:
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY or environ.get("HTTP_TRANSFER_ENCODING"):
-            return self.wrapped(environ, start_response)  # cannot be replayed; refused further in anyway
+            # cannot be replayed (refused further in anyway): its only attempt is its last, so
+            # its audit records are kept and the internal header is never set
+            environ[ENVIRON_KEY] = True
+            return self.wrapped(environ, start_response)
         body = environ["wsgi.input"].read(length) if length else b""
         for attempt in (1, 2):
             env = dict(environ)

@@ -85,6 +85,22 @@ def abandon() -> None:
             session.close()
 
 
+def give_up() -> None:
+    """The request's last attempt met a lost database connection (idp.retry): nothing of it was
+    stored, and it will not run again. As after any refusal, its on_failure work and its audit
+    records (a success as a failure) are written on their own, or the records wait in the spool."""
+    session: Session | None = g.pop("_db", None)
+    if session is not None:
+        with contextlib.suppress(Exception):  # its connection is gone
+            session.rollback()
+        with contextlib.suppress(Exception):
+            session.close()
+    try:
+        finish(False)
+    except Exception:
+        log.exception("database unreachable: the audit records of a refused request were spooled")
+
+
 def finish(ok: bool) -> None:
     """End the unit of work: commit (ok) or roll back, and write the audit records either way.
 

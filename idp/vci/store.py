@@ -162,17 +162,37 @@ def redeem_offer(session: Session, key: bytes, code: str, tx_code: str) -> str:
         raise GrantError("invalid_grant", "unknown, used or expired pre-authorized code")
     if not equal(row.tx_code_digest, keyed_digest(key, f"vci-tx\x00{code}\x00{tx_code}")):
         raise GrantError("invalid_grant", "wrong tx_code", count=True)
-    row.used_at = utcnow()
+    # RFC 6749 §4.1.2 / OpenID4VCI 1.0 §6.1: single use, also against a concurrent redemption
+    # (PostgreSQL READ COMMITTED: both may have read the offer unused): one UPDATE flips used_at
+    claimed = session.execute(
+        update(CredentialOffer)
+        .where(CredentialOffer.code_digest == row.code_digest, CredentialOffer.used_at.is_(None))
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        raise GrantError("invalid_grant", "unknown, used or expired pre-authorized code")
     return row.account_id
 
 
 def count_failure(session: Session, key: bytes, code: str) -> None:
     """A wrong tx_code; the third spends the offer (run after the refused request's rollback)."""
-    row = session.get(CredentialOffer, keyed_digest(key, f"vci-code\x00{code}"))
-    if row is not None and row.used_at is None:
-        row.failures += 1
-        if row.failures >= TX_CODE_ATTEMPTS:
-            row.used_at = utcnow()
+    digest = keyed_digest(key, f"vci-code\x00{code}")
+    # counted in the database (failures + 1), not read-modify-write: concurrent wrong guesses
+    # must not overwrite each other's count and so get more than TX_CODE_ATTEMPTS tries
+    offer = CredentialOffer
+    session.execute(
+        update(CredentialOffer)
+        .where(offer.code_digest == digest, offer.used_at.is_(None))
+        .values(failures=offer.failures + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(CredentialOffer)
+        .where(offer.code_digest == digest, offer.used_at.is_(None), offer.failures >= TX_CODE_ATTEMPTS)
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def issue_access(session: Session, key: bytes, account_id: str) -> str:

@@ -451,7 +451,8 @@ def callback() -> Any:
     # the session that started the login. Knowing `state` (it is in the SAML form, the upstream
     # URL) must not let someone else's browser finish a login another person's card completed.
     handover = random_token(32)
-    eid_store.store_result(sealer, row, result, handover_digest=_handover_digest(handover))
+    if not eid_store.claim_result(uow.db(), sealer, row, result, handover_digest=_handover_digest(handover)):
+        return _refused_callback("callback answered concurrently")  # single use, raced
     uow.record(
         action="eid.verify",
         outcome="success",

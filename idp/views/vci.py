@@ -323,6 +323,14 @@ def offer_page() -> Any:
                 subject=account.id,
                 reason="library_card",
             )
+        else:  # a security decision like any other: written to the audit log
+            uow.record(
+                action="vci.offer",
+                outcome="denied",
+                actor=account.id,
+                subject=account.id,
+                reason="no valid library card" if card is None or card.revoked else "no recent strong factor",
+            )
     return render_template(
         "wallet_card.html",
         card=card,

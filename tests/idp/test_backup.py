@@ -160,3 +160,16 @@ def test_restore_refuses_a_data_dir_in_use_and_a_damaged_archive(db_url: str, tm
     r = CliRunner().invoke(cityid, ["restore", str(damaged), "--data-dir", str(tmp_path / "n2"), "--json"])
     assert r.exit_code == 2, r.output
     assert not (tmp_path / "n2").exists()  # nothing half-restored is left
+
+
+def test_the_database_password_is_not_on_the_pg_dump_command_line() -> None:
+    """Secrets stay off command lines (readable by every local user through ps / /proc): the
+    PostgreSQL tools get the password as PGPASSWORD in their environment (libpq §34.15)."""
+    from idp import backup
+
+    dsn, env = backup._libpq("postgresql+psycopg://cityid:s3cret%2Fpw@db.example:5432/cityid?sslmode=require")
+    assert "s3cret" not in dsn
+    assert dsn == "postgresql://cityid@db.example:5432/cityid?sslmode=require"
+    assert env["PGPASSWORD"] == "s3cret/pw"
+    dsn, _env = backup._libpq("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    assert dsn == "postgresql://postgres@127.0.0.1:5432/test"

@@ -323,3 +323,78 @@ def test_dpop_bound_access_token_needs_its_proof_at_the_credential_endpoint(city
         independent_verify(ok.json()["credentials"][0]["credential"], holder, _root(city))["card_number"]
         == "SB-0042-17"
     )
+
+
+def _offer_row(city: Idp, key: bytes) -> tuple[str, str, str]:
+    account = city.add_user(EMAIL)
+    with transaction(city.sessions()) as s:
+        code, tx_code = store.create_offer(s, key, account)
+    return account, code, tx_code
+
+
+def test_pre_authorized_code_is_redeemed_once_even_when_a_concurrent_redemption_committed(
+    city: Idp,
+) -> None:
+    """OpenID4VCI 1.0 §6.1: single use. On PostgreSQL (READ COMMITTED) two redemptions may both
+    read the offer unused; the one that claims second must be refused, not get a second token.
+    Modelled deterministically: this transaction read the offer, then the winner's claim lands."""
+    key = b"k" * 32
+    account, code, tx_code = _offer_row(city, key)
+    digest = store.keyed_digest(key, f"vci-code\x00{code}")
+    with transaction(city.sessions()) as s:
+        row = s.get(store.CredentialOffer, digest)
+        assert row is not None and row.used_at is None  # read as unused
+        s.execute(  # the concurrent winner's claim
+            store.update(store.CredentialOffer)
+            .where(store.CredentialOffer.code_digest == digest)
+            .values(used_at=store.utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        with pytest.raises(store.GrantError):
+            store.redeem_offer(s, key, code, tx_code)
+    assert account
+
+
+def test_wrong_tx_codes_are_counted_without_lost_updates(city: Idp) -> None:
+    """OpenID4VCI 1.0 §4.1.1 / §13.3: a 6-digit tx_code gets TX_CODE_ATTEMPTS tries in total;
+    concurrent wrong guesses must not overwrite each other's count (read-modify-write)."""
+    key = b"k" * 32
+    _account, code, tx_code = _offer_row(city, key)
+    digest = store.keyed_digest(key, f"vci-code\x00{code}")
+    with transaction(city.sessions()) as s:
+        row = s.get(store.CredentialOffer, digest)
+        assert row is not None and row.failures == 0  # read before the others were counted
+        s.execute(  # two concurrent wrong guesses counted meanwhile
+            store.update(store.CredentialOffer)
+            .where(store.CredentialOffer.code_digest == digest)
+            .values(failures=store.TX_CODE_ATTEMPTS - 1)
+            .execution_options(synchronize_session=False)
+        )
+        store.count_failure(s, key, code)
+    with transaction(city.sessions()) as s:
+        with pytest.raises(store.GrantError):  # the offer is spent: even the right code fails
+            store.redeem_offer(s, key, code, tx_code)
+
+
+def test_refused_credential_offer_is_audited_and_creates_no_offer(city: Idp) -> None:
+    """Every security decision is audited: an offer asked for after a password-only login (no
+    strong factor in the last ten minutes) is refused, written down, and stores nothing."""
+    from sqlalchemy import func, select
+
+    from db.audit import AuditEvent
+
+    account = city.add_user(EMAIL)
+    _grant(city, account)
+    browser = Browser(city)
+    browser.login(EMAIL, PASSWORD, browser.follow(browser.get(f"{city.url}/login")))
+    page = browser.get(f"{city.url}/account")  # the wallet-card page shows no form without one
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token
+    shown = browser.post(f"{city.url}/account/wallet-card", {"csrf_token": token.group(1)})
+    assert shown.status_code == 200 and "openid-credential-offer://" not in shown.text
+    with city.sessions()() as s:
+        assert s.execute(select(func.count()).select_from(store.CredentialOffer)).scalar_one() == 0
+        refusals = s.execute(
+            select(AuditEvent.reason).where(AuditEvent.action == "vci.offer", AuditEvent.outcome == "denied")
+        ).all()
+    assert [r.reason for r in refusals] == ["no recent strong factor"]

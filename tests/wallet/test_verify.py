@@ -145,3 +145,25 @@ def test_plain_http_status_list_is_refused_outside_simulation() -> None:
         )
     lists = StatusLists(tl, fetch, allow_loopback_http=True)  # walletsim on this machine
     verify_presentation(vp, trust=tl, nonce="n", audience=AUD, now=datetime.now(UTC), status=lists)
+
+
+def test_pid_without_place_of_birth_is_refused_so_the_recognition_key_stays_distinct() -> None:
+    """Every input of the recognition key is required: without the place of birth everyone of the
+    same name and birth date in the issuing country would share one key, and one's wallet would
+    log in to the account the other linked."""
+    from idp.eid.wallet.connector import WalletConnector, recognition_key
+
+    conn = WalletConnector(
+        verifier=None,  # type: ignore[arg-type]  # only the result is made here
+        trust=None,  # type: ignore[arg-type]
+        status=None,  # type: ignore[arg-type]
+        base_url="https://id.musterstadt.example",
+        pseudonym_key=b"k" * 32,
+    )
+    claims = {"given_name": "Erika", "family_name": "Mustermann", "birthdate": "1964-08-12"}
+    claims |= {"issuing_country": "DE"}
+    with pytest.raises(errors.ClaimMissing):
+        conn._result(claims, "https://pid.test.example", datetime.now(UTC))
+    born = conn._result(claims | {"place_of_birth": {"locality": "Berlin"}}, "iss", datetime.now(UTC))
+    key = recognition_key(b"k" * 32, {**claims, "place_of_birth": "Berlin"})
+    assert born.pseudonym == key

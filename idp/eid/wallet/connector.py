@@ -231,8 +231,14 @@ class WalletConnector:
 
     def _result(self, claims: Mapping[str, Any], issuer: str, now: datetime) -> EidResult:
         values = _attributes(claims)
+        # Every input of the recognition key is required: without the place of birth, everyone of
+        # the same name and birth date in the issuing country would share one key, and a login by
+        # one's wallet would reach the account the other linked (PID Rulebook: place_of_birth
+        # is a mandatory PID attribute).
         missing = [
-            n for n in ("given_name", "family_name", "birthdate", "issuing_country") if not values.get(n)
+            n
+            for n in ("given_name", "family_name", "birthdate", "place_of_birth", "issuing_country")
+            if not values.get(n)
         ]
         if missing:
             raise errors.ClaimMissing(f"PID lacks {', '.join(missing)}")
