@@ -183,7 +183,7 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 )
 def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool) -> None:
     """Serve cityid with a production WSGI server (granian by default, or gunicorn)."""
-    from idp.serve import bind_problem, run
+    from idp.serve import bind_problem, run, wait_for_database
 
     cfg = load_config(data_dir)
     if (problem := serve_problem(cfg)) is not None:
@@ -195,6 +195,7 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
     if (problem := bind_problem(bind)) is not None:
         fail(problem, code=2)
     engine = make_engine(cfg.db_url, pool=False)
+    wait_for_database(engine)  # started during a database restart or failover: comes up with it
     try:
         check_schema(engine)
     except SchemaMismatch as exc:

@@ -79,6 +79,9 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
             del kwargs["poolclass"]
     elif not pool:
         kwargs["poolclass"] = NullPool
+    url, threshold = _prepare_threshold(url)
+    if threshold is not _UNSET:
+        kwargs["connect_args"] = {"prepare_threshold": threshold}
     engine = create_engine(url, **kwargs)
     if not url.startswith("sqlite") and pool:
         _ping_when_idle(engine)
@@ -102,6 +105,31 @@ def make_engine(url: str, *, pool: bool = True) -> Engine:
         engine.dialect.do_begin = _begin_immediate  # type: ignore[method-assign]
 
     return engine
+
+
+_UNSET: Any = object()
+
+
+def _prepare_threshold(url: str) -> tuple[str, Any]:
+    """``?prepare_threshold=none`` (or a number) on a PostgreSQL URL: psycopg's
+    ``prepare_threshold``, taken out of the URL (libpq does not know it).
+
+    psycopg prepares a statement on the server after its fifth execution on a connection. A
+    connection pooler in transaction mode (PgBouncer before 1.21, or without
+    ``max_prepared_statements``) hands each transaction another server connection, which has
+    not got it ("prepared statement "_pg3_0" does not exist"; bench/faults.py --pgbouncer):
+    ``none`` turns server-side preparing off (docs/scaling.md)."""
+    from sqlalchemy.engine import make_url
+
+    if not url.startswith("postgresql"):
+        return url, _UNSET
+    u = make_url(url)
+    if "prepare_threshold" not in u.query:
+        return url, _UNSET
+    raw = u.query["prepare_threshold"]
+    value = raw if isinstance(raw, str) else raw[-1]
+    threshold = None if value.lower() in ("none", "off", "") else int(value)
+    return u.difference_update_query(["prepare_threshold"]).render_as_string(hide_password=False), threshold
 
 
 # A pooled connection unused for this long is pinged before it is handed out.

@@ -169,7 +169,7 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     from idp.oauth.token_endpoint import TokenEndpoint
 
     retry.track_commits(sessions)
-    app.wsgi_app = retry.RetryOnce(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = retry.RetryOnce(app.wsgi_app, engine)  # type: ignore[method-assign]
     app.wsgi_app = TokenEndpoint(app, security_headers)  # type: ignore[method-assign]
     from idp.oauth.fast_paths import BeforeFlask
     from idp.static_docs import StaticDocuments

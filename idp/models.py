@@ -64,7 +64,9 @@ class LoginSession(Base):
 
     id_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     sid: Mapped[str] = mapped_column(String(40), unique=True, default=new_id)  # OIDC `sid`
-    account_id: Mapped[str | None] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"))
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("idp_account.id", ondelete="CASCADE"), index=True
+    )
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     factors: Mapped[str] = mapped_column(Text, default="{}")  # JSON {amr factor: unix time}
@@ -99,7 +101,7 @@ class AuthorizationCode(Base):
     __tablename__ = "idp_code"
 
     code_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    grant_id: Mapped[str] = mapped_column(ForeignKey("idp_grant.id", ondelete="CASCADE"))
+    grant_id: Mapped[str] = mapped_column(ForeignKey("idp_grant.id", ondelete="CASCADE"), index=True)
     client_id: Mapped[str] = mapped_column(String(64))
     redirect_uri: Mapped[str] = mapped_column(Text)
     scope: Mapped[str] = mapped_column(Text)
@@ -164,7 +166,7 @@ class EmailToken(Base):
     __tablename__ = "idp_email_token"
 
     token_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"), index=True)
     purpose: Mapped[str] = mapped_column(String(20))
     expires_at: Mapped[dt.datetime]
     used_at: Mapped[dt.datetime | None]

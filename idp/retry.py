@@ -27,6 +27,26 @@ log = logging.getLogger("cityid")
 HEADER = "X-Cityid-Retry"  # internal: set by the error handler, removed by RetryOnce
 ENVIRON_KEY = "cityid.retried"  # set on a request's last attempt (the repeat, or one never repeated)
 DELAY_SECONDS = 0.3  # a restarted PostgreSQL accepted connections again after 0.19 s (issue 19)
+# ... but a restart on a busy machine, or a failover to a standby, takes longer (bench/faults.py:
+# `pg_ctl restart -m fast` 1-2 s): before the repeat, wait until the database answers again, up
+# to this long; the client sees a slower answer instead of an error.
+WAIT_SECONDS = 10.0
+PROBE_SECONDS = 0.2
+
+
+def wait_for_database(engine: Any) -> None:
+    """Pause before a repeat: DELAY_SECONDS, then until ``engine`` connects (WAIT_SECONDS at most)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    time.sleep(DELAY_SECONDS)
+    while time.monotonic() < deadline:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return
+        except DBAPIError:
+            time.sleep(PROBE_SECONDS)
+
+
 MAX_BODY = 1024 * 1024  # Flask's MAX_CONTENT_LENGTH: a larger body is refused anyway
 
 
@@ -42,11 +62,18 @@ def may_repeat(exc: BaseException) -> bool:
 
 
 def track_commits(sessions: sessionmaker[Session]) -> None:
-    """Mark the request whenever one of its sessions begins a commit (a session event: no cost
-    per statement, unlike engine events)."""
+    """Mark the request whenever a COMMIT is about to be sent on one of its connections (an
+    engine event that fires once per commit, no cost per statement).
 
-    @event.listens_for(sessions, "before_commit")
-    def _commit_attempted(_session: Session) -> None:
+    Not the session's ``before_commit``: that fires before the session's flush and before it has
+    a connection at all, so a request whose first database work is its commit (a page that
+    stores only its session row) and meets a database that is shutting down (connection refused
+    while flushing) was marked, and answered 500, though nothing could have been stored
+    (bench/faults.py, PostgreSQL restart)."""
+    engine = sessions.kw["bind"]
+
+    @event.listens_for(engine, "commit")
+    def _commit_attempted(_conn: Any) -> None:
         if has_app_context():
             g._db_commit_attempted = True
 
@@ -54,8 +81,9 @@ def track_commits(sessions: sessionmaker[Session]) -> None:
 class RetryOnce:
     """WSGI middleware: repeat a request once when the app answers with :data:`HEADER`."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+    def __init__(self, app: Callable[..., Iterable[bytes]], engine: Any) -> None:
         self.wrapped = app  # the next application inward (as the other middleware name it)
+        self.engine = engine
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         try:
@@ -90,7 +118,7 @@ class RetryOnce:
                     if close is not None:
                         close()
                     log.warning("database connection lost before any commit: request repeated once")
-                    time.sleep(DELAY_SECONDS)
+                    wait_for_database(self.engine)
                     continue
                 headers = [(k, v) for k, v in headers if k.lower() != HEADER.lower()]
             start_response(answer["status"], headers, answer["exc_info"])

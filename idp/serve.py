@@ -228,10 +228,52 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return _load(self._cfg, self._demo)
 
 
+# A worker started while the database is away (a restart, a failover; bench/faults.py) waits
+# this long for it before giving up; granian would otherwise respawn it at once, see it fail
+# again and end the whole server ("Worker crash loop detected").
+STARTUP_DATABASE_WAIT_SECONDS = 120.0
+
+
+def wait_for_database(engine: Any, seconds: float = STARTUP_DATABASE_WAIT_SECONDS) -> None:
+    """Return once ``engine`` connects; wait (up to ``seconds``) while the database is away, so
+    that `cityid serve` started by its supervisor during a database restart or failover comes up
+    with the database instead of exiting. Other errors (a wrong password, no such database) are
+    raised at once."""
+    from sqlalchemy.exc import DBAPIError
+
+    from idp.retry import lost_connection
+
+    deadline = time.monotonic() + seconds
+    pause = 0.2
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            return
+        except DBAPIError as exc:
+            if not lost_connection(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning("database not reachable at start (%s): waiting", type(exc).__name__)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 def _load(cfg: Config, demo: bool) -> Any:
     from idp.app import create_app
+    from idp.retry import lost_connection
 
-    app = create_app(cfg, demo=demo)
+    deadline = time.monotonic() + STARTUP_DATABASE_WAIT_SECONDS
+    pause = 0.2
+    while True:
+        try:
+            app = create_app(cfg, demo=demo)
+            break
+        except Exception as exc:
+            if not lost_connection(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning("database not reachable while the worker starts (%s): waiting", type(exc).__name__)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
     start_background(app)
     return app
 

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, g
+from flask import Flask, Response, g, request
 from sqlalchemy.orm import Session
 
 from db import audit, transaction
-from idp import audit_spool
+from idp import audit_spool, retry
 from idp.insights import funnel
 from idp.runtime import runtime
 
@@ -119,7 +119,10 @@ def finish(ok: bool) -> None:
                     session.commit()
                 except Exception as exc:
                     # Nothing of this request was stored: its records are kept, marked as such,
-                    # for the rollback path (the caller's error handling) to write on their own.
+                    # for the rollback path (the caller's error handling) to write on their own,
+                    # unless the request runs again (idp.retry: its connection was lost before
+                    # the COMMIT), whose repeat records what it does.
+                    g._commit_failed = True
                     g._audit = [_not_stored(kw, exc) for kw in g.get("_audit", [])]
                     with contextlib.suppress(Exception):
                         session.rollback()  # ends the failed transaction before the connection is reused
@@ -155,9 +158,17 @@ def init_app(app: Flask) -> None:
         ok = response.status_code < 400
         try:
             finish(ok)
-        except Exception:
+        except Exception as exc:
             g.pop("_db", None)
             g.pop("_after_commit", None)
+            failed_commit = g.pop("_commit_failed", False)
+            if failed_commit and retry.may_repeat(exc) and not request.environ.get(retry.ENVIRON_KEY):
+                # the connection was lost before any COMMIT was sent (the database is restarting):
+                # nothing of this request was stored; RetryOnce runs it once more, and the repeat
+                # records what it does
+                abandon()
+                response.headers[retry.HEADER] = "1"
+                return response
             raise
         _run_after_commit()
         return response

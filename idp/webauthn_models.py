@@ -48,7 +48,7 @@ class WebAuthnChallenge(Base):
     session_digest: Mapped[str] = mapped_column(
         ForeignKey("idp_session.id_digest", ondelete="CASCADE"), index=True
     )
-    account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"), index=True)
     purpose: Mapped[str] = mapped_column(String(12))  # register | authenticate
     state: Mapped[str] = mapped_column(Text)  # fido2 server state, JSON
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

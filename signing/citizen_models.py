@@ -45,7 +45,7 @@ class CitizenSignatureRequest(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(index=True)
     # the prepared first half, for the one device (and certificate) that fetched it last
     prepared_device_id: Mapped[str | None] = mapped_column(
-        ForeignKey("sc_device.id", ondelete="SET NULL"), nullable=True
+        ForeignKey("sc_device.id", ondelete="SET NULL"), nullable=True, index=True
     )
     prepared_cert_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # its certificate
     prepared_state: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # Prepared.to_bytes

@@ -62,7 +62,7 @@ class Challenge(Base):
     purpose: Mapped[str] = mapped_column(String(10))  # enroll | auth | renew
     account_id: Mapped[str] = mapped_column(ForeignKey("idp_account.id", ondelete="CASCADE"), index=True)
     device_id: Mapped[str | None] = mapped_column(
-        ForeignKey("sc_device.id", ondelete="CASCADE"), nullable=True
+        ForeignKey("sc_device.id", ondelete="CASCADE"), nullable=True, index=True
     )  # renew: the device; auth: the device that answered
     value: Mapped[str | None] = mapped_column(String(64), nullable=True)  # auth: shown to devices
     binding_code: Mapped[str | None] = mapped_column(String(12), nullable=True)
@@ -82,7 +82,9 @@ class DeviceGrant(Base):
     __tablename__ = "sc_device_grant"
 
     device_id: Mapped[str] = mapped_column(ForeignKey("sc_device.id", ondelete="CASCADE"), primary_key=True)
-    grant_id: Mapped[str] = mapped_column(ForeignKey("idp_grant.id", ondelete="CASCADE"), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(
+        ForeignKey("idp_grant.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 class SeenProof(Base):

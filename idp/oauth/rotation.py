@@ -9,6 +9,12 @@ them) and asking for the same scope, gets the rotation's answer again: the ident
 access token, never new ones (as Ory Hydra's ``rotation_grace_period``). Anything else is the
 replay it always was.
 
+The window is only for a client that can prove it is the one the tokens went to: a confidential
+client (it authenticates at the token endpoint) or a sender-constrained refresh token (DPoP key,
+certificate). For a public client with unbound tokens the "same client" is just a client_id
+anyone can send: its replay revokes the family as ever (RFC 9700 §4.14.2: theft detection), and
+no answer is kept for it.
+
 The answer is kept sealed (AES-256-GCM, ``InstanceKeys.token_answer``, bound to the digest of
 the rotated token as associated data) on the rotated token's row: refresh tokens themselves are
 stored as keyed digests only, and the plaintext exists nowhere else. It is cleared as soon as
@@ -54,6 +60,14 @@ class Retry:
     jkt: str | None
     x5t: str | None
     scope_asked: str
+    confidential: bool = False  # the client authenticated at the token endpoint (RFC 6749 §2.3)
+
+
+def eligible(confidential: bool, jkt: str | None, x5t: str | None) -> bool:
+    """The grace window applies: a confidential client, or tokens bound to a DPoP key or a
+    certificate (RFC 9700 §4.14.2: a public client's unbound refresh token is rotated without
+    mercy, its replay is the theft detection)."""
+    return confidential or jkt is not None or x5t is not None
 
 
 def _context(token_digest: str) -> str:
@@ -106,6 +120,8 @@ def refusal(
         return "(no grace window)"
     if now - used_at > grace_seconds:
         return "after the grace window"
+    if not eligible(retry.confidential, retry.jkt, retry.x5t):
+        return "by a public client without sender-constrained tokens"  # RFC 9700 §4.14.2
     if answer is None:
         # never kept (rotated with the window off), or cleared: its successor was rotated since
         return "after its successor was used"

@@ -425,6 +425,7 @@ class RefreshTokenGrant(SenderConstrained, grants.RefreshTokenGrant):  # type: i
             jkt=proof.jkt if proof is not None else None,
             x5t=cert.thumbprint if cert is not None else None,
             scope_asked=self.request.payload.scope or "",
+            confidential=not self.request.client.is_public,
         )
 
     def _retry_or_revoke(
@@ -521,6 +522,9 @@ class RefreshTokenGrant(SenderConstrained, grants.RefreshTokenGrant):  # type: i
         if runtime().config.refresh_token_grace_seconds <= 0:
             return  # no window: nothing kept
         proof, cert = _dpop_proof(), _mtls_certificate()
+        jkt, x5t = (proof.jkt if proof is not None else None), (cert.thumbprint if cert is not None else None)
+        if not rotation.eligible(not self.request.client.is_public, jkt, x5t):
+            return  # RFC 9700 §4.14.2: no window for a public client's unbound tokens
         answer = rotation.RotationAnswer(
             token=dict(token),
             issued_at=int(time.time()),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -167,13 +166,19 @@ class TokenEndpoint:
                     if attempt == 1 and retry.may_repeat(exc):  # nothing stored yet: once more
                         uow.abandon()
                         log.warning("token endpoint lost its database connection: request repeated once")
-                        time.sleep(retry.DELAY_SECONDS)
+                        retry.wait_for_database(self.app.extensions["cityid"].engine)
                         continue
                     log.exception("token endpoint failed")
                     return _refused(500, "server_error", "")
                 try:
                     uow.finish(resp.status_code < 400)  # nothing is answered before it is stored
-                except Exception:
+                except Exception as exc:
+                    failed_commit = g.pop("_commit_failed", False)
+                    if attempt == 1 and failed_commit and retry.may_repeat(exc):  # lost before COMMIT
+                        uow.abandon()
+                        log.warning("token endpoint lost its database connection: request repeated once")
+                        retry.wait_for_database(self.app.extensions["cityid"].engine)
+                        continue
                     log.exception("token endpoint could not commit")
                     # its audit records are still queued: written on their own by the rollback path
                     return _refused(500, "server_error", "")

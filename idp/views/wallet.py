@@ -150,8 +150,6 @@ def wallet_page() -> Any:
 def _hand_over(state: str, row: Any) -> Any:
     """Cross-device: the answer came from a phone, the starter's browser continues. A fresh
     one-time handover secret replaces the one in the wallet's redirect (single use either way)."""
-    from idp.views.eid import _handover_digest
-
     sealer = runtime().keys.personal_data
     result = eid_store.result_of(sealer, row)
     if result is None:
@@ -167,9 +165,97 @@ def _hand_over(state: str, row: Any) -> Any:
             reason="cross-device login without account",
         )
         return _gone()
+    if not _linked_to_current(result):
+        # OpenID4VP 1.0 §14.2 (cross-device session phishing): whoever sees the QR code can answer
+        # it with his own wallet. A first link through the QR code waits for the citizen to
+        # confirm, in her own browser, that the PID's person is she (docs/wallet.md).
+        return _confirm_page(state, result)
+    return _continue(state, row, result)
+
+
+def _continue(state: str, row: Any, result: Any) -> Any:
+    from idp.views.eid import _handover_digest
+
     handover = random_token(32)
-    eid_store.store_result(sealer, row, result, handover_digest=_handover_digest(handover))
+    eid_store.store_result(
+        runtime().keys.personal_data, row, result, handover_digest=_handover_digest(handover)
+    )
     return redirect(f"/login/eid/complete?{urlencode({'state': state, 'handover': handover})}", code=303)
+
+
+def _linked_to_current(result: Any) -> bool:
+    """The PID is already linked to the logged-in account (a step-up, not a first link)."""
+    from idp.views.eid import _keys
+
+    account = browser.current_account()
+    digest = eid_store.pseudonym_digest(_keys()[0], result.issuer, result.pseudonym)
+    link = eid_store.link_by_pseudonym(uow.db(), digest)
+    return account is not None and link is not None and link.account_id == account.id
+
+
+def _confirm_page(state: str, result: Any) -> Any:
+    def value(name: str) -> str:
+        a = result.attribute(name)
+        return a.value if a is not None else ""
+
+    return _page(
+        "wallet_confirm.html",
+        state=state,
+        given_name=value("given_name"),
+        family_name=value("family_name"),
+        birthdate=value("birthdate"),
+        csrf_token=browser.csrf_token(),
+    )
+
+
+@bp.post("/login/eid/wallet/confirm")
+def wallet_confirm() -> Any:
+    """The citizen's answer to "Is this you?" for a first link through the QR code: ``link``
+    continues to /complete, ``cancel`` spends the answer and links nothing. Both are audited."""
+    browser.check_csrf()
+    state = request.form.get("state", "")[:200]
+    decision = request.form.get("decision", "")
+    account = browser.current_account()
+    found = _pending(state) if connector() is not None else None
+    result = (
+        eid_store.result_of(runtime().keys.personal_data, found[0])
+        if found is not None and _is_starter(found[0])
+        else None
+    )
+    if account is None or found is None or result is None or decision not in ("link", "cancel"):
+        uow.record(
+            action="wallet.confirm",
+            outcome="denied",
+            actor=account.id if account else "anonymous",
+            subject="",
+            reason="no wallet answer to confirm for this browser session",
+        )
+        return _gone()
+    if decision == "cancel":
+        eid_store.consume_pending(uow.db(), eid_store.state_digest(_state_key(), state))
+        uow.record(
+            action="wallet.confirm",
+            outcome="denied",
+            actor=account.id,
+            subject=account.id,
+            reason="citizen did not recognise the PID of the cross-device answer; nothing linked",
+        )
+        return _page(
+            "eid_message.html",
+            200,
+            title=_("Nothing was linked"),
+            message=_("The wallet's answer was discarded. Your account is unchanged."),
+            link="/account",
+            link_text=_("To your account"),
+        )
+    uow.record(
+        action="wallet.confirm",
+        outcome="success",
+        actor=account.id,
+        subject=account.id,
+        reason="citizen confirmed the PID of the cross-device answer as hers",
+    )
+    return _continue(state, found[0], result)
 
 
 @bp.get("/login/eid/wallet/status")

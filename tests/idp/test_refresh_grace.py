@@ -276,3 +276,29 @@ def test_the_grace_window_setting_is_checked_at_start(seconds: int, ok: bool, tm
     assert (problem is None) == ok, problem
     if not ok:
         assert problem is not None and "refresh_token_grace_seconds" in problem
+
+
+def test_a_public_clients_unbound_refresh_replay_within_the_grace_window_revokes_the_grant(
+    idp: Idp,
+) -> None:
+    """Review finding: for a public client without DPoP or certificate the client_id proves
+    nothing, so a replay within the window is theft as ever (RFC 9700 §4.14.2)."""
+    cid, _none = idp.add_client(name="City app", redirect_uris=["http://127.0.0.1:9/cb"], auth_method="none")
+    idp.add_user(EMAIL)
+    tok = _tokens(idp, cid, None, EMAIL, "openid email")
+    data = {"grant_type": "refresh_token", "refresh_token": tok["refresh_token"], "client_id": cid}
+    won = requests.post(f"{idp.url}/token", data=data, timeout=10)
+    assert won.status_code == 200, won.text
+    assert won.json()["token_type"] == "Bearer"  # not sender-constrained
+    replay = requests.post(f"{idp.url}/token", data=data, timeout=10)  # within the window
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    assert (
+        _revoked_reason(idp) == "refresh token replayed by a public client without sender-constrained tokens"
+    )
+    with transaction(idp.sessions()) as s:
+        assert (
+            s.scalars(select(RefreshToken.answer_sealed).where(RefreshToken.answer_sealed.is_not(None))).all()
+            == []
+        )
+    nxt = {**data, "refresh_token": won.json()["refresh_token"]}
+    assert requests.post(f"{idp.url}/token", data=nxt, timeout=10).json()["error"] == "invalid_grant"

@@ -143,11 +143,63 @@ def test_cross_device_qr_then_waiting_page_continues(world: WalletWorld) -> None
     assert stranger.get(world.idp.url + status_url.group(1).replace("&amp;", "&")).json() == {
         "status": "expired"
     }
-    done = b.follow(b.get(waiting.url))
+    confirm = b.get(waiting.url)
+    assert confirm.status_code == 200 and 'action="/login/eid/wallet/confirm"' in confirm.text
+    done = b.follow(b.post(world.idp.url + "/login/eid/wallet/confirm", _confirm_form(confirm, "link")))
     if done.status_code == 200 and 'name="decision"' in done.text:
         done = b.consent(done)
     assert "code=" in done.headers["Location"]
     assert rp.claims(rp.redeem(done.headers["Location"], verifier)["id_token"])["acr"] == LEVEL_HIGH
+
+
+def _confirm_form(page: Any, decision: str) -> dict[str, str]:
+    fields = dict(re.findall(r'name="(csrf_token|state)" value="([^"]*)"', page.text))
+    return {**fields, "decision": decision}
+
+
+def _confirm_audit(world: WalletWorld) -> list[tuple[str, str]]:
+    with transaction(world.idp.sessions()) as s:
+        rows = s.execute(select(AuditEvent).where(AuditEvent.action == "wallet.confirm")).scalars()
+        return [(r.outcome, r.reason) for r in rows]
+
+
+def test_cross_device_first_link_needs_confirmation_showing_the_pid_and_cancel_links_nothing(
+    world: WalletWorld,
+) -> None:
+    """Review finding: whoever sees the QR code can answer it with his wallet. A first link
+    through the QR code shows the PID's person in the citizen's browser; cancel links nothing."""
+    world.idp.add_user(EMAIL)
+    rp = _rp(world)
+    b = Browser(world.idp)
+    page, _verifier = _to_eid_page(world, rp, b)
+    waiting, same = wallet_link(b, page)
+    answer = world.holder.answer(same.replace("flow%3Dsame", "flow%3Dcross"))  # the other's phone
+    assert answer.status_code == 200, answer.text
+    confirm = b.get(waiting.url)
+    assert confirm.status_code == 200, confirm.text[:300]
+    assert (
+        'action="/login/eid/wallet/confirm"' in confirm.text
+        and "Mustermann" in confirm.text
+        and "Location" not in confirm.headers
+    )
+    assert _count(world, EidLink) == 0  # nothing linked before she answers
+    # Without the CSRF token nothing happens.
+    assert (
+        b.post(
+            world.idp.url + "/login/eid/wallet/confirm", {**_confirm_form(confirm, "link"), "csrf_token": "x"}
+        ).status_code
+        == 400
+    )
+    cancelled = b.post(world.idp.url + "/login/eid/wallet/confirm", _confirm_form(confirm, "cancel"))
+    assert cancelled.status_code == 200 and "Es wurde nichts verknüpft" in cancelled.text
+    assert _count(world, EidLink) == 0
+    assert [o for o, _r in _confirm_audit(world)] == ["denied"]
+    # The answer is spent: neither the waiting page nor a late "link" uses it.
+    assert b.get(waiting.url).status_code == 400
+    assert (
+        b.post(world.idp.url + "/login/eid/wallet/confirm", _confirm_form(confirm, "link")).status_code == 400
+    )
+    assert _count(world, EidLink) == 0
 
 
 def _start(world: WalletWorld) -> tuple[Browser, Any, str]:
@@ -291,3 +343,25 @@ def test_on_a_phone_the_wallet_opens_on_the_same_device(world: WalletWorld) -> N
     waiting, link = wallet_link(b, b.follow(b.get(f"{world.idp.url}/login/eid")))
     assert f'<a class="button" href="{link.replace("&", "&amp;")}"' in waiting.text
     assert "<img" not in waiting.text  # no QR code to scan with the phone itself
+
+
+def test_cross_device_step_up_with_an_already_linked_wallet_needs_no_confirmation(world: WalletWorld) -> None:
+    """The confirmation is for a first link only: the wallet linked to this account steps up
+    through the QR code as before."""
+    world.idp.add_user(EMAIL)
+    rp = _rp(world)
+    b = Browser(world.idp)
+    page, _v = _to_eid_page(world, rp, b)
+    _waiting, same = wallet_link(b, page)
+    first = world.holder.answer(same)  # linked on the same device
+    b.follow(b.get(first.json()["redirect_uri"]))
+    assert _count(world, EidLink) == 1
+    start = b.follow(b.get(f"{world.idp.url}/login/eid"))
+    waiting, same = wallet_link(b, start)
+    answer = world.holder.answer(same.replace("flow%3Dsame", "flow%3Dcross"))
+    assert answer.status_code == 200, answer.text
+    done = b.get(waiting.url)
+    assert done.status_code == 303 and done.headers["Location"].startswith("/login/eid/complete?"), done.text[
+        :300
+    ]
+    assert _confirm_audit(world) == []

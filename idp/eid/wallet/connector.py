@@ -294,10 +294,18 @@ def recognition_key(key: bytes, values: Mapping[str, str]) -> str:
 
 def http_fetch(get: Callable[..., Any], limit: int = 1024 * 1024) -> Callable[[str], bytes]:
     """A status list fetcher over ``get`` (requests.get): Token Status List §8.1 media type,
-    a timeout and a size limit."""
+    a timeout and a size limit. Redirects are not followed: the status list is at the URI the
+    signed credential names (Token Status List §8.1), and a redirect (possibly to an internal
+    address) is a failure to get the status, so the presentation is refused."""
 
     def fetch(uri: str) -> bytes:
-        resp = get(uri, headers={"Accept": "application/statuslist+jwt"}, timeout=5, stream=True)
+        resp = get(
+            uri,
+            headers={"Accept": "application/statuslist+jwt"},
+            timeout=5,
+            stream=True,
+            allow_redirects=False,
+        )
         try:
             if resp.status_code != 200:
                 raise ValueError(f"HTTP {resp.status_code}")
