@@ -3,7 +3,7 @@
 Other packages hold data about an account too (devices and their certificates, eID links). They
 take part through two hook lists, so that this module never imports them:
 
-``EXPORT_HOOKS``: callables ``(session, account_id) -> dict``; each returns top-level sections
+``EXPORT_HOOKS``: callables ``(session, keys, account_id) -> dict``; each returns top-level sections
 of the export (e.g. ``{"devices": [...]}``), JSON-serialisable, never secrets (no private keys,
 no token digests). A section name used twice is an error.
 
@@ -43,7 +43,7 @@ from idp.models import (
 )
 from idp.oauth import backchannel
 
-ExportHook = Callable[[Session, str], dict[str, Any]]
+ExportHook = Callable[[Session, InstanceKeys, str], dict[str, Any]]
 DeleteHook = Callable[[Session, str], None]
 
 EXPORT_HOOKS: list[ExportHook] = []
@@ -172,7 +172,7 @@ def export_account(
         ],
     }
     for hook in EXPORT_HOOKS:
-        for name, section in hook(session, account_id).items():
+        for name, section in hook(session, keys, account_id).items():
             if name in data:
                 raise ValueError(f"export section {name!r} given twice")
             data[name] = section

@@ -60,6 +60,7 @@ from attestation import (
     verify_webauthn,
 )
 from idp.crypto import equal
+from idp.instance import InstanceKeys
 from idp.webauthn_models import WebAuthnChallenge, WebAuthnCredential
 from policies import DeviceAttestationFacts, Level, WebAuthnFacts, assess_device
 
@@ -780,7 +781,7 @@ def account_webauthn_facts(session: Session, account_id: str) -> dict[str, Any]:
     }
 
 
-def export_credentials(session: Session, account_id: str) -> dict[str, Any]:
+def export_credentials(session: Session, keys: InstanceKeys, account_id: str) -> dict[str, Any]:
     """``idp.privacy.EXPORT_HOOKS``: what is kept about each security key (no key material)."""
     return {
         "security_keys": [

@@ -40,6 +40,7 @@ from idp.crypto import derive_key, equal, keyed_digest, random_token
 from idp.eid.connector import EidConnector, EidRequest, EidResponse, EidResult
 from idp.eid.errors import EidError
 from idp.insights import funnel
+from idp.instance import InstanceKeys
 from idp.models import Account, Client, Consent
 from idp.oauth import server as oauth_server
 from idp.runtime import runtime
@@ -244,13 +245,13 @@ def _verified_claims(
     }
 
 
-def export_eid(session: Session, account_id: str) -> dict[str, Any]:
+def export_eid(session: Session, keys: InstanceKeys, account_id: str) -> dict[str, Any]:
     """``idp.privacy.EXPORT_HOOKS``: the linked ID card and the attributes the eID service vouched
     for (GDPR Art. 15, 20); not the pseudonym's digest, which identifies nothing for the citizen."""
     row = eid_store.link_of_account(session, account_id)
     if row is None:
         return {"eid": None}
-    attributes = eid_store.verified_attributes(session, runtime().keys.personal_data, account_id)
+    attributes = eid_store.verified_attributes(session, keys.personal_data, account_id)
     return {
         "eid": {
             "connector": row.connector,

@@ -39,6 +39,7 @@ from attestation.config import APPLE_APP_ATTEST_ROOT_FILES, GOOGLE_ROOT_FILES, p
 from db import utcnow
 from idp import browser, levels, uow
 from idp.insights import funnel
+from idp.instance import InstanceKeys
 from idp.models import Account, Client, Grant, LoginSession
 from idp.oauth import mtls
 from idp.oauth.resource import ResourceError, authenticate
@@ -621,7 +622,7 @@ def device_account_facts(session: Session, account_id: str) -> dict[str, Any]:
     return {"devices": devices.account_device_facts(session, account_id, utcnow())}
 
 
-def export_devices(session: Session, account_id: str) -> dict[str, Any]:
+def export_devices(session: Session, keys: InstanceKeys, account_id: str) -> dict[str, Any]:
     """privacy.EXPORT_HOOKS: the account's devices (no keys, no secrets)."""
     return devices.export(session, account_id)
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from db import utcnow
 from idp import browser, eid_store, privacy, uow
 from idp.crypto import derive_key
+from idp.instance import InstanceKeys
 from idp.runtime import runtime
 from idp.vci import sdjwt, store
 
@@ -368,8 +369,8 @@ def revoke_on_delete(session: Session, account_id: str) -> None:
     store.revoke_card(session, account_id)
 
 
-def export_card(session: Session, account_id: str) -> dict[str, Any]:
-    card = store.card_of(session, runtime().keys.personal_data, account_id)
+def export_card(session: Session, keys: InstanceKeys, account_id: str) -> dict[str, Any]:
+    card = store.card_of(session, keys.personal_data, account_id)
     if card is None:
         return {"library_card": None}
     return {

@@ -33,7 +33,7 @@ def test_export_holds_account_consents_grants_sessions_audit_and_hook_sections(i
     b, page = logged_in(idp, "jonas@example.org")
     sign_in_to_service(idp, b, cid, secret, REDIRECT, "jonas@example.org")
 
-    def devices(session: Any, account_id: str) -> dict[str, Any]:
+    def devices(session: Any, keys: Any, account_id: str) -> dict[str, Any]:
         return {"example_package": [{"account": account_id, "name": "Telefon"}]}
 
     privacy.EXPORT_HOOKS.append(devices)

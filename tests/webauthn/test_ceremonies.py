@@ -340,7 +340,7 @@ def test_privacy_hooks_export_without_key_material_and_erase(db_session, setting
     from idp import privacy
 
     assert wa.export_credentials in privacy.EXPORT_HOOKS and wa.delete_credentials in privacy.DELETE_HOOKS
-    (entry,) = wa.export_credentials(db_session, alice.account_id)["security_keys"]
+    (entry,) = wa.export_credentials(db_session, None, alice.account_id)["security_keys"]
     assert entry["max_level"] == "substantial" and "public_key" not in entry
     wa.delete_credentials(db_session, alice.account_id)
     assert wa.list_credentials(db_session, alice.account_id) == []
