@@ -31,9 +31,9 @@ translations: $(BIN)/python
 
 # Citizen-page texts: `make messages` after adding or changing any _() text, then translate the
 # new entries in idp/translations/de/LC_MESSAGES/messages.po (tests/pages/test_i18n.py insists).
-LOCALE_DIRS := de en
+LOCALE_DIRS := de en tr ar uk
 messages: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --sort-by-file --add-location=file -w 100 \
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k N_ --sort-by-file --add-location=file -w 100 \
 		--project=cityid --copyright-holder="cityid contributors" -o idp/translations/messages.pot .
 	@for l in $(LOCALE_DIRS); do \
 		if [ -f idp/translations/$$l/LC_MESSAGES/messages.po ]; then \

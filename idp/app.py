@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from db import make_engine, make_session_factory
 from idp import browser, cors, retry, uow
 from idp.config import Config, eid_problem, issuer_problem
+from idp.i18n import LANGUAGES, direction, select_locale
 from idp.instance import InstanceKeys
 from idp.keys import KeyCache
 from idp.mail import Courier
@@ -44,30 +45,8 @@ VIEW_MODULES = [
     "idp.views.signature_check",  # validation: JSON API and "Check a signed document"
     "idp.insights.views",  # /insights for staff, /metrics with a token (issue 15)
 ]
-LOCALES = ("de", "en")
 # errors are JSON here ({"error", "error_description"}), pages elsewhere
 JSON_PATHS = ("/api/", "/token", "/introspect", "/revoke", "/userinfo", "/par")
-
-
-def _ui_locales() -> str:
-    """OIDC Core §3.1.2.1 ui_locales, from the query or a POSTed form. A body that cannot be read
-    (over 1 MiB, a broken encoding) is answered by its error page, whose texts ask for the locale
-    again: then the query alone, or reading the body would raise once more (a 500, not the 413)."""
-    try:
-        return str(request.values.get("ui_locales", ""))
-    except (HTTPException, UnicodeDecodeError, ValueError):
-        return str(request.args.get("ui_locales", ""))
-
-
-def select_locale() -> str:
-    # ui_locales (OIDC Core §3.1.2.1) first, then the remembered switch, then Accept-Language.
-    for tag in _ui_locales().split():
-        if tag[:2] in LOCALES:
-            return tag[:2]
-    lang = request.cookies.get("lang")
-    if lang in LOCALES:
-        return lang
-    return request.accept_languages.best_match(LOCALES) or "de"
 
 
 class HostileJSONProvider(DefaultJSONProvider):
@@ -213,7 +192,8 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     def _branding() -> dict[str, Any]:
         from flask_babel import get_locale
 
-        return {"branding": config.branding, "lang": str(get_locale() or "de")}
+        lang = str(get_locale() or "de")
+        return {"branding": config.branding, "lang": lang, "dir": direction(lang), "languages": LANGUAGES}
 
     def _has_page(path: str) -> bool:
         try:

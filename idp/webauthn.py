@@ -77,17 +77,27 @@ _UNPROVEN = (UntrustedRoot, ChainInvalid, CertificateExpired)
 # --------------------------------------------------------------------------- errors
 
 
+def N_(message: str) -> str:
+    """Marks a text for the catalogues (`make messages` extracts N_); this module knows no Flask,
+    so the edge (idp/views/webauthn.py) translates it into the citizen's language."""
+    return message
+
+
 class WebAuthnError(Exception):
     """A refused ceremony. ``error``: stable code for the JSON answer and the audit log;
-    ``description``: for the citizen's browser; ``detail``: for the audit log only."""
+    ``description``: for the citizen's browser (an English msgid, translated at the edge with
+    ``params``); ``detail``: for the audit log only."""
 
     error = "invalid_request"
     status = 400
 
-    def __init__(self, description: str, detail: str = "") -> None:
+    def __init__(
+        self, description: str, detail: str = "", *, params: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(description)
         self.description = description
         self.detail = detail or description
+        self.params = dict(params or {})
 
 
 class MalformedResponse(WebAuthnError):
@@ -373,22 +383,24 @@ def _take_state(
     digest = _challenge_digest(challenge)
     row = session.get(WebAuthnChallenge, digest)
     if row is None:
-        raise ChallengeUnknown("The request has expired. Please try again.", "challenge unknown or used")
+        raise ChallengeUnknown(N_("The request has expired. Please try again."), "challenge unknown or used")
     if (
         row.purpose != purpose
         or not equal(row.session_digest, session_digest)
         or row.account_id != account_id
     ):
         raise ChallengeUnknown(
-            "The request has expired. Please try again.",
+            N_("The request has expired. Please try again."),
             f"challenge belongs to another ceremony ({row.purpose}) or browser session",
         )
     if row.expires_at <= now:
-        raise ChallengeUnknown("The request has expired. Please try again.", "challenge expired")
+        raise ChallengeUnknown(N_("The request has expired. Please try again."), "challenge expired")
     # Delete by statement and check the count: of two concurrent uses only one wins.
     gone = session.execute(delete(WebAuthnChallenge).where(WebAuthnChallenge.challenge_digest == digest))
     if gone.rowcount != 1:  # type: ignore[attr-defined]
-        raise ChallengeUnknown("The request has expired. Please try again.", "challenge used concurrently")
+        raise ChallengeUnknown(
+            N_("The request has expired. Please try again."), "challenge used concurrently"
+        )
     state: dict[str, Any] = json.loads(row.state)
     return state
 
@@ -396,15 +408,15 @@ def _take_state(
 def _check_client_data(client_data: Any, kind: str, settings: WebAuthnSettings) -> None:
     # WebAuthn L2 §7.1 step 7 / §7.2 step 11: type is webauthn.create / webauthn.get
     if client_data.type != kind:
-        raise MalformedResponse("The response is not valid.", f"clientData type {client_data.type!r}")
+        raise MalformedResponse(N_("The response is not valid."), f"clientData type {client_data.type!r}")
     # WebAuthn L2 §7.1 step 9 / §7.2 step 13: origin is this relying party's
     if client_data.origin not in settings.origins:
         raise OriginMismatch(
-            "The response was made for another site.", f"origin {client_data.origin!r} not expected"
+            N_("The response was made for another site."), f"origin {client_data.origin!r} not expected"
         )
     # WebAuthn L2 §7.1 step 10 / §7.2 step 14: no token binding is used; crossOrigin is refused
     if client_data.cross_origin is True:
-        raise OriginMismatch("The response was made for another site.", "crossOrigin is true")
+        raise OriginMismatch(N_("The response was made for another site."), "crossOrigin is true")
 
 
 def _check_auth_data(auth_data: Any, state: Mapping[str, Any], settings: WebAuthnSettings) -> None:
@@ -412,17 +424,17 @@ def _check_auth_data(auth_data: Any, state: Mapping[str, Any], settings: WebAuth
     expected = hashlib.sha256(settings.rp_id.encode()).digest()
     if not hmac.compare_digest(bytes(auth_data.rp_id_hash), expected):
         raise RpIdMismatch(
-            "The response was made for another site.", f"rpIdHash is not SHA256({settings.rp_id!r})"
+            N_("The response was made for another site."), f"rpIdHash is not SHA256({settings.rp_id!r})"
         )
     # WebAuthn L2 §7.1 step 14 / §7.2 step 16: the User Present flag is set
     if not auth_data.is_user_present():
-        raise UserNotPresent("Please touch or unlock your security key.", "UP flag not set")
+        raise UserNotPresent(N_("Please touch or unlock your security key."), "UP flag not set")
     # WebAuthn L2 §7.1 step 15 / §7.2 step 17: UV flag when user verification was required
     if (
         state.get("user_verification") == UserVerificationRequirement.REQUIRED
         and not auth_data.is_user_verified()
     ):
-        raise UserNotPresent("Please unlock your security key.", "UV flag not set but required")
+        raise UserNotPresent(N_("Please unlock your security key."), "UV flag not set but required")
 
 
 # --------------------------------------------------------------------------- registration
@@ -441,8 +453,9 @@ def begin_registration(
     existing = _credentials(session, account_id)
     if len(existing) >= MAX_CREDENTIALS:
         raise TooManyCredentials(
-            f"You can register at most {MAX_CREDENTIALS} security keys. Remove one first.",
+            N_("You can register at most %(n)s security keys. Remove one first."),
             f"account has {len(existing)} credentials",
+            params={"n": MAX_CREDENTIALS},
         )
     options, state = _server(settings).register_begin(
         PublicKeyCredentialUserEntity(name=user_name, id=user_handle(account_id), display_name=user_name),
@@ -530,7 +543,7 @@ def finish_registration(
         cred = auth_data.credential_data
     except Exception as e:  # noqa: BLE001 - hostile input; fido2 raises many types
         raise MalformedResponse(
-            "The response is not valid.", f"registration response: {type(e).__name__}"
+            N_("The response is not valid."), f"registration response: {type(e).__name__}"
         ) from None
     _check_client_data(client_data, "webauthn.create", settings)
     state = _take_state(
@@ -544,35 +557,37 @@ def finish_registration(
     _check_auth_data(auth_data, state, settings)
     if cred is None:
         # WebAuthn L2 §6.5.1: a registration carries attested credential data (AT flag)
-        raise MalformedResponse("The response is not valid.", "no attested credential data")
+        raise MalformedResponse(N_("The response is not valid."), "no attested credential data")
     # WebAuthn L2 §7.1 step 16: the credential's algorithm is one we offered
     try:
         alg = cred.public_key.ALGORITHM
         if isinstance(cred.public_key, UnsupportedKey) or alg not in CoseKey.supported_algorithms():
             raise ValueError(alg)
     except Exception:  # noqa: BLE001
-        raise MalformedResponse("This security key is not supported.", "unsupported key algorithm") from None
+        raise MalformedResponse(
+            N_("This security key is not supported."), "unsupported key algorithm"
+        ) from None
     # WebAuthn L2 §7.1 step 19: the attestation format is one this deployment accepts
     if att.fmt not in settings.formats:
         raise AttestationRefused(
-            "This security key is not accepted.", f"attestation format {att.fmt!r} not allowed"
+            N_("This security key is not accepted."), f"attestation format {att.fmt!r} not allowed"
         )
     # WebAuthn L2 §7.1 step 22: the credential id is not registered yet (to anyone)
     digest = credential_digest(bytes(cred.credential_id))
     if session.execute(
         select(WebAuthnCredential.id).where(WebAuthnCredential.credential_digest == digest)
     ).first():
-        raise CredentialExists("This security key is already registered.", "credential id registered")
+        raise CredentialExists(N_("This security key is already registered."), "credential id registered")
     # WebAuthn L2 §7.1 steps 19-21 by fido2 with attestation/ as the verifier (§8 formats)
     hook = _AttestationHook(settings, now)
     try:
         _server(settings, hook).register_complete(state, reg)
     except AttestationError as e:
         raise AttestationRefused(
-            "This security key's attestation is not valid.", f"{type(e).__name__}: {e}"
+            N_("This security key's attestation is not valid."), f"{type(e).__name__}: {e}"
         ) from None
     except ValueError as e:
-        raise MalformedResponse("The response is not valid.", f"fido2: {e}") from None
+        raise MalformedResponse(N_("The response is not valid."), f"fido2: {e}") from None
     trusted, security_level, max_level, reason = _assess(hook)
     row = WebAuthnCredential(
         account_id=account_id,
@@ -615,7 +630,9 @@ def begin_authentication(
     """PublicKeyCredentialRequestOptions (JSON form) listing the account's credentials."""
     rows = _credentials(session, account_id)
     if not rows:
-        raise CredentialUnknown("You have not registered a security key yet.", "account has no credentials")
+        raise CredentialUnknown(
+            N_("You have not registered a security key yet."), "account has no credentials"
+        )
     options, state = _server(settings).authenticate_begin(
         credentials=[_descriptor(r) for r in rows],
         user_verification=UserVerificationRequirement.PREFERRED,
@@ -652,7 +669,7 @@ def finish_authentication(
         raw_id = bytes(auth.raw_id)
     except Exception as e:  # noqa: BLE001 - hostile input
         raise MalformedResponse(
-            "The response is not valid.", f"authentication response: {type(e).__name__}"
+            N_("The response is not valid."), f"authentication response: {type(e).__name__}"
         ) from None
     _check_client_data(client_data, "webauthn.get", settings)
     state = _take_state(
@@ -670,16 +687,16 @@ def finish_authentication(
     ).scalar_one_or_none()
     if row is None:
         raise CredentialUnknown(
-            "This security key is not registered.", f"credential {websafe_encode(raw_id)[:32]} unknown"
+            N_("This security key is not registered."), f"credential {websafe_encode(raw_id)[:32]} unknown"
         )
     if row.account_id != account_id:
         raise CredentialNotAllowed(
-            "This security key belongs to another account.",
+            N_("This security key belongs to another account."),
             f"credential {row.id} of account {row.account_id}",
         )
     handle = auth.response.user_handle
     if handle is not None and not hmac.compare_digest(bytes(handle), user_handle(account_id)):
-        raise CredentialNotAllowed("This security key belongs to another account.", "userHandle differs")
+        raise CredentialNotAllowed(N_("This security key belongs to another account."), "userHandle differs")
     # WebAuthn L2 §7.2 steps 18-20: the signature over authenticatorData || hash(clientData)
     stored = AttestedCredentialData.create(
         bytes.fromhex(row.aaguid), row.credential_id, CoseKey.parse(_cose_map(row.public_key))
@@ -687,12 +704,12 @@ def finish_authentication(
     try:
         _server(settings).authenticate_complete(state, [stored], auth)
     except ValueError as e:
-        raise SignatureInvalid("The security key's signature is not valid.", f"fido2: {e}") from None
+        raise SignatureInvalid(N_("The security key's signature is not valid."), f"fido2: {e}") from None
     # WebAuthn L2 §7.2 step 21 / §6.1.1: the signature counter must grow, unless both are zero
     count = int(auth_data.counter)
     if (count != 0 or row.sign_count != 0) and count <= row.sign_count:
         raise SignCountRegression(
-            "This security key could not be accepted. Please contact the city's support.",
+            N_("This security key could not be accepted. Please contact the city's support."),
             f"signCount {count} <= stored {row.sign_count}: possible cloned authenticator "
             f"(credential {row.id})",
         )
@@ -728,7 +745,7 @@ def _owned(session: Session, account_id: str, credential_row_id: str) -> WebAuth
     row = session.get(WebAuthnCredential, credential_row_id) if len(credential_row_id) <= 64 else None
     if row is None or row.account_id != account_id:
         raise CredentialUnknown(
-            "This security key does not exist.", f"no credential {credential_row_id[:64]!r}"
+            N_("This security key does not exist."), f"no credential {credential_row_id[:64]!r}"
         )
     return row
 

@@ -9,14 +9,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
-from flask_babel import ngettext
 from sqlalchemy import select
 
 from db import utcnow
 from idp import accounts, browser, throttle, uow
 from idp.crypto import verify_password
 from idp.forms import FormErrors, field_error, form_error
+from idp.i18n import DEFAULT, LOCALES
 from idp.insights import funnel
 from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
@@ -194,7 +195,7 @@ def register() -> Any:
             _keys(),
             email,
             password,
-            locale=request.cookies.get("lang", "de")[:2],
+            locale=str(get_locale() or DEFAULT),  # the language of the pages it was registered on
             actor="self",
             context=password_context(email),
         )
@@ -509,8 +510,8 @@ def _invalid_reset_link(reason: str) -> Any:
 @bp.get("/lang/<lang>")
 def switch_language(lang: str) -> Any:
     """Remember the language choice (a preference cookie, no account state)."""
-    if lang not in ("de", "en"):
-        lang = "de"
+    if lang not in LOCALES:
+        lang = DEFAULT
     back = request.args.get("next", "/")
     parts = urlsplit(back)
     if parts.scheme or parts.netloc or not back.startswith("/") or back.startswith("//"):

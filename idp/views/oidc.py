@@ -10,6 +10,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+import flask_babel
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import AccessDeniedError, InvalidRequestError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
@@ -27,6 +28,7 @@ from db import utcnow
 from idp import browser, consents, levels, static_docs, uow
 from idp.config import LEVEL_HIGH, LEVEL_LOW, LEVEL_SUBSTANTIAL
 from idp.crypto import equal
+from idp.i18n import DEFAULT, LOCALES, best_of
 from idp.insights import funnel
 from idp.models import Consent, Grant
 from idp.oauth import backchannel, dpop, fapi2, par
@@ -132,7 +134,7 @@ def discovery_metadata(rt_cfg: Any) -> dict[str, Any]:
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
-        "ui_locales_supported": ["de", "en"],
+        "ui_locales_supported": list(LOCALES),
         "dpop_signing_alg_values_supported": dpop.ALGORITHMS,  # RFC 9449 §5.1
         # RFC 8705 §3.3: device certificates via the TLS-terminating proxy, when configured
         "tls_client_certificate_bound_access_tokens": bool(rt_cfg.mtls_client_cert_header),
@@ -275,6 +277,9 @@ def _set_pending(started: int | None = None) -> None:
         "q": _query_digest(),
         "started": started or int(time.time()),
         "url": request.full_path if request.query_string else request.path,
+        # OIDC Core §3.1.2.1: the pages of this request stay in the language asked for,
+        # also where the citizen comes back without it in the query (eID, PAR)
+        "ui": best_of(g.get("ui_locales")),
     }
     flow = funnel.current_flow()
     if flow is not None:  # which funnel steps this authorization has counted (idp.insights)
@@ -324,6 +329,8 @@ def authorize() -> Any:
             )
         )
     data = _values()
+    g.ui_locales = data.get("ui_locales")  # also from a pushed request (RFC 9126) or a POST
+    flask_babel.refresh()  # the locale selector sees it (idp/i18n.py)
     if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
         unsupported = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
         return _error_redirect(unsupported, error="request_not_supported")
@@ -451,6 +458,9 @@ def authorize() -> Any:
     uow.db().add(g_row)
     uow.db().flush()
     principal = principal_for(uow.db(), g_row)
+    # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
+    # service can go on in it (also what later mails to the account are written in)
+    account.locale = str(flask_babel.get_locale() or DEFAULT)
     funnel.step(
         funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
     )

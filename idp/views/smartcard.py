@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify, redirect, render_template, request
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -275,7 +276,8 @@ def enroll() -> Any:
     account = uow.db().get(Account, account_id)
     if account is not None:
         name = req.name[:100] if isinstance(req.name, str) and req.name.strip() else result.device_type
-        notify_factor_change(account, _("A device was added to your account: %(name)s.", name=name))
+        with force_locale(account.locale or "de"):  # the app's request is not in the citizen's language
+            notify_factor_change(account, _("A device was added to your account: %(name)s.", name=name))
     return _ok(_enrol_json(result), 201)
 
 

@@ -97,7 +97,7 @@ def _json_request(action: str) -> tuple[Account, Any] | Response:
     account = browser.current_account()
     if account is None:
         uow.record(action=action, outcome="denied", actor="anonymous", subject="", reason="not logged in")
-        return _json_error("login_required", "Please log in first.", 401)
+        return _json_error("login_required", _("Please log in first."), 401)
     sent = request.headers.get("X-CSRF-Token", "")
     # OWASP CSRF cheat sheet: synchroniser token in a custom header, bound to this session
     if not sent or not equal(sent, browser.csrf_token()):
@@ -108,18 +108,18 @@ def _json_request(action: str) -> tuple[Account, Any] | Response:
             subject=request.path,
             reason="bad CSRF header",
         )
-        return _json_error("invalid_request", "The page has expired. Please reload it.", 400)
+        return _json_error("invalid_request", _("The page has expired. Please reload it."), 400)
     if not request.is_json or (request.content_length or 0) > MAX_BODY:
         uow.record(
             action=action, outcome="denied", actor=account.id, subject=account.id, reason="not a JSON body"
         )
-        return _json_error("invalid_request", "The request is not valid.", 400)
+        return _json_error("invalid_request", _("The request is not valid."), 400)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         uow.record(
             action=action, outcome="denied", actor=account.id, subject=account.id, reason="malformed JSON"
         )
-        return _json_error("invalid_request", "The request is not valid.", 400)
+        return _json_error("invalid_request", _("The request is not valid."), 400)
     return account, body
 
 
@@ -142,7 +142,7 @@ def _refuse(action: str, account: Account, exc: wa.WebAuthnError, response: obje
         subject=account.id,
         reason=f"{exc.error}: {exc.detail}"[:500],
     )
-    return _json_error(exc.error, exc.description, exc.status)
+    return _json_error(exc.error, _(exc.description, **exc.params), exc.status)  # N_ texts of idp/webauthn.py
 
 
 def _email(account: Account) -> str:

@@ -1,4 +1,4 @@
-"""axe-core (WCAG 2.1 A and AA) on every citizen page, in German and in English, on a phone.
+"""axe-core (WCAG 2.1 A and AA) on every citizen page, in all five languages, on a phone.
 
 Each page is also checked for reflow (WCAG 1.4.10: no horizontal scrolling at 320 CSS pixels)
 and saved as a screenshot under tests/artifacts/screens/.
@@ -52,7 +52,7 @@ def no_horizontal_scroll(page: Any, name: str) -> None:
     assert wide <= 0, f"{name}: {wide}px of horizontal scrolling at 320 px width (WCAG 1.4.10)"
 
 
-@pytest.mark.parametrize("lang", ["de", "en"])
+@pytest.mark.parametrize("lang", ["de", "en", "tr", "ar", "uk"])
 def test_every_page_passes_axe_wcag21_aa(
     idp_factory: Any, demo_service: DemoService, chromium: Any, lang: str, tmp_path: Path
 ) -> None:
@@ -88,7 +88,11 @@ def test_every_page_passes_axe_wcag21_aa(
             page.goto(idp.url + go)
         else:
             go()
-        assert page.locator("html").get_attribute("lang") == lang, name
+        html = page.locator("html")
+        assert (html.get_attribute("lang"), html.get_attribute("dir")) == (
+            lang,
+            "rtl" if lang == "ar" else "ltr",
+        ), name
         axe(page, f"{lang}-{name}")
         no_horizontal_scroll(page, name)
         screenshot(page, f"axe-{lang}-{name}")

@@ -286,3 +286,30 @@ def test_security_keys_page_renames_and_removes_with_csrf_and_audit(idp):
     assert _state(idp, erika.account_id)["sign_counts"] == []
     assert [e.outcome for e in _audit(idp, "webauthn.rename")] == ["success"]
     assert [e.outcome for e in _audit(idp, "webauthn.remove")] == ["denied", "success"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "not_logged_in", "expired"),
+    [
+        ("ar", "يرجى تسجيل الدخول أولًا.", "انتهت صلاحية الطلب. يرجى المحاولة مرة أخرى."),
+        ("tr", "Lütfen önce giriş yapın.", "İsteğin süresi doldu. Lütfen tekrar deneyin."),
+    ],
+)
+def test_refusals_shown_to_the_citizen_are_in_the_language_of_the_page(
+    idp: Idp, lang: str, not_logged_in: str, expired: str
+) -> None:
+    # webauthn.js shows error_description on the page: it is a citizen-facing text
+    # (docs/languages.md), translated like the page around it.
+    anonymous = Browser(idp)
+    anonymous.http.cookies.set("lang", lang)
+    resp = anonymous.http.post(f"{idp.url}/account/security-keys/register/begin", json={}, timeout=10)
+    assert resp.status_code == 401 and resp.json()["error_description"] == not_logged_in
+    erika = Citizen(idp, "erika@example.org")
+    erika.browser.http.cookies.set("lang", lang)
+    key = SoftAuthenticator()
+    erika.register(key)
+    response = key.get(erika.begin(), origin=idp.url)
+    assert erika.finish(response).status_code == 200
+    erika.refresh_csrf()  # the login gave the browser a new session
+    again = erika.finish(response)  # its challenge is used up (a text of idp/webauthn.py)
+    assert again.json() == {"error": "invalid_challenge", "error_description": expired}
