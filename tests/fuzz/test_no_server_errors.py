@@ -328,6 +328,17 @@ WALLET_AND_PUBLIC = [
     Endpoint("GET /<page>/video", "/{x}/video", ("GET",)),
     Endpoint("GET /leichte-sprache/video", "/leichte-sprache/video", ("GET",)),
     Endpoint("GET /gebaerdensprache/video", "/gebaerdensprache/video", ("GET",)),
+    Endpoint(
+        "POST /login/eid/wallet/confirm",
+        "/login/eid/wallet/confirm",
+        ("POST",),
+        ("csrf_token", "state", "decision"),
+    ),
+    # insights: the staff dashboard (a step-up or 403 for others), its export, the metrics
+    Endpoint("GET /insights", "/insights", ("GET",), ("since", "until", "service")),
+    Endpoint("GET /insights/export.<fmt>", "/insights/export.{x}", ("GET",), ("since", "until", "service")),
+    Endpoint("GET /insights/export.csv", "/insights/export.csv", ("GET",), ("since", "until", "service")),
+    Endpoint("GET /metrics", "/metrics", ("GET",)),
 ]
 WALLET_CARD = Endpoint(
     "GET|POST /account/wallet-card", "/account/wallet-card", ("GET", "POST"), ("csrf_token",)
@@ -502,6 +513,10 @@ def test_vci_endpoints_never_answer_5xx_and_refuse_without_state_change(target: 
     list; the credential offer page with the citizen's session."""
     campaign(target, VCI, 40, 0.02)
     campaign(target, [WALLET_CARD], 10, 0.01, citizen=True)
+    # a citizen without the analyst role at the staff dashboard and its export
+    campaign(
+        target, [e for e in WALLET_AND_PUBLIC if e.path.startswith("/insights")], 10, 0.005, citizen=True
+    )
 
 
 def _vci_key(target: Target) -> bytes:
