@@ -513,10 +513,6 @@ def test_vci_endpoints_never_answer_5xx_and_refuse_without_state_change(target: 
     list; the credential offer page with the citizen's session."""
     campaign(target, VCI, 40, 0.02)
     campaign(target, [WALLET_CARD], 10, 0.01, citizen=True)
-    # a citizen without the analyst role at the staff dashboard and its export
-    campaign(
-        target, [e for e in WALLET_AND_PUBLIC if e.path.startswith("/insights")], 10, 0.005, citizen=True
-    )
 
 
 def _vci_key(target: Target) -> bytes:
@@ -622,7 +618,8 @@ def test_vci_token_and_credential_with_valid_offers_and_proofs_never_answer_5xx(
 
 
 def test_wallet_login_and_public_pages_never_answer_5xx(target: Target) -> None:
-    """The EUDI wallet login (OpenID4VP), the SAML SP metadata, the accessibility pages."""
+    """The EUDI wallet login (OpenID4VP), the SAML SP metadata, the accessibility pages, the
+    staff dashboard and the metrics."""
     campaign(target, WALLET_AND_PUBLIC, 60, 0.02)
     # the citizen's pending wallet request (OpenID4VP): its state, a flow, from its session and not
     wallet = [
@@ -632,6 +629,10 @@ def test_wallet_login_and_public_pages_never_answer_5xx(target: Target) -> None:
     ]
     campaign(target, wallet, 15, 0.005, citizen=True)
     campaign(target, wallet, 15, 0.005)
+    # a citizen without the analyst role at the staff dashboard and its export
+    campaign(
+        target, [e for e in WALLET_AND_PUBLIC if e.path.startswith("/insights")], 10, 0.005, citizen=True
+    )
 
 
 def test_anonymous_pages_never_answer_5xx(target: Target) -> None:
