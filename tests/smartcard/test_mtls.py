@@ -27,6 +27,14 @@ HEADER = "X-SSL-Client-Cert"
 def _configure_proxy_header(world: World) -> None:
     rt = world.idp.app.extensions["cityid"]
     rt.config = dataclasses.replace(rt.config, mtls_client_cert_header=HEADER)
+    # the discovery document is built once at start from the configuration (idp.static_docs): a
+    # changed setting means a restart, which this stands for
+    from idp.static_docs import StaticDocuments, discovery_document
+
+    layer = world.idp.app.wsgi_app
+    while not isinstance(layer, StaticDocuments):
+        layer = layer.wrapped
+    layer.discovery = layer._prepared(discovery_document(rt.config))
 
 
 def _token_with_cert(world: World, browser: Any, address: str, cert_pem: str | None) -> requests.Response:

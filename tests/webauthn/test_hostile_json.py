@@ -31,7 +31,7 @@ def test_deeply_nested_json_is_invalid_request_not_a_server_error(idp: Idp, path
     r = alice.browser.http.post(
         f"{idp.url}{path}",
         data=DEEP,
-        headers={"X-CSRF-Token": alice.csrf, "Content-Type": "application/json"},
+        headers={"X-CSRF-Token": alice.csrf, "Content-Type": "application/json", "Accept-Language": "en"},
         allow_redirects=False,
         timeout=10,
     )
