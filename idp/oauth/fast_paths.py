@@ -17,8 +17,13 @@ introspection (RFC 7662) of an active access token by the client it was issued t
 two authentication methods (any other token, an inactive one, another client's: Authlib, which
 answers ``{"active": false}``); and userinfo (OIDC Core §5.3) for a valid, unbound Bearer
 token with scope ``openid`` (every refusal, DPoP- and certificate-bound tokens, POST: the Flask
-view). Introspection and userinfo are served before Flask (as /token is), since Flask's request
-machinery costs more than the work itself.
+view); and ``grant_type=refresh_token`` (RFC 6749 §6, rotation per RFC 9700 §4.14.2) for an
+unused, unexpired, unbound refresh token of the client it was issued to, authenticated with
+either secret method or as a public client, with an optional narrowing ``scope``
+(``idp.oauth.fast_refresh``, its oracle ``tests/idp/test_fast_paths_refresh_differential.py``:
+reuse, grace-window retries, DPoP- and certificate-bound families and every refusal go to
+Authlib; a lost claim rolls back and hands over). Introspection and userinfo are served before
+Flask (as /token is), since Flask's request machinery costs more than the work itself.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from werkzeug.wrappers import Request
 
 from idp import cors, uow
 from idp.models import Grant
-from idp.oauth import fapi2
+from idp.oauth import fapi2, fast_refresh
 from idp.oauth.server import (
     MAX_PARAM,
     OAuthClient,
@@ -146,6 +151,8 @@ def token(req: Request, srv: Any, mtls_header: str) -> Response | None:
     """A fast answer at /token, or None: Authlib answers."""
     if req.mimetype == FORM and req.form.get("grant_type") == "client_credentials":
         return client_credentials(req, srv, mtls_header)
+    if req.mimetype == FORM and req.form.get("grant_type") == "refresh_token":  # idp.oauth.fast_refresh
+        return fast_refresh.refresh(req, srv, mtls_header)
     return None
 
 
