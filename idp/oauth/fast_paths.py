@@ -40,7 +40,7 @@ from werkzeug.wrappers import Request
 
 from idp import cors, uow
 from idp.models import Grant
-from idp.oauth import fapi2, fast_refresh
+from idp.oauth import fapi2, fast_refresh, fast_revoke
 from idp.oauth.server import (
     MAX_PARAM,
     OAuthClient,
@@ -220,13 +220,23 @@ def userinfo(req: Request) -> Response | None:
     return resp
 
 
+def revocation(req: Request) -> Response | None:
+    """RFC 7009 (idp.oauth.fast_revoke), or None: the Flask view."""
+    return fast_revoke.revocation(req)
+
+
 # (method, path) -> the name of its fast path in this module (looked up per request)
-HANDLERS = {("POST", INTROSPECT_PATH): "introspection", ("GET", "/userinfo"): "userinfo"}
+HANDLERS = {
+    ("POST", INTROSPECT_PATH): "introspection",
+    ("GET", "/userinfo"): "userinfo",
+    ("POST", "/revoke"): "revocation",  # idp.oauth.fast_revoke
+}
 
 
 class BeforeFlask:
-    """WSGI middleware: POST /introspect and GET /userinfo through their fast paths where proven,
-    else Flask (whose views run Authlib's endpoint / the resource checks) with the body intact."""
+    """WSGI middleware: POST /introspect, GET /userinfo and POST /revoke through their fast paths
+    where proven, else Flask (whose views run Authlib's endpoint / the resource checks) with the
+    body intact."""
 
     def __init__(self, app: Flask, finish: Callable[[Response], Response]) -> None:
         self.app = app
@@ -251,7 +261,7 @@ class BeforeFlask:
         with self.app.app_context():
             try:
                 resp = globals()[name](Request(environ))
-                uow.finish(resp is not None)  # reads only: nothing to commit
+                uow.finish(resp is not None)  # a revocation commits with its audit entry; the others read
             except Exception:  # whatever went wrong, the Authlib / Flask path decides
                 log.debug("fast path handed on", exc_info=True)
                 uow.abandon()
