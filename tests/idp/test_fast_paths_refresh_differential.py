@@ -500,3 +500,32 @@ def test_a_refresh_claim_lost_to_a_concurrent_rotation_ends_as_in_the_authlib_pa
     assert len([t for t in tokens if t[0] == "<new>"]) == 1  # exactly one successor
     assert all(g[-1] is None for g in state["idp_grant"])  # not revoked
     _clear(w)
+
+
+def test_refresh_fast_path_without_a_grace_window_keeps_no_answer_as_authlib(
+    idp_factory: Any, monkeypatch: Any
+) -> None:
+    """``refresh_token_grace_seconds = 0``: neither path keeps the rotation's answer (RFC 9700
+    §4.14.2: every reuse is a replay), for a confidential and for a public client alike."""
+    w = _setup(idp_factory(refresh_token_grace_seconds=0))
+    served = _counting(monkeypatch)
+    for role, auth in (("basic", "basic"), ("public", "id_only")):
+        r = {
+            "role": role,
+            "auth": auth,
+            "token": "fresh",
+            "grant": "refresh_token",
+            "scope": "openid",
+            "double": None,
+            "extra": None,
+            "query": None,
+            "content_type": "application/x-www-form-urlencoded",
+            "dpop": None,
+            "cert": None,
+        }
+        fast, oracle = _run(w, w.fast, r), _run(w, w.oracle, r)
+        assert fast == oracle, (r, fast, oracle)
+        changed = fast[1]["idp_refresh_token"][0]
+        rotated = next(row for row in changed if row[0] == w.idp.keys.token_digest(TOKEN))
+        assert rotated[-1] is None  # the used token keeps no sealed answer
+    assert served["fast"] == 2
