@@ -22,7 +22,7 @@ unused, unexpired, unbound refresh token of the client it was issued to, authent
 either secret method or as a public client, with an optional narrowing ``scope``
 (``idp.oauth.fast_refresh``, its oracle ``tests/idp/test_fast_paths_refresh_differential.py``:
 reuse, grace-window retries, DPoP- and certificate-bound families and every refusal go to
-Authlib; a lost claim rolls back and hands over). Introspection and userinfo are served before
+Authlib; a lost claim hands over having changed nothing). Introspection and userinfo are served before
 Flask (as /token is), since Flask's request machinery costs more than the work itself.
 """
 

@@ -15,9 +15,10 @@ NULL: the same atomic UPDATE as ``RefreshTokenGrant._claim``, here with the kept
 ``_keep_answer`` in the same statement), the clearing of the grant's older kept answers, the new
 refresh token row and the audit entry of ``save_token``. The tokens come from the same
 generator (``srv.generate_token``). A lost claim (a concurrent request rotated the token since
-it was read) rolls the unit of work back and hands the request to Authlib, whose
-``_after_lost_race`` answers it from the winner's committed state, exactly as when Authlib had
-lost the race itself.
+it was read: the UPDATE matches no row) has changed nothing and queued nothing; the request goes
+to Authlib in the same transaction, which now reads the token as used (on PostgreSQL the claim
+waited for the winner's commit; SQLite's BEGIN IMMEDIATE lets no one in between) and answers as
+after its own lost claim: the winner's tokens again within the grace window, else a replay.
 """
 
 from __future__ import annotations
@@ -166,9 +167,10 @@ def refresh(req: Request, srv: Any, mtls_header: str) -> Response | None:
     now = utcnow()
     sealed = _sealed_answer(client, digest, token, asked, row.client_id)
     if conn.execute(_CLAIM, {"digest": digest, "now": now, "sealed": sealed}).rowcount != 1:
-        # a concurrent request claimed it first: nothing of ours stays; Authlib answers from the
-        # winner's committed state (RefreshTokenGrant._after_lost_race)
-        uow.abandon()
+        # a concurrent request claimed it first: this UPDATE matched no row, nothing of ours was
+        # written or queued, and Authlib takes the request over in the same transaction, where
+        # it finds the token used and answers as after its own lost claim (a retry within the
+        # grace window gets the winner's answer; else the family is revoked)
         return None
     conn.execute(_CLEAR_OLDER, {"gid": row.id, "digest": digest})
     days = runtime().config.refresh_token_lifetime_days
