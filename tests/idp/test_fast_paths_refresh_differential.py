@@ -56,7 +56,7 @@ from tests.idp.test_fast_paths_differential import (
 )
 
 EXAMPLES = 100
-EXAMPLES_POSTGRESQL = 70  # its commits wait for the disk: about the wall time of SQLite's 100
+EXAMPLES_POSTGRESQL = 50  # its commits wait for the disk: about the wall time of SQLite's 100
 SCOPE = "openid profile email permits:read"
 GRANT_ID = "g" * 32
 AUTH_TIME = int(dt.datetime.now(dt.UTC).timestamp()) - 100
