@@ -16,8 +16,9 @@ and claims (random values and times aside), the database rows each request adds 
 the audit entries (the two codes' grant ids, code and refresh token digests and replay keys read
 as placeholders).
 
-Cases per database backend: CODE_EXAMPLES code exchanges and JWT_EXAMPLES private_key_jwt client
-credentials and introspection requests each; each test also insists that the fast path really
+Cases per database backend: every single fault (each field's every other value, one at a time:
+about 80) and CODE_EXAMPLES random combinations of up to three faults; JWT_EXAMPLES private_key_jwt
+client-credentials and introspection requests each; each test also insists that the fast path really
 answered a good share of its cases (else it would prove nothing).
 """
 
@@ -33,7 +34,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey
@@ -59,7 +60,7 @@ from tests.idp.test_fast_paths_differential import (
     _state,
 )
 
-CODE_EXAMPLES = 120
+CODE_EXAMPLES = 60
 JWT_EXAMPLES = 40
 REDIRECT = "https://rp.example/cb"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -334,55 +335,50 @@ def _s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
 
-CODE_FIELDS: dict[str, Any] = {
-    "role": st.sampled_from(
-        ["basic", "post", "jwt", "waived", "no_code", "public", "fapi", "disabled", "unknown"]
-    ),
-    "auth": st.sampled_from(AUTH),
-    "code": st.sampled_from(
-        [
-            "fresh",
-            "used",
-            "expired",
-            "other_client",
-            "revoked",
-            "dpop_bound",
-            "disabled_account",
-            "missing",
-            "empty",
-            "garbage",
-            "huge",
-        ]
-    ),
-    "verifier": st.sampled_from(["right", "wrong", "missing", "short", "bad_chars", "huge"]),
-    "challenge": st.sampled_from(["S256", None]),
-    "redirect": st.sampled_from(["right", "wrong", "missing", "code_without", "code_without_sent"]),
-    "scope": st.sampled_from(CODE_SCOPES),
-    "grant": st.sampled_from(["full", "bare"]),
-    "grant_type": st.sampled_from(["authorization_code", "AUTHORIZATION_CODE", "", None, "refresh_token"]),
-    "double": st.sampled_from([None, "grant_type", "code", "redirect_uri", "code_verifier", "client_id"]),
-    "extra": st.sampled_from(
-        [None, ("scope", "openid"), ("resource", "https://api.example"), ("foo", "bar"), ("nonce", "x")]
-    ),
-    "query": st.sampled_from([None, "code=x", "x=1"]),
-    "content_type": st.sampled_from(["application/json", "text/plain", None]),
-    "dpop": st.sampled_from([None, "valid", "garbage"]),
-    "cert": st.sampled_from([None, "garbage"]),
+CODE_FIELDS: dict[str, list[Any]] = {
+    "role": ["basic", "post", "jwt", "waived", "no_code", "public", "fapi", "disabled", "unknown"],
+    "auth": AUTH,
+    "code": [
+        "fresh",
+        "used",
+        "expired",
+        "other_client",
+        "revoked",
+        "dpop_bound",
+        "disabled_account",
+        "missing",
+        "empty",
+        "garbage",
+        "huge",
+    ],
+    "verifier": ["right", "wrong", "missing", "short", "bad_chars", "huge"],
+    "challenge": ["S256", None],
+    "redirect": ["right", "wrong", "missing", "code_without", "code_without_sent"],
+    "scope": CODE_SCOPES,
+    "grant": ["full", "bare"],
+    "grant_type": ["authorization_code", "AUTHORIZATION_CODE", "", None, "refresh_token"],
+    "double": [None, "grant_type", "code", "redirect_uri", "code_verifier", "client_id"],
+    "extra": [None, ("scope", "openid"), ("resource", "https://api.example"), ("foo", "bar"), ("nonce", "x")],
+    "query": [None, "code=x", "x=1"],
+    "content_type": ["application/x-www-form-urlencoded", "application/json", "text/plain", None],
+    "dpop": [None, "valid", "garbage"],
+    "cert": [None, "garbage"],
 }
+# the fields whose faults the code exchange decides on weigh three times in the random draws
+WEIGHTED = sorted(CODE_FIELDS) + 2 * ["auth", "code", "verifier", "challenge", "redirect", "role"]
 
 
-@st.composite
-def code_exchanges(draw: Any) -> dict[str, Any]:
-    """A valid code exchange of a proven shape, with 0 to 3 of its fields replaced by anything."""
-    r: dict[str, Any] = {
-        "role": draw(st.sampled_from(["basic", "post", "jwt", "waived"])),
+def _valid(role: str = "basic", scope: str = "openid email", grant: str = "full") -> dict[str, Any]:
+    """A code exchange of a proven shape."""
+    return {
+        "role": role,
         "auth": "own",
         "code": "fresh",
         "verifier": "right",
         "challenge": "S256",
         "redirect": "right",
-        "scope": draw(st.sampled_from(CODE_SCOPES)),
-        "grant": draw(st.sampled_from(["full", "bare"])),
+        "scope": scope,
+        "grant": grant,
         "grant_type": "authorization_code",
         "double": None,
         "extra": None,
@@ -391,10 +387,33 @@ def code_exchanges(draw: Any) -> dict[str, Any]:
         "dpop": None,
         "cert": None,
     }
+
+
+def _single_faults() -> list[dict[str, Any]]:
+    """Each field's every other value, one at a time (a private_key_jwt client's for the
+    assertion faults)."""
+    out = []
+    for name, values in CODE_FIELDS.items():
+        for value in values:
+            role = "jwt" if name == "auth" and str(value).startswith("jwt") else "basic"
+            r = _valid(role)
+            if r[name] != value:
+                out.append(r | {name: value})
+    return out
+
+
+@st.composite
+def code_exchanges(draw: Any) -> dict[str, Any]:
+    """A valid code exchange of a proven shape, with 0 to 3 of its fields replaced by anything."""
+    r = _valid(
+        draw(st.sampled_from(["basic", "post", "jwt", "waived"])),
+        draw(st.sampled_from(CODE_SCOPES)),
+        draw(st.sampled_from(["full", "bare"])),
+    )
     if r["role"] == "waived" and draw(st.booleans()):  # RFC 9700 §2.1.1: a legacy client without PKCE
         r["challenge"], r["verifier"] = None, "missing"
-    for name in draw(st.lists(st.sampled_from(sorted(CODE_FIELDS)), max_size=3, unique=True)):
-        r[name] = draw(CODE_FIELDS[name])
+    for name in draw(st.lists(st.sampled_from(WEIGHTED), max_size=3)):
+        r[name] = draw(st.sampled_from(CODE_FIELDS[name]))
     return r
 
 
@@ -514,8 +533,6 @@ def test_code_exchange_fast_path_answers_exactly_as_authlib(idp_factory: Any, mo
     served = _counting(monkeypatch, fast_code, "code_exchange")
     cases = {"all": 0}
 
-    @settings(SETTINGS, max_examples=CODE_EXAMPLES)
-    @given(r=code_exchanges())
     def check(r: dict[str, Any]) -> None:
         cases["all"] += 1
         mine, theirs = _make_codes(w, r)
@@ -525,9 +542,13 @@ def test_code_exchange_fast_path_answers_exactly_as_authlib(idp_factory: Any, mo
         assert fast[1] == oracle[1], (r, fast[1], oracle[1])  # database rows
         assert fast[2] == oracle[2], (r, fast[2], oracle[2])  # audit entries
 
-    check()
+    run = given(r=code_exchanges())(check)
+    for fault in _single_faults():  # every single fault, then random combinations of them
+        run = example(r=fault)(run)
+    settings(SETTINGS, max_examples=CODE_EXAMPLES)(run)()
     print("code exchange cases", cases["all"], "answered by the fast path", served["fast"])
-    assert served["fast"] >= CODE_EXAMPLES // 6, served
+    assert cases["all"] >= len(_single_faults()) + CODE_EXAMPLES // 2, cases
+    assert served["fast"] >= cases["all"] // 8, served
 
 
 def test_code_exchange_takes_the_fast_path_for_each_authentication_method(
@@ -537,24 +558,8 @@ def test_code_exchange_takes_the_fast_path_for_each_authentication_method(
     token and an ID token included, and the code is single use; the setting turns it off."""
     w = _setup(idp_factory())
     served = _counting(monkeypatch, fast_code, "code_exchange")
-    base = {
-        "auth": "own",
-        "code": "fresh",
-        "verifier": "right",
-        "challenge": "S256",
-        "redirect": "right",
-        "scope": "openid email",
-        "grant": "full",
-        "grant_type": "authorization_code",
-        "double": None,
-        "extra": None,
-        "query": None,
-        "content_type": "application/x-www-form-urlencoded",
-        "dpop": None,
-        "cert": None,
-    }
     for role in ("basic", "post", "jwt"):
-        r = base | {"role": role}
+        r = _valid(role)
         code = _make_codes(w, r)[0]
         req, _ = _code_request(w, r, code[0])
         resp = w.fast.post(req["path"], data=req["data"], headers=req["headers"])
@@ -565,7 +570,7 @@ def test_code_exchange_takes_the_fast_path_for_each_authentication_method(
         again = w.fast.post(req["path"], data=req["data"], headers=req["headers"])
         assert again.status_code == 400 and again.get_json()["error"] == "invalid_grant"  # RFC 6749 §4.1.2
     assert served["fast"] == 3, served  # the replays: Authlib's
-    r = base | {"role": "basic"}
+    r = _valid()
     req, _ = _code_request(w, r, _make_codes(w, r)[0][0])
     assert w.oracle.post(req["path"], data=req["data"], headers=req["headers"]).status_code == 200
     assert served["fast"] == 3  # fast_paths = false: Authlib alone
