@@ -516,16 +516,26 @@ def _rows(diff: Any, names: dict[str, str]) -> Any:
     return out
 
 
-def _exchange(w: World, app: WsgiClient, r: dict[str, Any], code: tuple[str, str, str]) -> Any:
+def _prepared(w: World, r: dict[str, Any], code: tuple[str, str, str]) -> dict[str, Any]:
     req, assertion = _code_request(w, r, code[0])
     if r["auth"] == "jwt_replayed" and r["role"] == "jwt" and assertion:
         _use_up(w, assertion)
-    names = {code[1]: "<grant>", code[2]: "<code>"}
+    return req
+
+
+def _side_by_side(w: World, fast_req: dict[str, Any], oracle_req: dict[str, Any], names: list[Any]) -> Any:
+    """Each request through its app, one after the other (three snapshots of the database):
+    for each, (answer, rows changed, audit entries) with its random values as placeholders."""
+    out = []
     before, seq = _state(w)
-    resp = app.post(req["path"], data=req["data"], headers=req["headers"])
-    answer = _token_answer(w, resp, names)
-    after, _ = _state(w)
-    return answer, _rows(_diff(before, after), names), _placeholders(_audit_since(w, seq), names)
+    for app, req, mine in ((w.fast, fast_req, names[0]), (w.oracle, oracle_req, names[1])):
+        resp = app.post(req["path"], data=req["data"], headers=req["headers"])
+        answer = _token_answer(w, resp, mine) if req["path"].startswith("/token") else _full_answer(resp)
+        after, seq_after = _state(w)
+        audit = _audit_since(w, seq)
+        out.append((answer, _rows(_diff(before, after), mine), _placeholders(audit, mine)))
+        before, seq = after, seq_after
+    return out
 
 
 def test_code_exchange_fast_path_answers_exactly_as_authlib(idp_factory: Any, monkeypatch: Any) -> None:
@@ -536,8 +546,8 @@ def test_code_exchange_fast_path_answers_exactly_as_authlib(idp_factory: Any, mo
     def check(r: dict[str, Any]) -> None:
         cases["all"] += 1
         mine, theirs = _make_codes(w, r)
-        fast = _exchange(w, w.fast, r, mine)
-        oracle = _exchange(w, w.oracle, r, theirs)
+        names = [{c[1]: "<grant>", c[2]: "<code>"} for c in (mine, theirs)]
+        fast, oracle = _side_by_side(w, _prepared(w, r, mine), _prepared(w, r, theirs), names)
         assert fast[0] == oracle[0], (r, fast[0], oracle[0])  # status, headers, body, token claims
         assert fast[1] == oracle[1], (r, fast[1], oracle[1])  # database rows
         assert fast[2] == oracle[2], (r, fast[2], oracle[2])  # audit entries
@@ -622,15 +632,11 @@ def test_private_key_jwt_in_the_fast_paths_answers_exactly_as_authlib(
     served_in = _counting(monkeypatch, fast_paths, "introspection")
     cases = {"all": 0}
 
-    def run(app: WsgiClient, r: dict[str, Any], path: str, first: list[tuple[str, str]]) -> Any:
+    def prepared(r: dict[str, Any], path: str, first: list[tuple[str, str]]) -> dict[str, Any]:
         body, assertion = _jwt_form(w, r, first)
         if r["auth"] == "jwt_replayed" and r["role"] == "jwt" and assertion:
             _use_up(w, assertion)
-        before, seq = _state(w)
-        resp = app.post(path, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
-        answer = _token_answer(w, resp, {}) if path == "/token" else _full_answer(resp)
-        after, _ = _state(w)
-        return answer, _rows(_diff(before, after), {}), _audit_since(w, seq)
+        return {"path": path, "data": body, "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
 
     @settings(SETTINGS, max_examples=JWT_EXAMPLES)
     @given(r=jwt_requests())
@@ -639,7 +645,8 @@ def test_private_key_jwt_in_the_fast_paths_answers_exactly_as_authlib(
         cc = [("grant_type", "client_credentials")] + ([("scope", r["scope"])] if r["scope"] else [])
         introspect = [("token", tokens[r["token"]])]
         for path, first in (("/token", cc), ("/introspect", introspect)):
-            fast, oracle = run(w.fast, r, path, first), run(w.oracle, r, path, first)
+            requests = prepared(r, path, first), prepared(r, path, first)
+            fast, oracle = _side_by_side(w, *requests, [{}, {}])
             assert fast == oracle, (path, r, fast, oracle)
 
     check()
