@@ -102,7 +102,7 @@ def _client(req: Request, params: dict[str, str], has_basic: bool) -> OAuthClien
         if client is None or not client.is_public or not client.check_endpoint_auth_method("none", "token"):
             return None
         return client
-    return fast_paths._authenticated_client(req, params, has_basic)
+    return fast_paths.secret_client(req, params, has_basic)
 
 
 def refresh(req: Request, srv: Any, mtls_header: str) -> Response | None:
@@ -115,7 +115,7 @@ def refresh(req: Request, srv: Any, mtls_header: str) -> Response | None:
         return None
     has_basic = "Authorization" in req.headers
     allowed = REFRESH_BASIC if has_basic else REFRESH_POST
-    params = fast_paths._single_values(req, allowed)  # RFC 6749 §3.2: no parameter twice; none oversized
+    params = fast_paths.single_values(req, allowed)  # RFC 6749 §3.2: no parameter twice; none oversized
     if params is None or params.get("grant_type") != "refresh_token":  # RFC 6749 §6
         return None
     token_value = params.get("refresh_token")

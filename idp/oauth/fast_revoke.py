@@ -52,14 +52,14 @@ def revocation(req: Request) -> Response | None:
     if req.query_string or req.mimetype != fast_paths.FORM:  # RFC 7009 §2.1: POST, form-encoded
         return None
     has_basic = "Authorization" in req.headers
-    params = fast_paths._single_values(req, REVOKE_BASIC if has_basic else REVOKE_POST)
+    params = fast_paths.single_values(req, REVOKE_BASIC if has_basic else REVOKE_POST)
     if params is None or "token" not in params:  # RFC 7009 §2.1: token is REQUIRED
         return None
     hint = params.get("token_type_hint")
     if hint not in HINTS:  # RFC 7009 §2.1: another hint (Authlib searches every type)
         return None
     # RFC 7009 §2.1: the client authenticates (its registered secret method; the others: Authlib)
-    client = fast_paths._authenticated_client(req, params, has_basic)
+    client = fast_paths.secret_client(req, params, has_basic)
     if client is None:
         return None
     client_id = client.get_client_id()
