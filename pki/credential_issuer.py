@@ -13,14 +13,12 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import utcnow
 from pki.ca import CREDENTIAL_ISSUER, CertificateAuthority
 from pki.keystore import Signer
-from pki.models import CaAuthority
-from pki.service_key import certify_service_key
+from pki.service_key import active_service_key, certify_service_key
 
 
 @dataclass(frozen=True)
@@ -59,16 +57,7 @@ def init_credential_issuer(
 
 
 def active_credential_issuer(session: Session, ca: CertificateAuthority) -> CredentialIssuerKey | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(
-            CaAuthority.kind == CREDENTIAL_ISSUER,
-            CaAuthority.parent_id == ca.id,
-            CaAuthority.active.is_(True),
-        )
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, CREDENTIAL_ISSUER)
     if row is None:
         return None
     cert = x509.load_der_x509_certificate(row.der)

@@ -13,15 +13,13 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import utcnow
 from pki.ca import SEAL, CertificateAuthority
 from pki.errors import BadRequest
 from pki.keystore import Signer
-from pki.models import CaAuthority
-from pki.service_key import certify_service_key
+from pki.service_key import active_service_key, certify_service_key
 
 
 @dataclass(frozen=True)
@@ -56,12 +54,7 @@ def init_seal(
 
 
 def active_seal(session: Session, ca: CertificateAuthority) -> Seal | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(CaAuthority.kind == SEAL, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, SEAL)
     if row is None:
         return None
     cert = x509.load_der_x509_certificate(row.der)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db import audit, new_id
@@ -48,6 +48,16 @@ SERVICE_KEYS: dict[str, ServiceKeyKind] = {  # by ``ca_authority.kind``
 class ServiceKey:
     key_ref: str
     issued: IssueResult
+
+
+def active_service_key(session: Session, ca: CertificateAuthority, kind: str) -> CaAuthority | None:
+    """The newest active row of ``kind`` under the issuing CA, or None."""
+    return session.execute(
+        select(CaAuthority)
+        .where(CaAuthority.kind == kind, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
+        .order_by(CaAuthority.created_at.desc())
+        .limit(1)
+    ).scalar()
 
 
 def store_authority(

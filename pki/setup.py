@@ -23,7 +23,7 @@ from pki.issuance import BACKDATE
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
 from pki.serials import new_serial, serial_hex
-from pki.service_key import certify_service_key, signer_subject, store_authority
+from pki.service_key import active_service_key, certify_service_key, signer_subject, store_authority
 from pki.settings import CaSettings
 from pki.urls import CaUrls
 
@@ -422,16 +422,7 @@ def current_ocsp_signer(
 
 
 def _active_signer(session: Session, ca: CertificateAuthority) -> CaAuthority | None:
-    return session.execute(
-        select(CaAuthority)
-        .where(
-            CaAuthority.kind == OCSP_SIGNER,
-            CaAuthority.parent_id == ca.id,
-            CaAuthority.active.is_(True),
-        )
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    return active_service_key(session, ca, OCSP_SIGNER)
 
 
 # A rotation claimed this long ago and not finished (its worker died) may be claimed again.

@@ -26,7 +26,6 @@ from cryptography import x509
 from cryptography.hazmat import asn1
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import utcnow
@@ -35,8 +34,7 @@ from pki.ca import TSA, CertificateAuthority
 from pki.certpolicy import POLICY_TIMESTAMPING, policy_oid
 from pki.errors import PkiError
 from pki.keystore import Signer
-from pki.models import CaAuthority
-from pki.service_key import certify_service_key, signer_subject
+from pki.service_key import active_service_key, certify_service_key, signer_subject
 
 # RFC 3161 §2.4.2 accuracy: our clock is NTP-disciplined; we state one second
 ACCURACY_SECONDS = 1
@@ -271,12 +269,7 @@ def rejection(fail_info: str, reason: str) -> TimeStampAnswer:
 
 
 def active_tsa(session: Session, ca: CertificateAuthority) -> TsaCertificate | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(CaAuthority.kind == TSA, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, TSA)
     if row is None:
         return None
     return TsaCertificate(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
