@@ -6,6 +6,7 @@ Each package keeps its own branch in the one history (``branch_labels`` = packag
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -35,8 +36,15 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "heads")
 
 
+@functools.cache
+def _script() -> ScriptDirectory:
+    """The migration scripts, read once per process (Alembic compiles every revision file when it
+    builds its map; the files do not change under a running process)."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
+
+
 def code_heads() -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+    return set(_script().get_heads())
 
 
 def db_heads(engine: Engine) -> set[str]:
@@ -66,7 +74,7 @@ def _applied(script: ScriptDirectory, heads: set[str]) -> set[str]:
 
 def check_schema(engine: Engine) -> None:
     """Refuse to run on an unmigrated database or one migrated by newer code."""
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    script = _script()
     current = db_heads(engine)
     if not current:
         raise SchemaMismatch("the database is not initialised: run `cityid init` first")

@@ -9,19 +9,16 @@ verifier that trusts the city root can check them.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from sqlalchemy import select, update
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.orm import Session
 
-from db import audit, utcnow
+from db import utcnow
 from pki.ca import CREDENTIAL_ISSUER, CertificateAuthority
-from pki.issuance import IssueRequest, issue_batch
 from pki.keystore import Signer
-from pki.models import CaAuthority
+from pki.service_key import active_service_key, certify_service_key
 
 
 @dataclass(frozen=True)
@@ -52,56 +49,15 @@ def init_credential_issuer(
     (credentials signed before stay verifiable: their certificate is not revoked)."""
     now = now or utcnow()
     name = x509.Name.from_rfc4514_string(subject)
-    key_ref = ca.key_store.generate(f"vci-{secrets.token_hex(8)}")
-    key = ca.key_store.signer(key_ref)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    issued = issue_batch(
-        session,
-        ca,
-        [
-            IssueRequest(
-                csr=csr.public_bytes(serialization.Encoding.DER),
-                profile="credential-issuer",
-                requested_by=actor,
-            )
-        ],
-        now=now,
-        _internal=True,
-    )[0]
-    from pki.setup import store_authority
-
-    session.execute(
-        update(CaAuthority)
-        .where(CaAuthority.kind == CREDENTIAL_ISSUER, CaAuthority.parent_id == ca.id)
-        .values(active=False)
-    )
-    store_authority(
-        session, kind=CREDENTIAL_ISSUER, parent_id=ca.id, key_ref=key_ref, cert=issued.certificate, now=now
-    )
-    audit.record(
-        session,
-        action="pki.credential_issuer.init",
-        outcome="success",
-        actor=actor,
-        subject=issued.subject,
-        details={"serial": issued.serial, "not_after": issued.not_after, "key_ref": key_ref},
-    )
+    key = certify_service_key(session, ca, CREDENTIAL_ISSUER, name, actor=actor, now=now)
+    issued = key.issued
     return CredentialIssuerKey(
-        issued.serial, key_ref, issued.certificate, (ca.certificate, ca.root_certificate)
+        issued.serial, key.key_ref, issued.certificate, (ca.certificate, ca.root_certificate)
     )
 
 
 def active_credential_issuer(session: Session, ca: CertificateAuthority) -> CredentialIssuerKey | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(
-            CaAuthority.kind == CREDENTIAL_ISSUER,
-            CaAuthority.parent_id == ca.id,
-            CaAuthority.active.is_(True),
-        )
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, CREDENTIAL_ISSUER)
     if row is None:
         return None
     cert = x509.load_der_x509_certificate(row.der)

@@ -10,20 +10,16 @@ retires the old row (documents sealed before stay valid: their certificate is no
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db import audit, utcnow
+from db import utcnow
 from pki.ca import SEAL, CertificateAuthority
 from pki.errors import BadRequest
-from pki.issuance import IssueRequest, issue_batch
 from pki.keystore import Signer
-from pki.models import CaAuthority
+from pki.service_key import active_service_key, certify_service_key
 
 
 @dataclass(frozen=True)
@@ -50,51 +46,15 @@ def init_seal(
         name = x509.Name.from_rfc4514_string(subject)
     except ValueError as exc:
         raise BadRequest(f"not an RFC 4514 name: {subject!r}") from exc
-    key_ref = ca.key_store.generate(f"seal-{secrets.token_hex(8)}")
-    key = ca.key_store.signer(key_ref)
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    issued = issue_batch(
-        session,
-        ca,
-        [
-            IssueRequest(
-                csr=csr.public_bytes(serialization.Encoding.DER),
-                profile="document-seal",
-                validity=validity,
-                requested_by=actor,
-            )
-        ],
-        now=now,
-    )[0]
-    from pki.setup import store_authority
-
-    session.execute(
-        update(CaAuthority)
-        .where(CaAuthority.kind == SEAL, CaAuthority.parent_id == ca.id)
-        .values(active=False)
-    )
-    store_authority(session, kind=SEAL, parent_id=ca.id, key_ref=key_ref, cert=issued.certificate, now=now)
-    audit.record(
-        session,
-        action="pki.seal.init",
-        outcome="success",
-        actor=actor,
-        subject=issued.subject,
-        details={"serial": issued.serial, "not_after": issued.not_after, "key_ref": key_ref},
-    )
+    key = certify_service_key(session, ca, SEAL, name, actor=actor, now=now, validity=validity)
+    issued = key.issued
     session.commit()
-    return Seal(
-        issued.serial, key_ref, issued.certificate, (ca.certificate, ca.root_certificate), issued.not_after
-    )
+    chain = (ca.certificate, ca.root_certificate)
+    return Seal(issued.serial, key.key_ref, issued.certificate, chain, issued.not_after)
 
 
 def active_seal(session: Session, ca: CertificateAuthority) -> Seal | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(CaAuthority.kind == SEAL, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, SEAL)
     if row is None:
         return None
     cert = x509.load_der_x509_certificate(row.der)

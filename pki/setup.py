@@ -14,15 +14,16 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db import audit, new_id, utcnow
+from db import audit, utcnow
 from pki import crl
 from pki.ca import ISSUING, OCSP_SIGNER, ROOT, TSA, CertificateAuthority, load_ca
 from pki.certpolicy import POLICY_CA, issuing_ca_policies, policy_oid
 from pki.errors import BadRequest, CaNotInitialised, KeyStoreError, OcspSignerBusy, PkiError
-from pki.issuance import BACKDATE, IssueRequest, issue_batch
+from pki.issuance import BACKDATE
 from pki.keystore import KeyStore, Signer
 from pki.models import CaAuthority, CaCrlState
 from pki.serials import new_serial, serial_hex
+from pki.service_key import active_service_key, certify_service_key, signer_subject, store_authority
 from pki.settings import CaSettings
 from pki.urls import CaUrls
 
@@ -77,33 +78,6 @@ def _ca_key_usage() -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
-
-
-def store_authority(
-    session: Session,
-    *,
-    kind: str,
-    parent_id: str | None,
-    key_ref: str,
-    cert: x509.Certificate,
-    now: dt.datetime,
-) -> CaAuthority:
-    row = CaAuthority(
-        id=new_id(),
-        kind=kind,
-        parent_id=parent_id,
-        key_ref=key_ref,
-        serial=serial_hex(cert.serial_number),
-        subject=cert.subject.rfc4514_string(),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        active=True,
-        der=cert.public_bytes(serialization.Encoding.DER),
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row
 
 
 def _make_root(session: Session, settings: CaSettings, key_store: KeyStore, now: dt.datetime) -> CaAuthority:
@@ -386,60 +360,16 @@ def init_ca(
     return result
 
 
-def signer_subject(ca: CertificateAuthority, suffix: str) -> x509.Name:
-    """``<issuing CA's CN> <suffix>``, with the CA's O and C: for the OCSP signer and the TSA."""
-    cn = ca.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    attrs: list[x509.NameAttribute[str | bytes]] = [
-        x509.NameAttribute(NameOID.COMMON_NAME, f"{cn!s} {suffix}"[:64])
-    ]
-    for oid in (NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME):
-        attrs.extend(ca.certificate.subject.get_attributes_for_oid(oid))
-    return x509.Name(attrs)
-
-
 def rotate_ocsp_signer(
     session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
 ) -> OcspSigner:
     """A new key and delegated OCSP signing certificate (RFC 6960 §4.2.2.2). Commits."""
     now = now or utcnow()
-    key_ref = ca.key_store.generate(f"ocsp-{secrets.token_hex(8)}")
-    key = ca.key_store.signer(key_ref)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(signer_subject(ca, "OCSP"))
-        .sign(key, hashes.SHA256())
-    )
-    issued = issue_batch(
-        session,
-        ca,
-        [
-            IssueRequest(
-                csr=csr.public_bytes(serialization.Encoding.DER),
-                profile="ocsp-signer",
-                requested_by=actor,
-            )
-        ],
-        now=now,
-        _internal=True,
-    )[0]
-    session.execute(
-        update(CaAuthority)
-        .where(CaAuthority.kind == OCSP_SIGNER, CaAuthority.parent_id == ca.id)
-        .values(active=False)
-    )
-    cert = issued.certificate
-    store_authority(session, kind=OCSP_SIGNER, parent_id=ca.id, key_ref=key_ref, cert=cert, now=now)
+    key = certify_service_key(session, ca, OCSP_SIGNER, signer_subject(ca, "OCSP"), actor=actor, now=now)
     _release_claim(session, ca)
-    audit.record(
-        session,
-        action="pki.ocsp_signer.rotate",
-        outcome="success",
-        actor=actor,
-        subject=cert.subject.rfc4514_string(),
-        details={"serial": issued.serial, "not_after": issued.not_after},
-    )
     session.commit()
-    return OcspSigner(issued.serial, key_ref, cert, issued.not_after)
+    issued = key.issued
+    return OcspSigner(issued.serial, key.key_ref, issued.certificate, issued.not_after)
 
 
 def check_key_store(session: Session, settings: CaSettings, store: KeyStore, base_url: str) -> str | None:
@@ -492,16 +422,7 @@ def current_ocsp_signer(
 
 
 def _active_signer(session: Session, ca: CertificateAuthority) -> CaAuthority | None:
-    return session.execute(
-        select(CaAuthority)
-        .where(
-            CaAuthority.kind == OCSP_SIGNER,
-            CaAuthority.parent_id == ca.id,
-            CaAuthority.active.is_(True),
-        )
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    return active_service_key(session, ca, OCSP_SIGNER)
 
 
 # A rotation claimed this long ago and not finished (its worker died) may be claimed again.

@@ -26,17 +26,15 @@ from cryptography import x509
 from cryptography.hazmat import asn1
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db import audit, utcnow
+from db import utcnow
 from pki import tsa_asn1
 from pki.ca import TSA, CertificateAuthority
 from pki.certpolicy import POLICY_TIMESTAMPING, policy_oid
 from pki.errors import PkiError
-from pki.issuance import IssueRequest, issue_batch
 from pki.keystore import Signer
-from pki.models import CaAuthority
+from pki.service_key import active_service_key, certify_service_key, signer_subject
 
 # RFC 3161 §2.4.2 accuracy: our clock is NTP-disciplined; we state one second
 ACCURACY_SECONDS = 1
@@ -271,12 +269,7 @@ def rejection(fail_info: str, reason: str) -> TimeStampAnswer:
 
 
 def active_tsa(session: Session, ca: CertificateAuthority) -> TsaCertificate | None:
-    row = session.execute(
-        select(CaAuthority)
-        .where(CaAuthority.kind == TSA, CaAuthority.parent_id == ca.id, CaAuthority.active.is_(True))
-        .order_by(CaAuthority.created_at.desc())
-        .limit(1)
-    ).scalar()
+    row = active_service_key(session, ca, TSA)
     if row is None:
         return None
     return TsaCertificate(row.serial, row.key_ref, x509.load_der_x509_certificate(row.der), row.not_after)
@@ -314,40 +307,8 @@ def rotate_tsa(
     session: Session, ca: CertificateAuthority, *, actor: str = "system", now: dt.datetime | None = None
 ) -> TsaCertificate:
     """A new TSA key in the key store and its ``timestamping`` certificate. Commits."""
-    from pki.setup import signer_subject, store_authority
-
     now = now or utcnow()
-    key_ref = ca.key_store.generate(f"tsa-{secrets.token_hex(8)}")
-    key = ca.key_store.signer(key_ref)
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(signer_subject(ca, "TSA"))
-        .sign(key, hashes.SHA256())
-    )
-    issued = issue_batch(
-        session,
-        ca,
-        [
-            IssueRequest(
-                csr=csr.public_bytes(serialization.Encoding.DER), profile="timestamping", requested_by=actor
-            )
-        ],
-        now=now,
-        _internal=True,
-    )[0]
-    session.execute(
-        update(CaAuthority)
-        .where(CaAuthority.kind == TSA, CaAuthority.parent_id == ca.id)
-        .values(active=False)
-    )
-    store_authority(session, kind=TSA, parent_id=ca.id, key_ref=key_ref, cert=issued.certificate, now=now)
-    audit.record(
-        session,
-        action="pki.tsa.rotate",
-        outcome="success",
-        actor=actor,
-        subject=issued.subject,
-        details={"serial": issued.serial, "not_after": issued.not_after, "key_ref": key_ref},
-    )
+    key = certify_service_key(session, ca, TSA, signer_subject(ca, "TSA"), actor=actor, now=now)
     session.commit()
-    return TsaCertificate(issued.serial, key_ref, issued.certificate, issued.not_after)
+    issued = key.issued
+    return TsaCertificate(issued.serial, key.key_ref, issued.certificate, issued.not_after)

@@ -7,9 +7,11 @@ too. Each backend is migrated once per test session into a template; each test g
 from __future__ import annotations
 
 import os
+import queue
 import secrets
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,6 +66,71 @@ def _pg_template() -> Iterator[str]:
     admin.dispose()
 
 
+class _PgCopies:
+    """Fresh copies of the PostgreSQL template, made one test ahead by a thread of this process.
+
+    ``CREATE DATABASE … TEMPLATE`` copies ~9 MB of catalog through the WAL and waits for the
+    disk; made while the test before runs, the copy is ready when its test starts. Each test
+    still gets a database no other test has used; the thread drops it after its test."""
+
+    def __init__(self, template: str) -> None:
+        self._template = template
+        self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # "" creates, a name drops
+        self._ready: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pg-copies", daemon=True)
+        self._thread.start()
+        self._jobs.put("")  # the first copy
+
+    def _run(self) -> None:
+        admin = _pg_admin()
+        try:
+            while (job := self._jobs.get()) is not None:
+                if job:
+                    with admin.connect() as conn:
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{job}" WITH (FORCE)'))
+                    continue
+                name = f"cityid_t_{secrets.token_hex(6)}"
+                try:
+                    with admin.connect() as conn:
+                        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'))
+                except Exception as exc:  # the test that takes it fails with the reason
+                    self._ready.put(exc)
+                else:
+                    self._ready.put(name)
+        finally:
+            admin.dispose()
+
+    def take(self) -> str:
+        """A new database's name; the next one is being made meanwhile."""
+        got = self._ready.get(timeout=300)
+        self._jobs.put("")
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    def drop(self, name: str) -> None:
+        self._jobs.put(name)
+
+    def close(self) -> None:
+        """Drop the copy made ahead and wait for every drop."""
+        self._jobs.put(None)
+        self._thread.join(timeout=300)
+        admin = _pg_admin()
+        with admin.connect() as conn:
+            while not self._ready.empty():
+                got = self._ready.get()
+                if isinstance(got, str):
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{got}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def _pg_copies(_pg_template: str) -> Iterator[_PgCopies]:
+    copies = _PgCopies(_pg_template)
+    yield copies
+    copies.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """URL of a fresh, fully migrated database of each backend."""
@@ -73,17 +140,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(tpl, path)
         yield f"sqlite:///{path}"
         return
-    tpl_name: str = request.getfixturevalue("_pg_template")
-    name = f"cityid_t_{secrets.token_hex(6)}"
-    admin = _pg_admin()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{tpl_name}"'))
+    copies: _PgCopies = request.getfixturevalue("_pg_copies")
+    name = copies.take()
     try:
         yield _pg_url_for(name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        copies.drop(name)
 
 
 @pytest.fixture

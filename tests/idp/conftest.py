@@ -28,7 +28,7 @@ from idp.app import create_app
 from idp.clients import ClientSpec, add_client
 from idp.config import Config
 from idp.instance import InstanceKeys
-from idp.keys import ensure_keys
+from idp.keys import ALGORITHMS, _generate, create_key
 
 # Ports for test servers come from below the kernel's ephemeral range (32768-60999 by default):
 # a port from bind(0) is an ephemeral one, and between this lookup and the server's own bind an
@@ -166,6 +166,19 @@ def make_config(data_dir: Path, db_url: str, issuer: str, **over: Any) -> Config
     return dataclasses.replace(cfg, **over)
 
 
+# Token-signing keys made once per test process: the n-th instance a test starts gets the n-th
+# key of each algorithm (instances of one test never share a key; each test has its own database).
+# An RSA key costs ~40 ms of CPU to make; key generation itself is tested by `cityid init` and
+# the rotation tests, which make their own.
+_SIGNING_KEYS: list[dict[str, Any]] = []
+
+
+def _signing_keys(n: int) -> dict[str, Any]:
+    while len(_SIGNING_KEYS) <= n:
+        _SIGNING_KEYS.append({alg: _generate(alg) for alg in ALGORITHMS})
+    return _SIGNING_KEYS[n]
+
+
 @pytest.fixture
 def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
     servers: list[Any] = []
@@ -183,7 +196,8 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(cfg.db_url)
         with transaction(make_session_factory(engine)) as s:
-            ensure_keys(s, cfg.key_passphrase)
+            for alg, key in _signing_keys(len(servers)).items():
+                create_key(s, cfg.key_passphrase, alg, key=key)
         engine.dispose()
         app = create_app(cfg)
         srv = make_server("127.0.0.1", port, app, threaded=True, fd=listener.fileno())

@@ -5,12 +5,8 @@ nor sent twice after the restart; the server exits 0."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +17,8 @@ from sqlalchemy import func, select
 from db import make_engine, make_session_factory
 from idp.models import MailOutbox
 from tests.idp.conftest import csrf, free_port
+from tests.idp.serve_process import serving, tail, up
 from tests.idp.test_processes import cityid, write_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class SlowRelay:
@@ -53,54 +48,27 @@ def test_sigterm_lets_the_courier_finish_the_mail_it_is_sending_and_exits_0(
     with (data / "cityid.toml").open("a") as f:
         f.write(f'[smtp]\nhost = "127.0.0.1"\nport = {smtp_port}\ntimeout_seconds = 10\n')
     cityid(data, "init")
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/jwks.json", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.05)
-        http = requests.Session()
-        page = http.get(f"{url}/register", timeout=10)
-        r = http.post(
-            f"{url}/register",
-            data={
-                "csrf_token": csrf(page.text),
-                "email": "anna@example.org",
-                "password": "correct horse battery staple",
-                "password2": "correct horse battery staple",
-            },
-            timeout=10,
-        )
-        assert r.status_code == 200, r.text
-        assert relay.data_started.wait(10)  # the courier is in the middle of handing it over
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        with serving(data, port, tmp_path / "serve.log") as proc:
+            assert up(url), tail(tmp_path / "serve.log")
+            http = requests.Session()
+            page = http.get(f"{url}/register", timeout=10)
+            r = http.post(
+                f"{url}/register",
+                data={
+                    "csrf_token": csrf(page.text),
+                    "email": "anna@example.org",
+                    "password": "correct horse battery staple",
+                    "password2": "correct horse battery staple",
+                },
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            assert relay.data_started.wait(10)  # the courier is in the middle of handing it over
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
         ctl.stop()
     assert len(relay.received) == 1
     engine = make_engine(db_url)

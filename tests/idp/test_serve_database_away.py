@@ -3,23 +3,18 @@ once the database is back, not crash-loop and exit: its worker waits for the dat
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 from sqlalchemy import text
 
 from tests.conftest import PG_URL, _pg_admin
 from tests.idp.conftest import free_port
+from tests.idp.serve_process import serving, tail, up
 from tests.idp.test_processes import cityid, write_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.skipif(not PG_URL, reason="needs PostgreSQL (CI sets CITYID_TEST_POSTGRES_URL)"),
@@ -38,16 +33,6 @@ def _allow(name: str, allowed: bool) -> None:
     admin.dispose()
 
 
-def _up(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(f"{url}/jwks.json", timeout=1).ok:
-                return True
-        time.sleep(0.2)
-    return False
-
-
 def test_a_worker_started_while_the_database_is_away_waits_for_it(db_url: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -55,43 +40,19 @@ def test_a_worker_started_while_the_database_is_away_waits_for_it(db_url: str, t
     write_config(data, db_url, url)
     cityid(data, "init")
     name = db_url.rsplit("/", 1)[1]
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "serve",
-            "--data-dir",
-            str(data),
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"
     try:
-        assert _up(url, 60), (tmp_path / "serve.log").read_text()[-2000:]
-        worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
-        _allow(name, False)
-        os.kill(worker, signal.SIGKILL)  # granian starts a new worker: the database is away
-        time.sleep(6)
-        assert proc.poll() is None, "the server gave up: " + (tmp_path / "serve.log").read_text()[-2000:]
-        _allow(name, True)
-        assert _up(url, 60), (tmp_path / "serve.log").read_text()[-2000:]
+        with serving(data, port, log) as proc:
+            assert up(url), tail(log)
+            worker = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+            _allow(name, False)
+            os.kill(worker, signal.SIGKILL)  # granian starts a new worker: the database is away
+            time.sleep(6)
+            assert proc.poll() is None, "the server gave up: " + tail(log)
+            _allow(name, True)
+            assert up(url), tail(log)
     finally:
         _allow(name, True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_serve_started_while_the_database_refuses_connections_comes_up_with_it(
@@ -106,25 +67,12 @@ def test_serve_started_while_the_database_refuses_connections_comes_up_with_it(
     cityid(data, "init")
     name = db_url.rsplit("/", 1)[1]
     _allow(name, False)
-    log = (tmp_path / "serve.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "serve.log"
     try:
-        time.sleep(5)
-        assert proc.poll() is None, "serve gave up: " + (tmp_path / "serve.log").read_text()[-2000:]
-        _allow(name, True)
-        assert _up(url, 60), (tmp_path / "serve.log").read_text()[-2000:]
+        with serving(data, port, log, workers=None) as proc:
+            time.sleep(5)
+            assert proc.poll() is None, "serve gave up: " + tail(log)
+            _allow(name, True)
+            assert up(url), tail(log)
     finally:
         _allow(name, True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()

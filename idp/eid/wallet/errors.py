@@ -1,8 +1,11 @@
 """Why a wallet presentation is refused. Each is an ``EidError``: ``description`` is safe to show
-the citizen, ``detail`` (the constructor argument) goes to the audit log."""
+the citizen, ``detail`` (the constructor argument) goes to the audit log. A refusal that every
+eID connector knows (nonce, audience, state, decryption) is the eID error of that name too, with
+its code; it keeps the wallet's wording (WalletError comes before EidError in its MRO)."""
 
 from __future__ import annotations
 
+from idp.eid import errors as eid
 from idp.eid.errors import EidError
 
 
@@ -20,8 +23,8 @@ class NotEncrypted(WalletError):
     code = "response_not_encrypted"
 
 
-class DecryptionFailed(WalletError):
-    code = "response_decryption_failed"
+class DecryptionFailed(eid.DecryptionFailed, WalletError):
+    code = "response_decryption_failed"  # OpenID4VP §8.3: the JARM/JWE response
 
 
 class MalformedPresentation(WalletError):
@@ -59,16 +62,16 @@ class KeyBindingInvalid(WalletError):
     code = "key_binding_invalid"
 
 
-class NonceMismatch(WalletError):
-    code = "nonce_mismatch"
+class NonceMismatch(eid.NonceMismatch, WalletError):
+    pass
 
 
-class AudienceMismatch(WalletError):
-    code = "audience_mismatch"
+class AudienceMismatch(eid.AudienceMismatch, WalletError):
+    pass
 
 
-class StateMismatch(WalletError):
-    code = "state_mismatch"
+class StateMismatch(eid.StateMismatch, WalletError):
+    description = WalletError.description
 
 
 class StaleKeyBinding(WalletError):
