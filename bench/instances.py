@@ -21,7 +21,10 @@ from ``/proc``) and of PostgreSQL: the backends of the bench's database (``pg_st
 ``/proc/<pid>/stat``) plus the cluster's own processes (WAL writer, checkpointer, background
 writer, ... : every child of the postmaster that is no client backend; they also work for other
 databases of the cluster, so they are reported apart and added to the total). CPU per operation
-and the ratio two/one. CPU time, not rates: the machine is shared.
+and the ratio two/one. Before each phase the instances sit idle for ``--idle-seconds``: their idle
+CPU (granian's loop, the background duties every 2 s) is reported and taken out of the
+``*_net_of_idle`` figures (at a few dozen operations a second on a busy machine it is a sizeable
+share of each one, and two instances pay it twice). CPU time, not rates: the machine is shared.
 """
 
 from __future__ import annotations
@@ -232,25 +235,50 @@ class Load:
         return {**counts, "first_error": first_error[0] if first_error else None}
 
 
-def phase(instances: list[Instance], meter: PgMeter, load: Load, seconds: float) -> dict[str, Any]:
-    ours0, cluster0 = meter.pids()
-    s0 = sum(i.cpu() for i in instances)
-    b0 = {p: _stat_cpu(p) for p in ours0}
-    c0 = {p: _stat_cpu(p) for p in cluster0}
+def _cpu(instances: list[Instance], meter: PgMeter) -> tuple[float, dict[int, float], dict[int, float]]:
+    ours, cluster = meter.pids()
+    return (
+        sum(i.cpu() for i in instances),
+        {p: _stat_cpu(p) for p in ours},
+        {p: _stat_cpu(p) for p in cluster},
+    )
+
+
+def _spent(
+    instances: list[Instance], meter: PgMeter, before: tuple[float, dict[int, float], dict[int, float]]
+) -> tuple[float, float, float]:
+    """CPU seconds since ``before``: servers, the database's backends, the cluster's processes."""
+    s0, b0, c0 = before
+    ours1, _cluster1 = meter.pids()
+    server = sum(i.cpu() for i in instances) - s0
+    # backends opened since start at zero; one that ended took its CPU with it
+    backends = sum(_stat_cpu(p) - b0.get(p, 0.0) for p in set(b0) | set(ours1))
+    cluster = sum(_stat_cpu(p) - c for p, c in c0.items())
+    return server, backends, cluster
+
+
+def phase(
+    instances: list[Instance], meter: PgMeter, load: Load, seconds: float, idle_seconds: float
+) -> dict[str, Any]:
+    # what the instances cost doing nothing (granian's loop, the background duties every 2 s):
+    # at a few dozen operations a second on a busy machine it is a sizeable share of each one,
+    # and two instances pay it twice; reported, and taken out of the net figures
+    before = _cpu(instances, meter)
+    time.sleep(idle_seconds)
+    idle = [x / idle_seconds for x in _spent(instances, meter, before)]
+    before = _cpu(instances, meter)
     t0 = time.perf_counter()
     counts = load.run([i.url for i in instances], seconds)
     wall = time.perf_counter() - t0
-    ours1, _cluster1 = meter.pids()
-    server = sum(i.cpu() for i in instances) - s0
-    # backends opened during the run start at zero; one that ended took its CPU with it
-    backends = sum(_stat_cpu(p) - b0.get(p, 0.0) for p in set(ours0) | set(ours1))
-    cluster = sum(_stat_cpu(p) - c for p, c in c0.items())
+    server, backends, cluster = _spent(instances, meter, before)
     ops = counts["client_credentials"] + counts["refresh"]
     total = server + backends + cluster
 
     def per_op(x: float) -> float:
         return round(x / max(ops, 1) * 1000, 3)
 
+    net_server = server - idle[0] * wall
+    net_total = total - sum(idle) * wall
     return {
         "instances": len(instances),
         "operations": ops,
@@ -261,11 +289,18 @@ def phase(instances: list[Instance], meter: PgMeter, load: Load, seconds: float)
             "postgres_backends": round(backends, 2),
             "postgres_cluster_processes": round(cluster, 2),
         },
+        "idle_cpu_s_per_s": {
+            "servers": round(idle[0], 4),
+            "postgres_backends": round(idle[1], 4),
+            "postgres_cluster_processes": round(idle[2], 4),
+        },
         "cpu_ms_per_op": {
             "servers": per_op(server),
             "postgres_backends": per_op(backends),
             "postgres_cluster_processes": per_op(cluster),
             "total": per_op(total),
+            "servers_net_of_idle": per_op(net_server),
+            "total_net_of_idle": per_op(net_total),
         },
     }
 
@@ -296,6 +331,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8, help="load threads (half of them refresh chains)")
     ap.add_argument("--server-threads", type=int, default=4, help="request threads per instance")
     ap.add_argument("--cores", default="0,0", help="cores of instance one and two")
+    ap.add_argument("--idle-seconds", type=float, default=6, help="idle CPU measured before each phase")
     a = ap.parse_args()
     cores = [int(c) for c in a.cores.split(",")]
     if hasattr(os, "sched_setaffinity"):
@@ -330,12 +366,12 @@ def main() -> None:
             refresh = [login(first.url, *client, f"citizen{i}@bench.example") for i in range(chains)]
             load = Load(machine, client, refresh)
             load.run([first.url], min(3.0, a.seconds))  # warm: pools, prepared statements
-            result["one"] = phase([first], meter, load, a.seconds)
+            result["one"] = phase([first], meter, load, a.seconds, a.idle_seconds)
             print(f"one: {result['one']}", file=sys.stderr, flush=True)
             second = Instance(data, cores[1 % len(cores)], 2, a.server_threads)
             try:
                 load.run([second.url], min(3.0, a.seconds))
-                result["two"] = phase([first, second], meter, load, a.seconds)
+                result["two"] = phase([first, second], meter, load, a.seconds, a.idle_seconds)
                 print(f"two: {result['two']}", file=sys.stderr, flush=True)
             finally:
                 second.stop()
