@@ -7,7 +7,11 @@ PKCE). The app runs in this process behind werkzeug's test client (no network, n
 CPU is the provider's own (plus the test client's small share); statements are counted with a
 SQLAlchemy ``before_cursor_execute`` listener installed here, in the bench only.
 
-Prints JSON. Usage: python -m bench.login_cost [--logins 30] [--postgres URL]
+``code_exchange``: the /token step alone (code + PKCE, ID token, refresh token), CPU per exchange
+and SQL statements, with the fast path (idp.oauth.fast_code) against Authlib alone on the same
+database (codes written as /authorize stores them).
+
+Prints JSON. Usage: python -m bench.login_cost [--logins 30] [--exchanges 300] [--postgres URL]
 """
 
 from __future__ import annotations
@@ -122,9 +126,109 @@ def one_login(app: Any, cid: str, secret: str, email: str, consent: bool = False
     return requests + 1
 
 
+def _codes(app: Any, cid: str, n: int) -> list[tuple[str, str]]:
+    """``n`` codes (and their PKCE verifiers) as /authorize stores them, for the citizen's grant
+    with the client (written directly: the exchange alone is measured, not the login)."""
+    import datetime as dt
+
+    from sqlalchemy import select
+
+    from db import new_id, transaction
+    from idp.models import Account, AuthorizationCode, Grant
+
+    rt = app.extensions["cityid"]
+    now = dt.datetime.now(dt.UTC)
+    out = []
+    with transaction(rt.sessions) as s:
+        account = s.execute(select(Account.id)).scalar_one()
+        for _ in range(n):
+            code, verifier, gid = secrets.token_urlsafe(32), secrets.token_urlsafe(48), new_id()
+            challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+            s.add(
+                Grant(
+                    id=gid,
+                    client_id=cid,
+                    account_id=account,
+                    sid=new_id(),
+                    scope="openid email",
+                    auth_time=int(time.time()),
+                    acr="http://eidas.europa.eu/LoA/low",
+                    amr='["pwd"]',
+                )
+            )
+            s.flush()
+            s.add(
+                AuthorizationCode(
+                    code_digest=rt.keys.token_digest(code),
+                    grant_id=gid,
+                    client_id=cid,
+                    redirect_uri=REDIRECT,
+                    scope="openid email",
+                    nonce="n",
+                    code_challenge=challenge.decode(),
+                    code_challenge_method="S256",
+                    expires_at=now + dt.timedelta(minutes=30),
+                )
+            )
+            out.append((code, verifier))
+    return out
+
+
+def code_exchange_cost(app: Any, cid: str, secret: str, n: int, statements: list[str]) -> dict[str, Any]:
+    """CPU (process time, this process: the provider and the test client) and SQL statements of
+    one code exchange at /token (code + PKCE S256, ID token, refresh token), with the fast path
+    (idp.oauth.fast_code) and with Authlib alone (``fast_paths = false``), on the same database."""
+    import dataclasses
+
+    from idp.app import create_app
+
+    rt = app.extensions["cityid"]
+    oracle = create_app(dataclasses.replace(rt.config, fast_paths=False))
+    event.listen(oracle.extensions["cityid"].engine, "before_cursor_execute", _counter(statements))
+    auth = "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+    out: dict[str, Any] = {}
+    for name, target in (("fast_path", app), ("authlib", oracle)):
+        c = Client(target)
+        codes = _codes(app, cid, n + 20)
+
+        def exchange(code: str, verifier: str, c: Any = c) -> None:
+            data = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+            r = c.post("/token", headers={"Authorization": auth}, data=data | {"code_verifier": verifier})
+            assert r.status_code == 200, r.get_data()
+
+        for code, verifier in codes[:20]:  # warm
+            exchange(code, verifier)
+        statements.clear()
+        t = time.process_time()
+        for code, verifier in codes[20:]:
+            exchange(code, verifier)
+        cpu = (time.process_time() - t) / n
+        kinds: dict[str, int] = {}
+        for st in statements:
+            kinds[st] = kinds.get(st, 0) + 1
+        out[name] = {
+            "cpu_us_per_exchange": round(cpu * 1e6, 1),
+            "sql_statements_per_exchange": round(len(statements) / n, 1),
+            "sql_statements_by_kind": {k: round(v / n, 1) for k, v in sorted(kinds.items())},
+        }
+    out["exchanges"] = n
+    out["fast_path_cpu_share_of_authlib"] = round(
+        out["fast_path"]["cpu_us_per_exchange"] / out["authlib"]["cpu_us_per_exchange"], 2
+    )
+    return out
+
+
+def _counter(statements: list[str]) -> Any:
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement.split(None, 1)[0].upper())
+
+    return count
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--logins", type=int, default=30)
+    ap.add_argument("--exchanges", type=int, default=300, help="code exchanges per path")
     ap.add_argument("--postgres", help="PostgreSQL URL (default: SQLite)")
     a = ap.parse_args()
     from idp.crypto import hash_password, verify_password
@@ -134,9 +238,7 @@ def main() -> None:
     engine = app.extensions["cityid"].engine
     statements: list[str] = []
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement.split(None, 1)[0].upper())
+    event.listen(engine, "before_cursor_execute", _counter(statements))
 
     one_login(app, cid, secret, email)  # warm
     h = hash_password(PASSWORD)
@@ -156,6 +258,7 @@ def main() -> None:
     for s in statements:
         kinds[s] = kinds.get(s, 0) + 1
     login_ms = statistics.median(cpu) * 1000
+    exchange = code_exchange_cost(app, cid, secret, a.exchanges, statements)
     hash_ms = statistics.median(hash_cpu) * 1000
     print(
         json.dumps(
@@ -170,6 +273,7 @@ def main() -> None:
                 "argon2id_verify_cpu_ms": round(hash_ms, 2),
                 "cpu_ms_outside_hash": round(login_ms - hash_ms, 2),
                 "argon2id_share_pct": round(100 * hash_ms / login_ms, 1),
+                "code_exchange": exchange,
                 "target": {
                     "sql_statements_per_login": 12,
                     "argon2id_share_pct": 85,

@@ -684,13 +684,34 @@ class ClientAuth(ClientAuthentication):  # type: ignore[misc]
         return f"client authentication failed: this client authenticates with {registered}"
 
 
+@dataclass(frozen=True)
+class AssertionUse:
+    """A client assertion's jti, to be used once (RFC 7523 §3 (7)): its replay-store key."""
+
+    key: str
+    expires_at: dt.datetime
+
+    def first_use(self) -> bool:
+        """Record the jti; False when it was used before (one atomic insert decides)."""
+        return replay.first_use(uow.db(), _SEEN_JTI, self.key, self.expires_at)
+
+
 class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
+    """RFC 7523 §2.2 / §3 client authentication (OIDC Core §9 private_key_jwt).
+
+    ``read_only``: every check as below, but the jti is only looked up (unused so far), not
+    recorded: the fast paths (idp.oauth.fast_paths) record it through :attr:`use` once they have
+    decided to answer, so that a request they hand to Authlib has changed nothing. One instance
+    per request then (it keeps that request's jti)."""
+
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, issuer: str, *, issuer_audience_only: bool = False) -> None:
+    def __init__(self, issuer: str, *, issuer_audience_only: bool = False, read_only: bool = False) -> None:
         super().__init__(leeway=30)
         self.issuer = issuer
         self.issuer_audience_only = issuer_audience_only
+        self.read_only = read_only
+        self.use: AssertionUse | None = None
 
     def get_audiences(self) -> list[str]:
         if self.issuer_audience_only:
@@ -731,7 +752,12 @@ class PrivateKeyJwt(JWTBearerClientAssertion):  # type: ignore[misc]
         key = f"client-assertion:{str(claims['sub'])[:64]}:{dpop.replay_digest(str(jti))}"
         exp = claims.get("exp")
         expires = dt.datetime.fromtimestamp(int(exp), dt.UTC) if exp else utcnow()
-        return replay.first_use(uow.db(), _SEEN_JTI, key, expires + dt.timedelta(minutes=5))
+        use = AssertionUse(key, expires + dt.timedelta(minutes=5))
+        if self.read_only:
+            # the same key's row (expired or not, as the insert's conflict would find it)
+            self.use = use
+            return uow.db().connection().execute(_SELECT_SEEN_JTI, {"key": key}).first() is None
+        return use.first_use()
 
     def resolve_client_public_key(self, client: OAuthClient) -> KeySet:
         if not client.jwks:
@@ -1010,6 +1036,7 @@ class Rfc9207Issuer(IssuerParameter):  # type: ignore[misc]
 _CLIENTS = cast(Table, Client.__table__)
 _SEEN_JTI = cast(Table, SeenJti.__table__)
 _SELECT_CLIENT = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("cid"))
+_SELECT_SEEN_JTI = select(_SEEN_JTI.c.key).where(_SEEN_JTI.c.key == bindparam("key"))
 
 
 def query_client(client_id: str) -> OAuthClient | None:
