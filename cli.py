@@ -908,6 +908,7 @@ def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None
     from db import audit as audit_log
 
     with session_for(data_dir, as_json) as (_cfg, s):
+        audit_log.chain_pending(s.get_bind())  # entries a stopped process committed, not chained
         res = audit_log.verify(s, anchors)
     data = {
         "ok": res.ok,
@@ -919,6 +920,7 @@ def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None
         "anchors_checked": len(anchors),
         "sequence_gaps": res.gaps,
         "first_gap": res.first_gap,
+        "pending": res.pending,
     }
     gaps = (
         f"; {res.gaps} unused sequence number(s) from {res.first_gap} on, left by rolled-back "

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,16 +26,18 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    event,
+    func,
     insert,
     or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from db import Base, driver, utcnow
+
+log = logging.getLogger("cityid")
 
 GENESIS = "0" * 64
 
@@ -65,6 +68,28 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     last_seq: Mapped[int | None] = mapped_column(ForeignKey("audit_event.seq"), nullable=True)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditPending(Base):
+    """PostgreSQL: an entry committed with its transaction, not yet on the chain (see :func:`record`).
+
+    ``tail`` is the hashed text after the previous hash (:func:`_hash_tail`), so that the
+    database computes the same hash as :func:`_entry_hash`. Ids may have gaps; sequence numbers
+    are given on the chain."""
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime]
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    subject: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    details: Mapped[str] = mapped_column(Text)
+    salt: Mapped[str] = mapped_column(String(32))
+    party_commitment: Mapped[str] = mapped_column(String(64))
+    tail: Mapped[str] = mapped_column(Text)
 
 
 def _commitment(salt: str, actor: str, subject: str) -> str:
@@ -115,35 +140,11 @@ _INSERT_EVENT = driver.Prepared(insert(_EVENT).returning(_EVENT.c.seq), ["seq", 
 _UPDATE_HEAD = driver.Prepared(
     update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=bindparam("h"), last_seq=bindparam("s")), []
 )
-# PostgreSQL: lock the head, append the entry and move the head in one statement, one round trip
-# instead of three while the head row is locked (every audited write in every worker waits for
-# that lock). The entry hash is computed by the server over the same UTF-8 text as _entry_hash.
-# Sequence numbers follow the head under its lock, never a database sequence: a sequence hands out
-# numbers that a rollback (a crash, a failed commit) leaves unused, and the log would show gaps.
-_APPEND_PG = driver.Prepared(
-    text(
-        """
-WITH head AS (SELECT last_hash, last_seq FROM audit_head WHERE id = 1 FOR UPDATE),
-entry AS (
-  INSERT INTO audit_event (seq, at, actor, action, outcome, subject, reason, details, salt,
-                           party_commitment, pseudonymised, prev_hash, hash)
-  SELECT COALESCE(head.last_seq, 0) + 1, :at, :actor, :action, :outcome, :subject, :reason,
-         :details, :salt, :party_commitment, false, head.last_hash,
-         encode(sha256(convert_to('["' || head.last_hash || '",' || :tail, 'UTF8')), 'hex')
-  FROM head
-  RETURNING seq, hash
-)
-UPDATE audit_head SET last_hash = entry.hash, last_seq = entry.seq FROM entry
-WHERE audit_head.id = 1
-RETURNING entry.hash
-"""
-    ).bindparams(
-        bindparam("at", type_=AuditEvent.__table__.c.at.type),
-        *(bindparam(k, type_=Text()) for k in ("actor", "action", "outcome", "subject", "reason")),
-        *(bindparam(k, type_=Text()) for k in ("details", "salt", "party_commitment", "tail")),
-    ),
-    [],
-)
+_PENDING = cast(Table, AuditPending.__table__)
+_PENDING_COLUMNS = [c for c in _EVENT_COLUMNS if c in _PENDING.c] + ["tail"]
+_INSERT_PENDING = driver.Prepared(insert(_PENDING).returning(_PENDING.c.id), _PENDING_COLUMNS)
+# session.info key: (the driver connection, the last pending id) of a transaction that wrote some
+_PENDING_KEY = "cityid.audit_pending"
 
 
 def record(
@@ -155,17 +156,18 @@ def record(
     subject: str = "",
     reason: str = "",
     details: Mapping[str, Any] | None = None,
-) -> str:
+) -> None:
     """Append an audit entry in the caller's transaction (it commits or rolls back with it).
 
-    Returns the entry's hash. Core statements built once: this is on every hot path.
+    Core statements built once, run on the driver connection (db.driver): this is on every hot
+    path. SQLite: the entry goes onto the chain here, under the write lock its BEGIN IMMEDIATE
+    took. PostgreSQL: the entry is written to ``audit_pending`` without any lock, and chained right
+    after the commit (:func:`chain_committed`): no transaction holds the chain head while its
+    commit is flushed to disk, so audited writers of every instance commit side by side.
     """
     if outcome not in ("success", "failure", "denied", "info"):
         raise ValueError(f"unknown audit outcome {outcome!r}")
-    # Prepared statements on the session's driver connection (db.driver): SQLAlchemy's execution
-    # layer costs more than the statements themselves here. Pending ORM changes are flushed first,
-    # so that the head row lock (taken last, by every writer) is held only briefly.
-    session.flush()
+    session.flush()  # pending ORM changes first (an error there is the caller's, not the log's)
     actor, subject = actor[:200], subject[:200]
     salt = secrets.token_hex(16)
     at = utcnow()
@@ -182,25 +184,70 @@ def record(
         "salt": salt,
         "party_commitment": commitment,
     }
-    if session.connection().dialect.name == "postgresql":
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
         entry["tail"] = _hash_tail(at, action, outcome, reason, details_json, commitment)
-        appended = _APPEND_PG.run(session, entry)
-        if not appended:  # the first entry ever: no head row yet (other workers may add it too)
-            first = pg_insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None)
-            session.connection().execute(first.on_conflict_do_nothing(index_elements=["id"]))
-            appended = _APPEND_PG.run(session, entry)
-        return str(appended[0][0])
+        pending_id = _INSERT_PENDING.run(session, entry)[0][0]
+        session.info[_PENDING_KEY] = (conn.connection.dbapi_connection, pending_id)
+        return
     head = _SELECT_HEAD.run(session, {})
     if head:
         prev, last_seq = head[0][0], head[0][1]
     else:
-        session.connection().execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
+        conn.execute(insert(_HEAD).values(id=1, last_hash=GENESIS, last_seq=None))
         prev, last_seq = GENESIS, None
     entry_hash = _entry_hash(prev, at, action, outcome, reason, details_json, commitment)
     entry |= {"seq": (last_seq or 0) + 1, "pseudonymised": False, "prev_hash": prev, "hash": entry_hash}
     seq = _INSERT_EVENT.run(session, entry)[0][0]
     _UPDATE_HEAD.run(session, {"h": entry_hash, "s": seq})
-    return entry_hash
+
+
+CHAIN_SQL = "SELECT cityid_audit_chain(%s)"
+
+
+def chain_committed(dbapi_connection: Any, upto: int | None = None) -> int:
+    """PostgreSQL: put the committed pending entries (up to ``upto``, the caller's last; None:
+    all) onto the chain, in a transaction of its own on this idle driver connection: one
+    statement, one round trip. Whoever takes the head lock chains every entry committed so far,
+    so under load one flush to disk chains the entries of many requests. Returns how many."""
+    dbapi_connection.autocommit = True
+    try:
+        row = dbapi_connection.execute(CHAIN_SQL, (upto,)).fetchone()
+    finally:
+        dbapi_connection.autocommit = False
+    return int(row[0]) if row else 0
+
+
+def chain_pending(engine: Any) -> int:
+    """Chain whatever committed entries are still pending (PostgreSQL; 0 elsewhere): left by a
+    process that died between a commit and its chaining, or whose chaining met a lost
+    connection. The workers' background duty, ``cityid audit verify`` and erasure call it."""
+    if engine.dialect.name != "postgresql":
+        return 0
+    raw = engine.raw_connection()
+    try:
+        raw.rollback()  # idle, whatever the pool handed out
+        return chain_committed(raw.driver_connection)
+    finally:
+        raw.close()
+
+
+@event.listens_for(Session, "after_commit")
+def _chain_after_commit(session: Session) -> None:
+    # the session's connection is still its own here (released after this event), and idle
+    pending = session.info.pop(_PENDING_KEY, None)
+    if pending is None:
+        return
+    dbapi_connection, upto = pending
+    try:
+        chain_committed(dbapi_connection, upto)
+    except Exception:  # the entries are committed: the next chaining (any worker's) takes them
+        log.warning("audit entries committed, their chaining postponed", exc_info=True)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_pending(session: Session, _transaction: Any) -> None:
+    session.info.pop(_PENDING_KEY, None)  # rolled back: nothing to chain, and never a stale connection
 
 
 @dataclass(frozen=True)
@@ -217,6 +264,8 @@ class VerifyResult:
     # unused. The hash chain links each entry to the one before it, so a gap holds no lost entry.
     gaps: int = 0
     first_gap: int | None = None
+    # PostgreSQL: committed entries not yet on the chain (chain_pending puts them there)
+    pending: int = 0
 
 
 # What account erasure writes in place of an account id (idp.privacy.erase_account).
@@ -286,7 +335,8 @@ def verify(session: Session, anchors: Mapping[int, str] | None = None) -> Verify
         return VerifyResult(False, count, None, "the chain's head record is missing")
     if head is not None and not hmac.compare_digest(head.last_hash, prev):
         return VerifyResult(False, count, None, "entries missing at the end of the chain")
-    return VerifyResult(True, count, None, "", last_seq, prev if count else "", gaps, first_gap)
+    pending = session.execute(select(func.count()).select_from(AuditPending)).scalar_one()
+    return VerifyResult(True, count, None, "", last_seq, prev if count else "", gaps, first_gap, pending)
 
 
 def entries(
@@ -323,6 +373,10 @@ def pseudonymise(session: Session, party: str, pseudonym: str) -> int:
     """Replace a party's identifier in the log by a pseudonym; the chain stays verifiable."""
     if not pseudonym.startswith(PSEUDONYM_PREFIX):
         raise ValueError(f"a pseudonym starts with {PSEUDONYM_PREFIX!r}: verify tells them apart by it")
+    if session.get_bind().dialect.name == "postgresql":
+        # entries committed but not yet chained would keep the name: chained first, in this
+        # transaction (the erasure holds the head until it commits)
+        session.execute(select(func.cityid_audit_chain(None)))
     n = 0
     for ev in session.execute(
         select(AuditEvent).where((AuditEvent.actor == party) | (AuditEvent.subject == party))

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import g, has_app_context
-from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,20 +61,29 @@ def may_repeat(exc: BaseException) -> bool:
 
 
 def track_commits(sessions: sessionmaker[Session]) -> None:
-    """Mark the request whenever a COMMIT is about to be sent on one of its connections (an
-    engine event that fires once per commit, no cost per statement).
+    """Mark the request whenever a COMMIT is about to be sent on one of its connections.
+
+    Done by the engine's dialect, which sends every COMMIT (``do_commit``), wrapped here once per
+    engine: no SQLAlchemy event. A connection event (``commit``) made SQLAlchemy dispatch its
+    execution events around every statement of every request, listened to or not.
 
     Not the session's ``before_commit``: that fires before the session's flush and before it has
     a connection at all, so a request whose first database work is its commit (a page that
     stores only its session row) and meets a database that is shutting down (connection refused
     while flushing) was marked, and answered 500, though nothing could have been stored
     (bench/faults.py, PostgreSQL restart)."""
-    engine = sessions.kw["bind"]
+    dialect = sessions.kw["bind"].dialect
+    if getattr(dialect.do_commit, "_marks_requests", False):
+        return  # this engine's COMMITs are marked already (another app on the same engine)
+    send_commit = dialect.do_commit
 
-    @event.listens_for(engine, "commit")
-    def _commit_attempted(_conn: Any) -> None:
+    def do_commit(dbapi_connection: Any) -> None:
         if has_app_context():
             g._db_commit_attempted = True
+        send_commit(dbapi_connection)
+
+    do_commit._marks_requests = True  # type: ignore[attr-defined]
+    dialect.do_commit = do_commit
 
 
 class RetryOnce:

@@ -90,7 +90,7 @@ def purge_expired(session: Any, now: Any, *, insights_retention_months: int = 25
 def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     """Deliver back-channel logouts and purge expired rows, until stopped (mails have their own
     thread: idp.mail.Courier)."""
-    from db import transaction, utcnow
+    from db import audit, transaction, utcnow
     from idp import audit_spool
     from idp.insights import funnel
     from idp.insights.report import roll_up
@@ -103,6 +103,7 @@ def background(app: Any, stop: threading.Event, interval: float = 2.0) -> None:
     while not stop.wait(interval):
         try:
             audit_spool.replay(rt.sessions, rt.config.data_dir)  # records kept while the db was down
+            audit.chain_pending(rt.engine)  # entries committed by a process that died before chaining
             deliver_due(rt.sessions, rt.key_cache)
             funnel.flush(app)  # this worker's login funnel increments (idp.insights)
             ticks += 1
