@@ -34,6 +34,7 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from joserfc import jws, jwt
@@ -678,12 +679,11 @@ def test_a_code_redeemed_while_the_fast_path_claims_it_is_answered_as_authlib_an
     invalid_client a kept jti would give) and revokes the family."""
     import threading
 
-    w = _setup(idp_factory())
-    engine = w.idp.app.extensions["cityid"].engine
-    if engine.dialect.name == "sqlite":  # BEGIN IMMEDIATE: writers never interleave there
-        import pytest
-
+    idp = idp_factory()
+    if idp.config.database_url.startswith("sqlite"):  # BEGIN IMMEDIATE: writers never interleave
         pytest.skip("SQLite runs writing transactions one after the other: no race to lose")
+    w = _setup(idp)
+    engine = w.idp.app.extensions["cityid"].engine
     served = _counting(monkeypatch, fast_code, "code_exchange")
     r = _valid("jwt")
     code, gid, digest = _make_codes(w, r)[0]
