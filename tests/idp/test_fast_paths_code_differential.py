@@ -61,8 +61,8 @@ from tests.idp.test_fast_paths_differential import (
     _state,
 )
 
-CODE_EXAMPLES = 60
-JWT_EXAMPLES = 40
+CODE_EXAMPLES = 50
+JWT_EXAMPLES = 30
 REDIRECT = "https://rp.example/cb"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SETTINGS = settings(
