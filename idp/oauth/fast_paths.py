@@ -22,11 +22,16 @@ three methods; and introspection (RFC 7662) of an active access token by the cli
 to, with the same three methods (any other token, an inactive one, another client's: Authlib,
 which answers ``{"active": false}``); and userinfo (OIDC Core §5.3) for a valid, unbound Bearer
 token with scope ``openid`` (every refusal, DPoP- and certificate-bound tokens, POST: the Flask
-view). Introspection and userinfo are served before Flask (as /token is), since Flask's request
-machinery costs more than the work itself. A private_key_jwt assertion is checked by the Authlib
-path's own ``PrivateKeyJwt`` in its read-only mode; its jti is recorded (single use, RFC 7523 §3
-(7)) only once the fast path answers. ``tests/idp/test_fast_paths_code_differential.py`` proves
-the code exchange and private_key_jwt.
+view); and ``grant_type=refresh_token`` (RFC 6749 §6, rotation per RFC 9700 §4.14.2) for an
+unused, unexpired, unbound refresh token of the client it was issued to, authenticated with
+either secret method or as a public client, with an optional narrowing ``scope``
+(``idp.oauth.fast_refresh``, its oracle ``tests/idp/test_fast_paths_refresh_differential.py``:
+reuse, grace-window retries, DPoP- and certificate-bound families and every refusal go to
+Authlib; a lost claim hands over having changed nothing). Introspection and userinfo are served
+before Flask (as /token is), since Flask's request machinery costs more than the work itself. A
+private_key_jwt assertion is checked by the Authlib path's own ``PrivateKeyJwt`` in its read-only
+mode; its jti is recorded (single use, RFC 7523 §3 (7)) only once the fast path answers.
+``tests/idp/test_fast_paths_code_differential.py`` proves the code exchange and private_key_jwt.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from werkzeug.wrappers import Request
 
 from idp import cors, uow
 from idp.models import Grant
-from idp.oauth import fapi2
+from idp.oauth import fapi2, fast_refresh, fast_revoke
 from idp.oauth.server import (
     MAX_PARAM,
     AssertionUse,
@@ -171,6 +176,15 @@ def authenticated_client(req: Request, params: dict[str, str], has_basic: bool) 
     return Authenticated(client)
 
 
+def secret_client(req: Request, params: dict[str, str], has_basic: bool) -> OAuthClient | None:
+    """The client authenticated by its registered secret method (RFC 6749 §2.3.1), or None: the
+    fast paths proven on secrets only (refresh, revocation) hand an assertion to Authlib."""
+    auth = authenticated_client(req, params, has_basic)
+    if auth is None or auth.assertion is not None:
+        return None
+    return auth.client
+
+
 def client_credentials(req: Request, srv: Any, mtls_header: str) -> Response | None:
     """RFC 6749 §4.4.2/§4.4.3, or None: Authlib answers."""
     if req.query_string or req.mimetype != FORM:  # RFC 6749 §3.2: POST, form-encoded body
@@ -231,6 +245,8 @@ def token(req: Request, srv: Any, mtls_header: str) -> Response | None:
         from idp.oauth import fast_code  # builds on this module's client authentication
 
         return fast_code.code_exchange(req, srv, mtls_header)
+    if req.mimetype == FORM and req.form.get("grant_type") == "refresh_token":  # idp.oauth.fast_refresh
+        return fast_refresh.refresh(req, srv, mtls_header)
     return None
 
 
@@ -302,13 +318,23 @@ def userinfo(req: Request) -> Response | None:
     return resp
 
 
+def revocation(req: Request) -> Response | None:
+    """RFC 7009 (idp.oauth.fast_revoke), or None: the Flask view."""
+    return fast_revoke.revocation(req)
+
+
 # (method, path) -> the name of its fast path in this module (looked up per request)
-HANDLERS = {("POST", INTROSPECT_PATH): "introspection", ("GET", "/userinfo"): "userinfo"}
+HANDLERS = {
+    ("POST", INTROSPECT_PATH): "introspection",
+    ("GET", "/userinfo"): "userinfo",
+    ("POST", "/revoke"): "revocation",  # idp.oauth.fast_revoke
+}
 
 
 class BeforeFlask:
-    """WSGI middleware: POST /introspect and GET /userinfo through their fast paths where proven,
-    else Flask (whose views run Authlib's endpoint / the resource checks) with the body intact."""
+    """WSGI middleware: POST /introspect, GET /userinfo and POST /revoke through their fast paths
+    where proven, else Flask (whose views run Authlib's endpoint / the resource checks) with the
+    body intact."""
 
     def __init__(self, app: Flask, finish: Callable[[Response], Response]) -> None:
         self.app = app
@@ -333,7 +359,7 @@ class BeforeFlask:
         with self.app.app_context():
             try:
                 resp = globals()[name](Request(environ))
-                uow.finish(resp is not None)  # reads only: nothing to commit
+                uow.finish(resp is not None)  # a revocation commits with its audit entry; the others read
             except Exception:  # whatever went wrong, the Authlib / Flask path decides
                 log.debug("fast path handed on", exc_info=True)
                 uow.abandon()
