@@ -7,23 +7,31 @@ is proven on: it *decides* nothing else. Whatever does not match its exact shape
 parameter, a repeated one, a DPoP proof, a client certificate, a query string, another client
 authentication method, any check that fails) is handed to Authlib unchanged, so that every refusal
 (its status, ``error``, audit entry, any deliberate side effect) is Authlib's own. Before it hands
-a request on, a fast path has changed nothing: it only reads.
+a request on, a fast path has changed nothing: it only reads until it has decided to answer; its
+writes then (a private_key_jwt assertion's jti, a code's single use) are atomic single uses, and
+one that loses a race to a concurrent request is rolled back with the others before Authlib takes
+the request over.
 
 Selected with ``fast_paths = true|false`` in cityid.toml (default true; false: Authlib alone).
 
 Proven here: ``grant_type=client_credentials`` (RFC 6749 §4.4) with ``client_secret_basic``
-(§2.3.1, HTTP Basic) or ``client_secret_post`` (§2.3.1, form), optional ``scope`` (§3.3); and
-introspection (RFC 7662) of an active access token by the client it was issued to, with the same
-two authentication methods (any other token, an inactive one, another client's: Authlib, which
-answers ``{"active": false}``); and userinfo (OIDC Core §5.3) for a valid, unbound Bearer
+(§2.3.1, HTTP Basic), ``client_secret_post`` (§2.3.1, form) or ``private_key_jwt`` (RFC 7523 §2.2,
+OIDC Core §9), optional ``scope`` (§3.3); ``grant_type=authorization_code`` (RFC 6749 §4.1.3 with
+PKCE S256, RFC 7636 §4.6, and the ID token of OIDC Core §3.1.3; idp.oauth.fast_code) with the same
+three methods; and introspection (RFC 7662) of an active access token by the client it was issued
+to, with the same three methods (any other token, an inactive one, another client's: Authlib,
+which answers ``{"active": false}``); and userinfo (OIDC Core §5.3) for a valid, unbound Bearer
 token with scope ``openid`` (every refusal, DPoP- and certificate-bound tokens, POST: the Flask
 view); and ``grant_type=refresh_token`` (RFC 6749 §6, rotation per RFC 9700 §4.14.2) for an
 unused, unexpired, unbound refresh token of the client it was issued to, authenticated with
 either secret method or as a public client, with an optional narrowing ``scope``
 (``idp.oauth.fast_refresh``, its oracle ``tests/idp/test_fast_paths_refresh_differential.py``:
 reuse, grace-window retries, DPoP- and certificate-bound families and every refusal go to
-Authlib; a lost claim hands over having changed nothing). Introspection and userinfo are served before
-Flask (as /token is), since Flask's request machinery costs more than the work itself.
+Authlib; a lost claim hands over having changed nothing). Introspection and userinfo are served
+before Flask (as /token is), since Flask's request machinery costs more than the work itself. A
+private_key_jwt assertion is checked by the Authlib path's own ``PrivateKeyJwt`` in its read-only
+mode; its jti is recorded (single use, RFC 7523 §3 (7)) only once the fast path answers.
+``tests/idp/test_fast_paths_code_differential.py`` proves the code exchange and private_key_jwt.
 """
 
 from __future__ import annotations

@@ -34,11 +34,12 @@ import time
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey
-from sqlalchemy import update
+from sqlalchemy import text, update
 from werkzeug.test import Client as WsgiClient
 
 import idp.oauth.fast_code as fast_code
@@ -60,8 +61,8 @@ from tests.idp.test_fast_paths_differential import (
     _state,
 )
 
-CODE_EXAMPLES = 60
-JWT_EXAMPLES = 40
+CODE_EXAMPLES = 50
+JWT_EXAMPLES = 30
 REDIRECT = "https://rp.example/cb"
 ASSERTION = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SETTINGS = settings(
@@ -664,3 +665,57 @@ def _cc_token(w: World, role: str) -> str:
     resp = w.oracle.post("/token", data=body, headers=headers)
     assert resp.status_code == 200, resp.get_data()
     return str(resp.get_json()["access_token"])
+
+
+# ----------------------------------------------------------------------------- a lost race
+
+
+def test_a_code_redeemed_while_the_fast_path_claims_it_is_answered_as_authlib_answers_a_replay_rfc6749_4_1_2(
+    idp_factory: Any, monkeypatch: Any
+) -> None:
+    """The fast path has read the code as unused when another transaction redeems it: its claim
+    (the single-use UPDATE) loses, and it rolls back its writes (the private_key_jwt assertion's
+    jti too) and hands over: Authlib finds the code used, refuses with invalid_grant (not the
+    invalid_client a kept jti would give) and revokes the family."""
+    import threading
+
+    idp = idp_factory()
+    if idp.config.database_url.startswith("sqlite"):  # BEGIN IMMEDIATE: writers never interleave
+        pytest.skip("SQLite runs writing transactions one after the other: no race to lose")
+    w = _setup(idp)
+    engine = w.idp.app.extensions["cityid"].engine
+    served = _counting(monkeypatch, fast_code, "code_exchange")
+    r = _valid("jwt")
+    code, gid, digest = _make_codes(w, r)[0]
+    req = _prepared(w, r, (code, gid, digest))
+    codes = AuthorizationCode.__table__
+    answer: dict[str, Any] = {}
+    with engine.connect() as other:
+        tx = other.begin()  # the concurrent redemption, holding the code's row
+        other.execute(
+            update(codes).where(codes.c.code_digest == digest).values(used_at=dt.datetime.now(dt.UTC))
+        )
+
+        def exchange() -> None:
+            answer["resp"] = w.fast.post(req["path"], data=req["data"], headers=req["headers"])
+
+        thread = threading.Thread(target=exchange)
+        thread.start()
+        with engine.connect() as watch:  # until the fast path's claim waits for that row
+            waiting = text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND wait_event = 'transactionid'"
+            )
+            deadline = time.monotonic() + 20
+            while watch.execute(waiting).scalar() == 0:
+                assert time.monotonic() < deadline, "the fast path never claimed the code"
+                time.sleep(0.05)
+        tx.commit()
+    thread.join(20)
+    resp = answer["resp"]
+    assert served == {"all": 1, "fast": 0}  # handed over
+    assert resp.status_code == 400, resp.get_data()
+    assert resp.get_json() == {"error": "invalid_grant", "error_description": "Invalid 'code' in request."}
+    with transaction(w.idp.sessions()) as s:
+        grant = s.get(Grant, gid)
+        assert grant is not None and grant.revoked_reason == "authorization code reused"
