@@ -8,6 +8,7 @@ with the same wrk settings (refresh-token grants, userinfo, introspection).
 
     python -m bench.compare_peer [--peer /tmp/bench-peer] [--db sqlite,postgresql]
                                  [--duration 10] [--runs 3] [--json]
+                                 [--threads 1] [--pg-threads 1]
 
 Prints a markdown table with the ratio cityid / peer of the same run (or JSON lines with --json).
 The machine may be shared: every number is the median of --runs runs.
@@ -109,7 +110,10 @@ def run_cityid(peer: Path, db: str, a: Any) -> list[dict[str, Any]]:
     from bench.extra import extra_scenarios
 
     pg = os.environ.get("CITYID_BENCH_POSTGRES_URL", PG_DEFAULT) if db == "postgresql" else None
-    with served(pg) as (data, url):
+    # one worker pinned to one core; request threads let PostgreSQL's commit flushes overlap (a
+    # durable commit waits for the disk: with one thread, one flush at a time bounds the rate)
+    threads = a.pg_threads if pg else a.threads
+    with served(pg, threads=threads) as (data, url):
         password = secrets.token_urlsafe(18)
         cli(data, "user", "add", "--email", "alice@example.org", "--password", password, "--verified")
         out = json.loads(
@@ -192,6 +196,8 @@ def main() -> None:
     ap.add_argument("--scenarios", default=COMMON)
     ap.add_argument("--no-extra", action="store_true", help="skip refresh/userinfo/introspection")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="request threads of cityid's one worker (SQLite)")
+    ap.add_argument("--pg-threads", type=int, default=1, help="request threads of the one worker on PostgreSQL")
     a = ap.parse_args()
     if not (a.peer / "peer/node_modules").is_dir() or not (a.peer / ".venv/bin/python").exists():
         sys.exit(f"set up the peer harness in {a.peer} first (see its README)")
@@ -207,7 +213,11 @@ def main() -> None:
                 print(json.dumps(r))
         return
     for db, rows in results.items():
-        print(f"\n### cityid on {db} vs oidc-provider (medians of {a.runs} runs of {a.duration:.0f} s)\n")
+        threads = a.pg_threads if db == "postgresql" else a.threads
+        print(
+            f"\n### cityid on {db} (1 worker, {threads} thread(s), one core) vs oidc-provider "
+            f"(medians of {a.runs} runs of {a.duration:.0f} s)\n"
+        )
         print(table(peer_rows, rows))
 
 
