@@ -197,7 +197,9 @@ def main() -> None:
     ap.add_argument("--no-extra", action="store_true", help="skip refresh/userinfo/introspection")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="request threads of cityid's one worker (SQLite)")
-    ap.add_argument("--pg-threads", type=int, default=1, help="request threads of the one worker on PostgreSQL")
+    ap.add_argument(
+        "--pg-threads", type=int, default=1, help="request threads of the one worker on PostgreSQL"
+    )
     a = ap.parse_args()
     if not (a.peer / "peer/node_modules").is_dir() or not (a.peer / ".venv/bin/python").exists():
         sys.exit(f"set up the peer harness in {a.peer} first (see its README)")
