@@ -234,7 +234,11 @@ def chain_pending(engine: Any) -> int:
 
 @event.listens_for(Session, "after_commit")
 def _chain_after_commit(session: Session) -> None:
-    # the session's connection is still its own here (released after this event), and idle
+    # the session's connection is still its own here (released after this event), and idle.
+    # SQLAlchemy sends this event for a released savepoint too (begin_nested): the transaction
+    # is still open then, its entries are chained after its own commit.
+    if session.in_nested_transaction():
+        return
     pending = session.info.pop(_PENDING_KEY, None)
     if pending is None:
         return
@@ -246,8 +250,12 @@ def _chain_after_commit(session: Session) -> None:
 
 
 @event.listens_for(Session, "after_transaction_end")
-def _forget_pending(session: Session, _transaction: Any) -> None:
-    session.info.pop(_PENDING_KEY, None)  # rolled back: nothing to chain, and never a stale connection
+def _forget_pending(session: Session, transaction: Any) -> None:
+    # The outermost transaction ended without a commit (rolled back): nothing to chain, and never
+    # a stale connection. A savepoint's end (begin_nested, e.g. the mail outbox) is not the
+    # transaction's: its entries still commit with it and are chained after.
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
 
 
 @dataclass(frozen=True)

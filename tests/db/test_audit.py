@@ -249,14 +249,13 @@ def test_verify_reports_unused_sequence_numbers_of_older_logs_as_gaps(
     assert res.ok and (res.gaps, res.first_gap) == (4, 3)
 
 
+@pytest.mark.postgresql_only
 def test_an_uncommitted_audited_transaction_does_not_hold_back_other_writers_issue_19(
     db_sessions: sessionmaker[Session],
 ) -> None:
     """Instances add capacity, not contention: no audited transaction holds the chain head while
     it is open (and while its commit is flushed to disk), so another writer commits meanwhile.
     PostgreSQL only: SQLite serialises every writer at BEGIN IMMEDIATE by design."""
-    if db_sessions.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time")
     slow = db_sessions()
     try:
         audit.record(slow, action="test.slow", outcome="info", actor="slow")  # open, not committed
@@ -273,14 +272,13 @@ def test_an_uncommitted_audited_transaction_does_not_hold_back_other_writers_iss
     assert res.ok and res.gaps == 0 and res.pending == 0 and res.last_seq == 2
 
 
+@pytest.mark.postgresql_only
 def test_an_entry_committed_but_not_chained_when_its_process_died_is_chained_later_issue_19(
     db_sessions: sessionmaker[Session],
 ) -> None:
     """A process killed between its commit and the chaining leaves its entry committed but off
     the chain: verify counts it, the next chaining (any worker's background duty, or
     `cityid audit verify`) puts it on the chain with the next number."""
-    if db_sessions.kw["bind"].dialect.name != "postgresql":
-        pytest.skip("SQLite chains in the writer's transaction")
     _fill(db_sessions, 2)
     with db_sessions() as s:
         audit.record(s, action="test.orphan", outcome="success", actor="gone", subject="acct-1")
@@ -295,3 +293,19 @@ def test_an_entry_committed_but_not_chained_when_its_process_died_is_chained_lat
         last = s.execute(select(audit.AuditEvent).order_by(audit.AuditEvent.seq.desc())).scalars().first()
     assert after.ok and after.entries == 3 and after.pending == 0 and after.gaps == 0
     assert last is not None and (last.seq, last.action) == (3, "test.orphan")
+
+
+def test_an_entry_written_before_a_savepoint_is_on_the_chain_after_the_commit(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    """A savepoint (begin_nested: the mail outbox, a consent upsert) that ends inside the
+    transaction is not the transaction's end: the entry recorded before it commits with the
+    transaction and is chained right after, with nothing left pending (both databases)."""
+    with transaction(db_sessions) as s:
+        audit.record(s, action="test.before", outcome="success", actor="admin", subject="acct-1")
+        with s.begin_nested():
+            s.execute(text("SELECT 1"))
+    with db_sessions() as s:
+        res = audit.verify(s)
+        actions = s.execute(select(audit.AuditEvent.action)).scalars().all()
+    assert res.ok and res.pending == 0 and actions == ["test.before"]

@@ -440,6 +440,7 @@ def test_refresh_fast_path_serves_the_plain_shapes_and_the_setting_turns_it_off(
     assert answer["status"] == 200 and served["fast"] == 3  # fast_paths = false: Authlib alone
 
 
+@pytest.mark.postgresql_only
 def test_a_refresh_claim_lost_to_a_concurrent_rotation_ends_as_in_the_authlib_path_rfc9700_4_14_2(
     idp_factory: Any, db_url: str
 ) -> None:
@@ -450,8 +451,6 @@ def test_a_refresh_claim_lost_to_a_concurrent_rotation_ends_as_in_the_authlib_pa
 
     PostgreSQL only: on SQLite the read already holds the write lock (BEGIN IMMEDIATE), so no
     other request can rotate the token between the read and the claim."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the race needs concurrent writers (PostgreSQL)")
     w = _setup(idp_factory())
     r = {
         "role": "basic",
