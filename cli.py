@@ -183,7 +183,7 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
 )
 def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool) -> None:
     """Serve cityid with a production WSGI server (granian by default, or gunicorn)."""
-    from idp.serve import bind_problem, run, wait_for_database
+    from idp.serve import bind_problem, run, wait_for_database, while_database_away
 
     cfg = load_config(data_dir)
     if (problem := serve_problem(cfg)) is not None:
@@ -196,15 +196,19 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
         fail(problem, code=2)
     engine = make_engine(cfg.db_url, pool=False)
     wait_for_database(engine)  # started during a database restart or failover: comes up with it
-    try:
-        check_schema(engine)
-    except SchemaMismatch as exc:
-        fail(str(exc), code=3)  # as `cityid init` (docs/operations.md)
     from idp.instance import check_secrets
 
-    with transaction(make_session_factory(engine)) as s:
-        check_secrets(s, cfg, record=True)  # an instance set up before the check values gets them
-    if (problem := _ca_keys_problem(cfg, engine)) is not None:
+    def checks() -> str | None:  # again from the start if the database goes away meanwhile
+        check_schema(engine)
+        with transaction(make_session_factory(engine)) as s:
+            check_secrets(s, cfg, record=True)  # an instance set up before the check values gets them
+        return _ca_keys_problem(cfg, engine)
+
+    try:
+        problem = while_database_away(checks, "checking the instance")
+    except SchemaMismatch as exc:
+        fail(str(exc), code=3)  # as `cityid init` (docs/operations.md)
+    if problem is not None:
         fail(
             f"this machine cannot use the CA's keys: {problem}. Every machine that serves needs the "
             "same key store (docs/pki.md: the ca-keys directory on shared storage, or an HSM)",

@@ -324,6 +324,7 @@ class Instance:
         self.data, self.port, self.n = data, port, n
         self.proc: subprocess.Popen[bytes] | None = None
         self.exits: list[int] = []  # return codes of ends we did not cause
+        self.exit_logs: list[str] = []  # what each such end printed last
         self.kills = 0
         self.log = data.parent / f"serve-{n}.log"
 
@@ -361,17 +362,34 @@ class Instance:
             time.sleep(0.1)
         raise RuntimeError(f"instance {self.n} did not start: {self.log.read_text()[-2000:]}")
 
+    def _note_end(self, rc: int) -> None:
+        self.exits.append(rc)
+        self.exit_logs.append(self.log.read_text(errors="replace")[-1500:])
+
     def check_alive(self) -> None:
         """Note an end we did not cause (a crash) and restart."""
         if self.proc is not None and self.proc.poll() is not None:
-            self.exits.append(self.proc.returncode)
+            self._note_end(self.proc.returncode)
             self.start()
+
+    def _wait_group_gone(self, timeout: float = 10) -> None:
+        """As a supervisor does (systemd's KillMode=control-group): the next start waits until
+        every process of the killed one is gone, its worker too, which held the listening socket."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.02)
 
     def kill9(self) -> None:
         assert self.proc is not None
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # the server and its worker
         self.proc.wait()
+        self._wait_group_gone()
         self.kills += 1
         self.start()
 
@@ -379,7 +397,7 @@ class Instance:
         if self.proc is None:
             return None
         if self.proc.poll() is not None:
-            self.exits.append(self.proc.returncode)
+            self._note_end(self.proc.returncode)
             return self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -861,6 +879,7 @@ def check(
     inv["processes"] = {
         "kills_sent": sum(i.kills for i in instances),
         "unexpected_ends": ends,
+        "unexpected_end_logs": [log for i in instances for log in i.exit_logs],
         "signal_deaths": sum(1 for rc in ends if rc < 0),
         "segfault_lines_in_dmesg": _dmesg_segfaults(),
     }
@@ -1076,7 +1095,7 @@ def run(
             if rc not in (0, None) and inst.exits and inst.exits[-1] == rc:
                 pass  # already noted by stop()
             elif rc not in (0, None):
-                inst.exits.append(rc)
+                inst._note_end(rc)
         event("instances stopped", exit_codes=clean_exits)
         from idp.config import load_config
         from idp.instance import InstanceKeys

@@ -17,12 +17,15 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gunicorn.app.base import BaseApplication
 
 from idp.config import Config
+
+T = TypeVar("T")
 
 log = logging.getLogger("cityid")
 
@@ -259,22 +262,29 @@ def wait_for_database(engine: Any, seconds: float = STARTUP_DATABASE_WAIT_SECOND
             pause = min(pause * 2, 2.0)
 
 
-def _load(cfg: Config, demo: bool) -> Any:
-    from idp.app import create_app
+def while_database_away(step: Callable[[], T], what: str, seconds: float = STARTUP_DATABASE_WAIT_SECONDS) -> T:
+    """Run a start-up ``step`` that reads the database; while the connection is lost (a restart
+    or failover that began after :func:`wait_for_database` saw the database up), wait and run it
+    again from the start, up to ``seconds``. Any other error is raised at once."""
     from idp.retry import lost_connection
 
-    deadline = time.monotonic() + STARTUP_DATABASE_WAIT_SECONDS
+    deadline = time.monotonic() + seconds
     pause = 0.2
     while True:
         try:
-            app = create_app(cfg, demo=demo)
-            break
+            return step()
         except Exception as exc:
             if not lost_connection(exc) or time.monotonic() + pause > deadline:
                 raise
-            log.warning("database not reachable while the worker starts (%s): waiting", type(exc).__name__)
+            log.warning("database not reachable while %s (%s): waiting", what, type(exc).__name__)
             time.sleep(pause)
             pause = min(pause * 2, 2.0)
+
+
+def _load(cfg: Config, demo: bool) -> Any:
+    from idp.app import create_app
+
+    app = while_database_away(lambda: create_app(cfg, demo=demo), "the worker starts")
     start_background(app)
     return app
 
