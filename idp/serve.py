@@ -262,7 +262,9 @@ def wait_for_database(engine: Any, seconds: float = STARTUP_DATABASE_WAIT_SECOND
             pause = min(pause * 2, 2.0)
 
 
-def while_database_away(step: Callable[[], T], what: str, seconds: float = STARTUP_DATABASE_WAIT_SECONDS) -> T:
+def while_database_away(
+    step: Callable[[], T], what: str, seconds: float = STARTUP_DATABASE_WAIT_SECONDS
+) -> T:
     """Run a start-up ``step`` that reads the database; while the connection is lost (a restart
     or failover that began after :func:`wait_for_database` saw the database up), wait and run it
     again from the start, up to ``seconds``. Any other error is raised at once."""
