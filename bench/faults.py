@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -1074,21 +1075,26 @@ def run(
 
         eng = create_engine(pg.url)
         deadline = time.monotonic() + profile.recovery_seconds
+        window_end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=profile.recovery_seconds)
         while time.monotonic() < deadline:
             for inst in instances:
                 inst.check_alive()
             with eng.connect() as c:
-                left = c.execute(
+                left, due = c.execute(
                     text(
                         "SELECT (SELECT count(*) FROM idp_mail_outbox) + (SELECT count(*) FROM idp_logout_outbox "
-                        "WHERE delivered_at IS NULL AND failed_at IS NULL)"
-                    )
-                ).scalar_one()
-            if left == 0:
+                        "WHERE delivered_at IS NULL AND failed_at IS NULL), "
+                        "(SELECT count(*) FROM idp_mail_outbox WHERE next_attempt_at < :end) + "
+                        "(SELECT count(*) FROM idp_logout_outbox WHERE delivered_at IS NULL AND failed_at IS NULL "
+                        "AND next_attempt_at < :end)"
+                    ),
+                    {"end": window_end},
+                ).one()
+            if due == 0:  # nothing left, or only retries scheduled after the window (checked as such)
                 break
             time.sleep(1)
         eng.dispose()
-        event("outboxes drained" if left == 0 else "recovery window over", left=left)
+        event("outboxes drained" if left == 0 else "recovery window over", left=left, due_in_window=due)
         time.sleep(1)  # a delivery under way finishes its bookkeeping
         clean_exits = [inst.stop() for inst in instances]
         for inst, rc in zip(instances, clean_exits, strict=True):
