@@ -291,9 +291,63 @@ def _load(cfg: Config, demo: bool) -> Any:
     return app
 
 
-def _run_granian(cfg: Config, *, bind: str, workers: int, threads: int, demo: bool, access_log: bool) -> None:
+# Default of `cityid serve --drain-seconds`: longer than a load balancer's health-check interval
+# plus the checks it needs to take an instance out (docs/operations.md, "Stopping").
+DEFAULT_DRAIN_SECONDS = 5.0
+
+
+def _draining_granian(drain_seconds: float) -> Any:
+    """granian's server with a drain ahead of its graceful stop.
+
+    granian's main process handles SIGTERM and SIGINT with ``signal_handler_interrupt`` (set by
+    its ``startup``, looked up on the instance, so a subclass's method is the one installed): it
+    wakes the main loop, which stops the workers (SIGTERM to each: accepted requests finish, up
+    to ``workers_kill_timeout``) and exits 0. Here the first SIGTERM instead starts the drain:
+    the shared flag of idp.health is set (the workers see it through the shared memory they
+    inherited at their fork, so ``/health`` answers 503 in all of them while they go on serving
+    every other request), and only after ``drain_seconds`` does a timer thread call granian's
+    own handler, so the stop is the same graceful stop as without a drain. SIGINT (Ctrl-C at a
+    terminal, which reaches the workers too) and a second SIGTERM stop at once.
+
+    The workers must not get the SIGTERM themselves: under systemd, ``KillMode=mixed`` (the
+    signal to the main process only; docs/operations.md)."""
+    import signal as signals
+
     from granian import Granian
+
+    from idp import health
+
+    class DrainingGranian(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            signum = args[0] if args else None
+            if drain_seconds <= 0 or signum != signals.SIGTERM or health.draining():
+                super().signal_handler_interrupt(*args, **kwargs)
+                return
+            health.start_drain()
+            log.warning(
+                "cityid: SIGTERM, /health answers 503 for %.1f s, then a graceful stop", drain_seconds
+            )
+            timer = threading.Timer(drain_seconds, super().signal_handler_interrupt)
+            timer.daemon = True
+            timer.start()
+
+    health.prepare()  # before the fork: the workers share this flag with the main process
+    return DrainingGranian
+
+
+def _run_granian(
+    cfg: Config,
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    demo: bool,
+    access_log: bool,
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+) -> None:
     from granian.constants import Interfaces
+
+    Granian = _draining_granian(drain_seconds)
 
     where: dict[str, Any]
     if bind.startswith("unix:"):  # a Unix socket for the proxy on the same machine (as gunicorn)
@@ -327,11 +381,13 @@ def run(
     threads: int = 4,
     server: str = "granian",
     access_log: bool = False,
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS,
 ) -> None:
     """Serve until stopped. ``access_log``: one line per request on standard error; off by
     default because the TLS proxy in front logs every request anyway, and the line costs about a
     third of the OCSP responder's throughput (measured: 6,000 vs 4,000 responses/s on one core).
-    Security decisions are in the audit log either way."""
+    Security decisions are in the audit log either way. ``drain_seconds``: on SIGTERM, ``/health``
+    answers 503 this long before the graceful stop (granian only; idp.health)."""
     if cfg.insights.metrics:
         from idp.insights import metrics
 
@@ -341,7 +397,15 @@ def run(
         if cfg.insights.metrics_bind:  # /metrics on its own address, never on the public bind
             metrics.start_listener(cfg, cfg.insights.metrics_bind)
     if server == "granian":
-        _run_granian(cfg, bind=bind, workers=workers, threads=threads, demo=demo, access_log=access_log)
+        _run_granian(
+            cfg,
+            bind=bind,
+            workers=workers,
+            threads=threads,
+            demo=demo,
+            access_log=access_log,
+            drain_seconds=drain_seconds,
+        )
         return
     worker_class = "gthread" if threads > 1 else "sync"
     options = {
