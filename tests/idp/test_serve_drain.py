@@ -111,3 +111,47 @@ def test_sigterm_drains_health_503_while_token_requests_answer_200_then_exits_0(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: Path) -> None:
+    """The operator who does not want to wait (or a supervisor's second signal): the drain is
+    cut short, the graceful stop is the same."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
+    cityid(data, "init")
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [*argv, "--workers", "1", "--drain-seconds", "60"],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        else:
+            raise AssertionError(tail(log))
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while requests.get(f"{url}/health", timeout=5).status_code != 503:
+            assert time.monotonic() < deadline, tail(log)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        assert proc.wait(timeout=30) == 0, tail(log)
+        assert time.monotonic() - sent < 30  # not the 60 s of the drain
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
