@@ -188,7 +188,7 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
     envvar="CITYID_DRAIN_SECONDS",
     type=click.FloatRange(0, 600),
     help="on SIGTERM, /health answers 503 this long (the load balancer takes the instance out) "
-    "while every other request is still served; then the graceful stop (granian only)",
+    "while every other request is still served; then the graceful stop",
 )
 def serve(
     data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool, drain_seconds: float

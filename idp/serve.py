@@ -15,6 +15,7 @@ import logging
 import multiprocessing.util
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from idp.config import Config
 
@@ -217,12 +219,55 @@ def start_background(app: Any) -> Background:
     return duties
 
 
+class _DrainingArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master with the drain ahead of its graceful stop (as ``_draining_granian``).
+
+    gunicorn's master takes signals from a queue in its main loop and calls ``handle_term`` for
+    SIGTERM, which raises StopIteration: the graceful stop. Here the first SIGTERM sets the
+    shared flag of idp.health (created before the workers are forked, so they see it) and only
+    notes the drain's end; ``manage_workers``, which the loop calls at least once a second,
+    raises the StopIteration once it is reached. A second SIGTERM stops at once."""
+
+    drain_seconds = 0.0
+    _drain_until: float | None = None
+
+    def handle_term(self) -> None:
+        if self.drain_seconds <= 0 or self._drain_until is not None:
+            raise StopIteration
+        from idp import health
+
+        health.start_drain()
+        log.warning(
+            "cityid: SIGTERM, /health answers 503 for %.1f s, then a graceful stop", self.drain_seconds
+        )
+        self._drain_until = time.monotonic() + self.drain_seconds
+
+    def manage_workers(self) -> None:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            raise StopIteration  # the drain is over: gunicorn's graceful stop
+        super().manage_workers()
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, cfg: Config, options: dict[str, Any], demo: bool) -> None:
+    def __init__(self, cfg: Config, options: dict[str, Any], demo: bool, drain_seconds: float = 0.0) -> None:
         self._cfg = cfg
         self._options = options
         self._demo = demo
+        self._drain_seconds = drain_seconds
         super().__init__()
+
+    def run(self) -> None:
+        from idp import health
+
+        health.prepare()  # before the fork: the workers share this flag with the master
+        arbiter = _DrainingArbiter(self)
+        arbiter.drain_seconds = self._drain_seconds
+        try:
+            arbiter.run()
+        except RuntimeError as e:  # as gunicorn's BaseApplication.run
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
 
     def load_config(self) -> None:
         for k, v in self._options.items():
@@ -387,7 +432,7 @@ def run(
     default because the TLS proxy in front logs every request anyway, and the line costs about a
     third of the OCSP responder's throughput (measured: 6,000 vs 4,000 responses/s on one core).
     Security decisions are in the audit log either way. ``drain_seconds``: on SIGTERM, ``/health``
-    answers 503 this long before the graceful stop (granian only; idp.health)."""
+    answers 503 this long before the graceful stop (idp.health)."""
     if cfg.insights.metrics:
         from idp.insights import metrics
 
@@ -419,4 +464,4 @@ def run(
         "forwarded_allow_ips": "127.0.0.1",
         "limit_request_line": 8190,
     }
-    _Gunicorn(cfg, options, demo).run()
+    _Gunicorn(cfg, options, demo, drain_seconds).run()

@@ -155,3 +155,52 @@ def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: P
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_gunicorn_drains_too_health_503_while_requests_are_served_then_exits_0(tmp_path: Path) -> None:
+    """`cityid serve --server gunicorn`: the same drain in gunicorn's master (idp.serve)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
+    cityid(data, "init")
+    log = tmp_path / "serve.log"
+    argv = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
+    with log.open("w") as fh:
+        proc = subprocess.Popen(
+            [*argv, "--workers", "1", "--server", "gunicorn", "--drain-seconds", "3"],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        else:
+            raise AssertionError(tail(log))
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        seen = []
+        while time.monotonic() - sent < 2:
+            seen.append(
+                (
+                    requests.get(f"{url}/health", timeout=5).status_code,
+                    requests.get(f"{url}/jwks.json", timeout=5).status_code,
+                )
+            )
+            time.sleep(0.1)
+        assert seen[-1] == (503, 200) and {h for h, _ in seen[1:]} == {503}, seen
+        assert {j for _, j in seen} == {200}, seen
+        assert proc.wait(timeout=30) == 0, tail(log)
+        assert time.monotonic() - sent >= 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
