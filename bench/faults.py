@@ -126,9 +126,10 @@ def profile_for(name: str, minutes: float) -> Profile:
             pg_restart_at=2.0,
             outage_at=2.0,
             recovery_seconds=20,
-            login_threads=2,
-            cc_threads=2,
-            mail_pool=30,
+            # light: the restarts' own start-up (two interpreters importing cityid) is the cost
+            login_threads=1,
+            cc_threads=1,
+            mail_pool=10,
             rolling=True,
             drain_seconds=1.5,
             health_interval=0.2,  # as a real load balancer's, scaled down: well within the drain
@@ -340,13 +341,16 @@ class Proxy:
             await server.serve_forever()
 
     async def _check(self, port: int, interval: float) -> None:
+        # a second for the answer (a busy machine's slow answer is no failure), as a load
+        # balancer's check timeout; a 503 or a refused connection counts at once
+        timeout = max(1.0, interval)
         while True:
             healthy = False
             with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
-                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), interval)
+                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
                 try:
                     w.write(b"GET /health HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
-                    status = await asyncio.wait_for(r.readline(), interval)
+                    status = await asyncio.wait_for(r.readline(), timeout)
                     healthy = status.split(b" ")[1:2] == [b"200"]
                 finally:
                     w.close()
