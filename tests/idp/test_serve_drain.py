@@ -53,6 +53,13 @@ def test_health_answers_503_while_the_process_drains(idp: Any, monkeypatch: Any)
     assert idp.app.test_client().get("/jwks.json").status_code == 200
 
 
+def test_health_checks_are_their_own_metrics_group_apart_from_the_server_error_alert() -> None:
+    """A drain's 503s are counted under ``health``, which the 5xx alert leaves out (docs/insights.md)."""
+    from idp.insights.metrics import group_of
+
+    assert group_of("/health") == "health"
+
+
 def _token(url: str, client: dict[str, str]) -> requests.Response:
     return requests.post(
         f"{url}/token",
