@@ -181,7 +181,18 @@ def _init_all(data_dir: Path, issuer: str | None) -> tuple[Config, Any]:
     show_default=True,
     help="one line per request (the TLS proxy in front usually logs them already)",
 )
-def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool) -> None:
+@click.option(
+    "--drain-seconds",
+    default=5.0,
+    show_default=True,
+    envvar="CITYID_DRAIN_SECONDS",
+    type=click.FloatRange(0, 600),
+    help="on SIGTERM, /health answers 503 this long (the load balancer takes the instance out) "
+    "while every other request is still served; then the graceful stop",
+)
+def serve(
+    data_dir: Path, bind: str, workers: int, threads: int, server: str, access_log: bool, drain_seconds: float
+) -> None:
     """Serve cityid with a production WSGI server (granian by default, or gunicorn)."""
     from idp.serve import bind_problem, run, wait_for_database, while_database_away
 
@@ -215,7 +226,15 @@ def serve(data_dir: Path, bind: str, workers: int, threads: int, server: str, ac
             code=2,
         )
     engine.dispose()
-    run(cfg, bind=bind, workers=workers, threads=threads, server=server, access_log=access_log)
+    run(
+        cfg,
+        bind=bind,
+        workers=workers,
+        threads=threads,
+        server=server,
+        access_log=access_log,
+        drain_seconds=drain_seconds,
+    )
 
 
 def _ca_keys_problem(cfg: Config, engine: Any) -> str | None:

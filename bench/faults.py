@@ -3,6 +3,16 @@ the invariants. Prints one JSON document (``ok``: every invariant held).
 
     python -m bench.faults --minutes 10                 # the long run
     python -m bench.faults --profile short              # <= 90 s (tests/faults/test_faults_short.py)
+    python -m bench.faults --profile rolling            # rolling restart (tests/faults/test_rolling_restart.py)
+    python -m bench.faults --profile rolling --drain-seconds 0   # the same without the drain
+
+Rolling restart (``--profile rolling``, no faults): the instances run ``cityid serve
+--drain-seconds 1.5``, the proxy checks ``GET /health`` of each every 0.2 s and sends new
+connections only to those whose last answer was 200, and does not retry a refused connection
+elsewhere; each instance in turn gets SIGTERM (it answers /health 503 and serves on while the
+proxy takes it out), exits (code noted), is started again and taken back at its first 200.
+Invariant ``rolling_restart``: every instance restarted, 0 failed requests (no 5xx, no
+connection closed unanswered), every exit code 0.
 
 Set-up: a PRIVATE PostgreSQL 15 cluster (``initdb`` in a temporary directory, its own port, run
 as the ``postgres`` user when we are root), never the shared one, because this bench restarts
@@ -81,6 +91,17 @@ class Profile:
     login_threads: int = 3
     cc_threads: int = 2
     mail_pool: int = 300
+    # rolling restart (``--profile rolling``): no faults; each instance in turn gets SIGTERM, is
+    # drained (``cityid serve --drain-seconds``) out of the health-checking proxy, exits and is
+    # started again
+    rolling: bool = False
+    drain_seconds: float = 0.0  # `cityid serve --drain-seconds` of every instance
+    health_interval: float | None = None  # the proxy checks GET /health this often (None: never)
+    settle_seconds: float = 2.0  # load before the first and after the last restart
+    # the proxy tries the next backend when one refuses the connection; without (rolling), a
+    # refused connection is the client's failed request, as behind a load balancer that does
+    # not retry, or one whose pooled connection to the backend is cut
+    proxy_retries: bool = True
 
 
 def profile_for(name: str, minutes: float) -> Profile:
@@ -98,6 +119,23 @@ def profile_for(name: str, minutes: float) -> Profile:
             login_threads=2,
             cc_threads=1,
             mail_pool=30,
+        )
+    if name == "rolling":  # tests/faults/test_rolling_restart.py
+        return Profile(
+            seconds=0,
+            kill_every=1e9,
+            pg_restart_at=2.0,
+            outage_at=2.0,
+            recovery_seconds=20,
+            # light: the restarts' own start-up (two interpreters importing cityid) is the cost
+            login_threads=1,
+            cc_threads=1,
+            mail_pool=10,
+            rolling=True,
+            drain_seconds=1.5,
+            health_interval=0.2,  # as a real load balancer's, scaled down: well within the drain
+            settle_seconds=1.0,
+            proxy_retries=False,  # only the drain, not a retry, keeps the requests from failing
         )
     if name == "pooler":  # no faults: the workload through PgBouncer (tests/faults/test_pgbouncer.py)
         return Profile(
@@ -269,10 +307,21 @@ class LogoutReceiver:
 
 
 class Proxy:
-    """Round robin per TCP connection over the instances; a refused backend is skipped."""
+    """Round robin per TCP connection over the instances; a refused backend is skipped.
 
-    def __init__(self, port: int, backends: list[int]) -> None:
+    ``health_interval``: as a load balancer's active health check, ``GET /health`` of every
+    backend this often; only those whose last answer was 200 get new connections (a 503 from
+    a draining instance, a refused connection or no answer within the interval takes it out;
+    with none healthy, all are tried). ``retries``: whether a refused connection is tried on the
+    next backend; if not, the client's connection is closed unanswered."""
+
+    def __init__(
+        self, port: int, backends: list[int], health_interval: float | None = None, retries: bool = True
+    ) -> None:
         self.port, self.backends = port, backends
+        self.health_interval = health_interval
+        self.retries = retries
+        self.healthy = set(backends)
         self.i = 0
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -285,19 +334,45 @@ class Proxy:
 
     async def _serve(self) -> None:
         server = await asyncio.start_server(self._conn, "127.0.0.1", self.port)
+        if self.health_interval is not None:
+            checks = [asyncio.create_task(self._check(port, self.health_interval)) for port in self.backends]
+            self._checks = checks  # referenced: the loop keeps only weak references to tasks
         self.ready.set()
         async with server:
             await server.serve_forever()
 
+    async def _check(self, port: int, interval: float) -> None:
+        # a second for the answer (a busy machine's slow answer is no failure), as a load
+        # balancer's check timeout; a 503 or a refused connection counts at once
+        timeout = max(1.0, interval)
+        while True:
+            healthy = False
+            with contextlib.suppress(OSError, asyncio.TimeoutError, ValueError):
+                r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+                try:
+                    w.write(b"GET /health HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")
+                    status = await asyncio.wait_for(r.readline(), timeout)
+                    healthy = status.split(b" ")[1:2] == [b"200"]
+                finally:
+                    w.close()
+            if healthy:
+                self.healthy.add(port)
+            else:
+                self.healthy.discard(port)
+            await asyncio.sleep(interval)
+
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream = None
         for _ in range(len(self.backends) * 3):
+            rotation = [b for b in self.backends if b in self.healthy] or self.backends
             self.i += 1
-            port = self.backends[self.i % len(self.backends)]
+            port = rotation[self.i % len(rotation)]
             try:
                 upstream = await asyncio.open_connection("127.0.0.1", port)
                 break
             except OSError:
+                if not self.retries:
+                    break
                 await asyncio.sleep(0.05)
         if upstream is None:
             writer.close()
@@ -321,8 +396,10 @@ class Proxy:
 class Instance:
     """One ``cityid serve --workers 1`` in its own process group."""
 
-    def __init__(self, data: Path, port: int, n: int) -> None:
+    def __init__(self, data: Path, port: int, n: int, drain_seconds: float = 0.0) -> None:
         self.data, self.port, self.n = data, port, n
+        self.drain_seconds = drain_seconds
+        self.stopping = False  # SIGTERM sent by signal_stop()
         self.proc: subprocess.Popen[bytes] | None = None
         self.exits: list[int] = []  # return codes of ends we did not cause
         self.exit_logs: list[str] = []  # what each such end printed last
@@ -345,6 +422,8 @@ class Instance:
                     "1",
                     "--threads",
                     "4",
+                    "--drain-seconds",
+                    str(self.drain_seconds),
                 ],
                 cwd=ROOT,
                 stdout=log,
@@ -394,13 +473,52 @@ class Instance:
         self.kills += 1
         self.start()
 
+    def wait_healthy(self, timeout: float = 60) -> None:
+        """Until ``GET /health`` answers 200 (what the proxy's health check waits for)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"http://127.0.0.1:{self.port}/health", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"instance {self.n} not healthy: {self.log.read_text()[-2000:]}")
+
+    def roll(self) -> dict[str, Any]:
+        """One step of a rolling restart: SIGTERM (the drain, then the graceful stop), the exit
+        code, the new process started on the same port, until its /health answers 200."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            rc = self.proc.wait()
+        stopped = time.monotonic() - t0
+        self._wait_group_gone()
+        self.start()
+        self.wait_healthy()
+        return {
+            "exit_code": rc,
+            "stop_seconds": round(stopped, 2),
+            "seconds": round(time.monotonic() - t0, 2),
+        }
+
+    def signal_stop(self) -> None:
+        """SIGTERM now, the exit collected by :meth:`stop` (the instances drain in parallel)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.stopping = True
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is not None:
-            self._note_end(self.proc.returncode)
+            if self.proc.returncode != 0 or not self.stopping:  # an end we did not cause
+                self._note_end(self.proc.returncode)
             return self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
+        if not self.stopping:  # a second SIGTERM would cut the drain short (idp.serve)
+            self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -1013,12 +1131,12 @@ def run(
         csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
 
         ports = [free_port() for _ in range(n_inst)]
-        instances = [Instance(data, p, i) for i, p in enumerate(ports)]
+        instances = [Instance(data, p, i, profile.drain_seconds) for i, p in enumerate(ports)]
         for inst in instances:
             inst.start()
         for inst in instances:
             inst.wait_ready()
-        Proxy(proxy_port, ports)
+        Proxy(proxy_port, ports, profile.health_interval, profile.proxy_retries)
         rec = Record()
         wl = Workload(url, data, rec, clients, pool)
         threads = (
@@ -1029,11 +1147,21 @@ def run(
         )
         for t in threads:
             t.start()
+        event("instances ready", instances=n_inst)
         t_start = time.monotonic()
         event("load started", instances=n_inst)
         next_kill = profile.kill_every
         pg_restarted = outage_started = outage_ended = False
         victim = 0
+        rolled: list[dict[str, Any]] = []
+        if profile.rolling:  # each instance in turn, the load going on (docs/operations.md)
+            time.sleep(profile.settle_seconds)
+            for inst in instances:
+                event("SIGTERM", instance=inst.n, drain_seconds=profile.drain_seconds)
+                step = inst.roll()
+                rolled.append({"instance": inst.n, **step})
+                event("restarted and healthy", instance=inst.n, **step)
+            time.sleep(profile.settle_seconds)
         while (elapsed := time.monotonic() - t_start) < profile.seconds:
             for inst in instances:
                 inst.check_alive()
@@ -1096,6 +1224,8 @@ def run(
         eng.dispose()
         event("outboxes drained" if left == 0 else "recovery window over", left=left, due_in_window=due)
         time.sleep(1)  # a delivery under way finishes its bookkeeping
+        for inst in instances:
+            inst.signal_stop()  # in parallel: each drains for --drain-seconds
         clean_exits = [inst.stop() for inst in instances]
         for inst, rc in zip(instances, clean_exits, strict=True):
             if rc not in (0, None) and inst.exits and inst.exits[-1] == rc:
@@ -1103,11 +1233,27 @@ def run(
             elif rc not in (0, None):
                 inst._note_end(rc)
         event("instances stopped", exit_codes=clean_exits)
+        checked_from = time.monotonic()
         from idp.config import load_config
         from idp.instance import InstanceKeys
 
         keys = InstanceKeys.from_config(load_config(data))
         invariants = check(pg.url, data, keys, rec, smtp, recv, instances)
+        if profile.rolling:
+            # no request failed across the restarts: no 5xx, no connection lost (RFC 9110 §15.6:
+            # a 5xx is the server's failure; a lost connection leaves the client not knowing)
+            failed = sum(rec.server_error.values()) + sum(rec.unknown.values())
+            invariants["rolling_restart"] = {
+                "drain_seconds": profile.drain_seconds,
+                "health_check_interval": profile.health_interval,
+                "restarts": rolled,
+                "exit_codes": [r["exit_code"] for r in rolled] + clean_exits,
+                "failed_requests": failed,
+                "ok": len(rolled) == n_inst
+                and failed == 0
+                and all(r["exit_code"] == 0 for r in rolled)
+                and all(rc == 0 for rc in clean_exits),
+            }
         result: dict[str, Any] = {
             "bench": "faults",
             "seconds": profile.seconds,
@@ -1131,6 +1277,7 @@ def run(
                 "failures": dict(rec.cli_failures),
             },
             "events": events,
+            "check_seconds": round(time.monotonic() - checked_from, 1),
             "invariants": invariants,
             "errors_sample": rec.errors[:15],
             "ok": all(v.get("ok") for v in invariants.values()),
@@ -1184,7 +1331,13 @@ def _setup(data: Path, emails: list[str], logout_uri: str) -> dict[str, dict[str
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
-    ap.add_argument("--profile", choices=["long", "short", "pooler"], default="long")
+    ap.add_argument("--profile", choices=["long", "short", "pooler", "rolling"], default="long")
+    ap.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=None,
+        help="`cityid serve --drain-seconds` of the instances (default: the profile's; rolling: 1.5)",
+    )
     ap.add_argument("--instances", type=int, default=None)
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, cluster)")
     ap.add_argument(
@@ -1195,7 +1348,10 @@ def main() -> None:
         help="through PgBouncer in transaction mode; optional URL query, e.g. '?prepare_threshold=0'",
     )
     a = ap.parse_args()
-    result = run(profile_for(a.profile, a.minutes), a.instances, a.keep, a.pgbouncer)
+    profile = profile_for(a.profile, a.minutes)
+    if a.drain_seconds is not None:
+        profile.drain_seconds = a.drain_seconds
+    result = run(profile, a.instances, a.keep, a.pgbouncer)
     print(json.dumps(result, indent=2))
     sys.exit(0 if result["ok"] else 1)
 

@@ -177,6 +177,10 @@ def create_app(config: Config, *, check_schema: bool = True, demo: bool = False)
     app.wsgi_app = BeforeFlask(app, security_headers)  # type: ignore[method-assign]
 
     app.wsgi_app = StaticDocuments(app, security_headers)  # type: ignore[method-assign]
+    from idp.health import Health
+
+    # GET /health for the load balancer, ahead of everything (idp.health: the drain of a stop)
+    app.wsgi_app = Health(app.wsgi_app, security_headers)  # type: ignore[method-assign]
 
     if config.insights.metrics:  # request rate and latency per endpoint group (docs/insights.md)
         from idp.insights.metrics import RequestMetrics

@@ -15,6 +15,7 @@ import logging
 import multiprocessing.util
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from idp.config import Config
 
@@ -217,12 +219,55 @@ def start_background(app: Any) -> Background:
     return duties
 
 
+class _DrainingArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's master with the drain ahead of its graceful stop (as ``_draining_granian``).
+
+    gunicorn's master takes signals from a queue in its main loop and calls ``handle_term`` for
+    SIGTERM, which raises StopIteration: the graceful stop. Here the first SIGTERM sets the
+    shared flag of idp.health (created before the workers are forked, so they see it) and only
+    notes the drain's end; ``manage_workers``, which the loop calls at least once a second,
+    raises the StopIteration once it is reached. A second SIGTERM stops at once."""
+
+    drain_seconds = 0.0
+    _drain_until: float | None = None
+
+    def handle_term(self) -> None:
+        if self.drain_seconds <= 0 or self._drain_until is not None:
+            raise StopIteration
+        from idp import health
+
+        health.start_drain()
+        log.warning(
+            "cityid: SIGTERM, /health answers 503 for %.1f s, then a graceful stop", self.drain_seconds
+        )
+        self._drain_until = time.monotonic() + self.drain_seconds
+
+    def manage_workers(self) -> None:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            raise StopIteration  # the drain is over: gunicorn's graceful stop
+        super().manage_workers()
+
+
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, cfg: Config, options: dict[str, Any], demo: bool) -> None:
+    def __init__(self, cfg: Config, options: dict[str, Any], demo: bool, drain_seconds: float = 0.0) -> None:
         self._cfg = cfg
         self._options = options
         self._demo = demo
+        self._drain_seconds = drain_seconds
         super().__init__()
+
+    def run(self) -> None:
+        from idp import health
+
+        health.prepare()  # before the fork: the workers share this flag with the master
+        arbiter = _DrainingArbiter(self)
+        arbiter.drain_seconds = self._drain_seconds
+        try:
+            arbiter.run()
+        except RuntimeError as e:  # as gunicorn's BaseApplication.run
+            print(f"\nError: {e}\n", file=sys.stderr)
+            sys.stderr.flush()
+            sys.exit(1)
 
     def load_config(self) -> None:
         for k, v in self._options.items():
@@ -291,9 +336,63 @@ def _load(cfg: Config, demo: bool) -> Any:
     return app
 
 
-def _run_granian(cfg: Config, *, bind: str, workers: int, threads: int, demo: bool, access_log: bool) -> None:
+# Default of `cityid serve --drain-seconds`: longer than a load balancer's health-check interval
+# plus the checks it needs to take an instance out (docs/operations.md, "Stopping").
+DEFAULT_DRAIN_SECONDS = 5.0
+
+
+def _draining_granian(drain_seconds: float) -> Any:
+    """granian's server with a drain ahead of its graceful stop.
+
+    granian's main process handles SIGTERM and SIGINT with ``signal_handler_interrupt`` (set by
+    its ``startup``, looked up on the instance, so a subclass's method is the one installed): it
+    wakes the main loop, which stops the workers (SIGTERM to each: accepted requests finish, up
+    to ``workers_kill_timeout``) and exits 0. Here the first SIGTERM instead starts the drain:
+    the shared flag of idp.health is set (the workers see it through the shared memory they
+    inherited at their fork, so ``/health`` answers 503 in all of them while they go on serving
+    every other request), and only after ``drain_seconds`` does a timer thread call granian's
+    own handler, so the stop is the same graceful stop as without a drain. SIGINT (Ctrl-C at a
+    terminal, which reaches the workers too) and a second SIGTERM stop at once.
+
+    The workers must not get the SIGTERM themselves: under systemd, ``KillMode=mixed`` (the
+    signal to the main process only; docs/operations.md)."""
+    import signal as signals
+
     from granian import Granian
+
+    from idp import health
+
+    class DrainingGranian(Granian):  # type: ignore[misc,valid-type]
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            signum = args[0] if args else None
+            if drain_seconds <= 0 or signum != signals.SIGTERM or health.draining():
+                super().signal_handler_interrupt(*args, **kwargs)
+                return
+            health.start_drain()
+            log.warning(
+                "cityid: SIGTERM, /health answers 503 for %.1f s, then a graceful stop", drain_seconds
+            )
+            timer = threading.Timer(drain_seconds, super().signal_handler_interrupt)
+            timer.daemon = True
+            timer.start()
+
+    health.prepare()  # before the fork: the workers share this flag with the main process
+    return DrainingGranian
+
+
+def _run_granian(
+    cfg: Config,
+    *,
+    bind: str,
+    workers: int,
+    threads: int,
+    demo: bool,
+    access_log: bool,
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS,
+) -> None:
     from granian.constants import Interfaces
+
+    Granian = _draining_granian(drain_seconds)
 
     where: dict[str, Any]
     if bind.startswith("unix:"):  # a Unix socket for the proxy on the same machine (as gunicorn)
@@ -327,11 +426,13 @@ def run(
     threads: int = 4,
     server: str = "granian",
     access_log: bool = False,
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS,
 ) -> None:
     """Serve until stopped. ``access_log``: one line per request on standard error; off by
     default because the TLS proxy in front logs every request anyway, and the line costs about a
     third of the OCSP responder's throughput (measured: 6,000 vs 4,000 responses/s on one core).
-    Security decisions are in the audit log either way."""
+    Security decisions are in the audit log either way. ``drain_seconds``: on SIGTERM, ``/health``
+    answers 503 this long before the graceful stop (idp.health)."""
     if cfg.insights.metrics:
         from idp.insights import metrics
 
@@ -341,7 +442,15 @@ def run(
         if cfg.insights.metrics_bind:  # /metrics on its own address, never on the public bind
             metrics.start_listener(cfg, cfg.insights.metrics_bind)
     if server == "granian":
-        _run_granian(cfg, bind=bind, workers=workers, threads=threads, demo=demo, access_log=access_log)
+        _run_granian(
+            cfg,
+            bind=bind,
+            workers=workers,
+            threads=threads,
+            demo=demo,
+            access_log=access_log,
+            drain_seconds=drain_seconds,
+        )
         return
     worker_class = "gthread" if threads > 1 else "sync"
     options = {
@@ -355,4 +464,4 @@ def run(
         "forwarded_allow_ips": "127.0.0.1",
         "limit_request_line": 8190,
     }
-    _Gunicorn(cfg, options, demo).run()
+    _Gunicorn(cfg, options, demo, drain_seconds).run()

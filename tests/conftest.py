@@ -26,6 +26,9 @@ SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PG_URL = os.environ.get("CITYID_TEST_POSTGRES_URL", "")
 REQUIRE_PG = os.environ.get("CITYID_TEST_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+# The servers the tests start skip the drain ahead of a production stop (`cityid serve
+# --drain-seconds`, idp.health) unless a test asks for it: its seconds on every stop would add up.
+os.environ.setdefault("CITYID_DRAIN_SECONDS", "0")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -52,6 +52,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("/insights", "insights"),
     ("/metrics", "metrics"),
     ("/static/", "static"),
+    ("/health", "health"),  # the load balancer's checks; 503 while draining (idp.health)
 )
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
