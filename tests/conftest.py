@@ -26,6 +26,12 @@ SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PG_URL = os.environ.get("CITYID_TEST_POSTGRES_URL", "")
 REQUIRE_PG = os.environ.get("CITYID_TEST_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+# The tests' PostgreSQL databases answer a COMMIT before its WAL reaches the disk
+# (synchronous_commit = off): what they prove is what a transaction does and what others see of it,
+# which is the same; a crash of the shared test server, the one thing that could lose such a
+# commit, is not among them (tests/faults runs its own cluster, durable as in production, and
+# kills and restarts it). CITYID_TEST_DURABLE_COMMITS=1 keeps every commit durable.
+DURABLE_TEST_COMMITS = os.environ.get("CITYID_TEST_DURABLE_COMMITS") == "1"
 # The servers the tests start skip the drain ahead of a production stop (`cityid serve
 # --drain-seconds`, idp.health) unless a test asks for it: its seconds on every stop would add up.
 os.environ.setdefault("CITYID_DRAIN_SECONDS", "0")
@@ -112,6 +118,8 @@ class _PgCopies:
                 try:
                     with admin.connect() as conn:
                         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'))
+                        if not DURABLE_TEST_COMMITS:
+                            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
                 except Exception as exc:  # the test that takes it fails with the reason
                     self._ready.put(exc)
                 else:
