@@ -31,6 +31,7 @@ from idp.views.account import (
     password_problem,
     settle_attempt,
 )
+from idp.views.oidc import finish_after_login
 
 bp = Blueprint("auth", __name__)
 
@@ -389,6 +390,11 @@ def login() -> Any:
         subject=outcome.account.id,
         reason="password verified",
     )
+    # OIDC Core §3.1.2.5: nothing else missing (no further factor, consent given), the login POST
+    # answers with the code at once instead of sending the browser back to /authorize first
+    finished = finish_after_login()
+    if finished is not None:
+        return finished
     return redirect(target)
 
 
