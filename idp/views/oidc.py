@@ -444,12 +444,15 @@ def finish_after_login() -> Any:
     req = _pending_request()
     if req is None or oversized(req):
         return None
-    c = _check_request(req)
-    # anything but the code (an error, a step, the consent page) is /authorize's to answer
-    if isinstance(c, _Fail) or c.started is None or _next_step(c) is not None:
-        return None
-    if not isinstance(c.outcome, Satisfied) or c.session is None or _consent_needed(c):
-        return None
+    # The decision only reads: the new session row log_in made is written with the code (one
+    # INSERT, no UPDATE after it), or at the end of the request when /authorize is to answer.
+    with uow.db().no_autoflush:
+        c = _check_request(req)
+        # anything but the code (an error, a step, the consent page) is /authorize's to answer
+        if isinstance(c, _Fail) or c.started is None or _next_step(c) is not None:
+            return None
+        if not isinstance(c.outcome, Satisfied) or c.session is None or _consent_needed(c):
+            return None
     if _malformed_dpop_jkt(c):
         return None
     funnel.authorization_accepted(
@@ -555,6 +558,18 @@ def _issue_code(c: _Checked, req: Request | None) -> Any:
     """The grant, the code and its redirect (RFC 6749 §4.1.2; `state` by Authlib, `iss` by RFC
     9207 §2). ``req``: the authorization request when it is not this HTTP request (login POST)."""
     account, session, client, outcome = c.account, c.session, c.client, c.outcome
+    # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
+    # service can go on in it (also what later mails to the account are written in); taken
+    # while the pending request (its `ui`) is still there
+    locale = str(flask_babel.get_locale() or DEFAULT)
+    funnel.step(
+        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
+    )
+    # cleared before the flush: a session row made by this request (the login POST's new one)
+    # is written once, without it, rather than inserted and then updated; flushed before the
+    # grant is made, which names the session's `sid` (a new row gets it when written)
+    session.pending = None
+    uow.db().flush()
     g_row = Grant(
         client_id=client.client_id,
         account_id=account.id,
@@ -568,13 +583,7 @@ def _issue_code(c: _Checked, req: Request | None) -> Any:
     uow.db().add(g_row)
     uow.db().flush()
     principal = principal_for(uow.db(), g_row)
-    # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
-    # service can go on in it (also what later mails to the account are written in)
-    account.locale = str(flask_babel.get_locale() or DEFAULT)
-    funnel.step(
-        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
-    )
-    session.pending = None
+    account.locale = locale
     if c.pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
         return _error_redirect(InvalidRequestError("request_uri already used"), error=par.ParError.error)
     uow.record(
