@@ -616,7 +616,8 @@ class Workload:
             if r.status_code not in (302, 303):
                 self.rec.count("login", r.status_code, r.text)
                 return None
-            r = _http(http.get, _abs(self.url, r.headers["Location"]), allow_redirects=False)
+            if r.headers["Location"].startswith("/"):  # not answered with the code at once
+                r = _http(http.get, _abs(self.url, r.headers["Location"]), allow_redirects=False)
             if r.status_code == 200 and 'name="decision"' in r.text:  # first time: consent
                 m = re.search(r'name="csrf_token" value="([^"]+)"', r.text)
                 assert m

@@ -57,7 +57,8 @@ def one_login(url: str, cid: str, secret: str, email: str) -> float:
         data={"csrf_token": token, "email": email, "password": PASSWORD},
         allow_redirects=False,
     )
-    r = http.get(url + r.headers["Location"], allow_redirects=False)
+    if not r.headers["Location"].startswith(REDIRECT):  # the login POST answers with the code
+        r = http.get(url + r.headers["Location"], allow_redirects=False)  # when nothing is missing
     code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
     r = http.post(
         f"{url}/token",

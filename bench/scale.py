@@ -444,7 +444,8 @@ class Flows:
             data={"csrf_token": token, "email": email, "password": PASSWORD},
             allow_redirects=False,
         )
-        r = http.get(_abs(url, r.headers["Location"]), allow_redirects=False)
+        if r.headers["Location"].startswith("/"):  # not answered with the code at once
+            r = http.get(_abs(url, r.headers["Location"]), allow_redirects=False)
         code = parse_qs(urlsplit(r.headers["Location"]).query)["code"][0]
         r = http.post(
             f"{url}/token",

@@ -35,7 +35,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo
-from flask import Flask, g
+from flask import Flask, g, has_request_context
 from flask import request as flask_request
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -222,7 +222,7 @@ def principal_for(session: Session, grant: Grant) -> Principal | None:
     if grant.account_id is None:
         return None
     account = session.get(Account, grant.account_id)
-    client = session.get(Client, grant.client_id)
+    client = client_row(session, grant.client_id)
     if account is None or account.disabled or client is None:
         return None
     return Principal(account, grant, subject_for(runtime_keys().subject, client, account.id))
@@ -1039,13 +1039,33 @@ _SELECT_CLIENT = select(_CLIENTS).where(_CLIENTS.c.client_id == bindparam("cid")
 _SELECT_SEEN_JTI = select(_SEEN_JTI.c.key).where(_SEEN_JTI.c.key == bindparam("key"))
 
 
+def client_row(session: Session, client_id: str) -> Client | None:
+    """A registered client's row (disabled ones too), as a Core row (reads like the ORM row).
+
+    Read once per request: /authorize and the login POST that finishes it need the same client
+    several times (Authlib validates the request twice, the subject, the page's name of the
+    service). Kept for the request's own database session only (a retried request reads again)."""
+    cache: dict[str, Any] | None = None
+    if has_request_context():
+        held = g.get("_client_rows")
+        if held is None or held[0] is not session:
+            held = g._client_rows = (session, {})
+        cache = held[1]
+        if client_id in cache:
+            return cast(Client | None, cache[client_id])
+    row = session.connection().execute(_SELECT_CLIENT, {"cid": client_id}).first()
+    if cache is not None:
+        cache[client_id] = row
+    return cast(Client | None, row)
+
+
 def query_client(client_id: str) -> OAuthClient | None:
     if not isinstance(client_id, str) or not client_id or len(client_id) > 64:
         return None
-    row = uow.db().connection().execute(_SELECT_CLIENT, {"cid": client_id}).first()
+    row = client_row(uow.db(), client_id)
     if row is None or row.disabled:
         return None
-    return OAuthClient(cast(Client, row))  # a Core row reads like the ORM row (see above)
+    return OAuthClient(row)
 
 
 class PublicUrlRequest(FlaskOAuth2Request):  # type: ignore[misc]

@@ -21,6 +21,7 @@ from idp.i18n import DEFAULT, LOCALES
 from idp.insights import funnel
 from idp.instance import normalise_email
 from idp.models import Account, Client, EmailToken
+from idp.oauth.server import query_client
 from idp.runtime import runtime
 from idp.views.account import (
     claim_attempt,
@@ -31,6 +32,7 @@ from idp.views.account import (
     password_problem,
     settle_attempt,
 )
+from idp.views.oidc import finish_after_login
 
 bp = Blueprint("auth", __name__)
 
@@ -56,10 +58,13 @@ def _keys() -> Any:
 
 
 def _pending_client() -> Client | None:
+    """The service the login page names (its name, its logo): the client's row, read once per
+    request with the authorization's own reads (``query_client``), no ORM object."""
     s = browser.current()
     cid = request.args.get("client_id", "")[:64]
     if s is not None and s.pending and cid:
-        return uow.db().get(Client, cid)
+        client = query_client(cid)
+        return client.row if client is not None else None
     return None
 
 
@@ -389,6 +394,11 @@ def login() -> Any:
         subject=outcome.account.id,
         reason="password verified",
     )
+    # OIDC Core §3.1.2.5: nothing else missing (no further factor, consent given), the login POST
+    # answers with the code at once instead of sending the browser back to /authorize first
+    finished = finish_after_login()
+    if finished is not None:
+        return finished
     return redirect(target)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -197,24 +198,22 @@ def _as_request(params: list[tuple[str, str]]) -> Request:
     return Request(env)
 
 
-def _pushed_request() -> tuple[Request | None, Any]:
+def _pushed_request(req: Request) -> tuple[Request | None, _Fail | None]:
     """RFC 9126 §4: an authorization request naming a pushed one uses its parameters only.
 
     Returns the pushed request (None without one) or, second, the answer to a bad request_uri."""
-    request_uri = request.values.get("request_uri")
+    request_uri = req.values.get("request_uri")
     if request_uri is None:
         return None, None
-    client_id = request.values.get("client_id", "")
+    client_id = req.values.get("client_id", "")
     try:
         pushed = par.resolve(uow.db(), runtime().keys, request_uri, client_id, utcnow())
     except par.ParError as exc:
         # The redirect URI is not known to be this client's: a page, no redirect (RFC 6749 §4.1.2.1).
-        return None, _error_redirect(InvalidRequestError(str(exc)), error=par.ParError.error)
+        return None, _Fail(InvalidRequestError(str(exc)), error=par.ParError.error)
     g.par_digest = pushed.digest
     g.par_front_channel = pushed.front_channel
-    areq = _as_request(pushed.params)
-    g.authz_values = areq.values
-    return areq, None
+    return _as_request(pushed.params), None
 
 
 def _error_redirect(err: OAuth2Error, error: str | None = None) -> ResponseReturnValue:
@@ -260,21 +259,22 @@ def _error_redirect(err: OAuth2Error, error: str | None = None) -> ResponseRetur
     ), 400
 
 
-def _query_digest() -> str:
-    return hashlib.sha256(request.query_string).hexdigest()
+def _query_digest(req: Request) -> str:
+    return hashlib.sha256(req.query_string).hexdigest()
 
 
-def _pending_started(s: Any) -> int | None:
+def _pending_started(s: Any, req: Request) -> int | None:
+    """When the browser's pending authorization started, if ``req`` is that request."""
     if s is None or not s.pending:
         return None
     p = json.loads(s.pending)
-    return int(p["started"]) if p.get("q") == _query_digest() else None
+    return int(p["started"]) if p.get("q") == _query_digest(req) else None
 
 
 def _set_pending(started: int | None = None) -> None:
     s = browser.ensure()
     pending: dict[str, Any] = {
-        "q": _query_digest(),
+        "q": _query_digest(request),
         "started": started or int(time.time()),
         "url": request.full_path if request.query_string else request.path,
         # OIDC Core §3.1.2.1: the pages of this request stay in the language asked for,
@@ -302,28 +302,53 @@ STEP_URLS = {
 }
 
 
-@bp.route("/authorize", methods=["GET", "POST"])
-def authorize() -> Any:
-    if oversized(request):
-        err = InvalidRequestError("a parameter is too long")
-        return _error_redirect(err)
-    if request.method == "POST" and "csrf_token" not in request.form:
-        return _posted_request()
-    srv = server()
-    pushed, refused = _pushed_request()
+@dataclasses.dataclass
+class _Fail:
+    """An authorization request answered with an error (``_error_redirect``'s arguments)."""
+
+    err: OAuth2Error
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class _Checked:
+    """An authorization request validated, its level decided and the citizen's next step known:
+    what /authorize and the login POST (``finish_after_login``) both decide on."""
+
+    grant: Any
+    client: OAuthClient
+    redirect_uri: str
+    data: Any
+    prompts: set[str]
+    scope: str
+    started: int | None
+    decision: Any
+    pushed: Request | None
+    account: Any = None
+    session: Any = None
+    outcome: Any = None
+
+
+def _check_request(req: Request) -> _Fail | _Checked:
+    """Validate the authorization request ``req`` (this request at /authorize; at the login POST,
+    the pending one) and decide the level it needs. No side effects but ``g``'s request state."""
+    pushed, refused = _pushed_request(req)
     if refused is not None:
         return refused
+    g.authz_values = pushed.values if pushed is not None else req.values
     account = browser.current_account()
     session = browser.current()
+    srv = server()
+    authlib_req = pushed if pushed is not None else (None if req is request else req)
     try:
-        grant = srv.get_consent_grant(request=pushed, end_user=account)
+        grant = srv.get_consent_grant(request=authlib_req, end_user=account)
     except OAuth2Error as err:
-        return _error_redirect(err)
+        return _Fail(err)
     client: OAuthClient = grant.client
     redirect_uri = grant.redirect_uri
     # RFC 9126 §6; FAPI 2.0 Security Profile §5.3.2.2: a FAPI 2.0 client's requests only pushed
     if (pushed is None or g.par_front_channel) and (client.row.require_par or fapi2.is_fapi2(client.row)):
-        return _error_redirect(
+        return _Fail(
             InvalidRequestError(
                 "this service must push its authorization requests (RFC 9126)", redirect_uri=redirect_uri
             )
@@ -333,47 +358,129 @@ def authorize() -> Any:
     flask_babel.refresh()  # the locale selector sees it (idp/i18n.py)
     if "request" in data:  # OIDC Core §6: not supported (discovery says so); never ignored
         unsupported = InvalidRequestError("request objects are not supported", redirect_uri=redirect_uri)
-        return _error_redirect(unsupported, error="request_not_supported")
+        return _Fail(unsupported, error="request_not_supported")
     if data.get("response_mode", "query") != "query":  # the only mode discovery advertises
-        return _error_redirect(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
+        return _Fail(InvalidRequestError("response_mode must be query", redirect_uri=redirect_uri))
     prompts = set(data.get("prompt", "").split())
     if not levels.valid_max_age(data.get("max_age")):
-        return _error_redirect(
-            InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri)
-        )
+        return _Fail(InvalidRequestError("max_age must be a non-negative integer", redirect_uri=redirect_uri))
     scope = client.get_allowed_scope(data.get("scope", ""))
-    started = _pending_started(session)
+    started = _pending_started(session, req)
     requested_at = dt.datetime.fromtimestamp(started, dt.UTC) if started else utcnow()
     rt = runtime()
     try:
         facts = levels.request_facts(data, requested_at, scope)
     except levels.BadClaimsParameter as exc:
-        return _error_redirect(InvalidRequestError(str(exc), redirect_uri=redirect_uri))
+        return _Fail(InvalidRequestError(str(exc), redirect_uri=redirect_uri))
     decision = required_level(
         facts, levels.client_policy(client.row), levels.scope_levels(rt.config.scope_levels, client.row)
     )
     if decision.refusal is not None:
-        return _refuse(decision.refusal, redirect_uri, client)
-    funnel.authorization_accepted(
-        service=client.client_id, level_asked=decision.target, language=_language(data), new=started is None
+        return _refusal(decision.refusal, redirect_uri)
+    return _Checked(
+        grant, client, redirect_uri, data, prompts, scope, started, decision, pushed, account, session
     )
 
-    # Which factor is missing? (ARCHITECTURE: step up, never restart.)
-    if account is None:
-        outcome: Any = AskStep(
-            step=Step.PASSWORD, alternatives=(), goal=decision.target, reason=decision.reason
-        )
-        if "none" in prompts:  # OIDC Core §3.1.2.6
-            return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
+
+def _next_step(c: _Checked) -> _Fail | None:
+    """Which factor is missing? (ARCHITECTURE: step up, never restart.) Sets ``c.outcome``:
+    ``AskStep`` (a step to take), or ``Satisfied``; a ``_Fail`` to answer with."""
+    if c.account is None:
+        goal, reason = c.decision.target, c.decision.reason
+        c.outcome = AskStep(step=Step.PASSWORD, alternatives=(), goal=goal, reason=reason)
+        if "none" in c.prompts:  # OIDC Core §3.1.2.6
+            return _Fail(LoginRequiredError(redirect_uri=c.redirect_uri))
     else:
-        outcome = next_step(
-            decision, levels.session_facts(session), levels.account_facts(uow.db(), account), utcnow()
+        c.outcome = next_step(
+            c.decision, levels.session_facts(c.session), levels.account_facts(uow.db(), c.account), utcnow()
         )
-    if isinstance(outcome, Refused):
-        return _refuse(outcome, redirect_uri, client)
+    if isinstance(c.outcome, Refused):
+        return _refusal(c.outcome, c.redirect_uri)
+    if isinstance(c.outcome, AskStep) and "none" in c.prompts:
+        return _Fail(LoginRequiredError(redirect_uri=c.redirect_uri))
+    return None
+
+
+def _consent_needed(c: _Checked) -> bool:
+    """OIDC Core §3.1.2.4: the citizen is asked unless consent for every requested scope was
+    given before; always with prompt=consent (OIDC Core §3.1.2.1)."""
+    assert c.account is not None
+    return "consent" in c.prompts or _needs_consent(c.account.id, c.client, c.scope)
+
+
+def _malformed_dpop_jkt(c: _Checked) -> bool:
+    dpop_jkt = c.data.get("dpop_jkt")  # RFC 9449 §10: bind the code to the client's DPoP key
+    return dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt)
+
+
+def _pending_request() -> Request | None:
+    """The authorization request waiting in this browser's session, as the GET /authorize the
+    login step would redirect to (``pending["url"]``, a local path): None without one."""
+    s = browser.current()
+    if s is None or not s.pending:
+        return None
+    url = str(json.loads(s.pending).get("url", ""))
+    path, _sep, query = url.partition("?")
+    if path != "/authorize" or not query:
+        return None
+    env = EnvironBuilder(
+        method="GET",
+        path="/authorize",
+        base_url=runtime().config.issuer,
+        query_string=query,
+        headers=[("User-Agent", request.headers.get("User-Agent", ""))],
+    ).get_environ()
+    return Request(env)
+
+
+def finish_after_login() -> Any:
+    """After a login step: the authorization response (the code, RFC 6749 §4.1.2) when the pending
+    authorization request needs nothing more (no further factor, no consent to ask: OIDC Core
+    §3.1.2.3-§3.1.2.5), else None, and the citizen goes on at /authorize as before.
+
+    The decision is /authorize's own (``_check_request``, ``_next_step``, ``_consent_needed``) and
+    the code, session and audit entries are those the GET /authorize would have produced: one
+    round trip less for the browser, nothing different for the service."""
+    req = _pending_request()
+    if req is None or oversized(req):
+        return None
+    # The decision only reads: the new session row log_in made is written with the code (one
+    # INSERT, no UPDATE after it), or at the end of the request when /authorize is to answer.
+    with uow.db().no_autoflush:
+        c = _check_request(req)
+        # anything but the code (an error, a step, the consent page) is /authorize's to answer
+        if isinstance(c, _Fail) or c.started is None or _next_step(c) is not None:
+            return None
+        if not isinstance(c.outcome, Satisfied) or c.session is None or _consent_needed(c):
+            return None
+    if _malformed_dpop_jkt(c):
+        return None
+    funnel.authorization_accepted(
+        service=c.client.client_id, level_asked=c.decision.target, language=_language(c.data), new=False
+    )
+    return _issue_code(c, req)
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize() -> Any:
+    if oversized(request):
+        err = InvalidRequestError("a parameter is too long")
+        return _error_redirect(err)
+    if request.method == "POST" and "csrf_token" not in request.form:
+        return _posted_request()
+    c = _check_request(request)
+    if isinstance(c, _Fail):
+        return _error_redirect(c.err, c.error)
+    client, redirect_uri, data, scope, started = c.client, c.redirect_uri, c.data, c.scope, c.started
+    account, session = c.account, c.session
+    funnel.authorization_accepted(
+        service=client.client_id, level_asked=c.decision.target, language=_language(data), new=started is None
+    )
+    failed = _next_step(c)
+    if failed is not None:
+        return _error_redirect(failed.err, failed.error)
+    outcome = c.outcome
     if isinstance(outcome, AskStep):
-        if "none" in prompts:
-            return _error_redirect(LoginRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)
         if outcome.step != Step.PASSWORD:
             funnel.step(funnel.STEPUP, "asked", method=str(outcome.step))
@@ -404,7 +511,8 @@ def authorize() -> Any:
                 reason="citizen declined",
             )
             return _error_redirect(AccessDeniedError(redirect_uri=redirect_uri))
-        if _pending_started(session) is None:  # the consent form was already answered (double submit)
+        # the consent form was already answered (double submit)
+        if _pending_started(session, request) is None:
             uow.record(
                 action="consent.replay",
                 outcome="denied",
@@ -429,8 +537,8 @@ def authorize() -> Any:
             subject=client.client_id,
             reason=scope,
         )
-    elif "consent" in prompts or _needs_consent(account.id, client, scope):
-        if "none" in prompts:
+    elif _consent_needed(c):
+        if "none" in c.prompts:
             return _error_redirect(ConsentRequiredError(redirect_uri=redirect_uri))
         _set_pending(started)  # the consent form answers this request once
         funnel.step(funnel.CONSENT, "shown")
@@ -441,31 +549,42 @@ def authorize() -> Any:
             level=outcome.acr,
             csrf_token=browser.csrf_token(),
         )
-
-    dpop_jkt = data.get("dpop_jkt")  # RFC 9449 §10: bind the code to the client's DPoP key
-    if dpop_jkt is not None and not re.fullmatch(r"[A-Za-z0-9_-]{43}", dpop_jkt):
+    if _malformed_dpop_jkt(c):
         return _error_redirect(InvalidRequestError("malformed dpop_jkt", redirect_uri=redirect_uri))
+    return _issue_code(c, None)
+
+
+def _issue_code(c: _Checked, req: Request | None) -> Any:
+    """The grant, the code and its redirect (RFC 6749 §4.1.2; `state` by Authlib, `iss` by RFC
+    9207 §2). ``req``: the authorization request when it is not this HTTP request (login POST)."""
+    account, session, client, outcome = c.account, c.session, c.client, c.outcome
+    # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
+    # service can go on in it (also what later mails to the account are written in); taken
+    # while the pending request (its `ui`) is still there
+    locale = str(flask_babel.get_locale() or DEFAULT)
+    funnel.step(
+        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
+    )
+    # cleared before the flush: a session row made by this request (the login POST's new one)
+    # is written once, without it, rather than inserted and then updated; flushed before the
+    # grant is made, which names the session's `sid` (a new row gets it when written)
+    session.pending = None
+    uow.db().flush()
     g_row = Grant(
         client_id=client.client_id,
         account_id=account.id,
         sid=session.sid,
-        scope=scope,
+        scope=c.scope,
         auth_time=int(outcome.auth_time.timestamp()),
         acr=outcome.acr,
         amr=json.dumps(list(outcome.amr)),
-        cnf_jkt=dpop_jkt,
+        cnf_jkt=c.data.get("dpop_jkt"),
     )
     uow.db().add(g_row)
     uow.db().flush()
     principal = principal_for(uow.db(), g_row)
-    # OIDC Core §5.1 `locale`: the language the citizen used on the pages of this login, so the
-    # service can go on in it (also what later mails to the account are written in)
-    account.locale = str(flask_babel.get_locale() or DEFAULT)
-    funnel.step(
-        funnel.CODE, "issued", level_reached=funnel.level_name(outcome.acr), method=_login_method(outcome.amr)
-    )
-    session.pending = None
-    if pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
+    account.locale = locale
+    if c.pushed is not None and not par.consume(uow.db(), g.par_digest, utcnow()):
         return _error_redirect(InvalidRequestError("request_uri already used"), error=par.ParError.error)
     uow.record(
         action="authorize.code",
@@ -475,7 +594,9 @@ def authorize() -> Any:
         reason=f"acr={outcome.acr} ({outcome.reason.code})",
         details={"amr": list(outcome.amr)},
     )
-    return srv.create_authorization_response(request=pushed, grant_user=principal, grant=grant)
+    srv = server()
+    authz_req = c.pushed if c.pushed is not None else req
+    return srv.create_authorization_response(request=authz_req, grant_user=principal, grant=c.grant)
 
 
 # the consent form's own fields: never part of an authorization request
@@ -538,10 +659,10 @@ def _login_method(amr: Any) -> str:
     return "password"
 
 
-def _refuse(refusal: Refused, redirect_uri: str, client: OAuthClient) -> ResponseReturnValue:
+def _refusal(refusal: Refused, redirect_uri: str) -> _Fail:
     err = OAuth2Error(description=refusal.reason.text, redirect_uri=redirect_uri)
     err.error = refusal.error  # e.g. unmet_authentication_requirements (OIDC Core errata)
-    return _error_redirect(err)
+    return _Fail(err)
 
 
 # --------------------------------------------------------------------------- pushed requests

@@ -17,8 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from db import utcnow
 from idp import browser, uow
 from idp.forms import FormErrors, field_error
-from idp.models import Client
-from idp.oauth.server import key_cache
+from idp.oauth.server import client_row, key_cache
 from idp.privacy import erase_account, export_account
 from idp.runtime import runtime
 from idp.views.account import THROTTLED, reauthenticate, sensitive_request
@@ -134,7 +133,7 @@ def _way_back() -> dict[str, str] | None:
     if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
         return None
     cid = (parse_qs(parts.query).get("client_id") or [""])[0][:64]
-    client = uow.db().get(Client, cid) if cid else None
+    client = client_row(uow.db(), cid) if cid else None  # read once per request
     if client is None:
         return None
     return {"url": url, "service": client.name}
