@@ -47,6 +47,8 @@ EXAMPLES_POSTGRESQL = 100
 
 def _examples(w: Any) -> int:
     return EXAMPLES if w.idp.config.database_url.startswith("sqlite") else EXAMPLES_POSTGRESQL
+
+
 MTLS_HEADER = "X-SSL-Client-Cert"
 VOLATILE_CLAIMS = ("jti", "iat", "exp", "nbf")
 ANSWER_HEADERS = (
