@@ -30,13 +30,15 @@ def up(url: str, timeout: float = 60) -> bool:
 
 @contextlib.contextmanager
 def serving(
-    data: Path, port: int, log: Path, *, workers: int | None = 1
+    data: Path, port: int, log: Path, *, workers: int | None = 1, extra: tuple[str, ...] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`cityid serve` on 127.0.0.1:``port`` (``workers=None``: the server's default); on leaving,
-    SIGTERM if it still runs and 30 s to stop, then SIGKILL to its process group."""
+    """`cityid serve` on 127.0.0.1:``port`` (``workers=None``: the server's default; ``extra``:
+    more options); on leaving, SIGTERM if it still runs and 30 s to stop, then SIGKILL to its
+    process group."""
     args = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
     if workers is not None:
         args += ["--workers", str(workers)]
+    args += extra
     with log.open("w") as out:
         proc = subprocess.Popen(args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from sqlalchemy import event
 
 from idp import health
 from tests.idp.conftest import free_port
-from tests.idp.serve_process import ROOT, tail
+from tests.idp.serve_process import serving, tail, up
 from tests.idp.test_processes import cityid, write_config
 
 
@@ -82,26 +80,8 @@ def test_sigterm_drains_health_503_while_token_requests_answer_200_then_exits_0(
     ).stdout
     client = json.loads(out)
     log = tmp_path / "serve.log"
-    argv = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--workers", "1", "--drain-seconds", "4"],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        else:
-            raise AssertionError(tail(log))
+    with serving(data, port, log, extra=("--drain-seconds", "4")) as proc:
+        assert up(url), tail(log)
         assert _token(url, client).status_code == 200, tail(log)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -114,10 +94,6 @@ def test_sigterm_drains_health_503_while_token_requests_answer_200_then_exits_0(
         assert set(tokens) == {200}, tokens
         assert proc.wait(timeout=30) == 0, tail(log)
         assert time.monotonic() - sent >= 4  # the drain ran its length before the stop
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: Path) -> None:
@@ -129,26 +105,8 @@ def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: P
     write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
     cityid(data, "init")
     log = tmp_path / "serve.log"
-    argv = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--workers", "1", "--drain-seconds", "60"],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        else:
-            raise AssertionError(tail(log))
+    with serving(data, port, log, extra=("--drain-seconds", "60")) as proc:
+        assert up(url), tail(log)
         proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 10
         while requests.get(f"{url}/health", timeout=5).status_code != 503:
@@ -158,10 +116,6 @@ def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: P
         sent = time.monotonic()
         assert proc.wait(timeout=30) == 0, tail(log)
         assert time.monotonic() - sent < 30  # not the 60 s of the drain
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_gunicorn_drains_too_health_503_while_requests_are_served_then_exits_0(tmp_path: Path) -> None:
@@ -172,26 +126,8 @@ def test_gunicorn_drains_too_health_503_while_requests_are_served_then_exits_0(t
     write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
     cityid(data, "init")
     log = tmp_path / "serve.log"
-    argv = [sys.executable, "-m", "cli", "serve", "--data-dir", str(data), "--bind", f"127.0.0.1:{port}"]
-    with log.open("w") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--workers", "1", "--server", "gunicorn", "--drain-seconds", "3"],
-            cwd=ROOT,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        else:
-            raise AssertionError(tail(log))
+    with serving(data, port, log, extra=("--server", "gunicorn", "--drain-seconds", "3")) as proc:
+        assert up(url), tail(log)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
         seen = []
@@ -207,7 +143,3 @@ def test_gunicorn_drains_too_health_503_while_requests_are_served_then_exits_0(t
         assert {j for _, j in seen} == {200}, seen
         assert proc.wait(timeout=30) == 0, tail(log)
         assert time.monotonic() - sent >= 3
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
