@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import free_port, idp_factory, pkce_pair, smtp_server  # noqa: F401  (fixtures)
 from tests.pages.conftest import _catalogues  # noqa: F401  (fresh .mo files)
 
@@ -221,6 +222,6 @@ def demo_service() -> Iterator[DemoService]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     yield svc
     httpd.shutdown()

@@ -29,6 +29,7 @@ from idp.clients import ClientSpec, add_client
 from idp.config import Config
 from idp.instance import InstanceKeys
 from idp.keys import ALGORITHMS, _generate, create_key
+from tests.conftest import SERVER_POLL_SECONDS
 
 # Ports for test servers come from below the kernel's ephemeral range (32768-60999 by default):
 # a port from bind(0) is an ephemeral one, and between this lookup and the server's own bind an
@@ -121,7 +122,7 @@ def logout_receiver() -> Iterator[Receiver]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t = threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     t.start()
     yield rec
     httpd.shutdown()
@@ -202,7 +203,7 @@ def idp_factory(db_url: str, tmp_path: Path) -> Iterator[Any]:
         app = create_app(cfg)
         srv = make_server("127.0.0.1", port, app, threaded=True, fd=listener.fileno())
         listener.close()  # the server holds its own duplicate of the socket
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        threading.Thread(target=srv.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
         servers.append((srv, app))
         return Idp(
             url=cfg.issuer,

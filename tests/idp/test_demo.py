@@ -15,6 +15,7 @@ from werkzeug.serving import make_server
 from idp.app import create_app
 from idp.demo import DEMO_EMAIL, prepare_demo
 from idp.instance import InstanceKeys
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Browser, Idp, csrf, free_port, query
 
 
@@ -32,7 +33,7 @@ def demo(db_url: str, tmp_path: Path) -> Iterator[tuple[Idp, str]]:
     password = json.loads((data / "demo.json").read_text())["password"]
     app = create_app(cfg, demo=True)
     srv = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     try:
         yield Idp(url=issuer, config=cfg, app=app, keys=InstanceKeys.from_config(cfg)), password
     finally:

@@ -19,6 +19,7 @@ from idp.models import Client, LogoutOutbox, SeenJti
 from idp.oauth.backchannel import deliver_due
 from idp.serve import purge_expired
 from smartcard.models import SeenProof
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Browser, Idp, Receiver, csrf, free_port
 
 PASSWORD = "correct horse battery staple"
@@ -70,7 +71,7 @@ def test_backchannel_logout_is_retried_until_delivered(idp: Idp) -> None:
     _Flaky.fails_left, _Flaky.received = 1, []  # fresh per test (and per backend)
     port = free_port()
     httpd = ThreadingHTTPServer(("127.0.0.1", port), _Flaky)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     try:
         with transaction(idp.sessions()) as s:
             s.add(

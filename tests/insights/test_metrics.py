@@ -11,6 +11,7 @@ import requests
 
 from idp.config import InsightsConfig
 from idp.insights import metrics
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import free_port
 from tests.insights.conftest import METRICS_TOKEN, Pair
 
@@ -67,7 +68,7 @@ def test_metrics_on_their_own_address_are_absent_on_the_public_bind(idp_factory:
     # the public bind has no /metrics, not even with the token
     assert _scrape(idp.url).status_code == 404
     server = metrics.listener(idp.config, bind)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     try:
         own = requests.get(f"http://{bind}/metrics", timeout=10)
         assert own.status_code == 200 and "cityid_audit_chain_head" in own.text

@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 from cli import main as cityid
 from idp.app import create_app
 from idp.config import CaConfig, load_config
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.pki.conftest import PASSPHRASE
 from tests.pki.helpers import DEVICE_ID, make_csr, openssl, openssl_verify, write
 
@@ -71,7 +72,7 @@ def live(db_url: str, ca_config: CaConfig, tmp_path: Path) -> Iterator[Live]:
     env = Live(base, data_dir)
     env.cli("ca", "init")
     holder["app"] = create_app(load_config(data_dir))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield env

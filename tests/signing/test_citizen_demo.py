@@ -17,6 +17,7 @@ from idp.app import create_app
 from idp.demo import DEMO_DEVICE, prepare_demo
 from idp.instance import InstanceKeys
 from smartcard.softtoken import DeviceClient, SoftToken
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Idp, csrf, free_port
 from tests.idp.test_demo import _logged_in
 from tests.smartcard.conftest import continue_device
@@ -43,7 +44,7 @@ def demo_with_ca(db_url: str, tmp_path: Path) -> Iterator[tuple[Idp, str]]:
     password = json.loads((data / "demo.json").read_text())["password"]
     app = create_app(cfg, demo=True)
     srv = make_server("127.0.0.1", port, app, threaded=True)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     try:
         yield Idp(url=issuer, config=cfg, app=app, keys=InstanceKeys.from_config(cfg)), password
     finally:

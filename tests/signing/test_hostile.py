@@ -16,6 +16,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 import signing
 from signing.validate import validate
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.signing.conftest import City
 from tests.signing.pdfs import make_pdf
 
@@ -36,7 +37,7 @@ def recorder() -> Iterator[tuple[str, list[str]]]:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", hits

@@ -13,6 +13,7 @@ from db import make_engine, transaction
 from db.migrate import upgrade
 from idp.config import LEVEL_HIGH, LEVEL_LOW, EidConfig
 from idp.eid_models import EidLink
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Browser, query
 from tests.stepup.conftest import PASSWORD, Rp, finish, post_form
 
@@ -94,7 +95,7 @@ def test_an_unreachable_upstream_is_asked_once_a_minute_not_for_every_visitor(id
             pass
 
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Broken)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    threading.Thread(target=upstream.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     try:
         ours = idp_factory(eid_connector="oidc")
         rt = ours.app.extensions["cityid"]

@@ -11,6 +11,7 @@ from werkzeug.serving import make_server
 from examples.rfc9470.client import StepUpClient, parse_challenge
 from examples.rfc9470.resource_server import create_app
 from idp.config import LEVEL_HIGH
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Browser, Idp, free_port
 from tests.stepup.conftest import walk
 
@@ -21,7 +22,7 @@ def test_insufficient_user_authentication_challenge_leads_to_step_up_rfc9470_3_4
     assert secret
     port = free_port()
     rs = make_server("127.0.0.1", port, create_app(eid_idp.url, cid, required_acr=LEVEL_HIGH, max_age=300))
-    threading.Thread(target=rs.serve_forever, daemon=True).start()
+    threading.Thread(target=rs.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     browser = Browser(eid_idp)
     journeys: list[list[str]] = []
 
@@ -61,7 +62,7 @@ def test_challenge_without_a_way_to_high_ends_in_refusal_not_a_loop(idp: Idp) ->
     assert secret
     port = free_port()
     rs = make_server("127.0.0.1", port, create_app(idp.url, cid, required_acr=LEVEL_HIGH))
-    threading.Thread(target=rs.serve_forever, daemon=True).start()
+    threading.Thread(target=rs.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     browser = Browser(idp)
 
     def user_agent(url: str) -> str:

@@ -16,6 +16,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 from idp.config import WalletConfig
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Browser, Idp, idp_factory
 from tests.stepup.conftest import post_form
 from walletsim.holder import Holder
@@ -53,7 +54,7 @@ def status_server() -> Any:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     yield box, f"http://127.0.0.1:{httpd.server_address[1]}/status/1"
     httpd.shutdown()
 

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from idp.eid.wallet.connector import http_fetch
+from tests.conftest import SERVER_POLL_SECONDS
 
 BODY = b"eyJ0eXAiOiJzdGF0dXNsaXN0K2p3dCJ9.e30.sig"
 
@@ -35,7 +36,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[str]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

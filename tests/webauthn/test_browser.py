@@ -30,6 +30,7 @@ from db import transaction
 from idp.config import WebAuthnConfig
 from idp.webauthn_models import WebAuthnCredential
 from policies import ACR_SUBSTANTIAL, Level
+from tests.conftest import SERVER_POLL_SECONDS
 from tests.idp.conftest import Idp, free_port
 from tests.stepup.conftest import PASSWORD, Rp
 from tests.webauthn.mds import CHROMIUM_VIRTUAL_AAGUID, CHROMIUM_VIRTUAL_BATCH, write_test_mds3
@@ -77,7 +78,7 @@ def redirect_uri() -> Iterator[str]:
             pass
 
     httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, args=(SERVER_POLL_SECONDS,), daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/cb"
     httpd.shutdown()
 
