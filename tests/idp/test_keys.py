@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import requests
 
@@ -106,3 +107,29 @@ def test_cityid_keys_rotate_refuses_a_negative_publish_ahead(idp: Idp) -> None:
         main, ["keys", "rotate", "--publish-ahead", "-3600", "--data-dir", str(idp.config.data_dir)]
     )
     assert res.exit_code == 2 and "-3600" in res.output
+
+
+def test_an_rs256_key_loaded_without_the_consistency_check_is_the_sealed_key_and_signs_rfc7518_3_3(
+    db_sessions: Any,
+) -> None:
+    """KeyCache builds our RSA key from its sealed private JWK without cryptography's consistency
+    check (idp.keys): it must be exactly the key a checked import gives, and its RS256 signature
+    must verify with the published JWK."""
+    from joserfc import jws
+    from joserfc.jwk import KeySet, RSAKey
+
+    from idp.keys import KeyCache, create_key
+
+    with transaction(db_sessions) as s:
+        row = create_key(s, "passphrase", "RS256")
+        kid = row.kid
+    with db_sessions() as s:
+        material = KeyCache("passphrase").get(s)
+    loaded = material.signing["RS256"]
+    checked = RSAKey.import_key(loaded.as_dict(private=True))
+    assert loaded.as_dict(private=True) == checked.as_dict(private=True)
+    assert loaded.private_key is not None
+    assert loaded.private_key.private_numbers() == checked.private_key.private_numbers()
+    token = jws.serialize_compact({"alg": "RS256", "kid": kid}, b"payload", loaded)
+    published = KeySet.import_key_set(material.jwks)
+    assert jws.deserialize_compact(token, published, algorithms=["RS256"]).payload == b"payload"
