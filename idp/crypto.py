@@ -61,7 +61,12 @@ class Sealer:
 
 
 # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1.
-PASSWORD_HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+ARGON2_PARAMETERS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1}
+PASSWORD_HASHER = PasswordHasher(
+    time_cost=ARGON2_PARAMETERS["time_cost"],
+    memory_cost=ARGON2_PARAMETERS["memory_cost"],
+    parallelism=ARGON2_PARAMETERS["parallelism"],
+)
 # A hash to verify against when no account exists, so that timing does not tell.
 _DUMMY_HASH = PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
 

@@ -15,12 +15,17 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import flask
+import jinja2
+import jinja2.bccache
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import make_engine, make_session_factory
 from db.migrate import upgrade
+from idp import crypto as idp_crypto
 
 SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 PG_URL = os.environ.get("CITYID_TEST_POSTGRES_URL", "")
@@ -32,6 +37,33 @@ BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 # commit, is not among them (tests/faults runs its own cluster, durable as in production, and
 # kills and restarts it). CITYID_TEST_DURABLE_COMMITS=1 keeps every commit durable.
 DURABLE_TEST_COMMITS = os.environ.get("CITYID_TEST_DURABLE_COMMITS") == "1"
+# In this test process passwords are hashed with argon2id at the smallest cost (a login's hash
+# took ~35 ms of CPU, thousands of times per run): what the tests prove of passwords does not
+# depend on the cost. The production parameters are checked by tests/idp/test_password_hash.py,
+# and every `cityid serve` the tests start hashes at them. CITYID_TEST_REAL_ARGON2=1 keeps them.
+if os.environ.get("CITYID_TEST_REAL_ARGON2") != "1":
+    idp_crypto.PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    idp_crypto._DUMMY_HASH = idp_crypto.PASSWORD_HASHER.hash(secrets.token_urlsafe(16))
+
+
+class _SharedTemplates(jinja2.BytecodeCache):
+    """Every Flask app of this test process shares its compiled templates (each test's app
+    compiled them again: ~3% of a run). Jinja checks each entry against the template's source."""
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+flask.Flask.jinja_options = {**flask.Flask.jinja_options, "bytecode_cache": _SharedTemplates()}
+
 # The tests' own HTTP servers (serve_forever) look for shutdown() this often: the default 0.5 s
 # cost every test that stops a server a quarter of a second on average.
 SERVER_POLL_SECONDS = 0.02
