@@ -126,28 +126,77 @@ def _pg_template() -> Iterator[str]:
     admin.dispose()
 
 
-class _PgCopies:
-    """Fresh copies of the PostgreSQL template, made one test ahead by a thread of this process.
+# What a test may change beyond rows: tables, columns, indexes, constraints, functions, triggers,
+# the migrations' heads and the database's own settings. A used database whose fingerprint is the
+# template's is emptied and handed to a later test; any other is dropped.
+_PG_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (
+  SELECT table_name || '.' || column_name || ':' || data_type || ':' || coalesce(column_default, '')
+    || ':' || is_nullable AS x FROM information_schema.columns WHERE table_schema = 'public'
+  UNION ALL SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'
+  UNION ALL SELECT conname || pg_get_constraintdef(oid) FROM pg_constraint
+    WHERE connamespace = 'public'::regnamespace
+  UNION ALL SELECT p.proname || md5(p.prosrc) FROM pg_proc p
+    WHERE p.pronamespace = 'public'::regnamespace
+  UNION ALL SELECT tgname FROM pg_trigger WHERE NOT tgisinternal
+  UNION ALL SELECT 'seq:' || sequencename FROM pg_sequences
+  UNION ALL SELECT 'v:' || version_num FROM alembic_version
+  UNION ALL SELECT 'set:' || array_to_string(setconfig, ',') FROM pg_db_role_setting
+    WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+) parts
+"""
 
-    ``CREATE DATABASE … TEMPLATE`` copies ~9 MB of catalog through the WAL and waits for the
-    disk; made while the test before runs, the copy is ready when its test starts. Each test
-    still gets a database no other test has used; the thread drops it after its test."""
+
+class _Changed(Exception):
+    """A used database whose fingerprint is no longer the template's."""
+
+
+class _PgCopies:
+    """Databases for the PostgreSQL tests, each as the template is: made ahead by a thread of
+    this process, so the next one is ready when its test starts.
+
+    ``CREATE DATABASE … TEMPLATE`` copies ~9 MB of catalog through the WAL and waits for the disk
+    (~0.4 s of the server's and the kernel's time per test). So a database a test has used is
+    recycled instead when its fingerprint (schema, functions, migration heads, settings) is still
+    the template's: the thread ends every other connection to it, deletes every row but the
+    migration heads (as the template: no other table has rows) and restarts every sequence. A
+    test that changed more than rows (a migration test) leaves a database that is dropped.
+    CITYID_TEST_FRESH_DATABASES=1 gives every test a new copy."""
 
     def __init__(self, template: str) -> None:
         self._template = template
-        self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # "" creates, a name drops
+        self._jobs: queue.SimpleQueue[str | None] = queue.SimpleQueue()  # "": have one ready; a name: recycle
         self._ready: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
+        self._fresh_only = os.environ.get("CITYID_TEST_FRESH_DATABASES") == "1"
         self._thread = threading.Thread(target=self._run, name="pg-copies", daemon=True)
         self._thread.start()
         self._jobs.put("")  # the first copy
 
     def _run(self) -> None:
         admin = _pg_admin()
+        tpl = make_engine(_pg_url_for(self._template), pool=False)
+        self._fingerprint: str | None = None  # a new copy's (its settings are not the template's)
+        with tpl.connect() as conn:
+            self._tables = list(
+                conn.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                        "AND tablename <> 'alembic_version' ORDER BY tablename"
+                    )
+                ).scalars()
+            )
+            self._sequences = list(
+                conn.execute(text("SELECT schemaname, sequencename, start_value FROM pg_sequences")).all()
+            )
+        tpl.dispose()
         try:
             while (job := self._jobs.get()) is not None:
                 if job:
-                    with admin.connect() as conn:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{job}" WITH (FORCE)'))
+                    if self._fresh_only or not self._recycled(admin, job):
+                        with admin.connect() as conn:
+                            conn.execute(text(f'DROP DATABASE IF EXISTS "{job}" WITH (FORCE)'))
+                    continue
+                if self._ready.qsize() > 0:  # a recycled one is waiting
                     continue
                 name = f"cityid_t_{secrets.token_hex(6)}"
                 try:
@@ -155,6 +204,11 @@ class _PgCopies:
                         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"'))
                         if not DURABLE_TEST_COMMITS:
                             conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+                    if self._fingerprint is None:
+                        copy = make_engine(_pg_url_for(name), pool=False)
+                        with copy.connect() as conn:
+                            self._fingerprint = conn.execute(text(_PG_FINGERPRINT)).scalar_one()
+                        copy.dispose()
                 except Exception as exc:  # the test that takes it fails with the reason
                     self._ready.put(exc)
                 else:
@@ -162,8 +216,51 @@ class _PgCopies:
         finally:
             admin.dispose()
 
+    def _recycled(self, admin: Engine, name: str) -> bool:
+        """Empty the used database ``name`` under a new name and put it up for the next test if
+        it still has a new copy's fingerprint. True when done with it (recycled, or dropped here
+        after its rename); False: the caller drops it."""
+        fresh = f"cityid_t_{secrets.token_hex(6)}"
+        try:
+            with admin.connect() as conn:  # a test's leftover connections (their locks with them)
+                conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                        "WHERE datname = :d AND pid <> pg_backend_pid()"
+                    ),
+                    {"d": name},
+                )
+                # a new name: whatever of the old test still holds the old URL (an engine, a
+                # thread) cannot reach the next test's data; the rename fails (and the database
+                # is dropped) if anything connected again meanwhile
+                conn.execute(text(f'ALTER DATABASE "{name}" RENAME TO "{fresh}"'))
+            name = fresh
+            engine = make_engine(_pg_url_for(name), pool=False)
+            try:
+                with engine.begin() as conn:
+                    if conn.execute(text(_PG_FINGERPRINT)).scalar_one() != self._fingerprint:
+                        raise _Changed(name)
+                    conn.execute(text("SET LOCAL session_replication_role = replica"))  # no FK order
+                    for table in self._tables:
+                        conn.execute(text(f'DELETE FROM "{table}"'))
+                    for schema, sequence, start in self._sequences:
+                        conn.execute(
+                            text("SELECT setval(:s, :v, false)"),
+                            {"s": f'"{schema}"."{sequence}"', "v": start},
+                        )
+            finally:
+                engine.dispose()
+        except Exception:
+            if name == fresh:  # renamed, then failed: dropped here under its new name
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return True
+            return False
+        self._ready.put(name)
+        return True
+
     def take(self) -> str:
-        """A new database's name; the next one is being made meanwhile."""
+        """A database as the template is; the next one is being made ready meanwhile."""
         got = self._ready.get(timeout=300)
         self._jobs.put("")
         if isinstance(got, BaseException):
@@ -171,6 +268,7 @@ class _PgCopies:
         return got
 
     def drop(self, name: str) -> None:
+        """``name``'s test is over: recycled or dropped by the thread."""
         self._jobs.put(name)
 
     def close(self) -> None:
