@@ -81,14 +81,20 @@ def test_login_post_answers_with_the_code_redirect_when_consent_was_already_give
     assert again.status_code == 302 and query(again.headers["Location"])["state"] == again_state
 
 
+def _back_to_authorize(b: Browser, url: str) -> Any:
+    """The login POST for ``url`` answers with no code but sends the browser back to /authorize
+    (a step or a page is missing); the page /authorize then shows."""
+    answer = _login_post(b, url)
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/authorize?")
+    return b.follow(answer)
+
+
 def test_login_post_still_shows_consent_when_it_was_not_given(idp: Idp) -> None:
     idp.add_user(EMAIL)
     rp = _service(idp)
     b = Browser(idp)
     url, _verifier, _state = rp.authorize_url(scope="openid email")
-    answer = _login_post(b, url)
-    assert answer.status_code == 302 and answer.headers["Location"].startswith("/authorize?")
-    page = b.follow(answer)
+    page = _back_to_authorize(b, url)
     assert page.status_code == 200 and 'name="decision"' in page.text
 
 
@@ -98,9 +104,7 @@ def test_login_post_still_shows_consent_with_prompt_consent_oidc_core_3_1_2_1(id
     _consented(idp, rp)
     b = Browser(idp)
     url, _verifier, _state = rp.authorize_url(scope="openid email", prompt="consent")
-    answer = _login_post(b, url)
-    assert answer.status_code == 302 and answer.headers["Location"].startswith("/authorize?")
-    assert 'name="decision"' in b.follow(answer).text
+    assert 'name="decision"' in _back_to_authorize(b, url).text
 
 
 def test_login_post_still_shows_consent_for_a_scope_not_consented_yet(idp: Idp) -> None:
@@ -110,9 +114,7 @@ def test_login_post_still_shows_consent_for_a_scope_not_consented_yet(idp: Idp) 
     _consented(idp, rp)  # openid email only
     b = Browser(idp)
     url, _verifier, _state = rp.authorize_url(scope="openid email profile")
-    answer = _login_post(b, url)
-    assert answer.status_code == 302 and answer.headers["Location"].startswith("/authorize?")
-    assert 'name="decision"' in b.follow(answer).text
+    assert 'name="decision"' in _back_to_authorize(b, url).text
 
 
 def test_login_post_still_steps_up_when_the_level_requires_it(idp_factory: Any) -> None:
@@ -121,9 +123,7 @@ def test_login_post_still_steps_up_when_the_level_requires_it(idp_factory: Any) 
     rp = _service(idp, min_level=LEVEL_HIGH)
     b = Browser(idp)
     url, _verifier, _state = rp.authorize_url(scope="openid email")
-    answer = _login_post(b, url)
-    assert answer.status_code == 302 and answer.headers["Location"].startswith("/authorize?")
-    step = b.follow(answer)
+    step = _back_to_authorize(b, url)
     assert step.status_code == 200 and "/login/eid" in step.url
 
 

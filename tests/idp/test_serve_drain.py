@@ -58,6 +58,16 @@ def test_health_checks_are_their_own_metrics_group_apart_from_the_server_error_a
     assert group_of("/health") == "health"
 
 
+def _instance(tmp_path: Path, db_url: str) -> tuple[int, str, Path]:
+    """An initialised instance's data directory for `cityid serve` on a free port."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "data"
+    write_config(data, db_url, url)
+    cityid(data, "init")
+    return port, url, data
+
+
 def _token(url: str, client: dict[str, str]) -> requests.Response:
     return requests.post(
         f"{url}/token",
@@ -70,11 +80,7 @@ def _token(url: str, client: dict[str, str]) -> requests.Response:
 def test_sigterm_drains_health_503_while_token_requests_answer_200_then_exits_0(
     db_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    data = tmp_path / "data"
-    write_config(data, db_url, url)
-    cityid(data, "init")
+    port, url, data = _instance(tmp_path, db_url)
     out = cityid(
         data, "client", "add", "--name", "Machine", "--grant-type", "client_credentials", "--json"
     ).stdout
@@ -99,11 +105,7 @@ def test_sigterm_drains_health_503_while_token_requests_answer_200_then_exits_0(
 def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: Path) -> None:
     """The operator who does not want to wait (or a supervisor's second signal): the drain is
     cut short, the graceful stop is the same."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    data = tmp_path / "data"
-    write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
-    cityid(data, "init")
+    port, url, data = _instance(tmp_path, f"sqlite:///{tmp_path / 'cityid.sqlite3'}")
     log = tmp_path / "serve.log"
     with serving(data, port, log, extra=("--drain-seconds", "60")) as proc:
         assert up(url), tail(log)
@@ -120,11 +122,7 @@ def test_a_second_sigterm_during_the_drain_stops_at_once_with_exit_0(tmp_path: P
 
 def test_gunicorn_drains_too_health_503_while_requests_are_served_then_exits_0(tmp_path: Path) -> None:
     """`cityid serve --server gunicorn`: the same drain in gunicorn's master (idp.serve)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    data = tmp_path / "data"
-    write_config(data, f"sqlite:///{tmp_path / 'cityid.sqlite3'}", url)
-    cityid(data, "init")
+    port, url, data = _instance(tmp_path, f"sqlite:///{tmp_path / 'cityid.sqlite3'}")
     log = tmp_path / "serve.log"
     with serving(data, port, log, extra=("--server", "gunicorn", "--drain-seconds", "3")) as proc:
         assert up(url), tail(log)
