@@ -69,7 +69,11 @@ def _lost_connection_route(idp: Idp) -> list[int]:
 
 def _refusals(idp: Idp) -> list[str]:
     with idp.sessions()() as s:
-        return list(s.execute(select(AuditEvent.outcome).where(AuditEvent.action == "test.refuse")).scalars())
+        return list(
+            s.execute(
+                select(AuditEvent.outcome).where(AuditEvent.action == "test.refuse").order_by(AuditEvent.seq)
+            ).scalars()
+        )
 
 
 def test_last_attempt_after_a_lost_connection_keeps_its_audit_records_and_refusal_work(idp: Idp) -> None:

@@ -84,7 +84,9 @@ def _address(idp: Idp, account_id: str) -> str:
 
 def _reasons(idp: Idp, action: str) -> list[str]:
     with idp.sessions()() as s:
-        return list(s.scalars(select(AuditEvent.reason).where(AuditEvent.action == action)))
+        return list(
+            s.scalars(select(AuditEvent.reason).where(AuditEvent.action == action).order_by(AuditEvent.seq))
+        )
 
 
 def test_address_changes_only_after_the_link_sent_to_the_new_address_is_followed(

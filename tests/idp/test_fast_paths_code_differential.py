@@ -700,13 +700,17 @@ def test_a_code_redeemed_while_the_fast_path_claims_it_is_answered_as_authlib_an
 
         thread = threading.Thread(target=exchange)
         thread.start()
-        with engine.connect() as watch:  # until the fast path's claim waits for that row
+        # until the fast path's claim waits for that row. Each poll is a transaction of its own:
+        # PostgreSQL keeps the list of backends in pg_stat_activity stable within a transaction,
+        # so a backend the request opened after the first poll would never be seen in one.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
             waiting = text(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND wait_event = 'transactionid'"
             )
             deadline = time.monotonic() + 20
             while watch.execute(waiting).scalar() == 0:
+                assert thread.is_alive(), f"answered before claiming: {answer['resp'].get_data()!r}"
                 assert time.monotonic() < deadline, "the fast path never claimed the code"
                 time.sleep(0.05)
         tx.commit()

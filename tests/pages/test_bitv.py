@@ -446,7 +446,9 @@ def test_feedback_is_throttled_and_keeps_what_was_written(idp_factory: Any, smtp
     with transaction(idp.sessions()) as s:
         outcomes = list(
             s.execute(
-                select(AuditEvent.outcome).where(AuditEvent.action == "accessibility.feedback")
+                select(AuditEvent.outcome)
+                .where(AuditEvent.action == "accessibility.feedback")
+                .order_by(AuditEvent.seq)
             ).scalars()
         )
     assert outcomes == ["success"] * 3 + ["denied"]

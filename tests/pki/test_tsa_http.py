@@ -58,7 +58,11 @@ def _audit_denials(db_url: str) -> list[AuditEvent]:
     engine = make_engine(db_url, pool=False)
     try:
         with make_session_factory(engine)() as s:
-            return list(s.scalars(select(AuditEvent).where(AuditEvent.action == "pki.tsa.request")))
+            return list(
+                s.scalars(
+                    select(AuditEvent).where(AuditEvent.action == "pki.tsa.request").order_by(AuditEvent.seq)
+                )
+            )
     finally:
         engine.dispose()
 

@@ -26,7 +26,9 @@ def _audit(idp: Idp, action: str, outcome: str) -> list[Any]:
     with transaction(idp.sessions()) as s:
         return list(
             s.execute(
-                select(AuditEvent).where(AuditEvent.action == action, AuditEvent.outcome == outcome)
+                select(AuditEvent)
+                .where(AuditEvent.action == action, AuditEvent.outcome == outcome)
+                .order_by(AuditEvent.seq)
             ).scalars()
         )
 

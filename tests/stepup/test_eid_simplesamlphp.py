@@ -112,7 +112,9 @@ def _count(idp: Idp, model: Any) -> int:
 def _audit(idp: Idp, action: str, outcome: str) -> list[str]:
     with transaction(idp.sessions()) as s:
         rows = s.execute(
-            select(AuditEvent.reason).where(AuditEvent.action == action, AuditEvent.outcome == outcome)
+            select(AuditEvent.reason)
+            .where(AuditEvent.action == action, AuditEvent.outcome == outcome)
+            .order_by(AuditEvent.seq)
         )
         return [r for (r,) in rows]
 

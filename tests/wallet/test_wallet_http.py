@@ -40,7 +40,9 @@ def _count(world: WalletWorld, model: Any) -> int:
 def _denied(world: WalletWorld) -> list[str]:
     with transaction(world.idp.sessions()) as s:
         rows = s.execute(
-            select(AuditEvent).where(AuditEvent.action == "eid.verify", AuditEvent.outcome == "denied")
+            select(AuditEvent)
+            .where(AuditEvent.action == "eid.verify", AuditEvent.outcome == "denied")
+            .order_by(AuditEvent.seq)
         ).scalars()
         return [r.reason for r in rows]
 

@@ -75,7 +75,11 @@ def idp(idp_factory: Any) -> Idp:
 
 def _audit(idp: Idp, action: str) -> list[AuditEvent]:
     with transaction(idp.sessions()) as s:
-        rows = list(s.execute(select(AuditEvent).where(AuditEvent.action == action)).scalars())
+        rows = list(
+            s.execute(
+                select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.seq)
+            ).scalars()
+        )
         s.expunge_all()
         return rows
 
