@@ -26,15 +26,22 @@ Workload (threads, all through the proxy unless said):
 - ``lifecycle``: ``cityid user add`` (CLI), a login at the service with a back-channel logout
   URI, ``cityid user delete`` (CLI): the erasure queues a logout token for the receiver;
 - ``mail``: POST /forgot for accounts of a mail pool: a reset link by SMTP;
-- ``certs``: ``cityid cert issue`` (tls-server profile, CLI) and ``cityid cert revoke``.
+- ``certs``: ``cityid cert issue`` (tls-server profile, CLI) and ``cityid cert revoke``;
+- ``devices``: ``cityid user add`` (CLI), the city app's login (public client, PKCE, a DPoP-bound
+  ``smartcard:enroll`` token), an enrolment of a soft token with Android key attestation under a
+  TEST root trusted by this run's configuration only (``smartcard.softtoken``), then a PKI-2FA
+  login at a service asking for ``acr_values`` substantial: the password, the device's approval
+  of the pending login (its binding code checked against the page's), the page's continue button.
 
 Faults: ``kill -9`` of one instance (its process group) every ``--kill-every`` seconds, restarted
 at once; one ``pg_ctl restart -m fast`` of the private cluster; the SMTP server and the
 back-channel receiver down for a while. Then recovery: the load stops, the outboxes drain.
 
 Invariants (each with its counts; see ``check``): the effect of every 2xx answer is in the
-database; refused/failed requests left no partial effect; ``cityid audit verify`` passes and
-the audit log holds an entry for every state change seen; no certificate serial twice and every
+database (an enrolment answered 201: its device, with the certificate it was sent, issued);
+refused/failed requests left no partial effect (no device without an issued certificate); ``cityid audit verify`` passes and
+the audit log holds an entry for every state change seen (every device row has its
+``smartcard.enroll`` entry); every PKI-2FA login's ID token says ``acr`` substantial; no certificate serial twice and every
 certificate the CLI signed recorded; no refresh-token family with two live successors; every
 queued mail and logout token delivered or recorded as given up (or, for the short profile's
 mails, still queued for a retry) and never dropped: at least once, and a repeat (a kill between
@@ -76,6 +83,10 @@ from bench._server import ROOT, free_port
 
 PASSWORD = "correct horse battery staple"
 REDIRECT = "http://127.0.0.1:9/cb"
+APP_REDIRECT = "http://127.0.0.1:9/app"
+SUBSTANTIAL = "http://eidas.europa.eu/LoA/substantial"
+APP_PACKAGE = "de.musterstadt.cityapp"  # the city app the TEST attestation root vouches for
+APP_SIGNING_DIGEST = hashlib.sha256(b"cityid faults app signing certificate").digest()
 PG_BIN = Path(os.environ.get("CITYID_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -91,6 +102,7 @@ class Profile:
     login_threads: int = 3
     cc_threads: int = 2
     mail_pool: int = 300
+    device_threads: int = 1  # enrolment + PKI-2FA login chains
     # rolling restart (``--profile rolling``): no faults; each instance in turn gets SIGTERM, is
     # drained (``cityid serve --drain-seconds``) out of the health-checking proxy, exits and is
     # started again
@@ -131,6 +143,7 @@ def profile_for(name: str, minutes: float) -> Profile:
             login_threads=1,
             cc_threads=1,
             mail_pool=10,
+            device_threads=0,
             rolling=True,
             drain_seconds=1.5,
             health_interval=0.2,  # as a real load balancer's, scaled down: well within the drain
@@ -549,6 +562,8 @@ class Record:
     certs_issued: list[str] = field(default_factory=list)
     certs_revoked: list[str] = field(default_factory=list)
     cli_failures: Counter[str] = field(default_factory=Counter)
+    enrolled: list[tuple[str, str]] = field(default_factory=list)  # (device id, certificate serial)
+    pki2fa_acr: Counter[str] = field(default_factory=Counter)  # acr of each PKI-2FA login's ID token
 
     def count(self, what: str, status: int | None, note: str = "") -> None:
         with self.lock:
@@ -562,6 +577,16 @@ class Record:
                 self.server_error[what] += 1
                 if len(self.errors) < 30:
                     self.errors.append(f"{what} {status}: {note[:200]}")
+
+
+    def count_failed(self, what: str, status: int, note: str = "") -> None:
+        """A flow that ended without what it was for: at a 4xx or 5xx, or at a page (2xx/3xx)
+        where the next step was expected: counted as refused, never as done."""
+        self.count(what, status if status >= 400 else 409, note)
+        if status < 500:
+            with self.lock:
+                if len(self.errors) < 30:
+                    self.errors.append(f"{what} ended at {status}: {note[:200]}")
 
 
 class Unknown(Exception):
@@ -583,29 +608,45 @@ class Workload:
         self.pool_lock = threading.Lock()
 
     # ---- browser login (a fresh browser: no cookie from an earlier login)
-    def login(self, email: str, client: dict[str, Any]) -> dict[str, Any] | None:
+    def login(
+        self,
+        email: str,
+        client: dict[str, Any],
+        *,
+        what: str = "login",
+        scope: str = "openid email",
+        acr: str | None = None,
+        device: Any = None,
+        dpop: Any = None,
+    ) -> dict[str, Any] | None:
+        """The code flow with PKCE through the pages, then the token. ``acr``: the level asked
+        for; ``device`` (a DeviceClient) confirms the PKI-2FA step; ``dpop`` (a DpopSigner): a
+        public client's DPoP-bound token (RFC 9449), else the client's secret (Basic)."""
         http = requests.Session()
         http.headers["Connection"] = "close"  # a new connection each time: the proxy spreads them
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        redirect = client.get("redirect_uri", REDIRECT)
         params = {
             "response_type": "code",
             "client_id": client["client_id"],
-            "redirect_uri": REDIRECT,
-            "scope": "openid email",
+            "redirect_uri": redirect,
+            "scope": scope,
             "state": "s",
             "code_challenge": challenge,
             "code_challenge_method": "S256",
         }
+        if acr:
+            params["acr_values"] = acr
         try:
             r = _http(http.get, f"{self.url}/authorize", params=params, allow_redirects=False)
             if r.status_code != 302:
-                self.rec.count("login", r.status_code, r.text)
+                self.rec.count_failed(what, r.status_code, r.text)
                 return None
             page = _http(http.get, _abs(self.url, r.headers["Location"]))
             m = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
             if not m:
-                self.rec.count("login", page.status_code, page.text)
+                self.rec.count_failed(what, page.status_code, page.text)
                 return None
             r = _http(
                 http.post,
@@ -614,10 +655,16 @@ class Workload:
                 allow_redirects=False,
             )
             if r.status_code not in (302, 303):
-                self.rec.count("login", r.status_code, r.text)
+                self.rec.count_failed(what, r.status_code, r.text)
                 return None
-            if r.headers["Location"].startswith("/"):  # not answered with the code at once
+            # not answered with the code at once: our own pages (the device step, consent)
+            while r.status_code in (302, 303) and r.headers["Location"].startswith("/"):
                 r = _http(http.get, _abs(self.url, r.headers["Location"]), allow_redirects=False)
+                if device is not None and r.status_code == 200 and 'id="device-continue"' in r.text:
+                    r = self._device_step(http, device, r)
+                    if r is None:
+                        self.rec.count_failed(what, 403, "the device step did not complete")
+                        return None
             if r.status_code == 200 and 'name="decision"' in r.text:  # first time: consent
                 m = re.search(r'name="csrf_token" value="([^"]+)"', r.text)
                 assert m
@@ -629,29 +676,69 @@ class Workload:
                 )
             loc = r.headers.get("Location", "")
             if "code=" not in loc:
-                self.rec.count("login", r.status_code, r.text + loc)
+                self.rec.count_failed(what, r.status_code, r.text + loc)
                 return None
             code = parse_qs(urlsplit(loc).query)["code"][0]
-            r = _http(
-                http.post,
-                f"{self.url}/token",
-                auth=(client["client_id"], client["client_secret"]),
-                data={
-                    "grant_type": "authorization_code",
-                    "code": code,
-                    "redirect_uri": REDIRECT,
-                    "code_verifier": verifier,
-                },
-            )
-            self.rec.count("login", r.status_code, r.text)
+            form = {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect,
+                "code_verifier": verifier,
+            }
+            if dpop is None:
+                r = _http(
+                    http.post,
+                    f"{self.url}/token",
+                    auth=(client["client_id"], client["client_secret"]),
+                    data=form,
+                )
+            else:  # a public client (RFC 6749 §2.1) with a DPoP proof, once more with a nonce (§8)
+                form["client_id"] = client["client_id"]
+                for _ in range(2):
+                    proof = dpop.proof("POST", f"{self.url}/token")
+                    r = _http(http.post, f"{self.url}/token", data=form, headers={"DPoP": proof})
+                    if r.status_code == 400 and r.json().get("error") == "use_dpop_nonce":
+                        dpop.nonce = r.headers["DPoP-Nonce"]
+                        continue
+                    break
+            self.rec.count(what, r.status_code, r.text)
             if r.status_code == 200:
                 with self.rec.lock:
                     self.rec.logins_ok += 1
                 return r.json()  # type: ignore[no-any-return]
             return None
         except Unknown:
-            self.rec.count("login", None)
+            self.rec.count(what, None)
             return None
+
+    def _device_step(
+        self, http: requests.Session, device: Any, page: requests.Response
+    ) -> requests.Response | None:
+        """PKI-2FA (docs/device-api.md): the device fetches the pending login, checks that its
+        binding code is the page's, approves it with its key; the page's no-JS button goes on."""
+        from smartcard.softtoken import DeviceApiError
+
+        code = re.search(r'class="binding-code">([^<]+)<', page.text)
+        action = re.search(r'<form method="post" action="([^"]+)" id="device-continue"', page.text)
+        public_id = re.search(r'data-id="([^"]+)"', page.text)
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        if not (code and action and public_id and csrf):
+            return None
+        try:
+            items = [i for i in device.pending() if i["binding_code"] == code.group(1)]
+            if len(items) != 1 or device.answer(items[0]) != {"status": "approved"}:
+                return None
+        except requests.RequestException as exc:
+            raise Unknown(str(exc)) from exc
+        except DeviceApiError:
+            return None
+        target = self.url + action.group(1).replace("&amp;", "&")
+        return _http(
+            http.post,
+            target,
+            data={"csrf_token": csrf.group(1), "id": public_id.group(1)},
+            allow_redirects=False,
+        )
 
     def refresh(self, client: dict[str, Any], token: str) -> str | None:
         try:
@@ -762,6 +849,49 @@ class Workload:
             with self.rec.lock:
                 (self.rec.accounts_deleted if rc == 0 else self.rec.accounts_delete_failed).append(email)
 
+    def device_loop(self, devices: Path, attestation: Any) -> None:
+        """A new citizen (CLI), the city app's login (DPoP-bound smartcard:enroll token), an
+        enrolment with (TEST) Android key attestation, then a PKI-2FA login at the service: the
+        password and the device's approval (eIDAS substantial)."""
+        from cryptography import x509
+
+        from pki.serials import serial_hex
+        from smartcard.softtoken import DeviceApiError, DeviceClient, DpopSigner, SoftToken
+
+        while not self.stop.is_set():
+            email = f"device-{secrets.token_hex(6)}@faults.example"
+            rc, _out = self.cli("user", "add", "--email", email, "--verified")
+            if rc != 0:
+                continue
+            dpop = DpopSigner()
+            tokens = self.login(
+                email, self.clients["app"], what="app_login", scope="openid smartcard:enroll", dpop=dpop
+            )
+            if not tokens or self.stop.is_set():
+                continue
+            http = requests.Session()
+            http.headers["Connection"] = "close"
+            device = DeviceClient(SoftToken.create(devices / secrets.token_hex(8), server=self.url), http)
+            try:
+                result = device.enrol(tokens["access_token"], dpop, name="phone", attestation=attestation)
+            except DeviceApiError as exc:
+                self.rec.count("enrol", exc.status, str(exc))
+                continue
+            except requests.RequestException:
+                self.rec.count("enrol", None)
+                continue
+            self.rec.count("enrol", 200)
+            serial = serial_hex(x509.load_der_x509_certificate(device.token.certificate_der).serial_number)
+            with self.rec.lock:
+                self.rec.enrolled.append((result["device_id"], serial))
+            answer = self.login(
+                email, self.clients["rp"], what="pki2fa_login", acr=SUBSTANTIAL, device=device
+            )
+            if answer and answer.get("id_token"):
+                claims = json.loads(base64.urlsafe_b64decode(answer["id_token"].split(".")[1] + "=="))
+                with self.rec.lock:
+                    self.rec.pki2fa_acr[str(claims.get("acr"))] += 1
+
     def cert_loop(self, csr: Path) -> None:
         while not self.stop.is_set():
             rc, out = self.cli("cert", "issue", "--csr", str(csr), "--profile", "tls-server", "--days", "30")
@@ -830,7 +960,25 @@ def check(
             for chunk in _chunks(rec.certs_issued, 500)
             for r in q("SELECT serial, status FROM ca_certificate WHERE serial = ANY(:s)", s=chunk)
         }
+        # enrolments answered 2xx: the device is there, with the certificate it was given issued
+        enrolled_ids = [d for d, _s in rec.enrolled]
+        devices: dict[str, str] = {}
+        for chunk in _chunks(enrolled_ids, 500):
+            devices |= dict(q("SELECT id, cert_serial FROM sc_device WHERE id = ANY(:d)", d=chunk).all())
+        device_certs: dict[str, str] = {}
+        for chunk in _chunks([s for _d, s in rec.enrolled], 500):
+            device_certs |= dict(
+                q("SELECT serial, status FROM ca_certificate WHERE serial = ANY(:s)", s=chunk).all()
+            )
         inv["effects_of_2xx"] = {
+            "enrolments_2xx": len(rec.enrolled),
+            "enrolled_devices_missing": sum(1 for d, _s in rec.enrolled if d not in devices),
+            "enrolled_device_with_another_certificate": sum(
+                1 for d, s in rec.enrolled if d in devices and devices[d] != s
+            ),
+            "enrolled_device_certificate_not_issued": sum(
+                1 for _d, s in rec.enrolled if device_certs.get(s) != "issued"
+            ),
             "refreshes_2xx": len(rec.refresh_ok),
             "new_refresh_tokens_missing": len(digests - present),
             "rotated_tokens_not_marked_used": len(set(olds) - used),
@@ -843,6 +991,9 @@ def check(
         inv["effects_of_2xx"]["ok"] = not any(
             inv["effects_of_2xx"][k]
             for k in (
+                "enrolled_devices_missing",
+                "enrolled_device_with_another_certificate",
+                "enrolled_device_certificate_not_issued",
                 "new_refresh_tokens_missing",
                 "rotated_tokens_not_marked_used",
                 "deleted_accounts_still_present",
@@ -866,6 +1017,11 @@ def check(
             ).scalar_one(),
             "issued_without_der": q(
                 "SELECT count(*) FROM ca_certificate WHERE status <> 'pending' AND der IS NULL"
+            ).scalar_one(),
+            # a device is trusted only with its certificate: never one without an issued one
+            "devices_without_issued_certificate": q(
+                "SELECT count(*) FROM sc_device d WHERE NOT EXISTS (SELECT 1 FROM ca_certificate c "
+                "WHERE c.serial = d.cert_serial AND c.status IN ('issued', 'revoked'))"
             ).scalar_one(),
         }
         # a serial reserved (pending) by a `cert issue` that died before signing is by design
@@ -892,7 +1048,17 @@ def check(
             "SELECT count(*) FROM audit_event WHERE action = 'token.issue' AND outcome = 'success'"
         ).scalar_one()
         token_2xx = rec.ok["client_credentials"] + rec.ok["refresh"] + rec.logins_ok
-        token_unknown = rec.unknown["client_credentials"] + rec.unknown["refresh"] + rec.unknown["login"]
+        token_unknown = (
+            rec.unknown["client_credentials"]
+            + rec.unknown["refresh"]
+            + rec.unknown["login"]
+            + rec.unknown["app_login"]
+            + rec.unknown["pki2fa_login"]
+        )
+        enrol_entries = q(
+            "SELECT count(*) FROM audit_event WHERE action = 'smartcard.enroll' AND outcome = 'success'"
+        ).scalar_one()
+        device_rows = q("SELECT count(*) FROM sc_device").scalar_one()
         cert_issue_entries = q(
             "SELECT count(*) FROM audit_event WHERE action = 'pki.certificate.issue' AND outcome = 'success'"
         ).scalar_one()
@@ -909,6 +1075,10 @@ def check(
             "certs_issued_by_cli": len(rec.certs_issued),
             "erasure_entries": erase_entries,
             "accounts_deleted_by_cli": len(rec.accounts_deleted),
+            "enrolment_entries": enrol_entries,
+            "enrolments_2xx": len(rec.enrolled),
+            "enrolment_outcome_unknown": rec.unknown["enrol"],
+            "devices": device_rows,
         }
         inv["audit"]["ok"] = (
             res.returncode == 0
@@ -916,7 +1086,17 @@ def check(
             and token_2xx <= issue_entries <= token_2xx + token_unknown
             and cert_issue_entries >= len(rec.certs_issued)
             and erase_entries >= len(rec.accounts_deleted)
+            # every enrolment answered has its entry; an entry without an answer only where the
+            # answer was lost; every device row has its entry (none erased in this workload)
+            and len(rec.enrolled) <= enrol_entries <= len(rec.enrolled) + rec.unknown["enrol"]
+            and device_rows == enrol_entries
         )
+        # PKI-2FA: every login confirmed by the device got the level it asked for
+        inv["pki2fa"] = {
+            "logins_2xx": rec.ok["pki2fa_login"],
+            "acr_of_id_tokens": dict(rec.pki2fa_acr),
+            "ok": set(rec.pki2fa_acr) <= {SUBSTANTIAL},
+        }
 
         # 4. certificates: serials unique, every signed one recorded
         dup_cli = [s for s, n in Counter(rec.certs_issued).items() if n > 1]
@@ -1093,10 +1273,22 @@ def run(
 
     try:
         pg.init()
+        from smartcard.softtoken import AttestationProfile, write_test_root
+
+        att_root, _att_key = write_test_root(tmp / "att-root")
+        att_status = tmp / "attestation-status.json"
+        att_status.write_text('{"entries": {}}')
+        attestation = AttestationProfile(tmp / "att-root", APP_PACKAGE, APP_SIGNING_DIGEST, "tee")
+        (tmp / "devices").mkdir()
         (data / "cityid.toml").write_text(
             f'issuer = "{url}"\nsecret_key = "{secrets.token_urlsafe(32)}"\n'
             f'key_passphrase = "{secrets.token_urlsafe(32)}"\ndatabase_url = "{pg.url}"\n'
             f'[smtp]\nhost = "127.0.0.1"\nport = {smtp.port}\ntimeout_seconds = 5\n'
+            # devices attested by a TEST root trusted here only (smartcard.softtoken)
+            f'[smartcard]\nandroid_package = "{APP_PACKAGE}"\n'
+            f'android_signing_digests = "{APP_SIGNING_DIGEST.hex()}"\n'
+            f'extra_android_roots_file = "{att_root}"\nvendor_roots = false\n'
+            f'android_revocation_list_file = "{att_status}"\n'
         )
         subprocess.run(
             [sys.executable, "-m", "cli", "init", "--data-dir", str(data)],
@@ -1145,6 +1337,10 @@ def run(
             + [threading.Thread(target=wl.cc_loop) for _ in range(profile.cc_threads)]
             + [threading.Thread(target=wl.mail_loop), threading.Thread(target=wl.lifecycle_loop)]
             + [threading.Thread(target=wl.cert_loop, args=(csr_path,))]
+            + [
+                threading.Thread(target=wl.device_loop, args=(tmp / "devices", attestation))
+                for _ in range(profile.device_threads)
+            ]
         )
         for t in threads:
             t.start()
@@ -1317,12 +1513,21 @@ def _setup(data: Path, emails: list[str], logout_uri: str) -> dict[str, dict[str
         "web": ClientSpec(name="web", redirect_uris=[REDIRECT]),
         "logout": ClientSpec(name="logout", redirect_uris=[REDIRECT], backchannel_logout_uri=logout_uri),
         "machine": ClientSpec(name="machine", grant_types=["client_credentials"], scope="permits:read"),
+        # the city app (public, PKCE + DPoP) enrols devices; a service asks for substantial
+        "app": ClientSpec(
+            name="City app", redirect_uris=[APP_REDIRECT], auth_method="none", scope="openid smartcard:enroll"
+        ),
+        "rp": ClientSpec(name="Parking permits", redirect_uris=[REDIRECT], scope="openid"),
     }
     clients = {}
     with transaction(sessions) as s:
         for name, spec in specs.items():
             row, secret = add_client(s, keys, spec)
-            clients[name] = {"client_id": row.client_id, "client_secret": secret or ""}
+            clients[name] = {
+                "client_id": row.client_id,
+                "client_secret": secret or "",
+                "redirect_uri": spec.redirect_uris[0] if spec.redirect_uris else REDIRECT,
+            }
         for email in emails:
             create_account(s, keys, email, PASSWORD, verified=True, actor="admin")
     engine.dispose()

@@ -34,6 +34,10 @@ def test_kills_a_database_restart_and_outages_lose_and_double_nothing() -> None:
     assert inv["refresh_families"]["ok"], report
     assert inv["mail"]["ok"], report  # once, or again with the same Message-ID after a kill
     assert inv["backchannel_logout"]["ok"], report
+    # devices enrolled and PKI-2FA logins went on through the faults too
+    assert result["requests"]["ok"].get("enrol", 0) >= 1, result["requests"]
+    assert result["requests"]["ok"].get("pki2fa_login", 0) >= 1, result["requests"]
+    assert inv["pki2fa"]["ok"], report
     assert inv["processes"]["ok"] and inv["processes"]["signal_deaths"] == 0, report
     # the restart is invisible to requests that had not sent their COMMIT (idp.retry waits for the
     # database and repeats them); one whose COMMIT the restart cut answers 500 by design (whether
