@@ -39,15 +39,15 @@ back-channel receiver down for a while. Then recovery: the load stops, the outbo
 
 Invariants (each with its counts; see ``check``): the effect of every 2xx answer is in the
 database (an enrolment answered 201: its device, with the certificate it was sent, issued);
-refused/failed requests left no partial effect (no device without an issued certificate); ``cityid audit verify`` passes and
-the audit log holds an entry for every state change seen (every device row has its
-``smartcard.enroll`` entry); every PKI-2FA login's ID token says ``acr`` substantial; no certificate serial twice and every
-certificate the CLI signed recorded; no refresh-token family with two live successors; every
-queued mail and logout token delivered or recorded as given up (or, for the short profile's
-mails, still queued for a retry) and never dropped: at least once, and a repeat (a kill between
-the peer's acceptance and the row's update) is the same message (mail: the same Message-ID;
-logout token: the same ``jti``); no process ended by a signal we did not send, and none ended
-on its own.
+refused/failed requests left no partial effect (no device without an issued certificate);
+``cityid audit verify`` passes and the audit log holds an entry for every state change seen
+(every device row has its ``smartcard.enroll`` entry); every PKI-2FA login's ID token says
+``acr`` substantial; no certificate serial twice and every certificate the CLI signed recorded;
+no refresh-token family with two live successors; every queued mail and logout token delivered
+or recorded as given up (or, for the short profile's mails, still queued for a retry) and never
+dropped: at least once, and a repeat (a kill between the peer's acceptance and the row's update)
+is the same message (mail: the same Message-ID; logout token: the same ``jti``); no process
+ended by a signal we did not send, and none ended on its own.
 """
 
 from __future__ import annotations
@@ -577,7 +577,6 @@ class Record:
                 self.server_error[what] += 1
                 if len(self.errors) < 30:
                     self.errors.append(f"{what} {status}: {note[:200]}")
-
 
     def count_failed(self, what: str, status: int, note: str = "") -> None:
         """A flow that ended without what it was for: at a 4xx or 5xx, or at a page (2xx/3xx)
