@@ -44,10 +44,8 @@ def load(
         str(peer / "load.py"),
         "--issuer",
         issuer,
-        "--client-id",
-        cid,
-        "--client-secret",
-        secret,
+        f"--client-id={cid}",
+        f"--client-secret={secret}",  # one argument even when the random secret starts with "-"
         "--label",
         label,
         "--cpu",
@@ -115,7 +113,7 @@ def run_cityid(peer: Path, db: str, a: Any) -> list[dict[str, Any]]:
     threads = a.pg_threads if pg else a.threads
     with served(pg, threads=threads) as (data, url):
         password = secrets.token_urlsafe(18)
-        cli(data, "user", "add", "--email", "alice@example.org", "--password", password, "--verified")
+        cli(data, "user", "add", "--email", "alice@example.org", f"--password={password}", "--verified")
         out = json.loads(
             cli(
                 data,
