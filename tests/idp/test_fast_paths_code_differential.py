@@ -710,7 +710,7 @@ def test_a_code_redeemed_while_the_fast_path_claims_it_is_answered_as_authlib_an
             )
             deadline = time.monotonic() + 20
             while watch.execute(waiting).scalar() == 0:
-                assert thread.is_alive(), f"answered before claiming: {answer['resp'].get_data()!r}"
+                assert thread.is_alive(), f"answered before claiming: {answer.get('resp')!r}"
                 assert time.monotonic() < deadline, "the fast path never claimed the code"
                 time.sleep(0.05)
         tx.commit()
