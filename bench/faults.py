@@ -868,9 +868,10 @@ class Workload:
                 (self.rec.accounts_deleted if rc == 0 else self.rec.accounts_delete_failed).append(email)
 
     def device_loop(self, devices: Path, attestation: Any) -> None:
-        """A citizen without a device (made at set-up, then by CLI), the city app's login (DPoP-bound smartcard:enroll token), an
-        enrolment with (TEST) Android key attestation, then a PKI-2FA login at the service: the
-        password and the device's approval (eIDAS substantial)."""
+        """A citizen without a device (made at set-up, then by CLI), the city app's login
+        (DPoP-bound smartcard:enroll token), an enrolment with (TEST) Android key attestation,
+        then a PKI-2FA login at the service: the password and the device's approval (eIDAS
+        substantial)."""
         from cryptography import x509
 
         from pki.serials import serial_hex
