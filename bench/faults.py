@@ -848,7 +848,9 @@ class Workload:
             with self.rec.lock:
                 self.rec.cli_failures[args[0] + " " + args[1]] += 1
                 if len(self.rec.errors) < 30:
-                    self.rec.errors.append(f"cli {args[:2]} rc={res.returncode}: {res.stderr[-300:]}")
+                    self.rec.errors.append(
+                        f"cli {args[:2]} rc={res.returncode}: {(res.stderr or res.stdout)[-300:]}"
+                    )
         return res.returncode, out
 
     def lifecycle_loop(self) -> None:
