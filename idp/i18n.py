@@ -58,11 +58,14 @@ def _pending_ui_locale() -> str | None:
 
     try:
         session = browser.current()
+        # reading the row may load it again: after a transaction the database ended (a restart
+        # during the request), that raises too
+        pending = session.pending if session is not None else None
     except SQLAlchemyError:  # the page saying that the database is briefly away must still render
         return None
-    if session is None or not session.pending:
+    if not pending:
         return None
-    ui = json.loads(session.pending).get("ui")
+    ui = json.loads(pending).get("ui")
     return ui if ui in LOCALES else None
 
 
