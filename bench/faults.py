@@ -979,21 +979,18 @@ def check(
             deleted_left += q(
                 "SELECT count(*) FROM idp_account WHERE email_index = ANY(:d)", d=chunk
             ).scalar_one()
-        certs = {
-            r[0]: r[1]
-            for chunk in _chunks(rec.certs_issued, 500)
-            for r in q("SELECT serial, status FROM ca_certificate WHERE serial = ANY(:s)", s=chunk)
-        }
+
+        def pairs(sql: str, keys: list[str]) -> dict[str, str]:
+            """``sql``'s two columns as a dict, for ``keys`` (its ``= ANY(:k)``), 500 at a time."""
+            return {r[0]: r[1] for chunk in _chunks(keys, 500) for r in q(sql, k=chunk)}
+
+        cert_status = "SELECT serial, status FROM ca_certificate WHERE serial = ANY(:k)"
+        certs = pairs(cert_status, rec.certs_issued)
         # enrolments answered 2xx: the device is there, with the certificate it was given issued
-        enrolled_ids = [d for d, _s in rec.enrolled]
-        devices: dict[str, str] = {}
-        for chunk in _chunks(enrolled_ids, 500):
-            devices |= dict(q("SELECT id, cert_serial FROM sc_device WHERE id = ANY(:d)", d=chunk).all())
-        device_certs: dict[str, str] = {}
-        for chunk in _chunks([s for _d, s in rec.enrolled], 500):
-            device_certs |= dict(
-                q("SELECT serial, status FROM ca_certificate WHERE serial = ANY(:s)", s=chunk).all()
-            )
+        devices = pairs(
+            "SELECT id, cert_serial FROM sc_device WHERE id = ANY(:k)", [d for d, _s in rec.enrolled]
+        )
+        device_certs = pairs(cert_status, [s for _d, s in rec.enrolled])
         inv["effects_of_2xx"] = {
             "enrolments_2xx": len(rec.enrolled),
             "enrolled_devices_missing": sum(1 for d, _s in rec.enrolled if d not in devices),
