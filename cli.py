@@ -931,7 +931,8 @@ def audit_verify(data_dir: Path, anchors: dict[int, str], as_json: bool) -> None
     from db import audit as audit_log
 
     with session_for(data_dir, as_json) as (_cfg, s):
-        audit_log.chain_pending(s.get_bind())  # entries a stopped process committed, not chained
+        # entries a stopped process committed, not chained; and the chain on disk before it is read
+        audit_log.chain_pending(s.get_bind(), durable=True)
         res = audit_log.verify(s, anchors)
     data = {
         "ok": res.ok,

@@ -143,7 +143,7 @@ _UPDATE_HEAD = driver.Prepared(
 _PENDING = cast(Table, AuditPending.__table__)
 _PENDING_COLUMNS = [c for c in _EVENT_COLUMNS if c in _PENDING.c] + ["tail"]
 _INSERT_PENDING = driver.Prepared(insert(_PENDING).returning(_PENDING.c.id), _PENDING_COLUMNS)
-# session.info key: (the driver connection, the last pending id) of a transaction that wrote some
+# session.info key: (the driver connection, the first pending id) of a transaction that wrote some
 _PENDING_KEY = "cityid.audit_pending"
 
 
@@ -188,7 +188,10 @@ def record(
     if conn.dialect.name == "postgresql":
         entry["tail"] = _hash_tail(at, action, outcome, reason, details_json, commitment)
         pending_id = _INSERT_PENDING.run(session, entry)[0][0]
-        session.info[_PENDING_KEY] = (conn.connection.dbapi_connection, pending_id)
+        dbapi_connection = conn.connection.dbapi_connection
+        held = session.info.get(_PENDING_KEY)
+        if held is None or held[0] is not dbapi_connection:  # the transaction's first entry
+            session.info[_PENDING_KEY] = (dbapi_connection, pending_id)
         return
     head = _SELECT_HEAD.run(session, {})
     if head:
@@ -205,29 +208,53 @@ def record(
 CHAIN_SQL = "SELECT cityid_audit_chain(%s)"
 
 
-def chain_committed(dbapi_connection: Any, upto: int | None = None) -> int:
-    """PostgreSQL: put the committed pending entries (up to ``upto``, the caller's last; None:
-    all) onto the chain, in a transaction of its own on this idle driver connection: one
-    statement, one round trip. Whoever takes the head lock chains every entry committed so far,
-    so under load one flush to disk chains the entries of many requests. Returns how many."""
+def chain_committed(dbapi_connection: Any, since: int | None = None) -> int:
+    """PostgreSQL: put committed pending entries onto the chain, in a transaction of its own on
+    this idle driver connection: one statement, one round trip. ``since``: the caller's first
+    pending id; the committed entries from it on are chained (its own, and any committed
+    meanwhile), or nothing when another chaining took them first; None: every pending entry (the
+    background duty's, verify's). Whoever takes the head lock chains them all, so under load one
+    chaining takes the entries of many requests. Returns how many (migration
+    0003_audit_chain_async)."""
     dbapi_connection.autocommit = True
     try:
-        row = dbapi_connection.execute(CHAIN_SQL, (upto,)).fetchone()
+        row = dbapi_connection.execute(CHAIN_SQL, (since,)).fetchone()
     finally:
         dbapi_connection.autocommit = False
     return int(row[0]) if row else 0
 
 
-def chain_pending(engine: Any) -> int:
+# A write (the head row rewritten as it is) in a transaction that waits for its commit's flush
+# (synchronous_commit on for this transaction, whatever the database's setting): it returns once
+# the WAL up to it, every earlier commit's included, is on disk. (A transaction that writes no WAL
+# commits without a flush, even with a transaction id.)
+FLUSH_SQL = (
+    "SELECT set_config('synchronous_commit', 'on', true)",
+    "UPDATE audit_head SET last_hash = last_hash WHERE id = 1",
+)
+
+
+def chain_pending(engine: Any, *, durable: bool = False) -> int:
     """Chain whatever committed entries are still pending (PostgreSQL; 0 elsewhere): left by a
     process that died between a commit and its chaining, or whose chaining met a lost
-    connection. The workers' background duty, ``cityid audit verify`` and erasure call it."""
+    connection. The workers' background duty, ``cityid audit verify`` and erasure call it.
+
+    ``durable``: then wait until every chaining so far is on disk. A chaining commits without
+    waiting for its flush (migration 0003_audit_chain_async: a crash may take the last ones back,
+    their entries then being chained again from ``audit_pending``); ``cityid audit verify`` reads
+    the chain only after this, so the last hash it reports (an anchor kept outside the database)
+    is one no crash can take back."""
     if engine.dialect.name != "postgresql":
         return 0
     raw = engine.raw_connection()
     try:
         raw.rollback()  # idle, whatever the pool handed out
-        return chain_committed(raw.driver_connection)
+        chained = chain_committed(raw.driver_connection)
+        if durable:
+            for statement in FLUSH_SQL:
+                raw.driver_connection.execute(statement)
+            raw.commit()  # PostgreSQL 15 docs 30.4: waits for the WAL flush up to this commit
+        return chained
     finally:
         raw.close()
 
@@ -242,9 +269,9 @@ def _chain_after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING_KEY, None)
     if pending is None:
         return
-    dbapi_connection, upto = pending
+    dbapi_connection, since = pending
     try:
-        chain_committed(dbapi_connection, upto)
+        chain_committed(dbapi_connection, since)
     except Exception:  # the entries are committed: the next chaining (any worker's) takes them
         log.warning("audit entries committed, their chaining postponed", exc_info=True)
 

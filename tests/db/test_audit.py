@@ -295,6 +295,76 @@ def test_an_entry_committed_but_not_chained_when_its_process_died_is_chained_lat
     assert last is not None and (last.seq, last.action) == (3, "test.orphan")
 
 
+@pytest.mark.postgresql_only
+def test_the_chaining_commits_without_waiting_for_its_flush_and_only_its_own_transaction_issue_19(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    """PostgreSQL 15 docs 30.4: the chaining moves entries that are already durable in
+    audit_pending, so its own commit need not wait for the disk (a crash that takes it back leaves
+    them pending, to be chained again). The setting is the chaining transaction's own: the
+    request's commit, before it, and every later transaction on the connection wait as before."""
+    with db_sessions() as s:
+        s.execute(text("SET synchronous_commit = on"))  # the session's own (tests' databases: off)
+        audit.record(s, action="test.async", outcome="success", actor="a", subject="acct-1")
+        assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"  # the request's commit
+        s.info.pop(audit._PENDING_KEY)  # chained by hand below, inside a transaction to look into
+        s.commit()
+        assert s.execute(text("SELECT cityid_audit_chain(NULL)")).scalar() == 1
+        assert s.execute(text("SHOW synchronous_commit")).scalar() == "off"  # this transaction's
+        s.commit()
+        assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"  # and only its own
+        s.commit()
+    with db_sessions() as s:
+        assert audit.verify(s).ok
+
+
+@pytest.mark.postgresql_only
+def test_audit_verify_reads_the_chain_only_once_it_is_on_disk_issue_19(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    """`cityid audit verify` reports the last hash as an anchor to keep outside the database: it
+    asks chain_pending(durable=True) first, which returns once the WAL up to every chaining so
+    far (asynchronous commits) is flushed, so no crash can take back the anchor it prints."""
+    engine = db_sessions.kw["bind"]
+    with db_sessions() as s:
+        s.execute(text("SET synchronous_commit = off"))
+        audit.record(s, action="test.anchor", outcome="success", actor="a", subject="acct-1")
+        s.commit()  # chained right after, asynchronously
+        written = s.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar()
+    audit.chain_pending(engine, durable=True)
+    with db_sessions() as s:
+        flushed = s.execute(text("SELECT pg_current_wal_flush_lsn() >= CAST(:w AS pg_lsn)"), {"w": written})
+        assert flushed.scalar() is True
+        res = audit.verify(s)
+    assert res.ok and res.pending == 0 and res.entries == 1
+
+
+@pytest.mark.postgresql_only
+def test_a_full_chaining_takes_every_pending_entry_in_batches_and_a_requests_from_its_own_on_issue_19(
+    db_sessions: sessionmaker[Session],
+) -> None:
+    """A request's chaining starts at its transaction's first entry (a primary-key lookup and an
+    index range, so that the dead rows earlier chainings left in audit_pending are never read);
+    an older entry whose own chaining never ran stays pending until a full chaining (the
+    background duty, verify) takes it, with every other one, in batches of 1,000."""
+    with transaction(db_sessions) as s:
+        for i in range(2_100):
+            audit.record(s, action="test.orphan", outcome="info", actor="gone", details={"i": i})
+        s.info.pop(audit._PENDING_KEY)  # as if the process died right after its COMMIT
+    with transaction(db_sessions) as s:  # a later request: its own chaining after the commit
+        audit.record(s, action="test.later", outcome="success", actor="a", subject="acct-1")
+    with db_sessions() as s:
+        res = audit.verify(s)
+        assert res.ok and res.entries == 1 and res.pending == 2_100
+        assert s.execute(select(audit.AuditEvent.action)).scalars().all() == ["test.later"]
+    assert audit.chain_pending(db_sessions.kw["bind"]) == 2_100
+    with db_sessions() as s:
+        res = audit.verify(s)
+        details = s.execute(select(audit.AuditEvent.details).order_by(audit.AuditEvent.seq)).scalars().all()
+    assert res.ok and res.entries == 2_101 and res.pending == 0 and res.gaps == 0
+    assert details[1:] == [f'{{"i": {i}}}' for i in range(2_100)]  # in the order they were written
+
+
 def test_an_entry_written_before_a_savepoint_is_on_the_chain_after_the_commit(
     db_sessions: sessionmaker[Session],
 ) -> None:
