@@ -55,6 +55,7 @@ def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config,
     _refuse_missing_database(cfg, as_json)
     engine = make_engine(cfg.db_url)
     try:
+        reach_database(engine)
         check_schema(engine)
     except SchemaMismatch as exc:
         fail(str(exc), as_json, code=3)
@@ -66,6 +67,24 @@ def session_for(data_dir: Path, as_json: bool = False) -> Iterator[tuple[Config,
             yield cfg, s
     finally:
         engine.dispose()
+
+
+# A command started while PostgreSQL restarts or fails over (`pg_ctl restart` took 1-2 s under
+# load, bench/faults.py) waits this long for it before it gives up with exit code 2.
+CLI_DATABASE_WAIT_SECONDS = 15.0
+
+
+def reach_database(engine: Any) -> None:
+    """Return once PostgreSQL answers, waiting while it is away (a restart, a failover: the
+    connection refused or cut) up to CLI_DATABASE_WAIT_SECONDS; then its error, as before. Other
+    errors (a wrong password, no such database) and SQLite's are raised at once. Before the
+    command has done anything: a command that loses its connection later has committed nothing
+    of its transaction, and says so (exit code 2); running it again is the admin's decision."""
+    if engine.dialect.name != "postgresql":
+        return
+    from idp.serve import wait_for_database
+
+    wait_for_database(engine, CLI_DATABASE_WAIT_SECONDS)
 
 
 def _refuse_missing_database(cfg: Config, as_json: bool) -> None:

@@ -89,6 +89,9 @@ def _session(cfg: Config) -> Iterator[Session]:
         sys.exit(3)  # as check_schema below, without leaving an empty SQLite file behind
     engine = make_engine(cfg.db_url, pool=False)
     try:
+        from cli import reach_database
+
+        reach_database(engine)  # started during a database restart: waits for it
         try:
             check_schema(engine)  # as every other command: not on an unmigrated or newer schema
         except SchemaMismatch as exc:
