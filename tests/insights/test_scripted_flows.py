@@ -195,7 +195,11 @@ def test_counts_survive_the_daily_roll_up(pair: Pair) -> None:
     with pair.a.sessions()() as s:
         before = report.dashboard(s, rng)
     with transaction(pair.a.sessions()) as s:
-        assert report.roll_up(s, utcnow() + dt.timedelta(days=1, hours=2)) >= 1
+        # 02:00 UTC of the next day: today is complete (the roll-up leaves an hour's margin), and
+        # tomorrow is not, at whatever time of day the test runs (utcnow() + 26 h after 22:00
+        # UTC is the day after tomorrow, which rolled up tomorrow too)
+        tomorrow_2am = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(2), tzinfo=dt.UTC)
+        assert report.roll_up(s, tomorrow_2am) >= 1
     with pair.a.sessions()() as s:
         after = report.dashboard(s, rng)
         assert report.rolled_until(s) == today + dt.timedelta(days=1)
