@@ -25,7 +25,12 @@ under ``bench/instances.py`` and measured with ``pg_stat_wal``:
    committed entries from it on, through the primary key's index, in batches of 1,000 in id order. An entry older than
    the caller's whose own chaining never ran (its process died, its connection was lost) is taken
    by the next full chaining: ``since`` NULL, run by every worker's background duty every few
-   seconds, by ``cityid audit verify`` and by erasure.
+   seconds, by ``cityid audit verify`` and by erasure. The function's statements are planned once
+   per database connection (PL/pgSQL caches a generic plan after five runs); planned while the
+   table was small (it is never analysed with autovacuum off), the lookup by primary key was a
+   sequential scan, 1.5 per token, each reading the dead rows up to the newest entry, so that the
+   token rate fell the longer the connection lived. ``enable_seqscan`` is off for the chaining's
+   transaction, so that every plan it makes uses the index.
 
 Revision ID: 0003_audit_chain_async
 Revises: 0002_audit_pending
@@ -60,6 +65,10 @@ DECLARE
   taken integer;
   low bigint := COALESCE(since, 0);
 BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  -- by the primary key's index, never by a sequential scan over the dead rows, whatever the
+  -- table's statistics said when this backend planned these statements (see the module's text)
+  PERFORM set_config('enable_seqscan', 'off', true);
   IF since IS NOT NULL THEN
     -- the caller's first entry, by primary key: gone when another chaining took it meanwhile (the
     -- entries of one transaction commit together and are chained together)
@@ -69,7 +78,6 @@ BEGIN
   ELSIF NOT EXISTS (SELECT 1 FROM audit_pending) THEN
     RETURN 0;
   END IF;
-  PERFORM set_config('synchronous_commit', 'off', true);
   SELECT last_hash, last_seq INTO prev, seq_no FROM audit_head WHERE id = 1 FOR UPDATE;
   IF NOT FOUND THEN
     INSERT INTO audit_head (id, last_hash, last_seq) VALUES (1, repeat('0', 64), NULL)
