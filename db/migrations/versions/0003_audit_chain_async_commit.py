@@ -20,17 +20,18 @@ under ``bench/instances.py`` and measured with ``pg_stat_wal``:
 2. It found the pending entries by scanning the whole of ``audit_pending`` (``id <= upto OR upto IS
    NULL``, and a DELETE of every row): every chained entry leaves a dead row there until VACUUM,
    and with autovacuum off (as on this project's development machines) or behind, each chaining
-   read all of them (178 pages after 90 s of load; the token rate fell by half meanwhile). Now a
-   request's chaining looks up its transaction's first entry by primary key and takes the
-   committed entries from it on, through the primary key's index, in batches of 1,000 in id order. An entry older than
-   the caller's whose own chaining never ran (its process died, its connection was lost) is taken
-   by the next full chaining: ``since`` NULL, run by every worker's background duty every few
-   seconds, by ``cityid audit verify`` and by erasure. The function's statements are planned once
-   per database connection (PL/pgSQL caches a generic plan after five runs); planned while the
-   table was small (it is never analysed with autovacuum off), the lookup by primary key was a
-   sequential scan, 1.5 per token, each reading the dead rows up to the newest entry, so that the
-   token rate fell the longer the connection lived. ``enable_seqscan`` is off for the chaining's
-   transaction, so that every plan it makes uses the index.
+   read all of them (178 pages after 90 s of load). Now a request's chaining looks up its
+   transaction's first entry by primary key and takes the committed entries from it on, through
+   the primary key's index, in batches of 1,000 in id order. An entry older than the caller's
+   whose own chaining never ran (its process died, its connection was lost) is taken by the next
+   full chaining: ``since`` NULL, run by every worker's background duty every few seconds, by
+   ``cityid audit verify`` and by erasure. The function's statements are planned once per
+   database connection (PL/pgSQL caches a generic plan after five runs); planned while the table
+   was small (it is never analysed with autovacuum off), even the lookup by primary key was a
+   sequential scan, 1.5 per token, each reading the dead rows up to the newest entry, and the
+   two-instance phases of ``bench/instances.py`` got slower round after round (476, 370, 336,
+   282 operations/s). ``enable_seqscan`` is off for the chaining's transaction, so that every plan
+   it makes uses the index (after: 1 sequential scan in 50 s of load, the rate flat).
 
 Revision ID: 0003_audit_chain_async
 Revises: 0002_audit_pending
