@@ -313,6 +313,7 @@ def test_the_chaining_commits_without_waiting_for_its_flush_and_only_its_own_tra
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "off"  # this transaction's
         s.commit()
         assert s.execute(text("SHOW synchronous_commit")).scalar() == "on"  # and only its own
+        s.execute(text("RESET synchronous_commit"))  # the pooled connection as it was
         s.commit()
     with db_sessions() as s:
         assert audit.verify(s).ok
@@ -331,6 +332,8 @@ def test_audit_verify_reads_the_chain_only_once_it_is_on_disk_issue_19(
         audit.record(s, action="test.anchor", outcome="success", actor="a", subject="acct-1")
         s.commit()  # chained right after, asynchronously
         written = s.execute(text("SELECT pg_current_wal_insert_lsn()")).scalar()
+        s.execute(text("RESET synchronous_commit"))  # the pooled connection as it was
+        s.commit()
     audit.chain_pending(engine, durable=True)
     with db_sessions() as s:
         flushed = s.execute(text("SELECT pg_current_wal_flush_lsn() >= CAST(:w AS pg_lsn)"), {"w": written})
